@@ -1,0 +1,301 @@
+//! The pure answer: one parsed request and one snapshot in, one wire reply out, written into
+//! a buffer the transport owns. No I/O, no lock, no allocation: UDP and TCP (and the
+//! benches and the fuzzer) all call [`answer`].
+
+use std::net::IpAddr;
+
+use crate::dns::encode::{opt_len, EcsEcho, OptOut, Section, Writer};
+use crate::dns::request::{Kind, NameBuf, Question, Request};
+use crate::snapshot::Snapshot;
+use crate::zone::{parent, rtype, Node, Zone};
+
+/// The largest UDP reply we send, whatever the client offers (DNS Flag Day 2020: avoids IP
+/// fragmentation); also what our OPT record advertises.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Without EDNS a UDP reply is at most 512 bytes (RFC 1035 §4.2.1).
+pub const MIN_UDP_PAYLOAD: u16 = 512;
+/// How many CNAMEs in a row we follow inside a zone before we stop.
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// Response codes (RFC 1035 §4.1.1, RFC 6891 §9).
+pub mod rcode {
+    pub const NOERROR: u8 = 0;
+    pub const FORMERR: u8 = 1;
+    pub const SERVFAIL: u8 = 2;
+    pub const NXDOMAIN: u8 = 3;
+    pub const NOTIMP: u8 = 4;
+    pub const REFUSED: u8 = 5;
+    /// Extended: 16, sent as 0 in the header and 1 in the OPT record.
+    pub const BADVERS: u16 = 16;
+}
+
+/// How the query arrived: it bounds the reply's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Who asked, as the transport saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    pub source: IpAddr,
+    pub transport: Transport,
+}
+
+/// What happened, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The full RCODE (BADVERS is 16).
+    pub rcode: u16,
+    pub truncated: bool,
+    pub len: usize,
+}
+
+/// Answer `req` from `snap` into `out` (cleared first).
+pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec<u8>) -> Outcome {
+    let limit = match (client.transport, &req.edns) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => MIN_UDP_PAYLOAD as usize,
+        (Transport::Udp, Some(e)) => e.udp_size.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD) as usize,
+    };
+    // Whatever the answer, its OPT carries the same NSID and ECS echo; the ECS scope of a
+    // static answer is 0 (RFC 7871 §7.2.1: it does not depend on the client).
+    let mut opt = req.edns.map(|e| OptOut {
+        udp_size: MAX_UDP_PAYLOAD,
+        ext_rcode: 0,
+        dnssec_ok: e.dnssec_ok,
+        nsid: e.nsid.then_some(&snap.nsid[..]),
+        ecs: e.ecs.map(|c| EcsEcho {
+            family: c.family,
+            source_prefix: c.source_prefix,
+            scope_prefix: 0,
+            addr: c.addr,
+        }),
+    });
+    let code: u16 = match req.kind {
+        Kind::FormErr => rcode::FORMERR as u16,
+        Kind::NotImp => rcode::NOTIMP as u16,
+        Kind::BadVers => rcode::BADVERS,
+        Kind::Query => 0,
+    };
+    if req.kind != Kind::Query {
+        if let Some(o) = opt.as_mut() {
+            o.ext_rcode = (code >> 4) as u8;
+            if req.kind == Kind::BadVers {
+                o.nsid = None;
+                o.ecs = None;
+            }
+        }
+        let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
+        w.set_rcode((code & 0x0f) as u8);
+        let len = w.finish(opt.as_ref());
+        return Outcome {
+            rcode: code,
+            truncated: false,
+            len,
+        };
+    }
+    let Some(q) = req.question.as_ref() else {
+        // parse() only says Query with a question; be safe anyway.
+        let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
+        w.set_rcode(rcode::FORMERR);
+        let len = w.finish(opt.as_ref());
+        return Outcome {
+            rcode: rcode::FORMERR as u16,
+            truncated: false,
+            len,
+        };
+    };
+    let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
+    let rc = resolve(snap, q, &mut w);
+    w.set_rcode(rc);
+    let truncated = w.truncated();
+    let len = w.finish(opt.as_ref());
+    Outcome {
+        rcode: rc as u16,
+        truncated,
+        len,
+    }
+}
+
+/// The authoritative look-up (RFC 1034 §4.3.2, RFC 4592, RFC 8482), writing as it goes.
+fn resolve(snap: &Snapshot, q: &Question<'_>, w: &mut Writer<'_>) -> u8 {
+    if q.qclass != 1 {
+        return rcode::REFUSED; // class IN only
+    }
+    if matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
+        return rcode::REFUSED; // no zone transfers in v1
+    }
+    let lower = q.name.as_slice();
+    let Some(mut zone) = snap.zones.find(lower) else {
+        return rcode::REFUSED;
+    };
+    // DS belongs to the parent side of a cut (RFC 4035 §3.1.4.1): at the apex of a zone
+    // whose parent we also serve, answer from the parent.
+    if q.qtype == rtype::DS && lower == zone.origin_wire() {
+        if let Some(p) = snap.zones.find_parent(lower) {
+            zone = p;
+        }
+    }
+    w.set_aa(true);
+
+    // The name being looked up: first the question, then each CNAME target in the zone.
+    let mut raw: &[u8] = q.raw;
+    let mut name: NameBuf = q.name;
+    for _ in 0..=MAX_CNAME_CHAIN {
+        let lname = name.as_slice();
+        if let Some(cut) = find_cut(zone, lname, q.qtype) {
+            return referral(zone, cut, raw, lname, w);
+        }
+        let (node, owner_is_wild) = match zone.node(lname) {
+            Some(n) => (n, false),
+            None => match wildcard(zone, lname) {
+                Some(n) => (n, true),
+                None => {
+                    negative(zone, w);
+                    return rcode::NXDOMAIN;
+                }
+            },
+        };
+        let _ = owner_is_wild; // synthesized records take the query name as owner (RFC 4592 §4.1)
+        if q.qtype != rtype::CNAME {
+            if let Some(cname) = node.get(rtype::CNAME) {
+                if !w.rrset(Section::Answer, raw, cname, cname.ttl) {
+                    w.set_tc();
+                    return rcode::NOERROR;
+                }
+                let Some(crate::zone::Rdata::Name(target)) = cname.rdatas.first() else {
+                    return rcode::NOERROR;
+                };
+                let next = NameBuf::lower(target);
+                if !crate::zone::is_subdomain(next.as_slice(), zone.origin_wire()) {
+                    return rcode::NOERROR; // out of zone: the resolver follows it
+                }
+                raw = target;
+                name = next;
+                continue;
+            }
+        }
+        let set = if q.qtype == rtype::ANY {
+            // RFC 8482 §4.2: one RRset of the name is a full answer to ANY.
+            node.rrsets.first()
+        } else if node.is_cut && q.qtype == rtype::DS {
+            node.get(rtype::DS)
+        } else {
+            node.get(q.qtype)
+        };
+        match set {
+            Some(set) => {
+                if !w.rrset(Section::Answer, raw, set, set.ttl) {
+                    w.set_tc();
+                    return rcode::NOERROR;
+                }
+                additional(zone, set, w, false);
+            }
+            None => negative(zone, w),
+        }
+        return rcode::NOERROR;
+    }
+    rcode::NOERROR // chain too long: what we have is the answer
+}
+
+/// The closest delegation at or above `name` and below the apex, unless the question is the
+/// DS at the cut itself (answered from this side).
+fn find_cut<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Option<(&'z Node, usize)> {
+    let origin_len = zone.origin_wire().len();
+    if name.len() <= origin_len {
+        return None;
+    }
+    // Label starts of `name` above the origin, walked from the apex down.
+    let mut starts = [0u8; 128];
+    let mut n = 0;
+    let mut i = 0;
+    while name.len() - i > origin_len && n < starts.len() {
+        starts[n] = i as u8;
+        n += 1;
+        i += 1 + name[i] as usize;
+    }
+    for &s in starts[..n].iter().rev() {
+        let s = s as usize;
+        let node = zone.node(&name[s..])?;
+        if node.is_cut {
+            if s == 0 && qtype == rtype::DS {
+                return None;
+            }
+            return Some((node, s));
+        }
+    }
+    None
+}
+
+/// The wildcard that covers a name that does not exist: `*.<closest encloser>`
+/// (RFC 4592 §3.3.1).
+fn wildcard<'z>(zone: &'z Zone, name: &[u8]) -> Option<&'z Node> {
+    let mut rest = name;
+    while rest.len() > zone.origin_wire().len() {
+        rest = parent(rest);
+        if let Some(node) = zone.node(rest) {
+            if !node.has_wildcard_child {
+                return None;
+            }
+            let mut wild = [0u8; 257];
+            wild[0] = 1;
+            wild[1] = b'*';
+            let len = 2 + rest.len();
+            if len > wild.len() {
+                return None;
+            }
+            wild[2..len].copy_from_slice(rest);
+            return zone.node(&wild[..len]);
+        }
+    }
+    None
+}
+
+/// A referral: the cut's NS in authority and their addresses as glue, without AA.
+fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], lname: &[u8], w: &mut Writer<'_>) -> u8 {
+    let (node, start) = cut;
+    let _ = lname;
+    w.set_aa(false);
+    let Some(ns) = node.get(rtype::NS) else {
+        return rcode::SERVFAIL;
+    };
+    if !w.rrset(Section::Authority, &raw[start..], ns, ns.ttl) {
+        w.set_tc();
+        return rcode::NOERROR;
+    }
+    additional(zone, ns, w, true);
+    rcode::NOERROR
+}
+
+/// Address records for the targets of NS, MX and SRV records that live in this zone. For a
+/// referral they are glue, and glue that does not fit sets TC (RFC 9471); otherwise extra
+/// records are left out silently (RFC 2181 §9).
+fn additional(zone: &Zone, set: &crate::zone::RrSet, w: &mut Writer<'_>, glue: bool) {
+    if !matches!(set.rtype, rtype::NS | rtype::MX | rtype::SRV) {
+        return;
+    }
+    for target in set.targets() {
+        let lower = NameBuf::lower(target);
+        let Some(node) = zone.node(lower.as_slice()) else {
+            continue;
+        };
+        for t in [rtype::A, rtype::AAAA] {
+            if let Some(addrs) = node.get(t) {
+                if !w.rrset(Section::Additional, target, addrs, addrs.ttl) && glue {
+                    w.set_tc();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// NODATA or NXDOMAIN: the zone's SOA in authority with the RFC 2308 TTL.
+fn negative(zone: &Zone, w: &mut Writer<'_>) {
+    let soa = zone.soa();
+    if !w.rrset(Section::Authority, zone.origin_wire(), soa, zone.negative_ttl()) {
+        w.set_tc();
+    }
+}

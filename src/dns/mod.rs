@@ -1,0 +1,12 @@
+//! The data plane: reading queries, answering them from the current snapshot, and the UDP
+//! and TCP listeners. Nothing here waits on the control plane or takes a lock on the query
+//! path; `answer()` is pure and writes into a buffer its caller owns.
+
+pub mod answer;
+pub mod encode;
+pub mod request;
+pub mod tcp;
+pub mod udp;
+
+pub use answer::{answer, Client, Outcome, Transport};
+pub use request::parse;

@@ -1,0 +1,228 @@
+//! DNS over TCP (RFC 7766): length-prefixed messages, answered in order on each connection.
+//!
+//! Connections are a bounded resource: at most [`TcpLimits::max_connections`] are open;
+//! each must deliver a whole query within the idle timeout or is closed; and when every
+//! place is taken, the connection idle the longest is closed to make room, so hundreds of
+//! idle or slow clients cannot keep a new one from being answered.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::dns::answer::{answer, Client, Transport};
+use crate::dns::request;
+use crate::snapshot::SnapshotReader;
+
+/// Connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    /// How long a connection may sit without completing a query.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `Slot::active` of a free slot.
+const FREE: u64 = 0;
+/// `Slot::active` of a connection asked to close.
+const CLOSING: u64 = u64::MAX;
+
+/// One place for a connection: when it was last active (0 = free), and a way to close it.
+struct Slot {
+    /// Milliseconds since `Pool::epoch` + 1 of the last activity; 0 when free.
+    active: AtomicU64,
+    /// Bumped to ask the connection holding this slot to close.
+    evict: AtomicU64,
+    wake: Notify,
+}
+
+/// The places shared by every TCP listener of a node.
+pub struct Pool {
+    limits: TcpLimits,
+    permits: Arc<Semaphore>,
+    slots: Box<[Slot]>,
+    epoch: Instant,
+}
+
+impl Pool {
+    pub fn new(limits: TcpLimits) -> Arc<Pool> {
+        Arc::new(Pool {
+            limits,
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            slots: (0..limits.max_connections)
+                .map(|_| Slot {
+                    active: AtomicU64::new(0),
+                    evict: AtomicU64::new(0),
+                    wake: Notify::new(),
+                })
+                .collect(),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A place for a new connection; closes the idlest one when all are taken.
+    async fn admit(self: &Arc<Self>) -> Option<(OwnedSemaphorePermit, usize)> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.evict_idlest();
+                tokio::time::timeout(Duration::from_secs(2), self.permits.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        };
+        // Holding a permit guarantees a free slot: a slot is freed before its permit.
+        let now = self.now();
+        let idx = self.slots.iter().position(|s| {
+            s.active
+                .compare_exchange(FREE, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        Some((permit, idx))
+    }
+
+    /// Ask the connection idle the longest to close. Its slot is marked as closing so that
+    /// concurrent evictions each pick a different connection.
+    fn evict_idlest(&self) {
+        for _ in 0..8 {
+            let idlest = self
+                .slots
+                .iter()
+                .map(|s| (s, s.active.load(Ordering::Relaxed)))
+                .filter(|&(_, t)| t != FREE && t != CLOSING)
+                .min_by_key(|&(_, t)| t);
+            let Some((slot, seen)) = idlest else {
+                return;
+            };
+            if slot
+                .active
+                .compare_exchange(seen, CLOSING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                slot.evict.fetch_add(1, Ordering::AcqRel);
+                slot.wake.notify_waiters();
+                return;
+            }
+        }
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.limits.max_connections - self.permits.available_permits()
+    }
+}
+
+/// Accept connections until the task is dropped.
+pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReader) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let pool = pool.clone();
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            let Some((permit, idx)) = pool.admit().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = connection(stream, peer, &pool, idx, &reader).await {
+                tracing::debug!(error = %e, %peer, "tcp connection ended");
+            }
+            pool.slots[idx].active.store(FREE, Ordering::Release);
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    pool: &Pool,
+    idx: usize,
+    reader: &SnapshotReader,
+) -> std::io::Result<()> {
+    let slot = &pool.slots[idx];
+    let generation = slot.evict.load(Ordering::Acquire);
+    let mut inbuf = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(4096);
+    let client = Client {
+        source: peer.ip(),
+        transport: Transport::Tcp,
+    };
+    loop {
+        let woken = slot.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if slot.evict.load(Ordering::Acquire) != generation {
+            return Ok(());
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(pool.limits.idle_timeout, read_frame(&mut stream, &mut inbuf)) => r,
+            _ = &mut woken => return Ok(()),
+        };
+        match read {
+            Err(_) | Ok(Ok(false)) => return Ok(()), // idle too long, or closed
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(true)) => {}
+        }
+        // Fresh activity, unless an eviction already claimed the slot.
+        let seen = slot.active.load(Ordering::Acquire);
+        if seen == CLOSING
+            || slot
+                .active
+                .compare_exchange(seen, pool.now(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        // A message too broken to answer closes the connection (RFC 7766 §6.2.2 leaves it to us).
+        let Some(req) = request::parse(&inbuf) else {
+            return Ok(());
+        };
+        let outcome = {
+            let snap = reader.load();
+            answer(&snap, &req, &client, &mut out)
+        };
+        let len = (outcome.len as u16).to_be_bytes();
+        stream.write_all(&len).await?;
+        stream.write_all(&out[..outcome.len]).await?;
+    }
+}
+
+/// Read one length-prefixed message. `Ok(false)` on a clean close before a new message.
+async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let len = u16::from_be_bytes(len) as usize;
+    buf.resize(len, 0);
+    stream.read_exact(buf).await?;
+    Ok(true)
+}

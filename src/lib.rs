@@ -1,0 +1,20 @@
+//! Meridian: a GeoDNS authoritative name server.
+//!
+//! Modules, in import order (each imports only those before it; `metrics` is a leaf):
+//! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `admin` → `node`.
+//!
+//! - [`config`]: the node config file and its validated form.
+//! - [`geo`]: GeoIP databases compiled into longest-prefix tables; great-circle distance.
+//! - [`zone`]: RFC 1035 zone text → records (with `file:line` errors) → a per-name index.
+//! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
+//! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
+//! - [`admin`]: the HTTP admin API (`/healthz` for now).
+//! - [`node`]: wiring: build, run, stop on SIGTERM.
+
+pub mod admin;
+pub mod config;
+pub mod dns;
+pub mod geo;
+pub mod node;
+pub mod snapshot;
+pub mod zone;

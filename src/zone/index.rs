@@ -1,0 +1,338 @@
+//! The zone index: every name of every zone, keyed by its lower-case wire form, with the
+//! delegation cuts, CNAMEs and wildcards worked out when the index is built, so that a query
+//! is a few hash look-ups over borrowed byte slices and never allocates.
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use super::ZoneFile;
+
+/// Record types used by the index (numeric, as on the wire).
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const PTR: u16 = 12;
+    pub const MX: u16 = 15;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const DS: u16 = 43;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+}
+
+/// One RDATA, prepared for the encoder. Names that RFC 3597 §4 lets us compress are kept as
+/// names so that the encoder can point them at earlier names in the message; everything else
+/// is its final wire form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rdata {
+    /// Ready wire bytes (A, AAAA, TXT, SRV, CAA, …).
+    Raw(Box<[u8]>),
+    /// NS, CNAME, PTR: one compressible name (uncompressed wire form, original case).
+    Name(Box<[u8]>),
+    /// MX: preference, then a compressible name.
+    Mx(u16, Box<[u8]>),
+    /// SOA: two compressible names and the 20 bytes of counters.
+    Soa(Box<[u8]>, Box<[u8]>, [u8; 20]),
+}
+
+/// All records of one type at one name.
+#[derive(Clone, Debug)]
+pub struct RrSet {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdatas: Vec<Rdata>,
+}
+
+impl RrSet {
+    /// The name in each RDATA that may need address records in the additional section
+    /// (NS, MX and SRV targets).
+    pub fn targets(&self) -> impl Iterator<Item = &[u8]> {
+        self.rdatas
+            .iter()
+            .filter_map(move |r| match (self.rtype, r) {
+                (rtype::NS, Rdata::Name(n)) | (_, Rdata::Mx(_, n)) => Some(&n[..]),
+                (rtype::SRV, Rdata::Raw(raw)) if raw.len() > 6 => Some(&raw[6..]),
+                _ => None,
+            })
+    }
+}
+
+/// One name in a zone: its RRsets (sorted by type) and what the index worked out about it.
+#[derive(Clone, Debug, Default)]
+pub struct Node {
+    pub rrsets: Vec<RrSet>,
+    /// NS records below the apex: a delegation; the node's other data (but DS) is glue.
+    pub is_cut: bool,
+    /// `*.<this name>` exists.
+    pub has_wildcard_child: bool,
+}
+
+impl Node {
+    pub fn get(&self, rtype: u16) -> Option<&RrSet> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+
+    /// An empty non-terminal: a name that exists only because names exist below it.
+    pub fn is_empty(&self) -> bool {
+        self.rrsets.is_empty()
+    }
+}
+
+/// One zone, ready to answer from.
+#[derive(Debug)]
+pub struct Zone {
+    origin: Name,
+    origin_wire: Box<[u8]>,
+    nodes: HashMap<Box<[u8]>, Node>,
+    soa: RrSet,
+    negative_ttl: u32,
+    serial: u32,
+}
+
+impl Zone {
+    /// Build the index of one parsed (and validated) zone file.
+    pub fn build(file: &ZoneFile) -> Result<Zone, IndexError> {
+        let origin = file.origin.to_lowercase();
+        let origin_wire = wire_lower(&origin);
+        let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+        let mut soa_fields = None;
+        for record in &file.records {
+            let owner = wire_lower(&record.name);
+            if !is_subdomain(&owner, &origin_wire) {
+                return Err(IndexError::OutOfZone(record.name.to_string()));
+            }
+            if let RData::SOA(soa) = &record.data {
+                soa_fields = Some((record.ttl, soa.minimum, soa.serial));
+            }
+            let rdata = encode_rdata(record)?;
+            let rt = u16::from(record.record_type());
+            let node = nodes.entry(owner).or_default();
+            match node.rrsets.iter_mut().find(|s| s.rtype == rt) {
+                // RFC 2181 §5.2: one TTL per RRset; the lowest wins, as most servers do.
+                Some(set) => {
+                    set.ttl = set.ttl.min(record.ttl);
+                    if !set.rdatas.contains(&rdata) {
+                        set.rdatas.push(rdata);
+                    }
+                }
+                None => node.rrsets.push(RrSet {
+                    rtype: rt,
+                    ttl: record.ttl,
+                    rdatas: vec![rdata],
+                }),
+            }
+        }
+        let (soa_ttl, minimum, serial) = soa_fields.ok_or(IndexError::NoSoa)?;
+        let soa = nodes
+            .get(&origin_wire)
+            .and_then(|n| n.get(rtype::SOA))
+            .cloned()
+            .ok_or(IndexError::NoSoa)?;
+
+        // Empty non-terminals: every ancestor of a name, up to the origin, exists.
+        let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
+        for name in &names {
+            let mut rest: &[u8] = name;
+            while rest.len() > origin_wire.len() {
+                rest = parent(rest);
+                nodes.entry(rest.into()).or_default();
+            }
+        }
+        for name in &names {
+            if name.len() > origin_wire.len() && name.starts_with(b"\x01*") {
+                if let Some(n) = nodes.get_mut(parent(name)) {
+                    n.has_wildcard_child = true;
+                }
+            }
+        }
+        for (name, node) in nodes.iter_mut() {
+            node.rrsets.sort_by_key(|s| s.rtype);
+            node.is_cut = name[..] != origin_wire[..] && node.get(rtype::NS).is_some();
+        }
+        Ok(Zone {
+            origin,
+            origin_wire,
+            nodes,
+            soa,
+            // RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field.
+            negative_ttl: soa_ttl.min(minimum),
+            serial,
+        })
+    }
+
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    /// The origin's lower-case wire form.
+    pub fn origin_wire(&self) -> &[u8] {
+        &self.origin_wire
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// The apex SOA RRset.
+    pub fn soa(&self) -> &RrSet {
+        &self.soa
+    }
+
+    /// RFC 2308 negative-answer TTL.
+    pub fn negative_ttl(&self) -> u32 {
+        self.negative_ttl
+    }
+
+    /// The node at a lower-case wire name, if the name exists (empty non-terminals included).
+    pub fn node(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// Number of names (empty non-terminals included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+/// All zones a node serves, found by longest suffix.
+#[derive(Debug, Default)]
+pub struct ZoneSet {
+    zones: HashMap<Box<[u8]>, Zone>,
+}
+
+impl ZoneSet {
+    pub fn new(zones: impl IntoIterator<Item = Zone>) -> ZoneSet {
+        ZoneSet {
+            zones: zones
+                .into_iter()
+                .map(|z| (z.origin_wire.clone(), z))
+                .collect(),
+        }
+    }
+
+    /// The zone with the longest origin that `name` (lower-case wire form) is at or under.
+    pub fn find(&self, name: &[u8]) -> Option<&Zone> {
+        let mut rest = name;
+        loop {
+            if let Some(z) = self.zones.get(rest) {
+                return Some(z);
+            }
+            if rest.len() <= 1 {
+                return None;
+            }
+            rest = parent(rest);
+        }
+    }
+
+    /// The zone strictly above `origin` (for DS queries at a child apex we also serve).
+    pub fn find_parent(&self, origin: &[u8]) -> Option<&Zone> {
+        if origin.len() <= 1 {
+            return None;
+        }
+        self.find(parent(origin))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.zones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the zone has no SOA record at its origin")]
+    NoSoa,
+    #[error("{0} is outside the zone")]
+    OutOfZone(String),
+    #[error("record for {0} cannot be encoded: {1}")]
+    Encode(String, String),
+}
+
+/// The wire form of a name, lower-cased (the index's key form).
+pub fn wire_lower(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// The wire form of a name, case kept.
+pub fn wire(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// The parent of a non-root wire name (drops the first label).
+pub fn parent(name: &[u8]) -> &[u8] {
+    let skip = 1 + name[0] as usize;
+    &name[skip.min(name.len() - 1)..]
+}
+
+/// Whether `name` is `zone` or below it (both lower-case wire names).
+pub fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
+    let mut rest = name;
+    loop {
+        if rest.len() < zone.len() {
+            return false;
+        }
+        if rest.len() == zone.len() {
+            return rest == zone;
+        }
+        rest = parent(rest);
+    }
+}
+
+fn encode_rdata(record: &Record) -> Result<Rdata, IndexError> {
+    let fail =
+        |e: &dyn std::fmt::Display| IndexError::Encode(record.name.to_string(), e.to_string());
+    Ok(match &record.data {
+        RData::NS(n) => Rdata::Name(wire(&n.0)),
+        RData::CNAME(n) => Rdata::Name(wire(&n.0)),
+        RData::PTR(n) => Rdata::Name(wire(&n.0)),
+        RData::MX(mx) => Rdata::Mx(mx.preference, wire(&mx.exchange)),
+        RData::SOA(soa) => {
+            let mut counters = [0u8; 20];
+            counters[0..4].copy_from_slice(&soa.serial.to_be_bytes());
+            counters[4..8].copy_from_slice(&soa.refresh.to_be_bytes());
+            counters[8..12].copy_from_slice(&soa.retry.to_be_bytes());
+            counters[12..16].copy_from_slice(&soa.expire.to_be_bytes());
+            counters[16..20].copy_from_slice(&soa.minimum.to_be_bytes());
+            Rdata::Soa(wire(&soa.mname), wire(&soa.rname), counters)
+        }
+        data => {
+            let mut buf = Vec::new();
+            let mut enc = BinEncoder::new(&mut buf);
+            enc.set_name_encoding(NameEncoding::Uncompressed);
+            data.emit(&mut enc).map_err(|e| fail(&e))?;
+            if buf.len() > u16::MAX as usize {
+                return Err(fail(&"RDATA longer than 65535 bytes"));
+            }
+            Rdata::Raw(buf.into_boxed_slice())
+        }
+    })
+}

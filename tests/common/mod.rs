@@ -1,0 +1,344 @@
+//! Test harness: start the real `meridian` binary on free loopback ports with a config and
+//! zone directory of the test's own, wait for `/healthz`, and ask it with the real `dig`.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running node. Killed (SIGKILL) when dropped, and when the test process dies.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub at: NodeRef,
+    child: Option<Child>,
+}
+
+/// Where a node listens; what tests talk to.
+#[derive(Clone, Debug)]
+pub struct NodeRef {
+    pub dns: SocketAddr,
+    pub admin: SocketAddr,
+    pub raft: SocketAddr,
+    pub log_path: PathBuf,
+}
+
+impl NodeRef {
+    /// `dig @node -p PORT +norec +time=2 +tries=1 ARGS…`
+    pub fn dig(&self, args: &[&str]) -> Dig {
+        dig_at(self.dns, args)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeRef;
+    fn deref(&self) -> &NodeRef {
+        &self.at
+    }
+}
+
+/// One node shared by every test of a file: started once, by a thread that lives as long as
+/// the test process (the child dies with it).
+pub fn shared(cell: &'static std::sync::OnceLock<NodeRef>, make: fn() -> Node) -> &'static NodeRef {
+    cell.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let node = make();
+            let _ = tx.send(node.at.clone());
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("shared node started")
+    })
+}
+
+/// A loopback port free for both UDP and TCP.
+pub fn free_port() -> u16 {
+    for _ in 0..200 {
+        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = tcp.local_addr() else {
+            continue;
+        };
+        if UdpSocket::bind(addr).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free loopback port found");
+}
+
+pub fn geoip_db() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/GeoIP2-City-Test.mmdb")
+}
+
+/// The files a node starts from: zone files and TOML definitions, by file name.
+pub struct Setup<'a> {
+    pub files: &'a [(&'a str, &'a str)],
+    /// Extra TOML appended to the generated config.
+    pub extra_config: &'a str,
+}
+
+impl Node {
+    pub fn start(setup: &Setup<'_>) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let zones = dir.path().join("zones");
+        std::fs::create_dir_all(&zones).expect("zones dir");
+        for (name, text) in setup.files {
+            std::fs::write(zones.join(name), text).expect("write zone");
+        }
+        let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
+        let config = format!(
+            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n{}\n",
+            geoip_db().display(),
+            setup.extra_config
+        );
+        let config_path = dir.path().join("node.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+        let child = spawn_owned(
+            Command::new(env!("CARGO_BIN_EXE_meridian"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&config_path)
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        let log_path = dir.path().join("node.log");
+        let mut node = Node {
+            dir,
+            at: NodeRef {
+                dns,
+                admin,
+                raft,
+                log_path,
+            },
+            child: Some(child),
+        };
+        node.wait_healthy(Duration::from_secs(30));
+        node
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("meridian exited early ({status}):\n{}", self.log());
+                }
+            }
+            if http_get(self.admin, "/healthz").map(|(s, _)| s) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("meridian not healthy within {limit:?}:\n{}", self.log());
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Spawn a child that the kernel kills if this test process dies first.
+fn spawn_owned(cmd: &mut Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn meridian")
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+/// What dig printed, sorted out.
+#[derive(Debug, Default)]
+pub struct Dig {
+    pub raw: String,
+    pub status: String,
+    pub flags: Vec<String>,
+    pub question: Vec<String>,
+    pub answer: Vec<Rr>,
+    pub authority: Vec<Rr>,
+    pub additional: Vec<Rr>,
+    /// The `;; OPT PSEUDOSECTION:` lines.
+    pub opt: Vec<String>,
+    pub id: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rr {
+    pub name: String,
+    pub ttl: u32,
+    pub rtype: String,
+    pub data: String,
+}
+
+impl Dig {
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.flags.iter().any(|x| x == f)
+    }
+
+    pub fn answer_data(&self, rtype: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .answer
+            .iter()
+            .filter(|r| r.rtype == rtype)
+            .map(|r| r.data.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn opt_line(&self, key: &str) -> Option<&str> {
+        self.opt
+            .iter()
+            .find(|l| l.trim_start_matches("; ").starts_with(key))
+            .map(|s| s.as_str())
+    }
+}
+
+pub fn dig_at(server: SocketAddr, args: &[&str]) -> Dig {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .args(["+norec", "+time=2", "+tries=1", "+nocookie"])
+        .args(args)
+        .output()
+        .expect("run dig (install bind9-dnsutils)");
+    parse_dig(&String::from_utf8_lossy(&out.stdout))
+}
+
+pub fn parse_dig(text: &str) -> Dig {
+    let mut d = Dig {
+        raw: text.to_string(),
+        ..Dig::default()
+    };
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(";; ->>HEADER<<- ") {
+            for part in rest.split(", ") {
+                if let Some(s) = part.strip_prefix("status: ") {
+                    d.status = s.to_string();
+                }
+                if let Some(s) = part.strip_prefix("id: ") {
+                    d.id = s.trim().parse().unwrap_or(0);
+                }
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(";; flags:") {
+            let flags = rest.split(';').next().unwrap_or("");
+            d.flags = flags.split_whitespace().map(str::to_string).collect();
+            continue;
+        }
+        if line.starts_with(";; ") && line.ends_with("SECTION:") || line == ";; OPT PSEUDOSECTION:" {
+            section = if line.contains("OPT") {
+                "opt"
+            } else if line.contains("QUESTION") {
+                "question"
+            } else if line.contains("ANSWER") {
+                "answer"
+            } else if line.contains("AUTHORITY") {
+                "authority"
+            } else {
+                "additional"
+            };
+            continue;
+        }
+        if line.trim().is_empty() {
+            if section != "opt" {
+                section = "";
+            }
+            continue;
+        }
+        match section {
+            "opt" => {
+                if line.starts_with(";; ") {
+                    section = "";
+                    if line.ends_with("SECTION:") {
+                        section = if line.contains("QUESTION") { "question" } else { "" };
+                    }
+                } else {
+                    d.opt.push(line.to_string());
+                }
+            }
+            "question" => d.question.push(line.trim_start_matches(';').to_string()),
+            "answer" | "authority" | "additional" => {
+                let mut it = line.split_whitespace();
+                let name = it.next().unwrap_or("").to_string();
+                let ttl = it.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                let _class = it.next();
+                let rtype = it.next().unwrap_or("").to_string();
+                let data = it.collect::<Vec<_>>().join(" ");
+                let rr = Rr {
+                    name,
+                    ttl,
+                    rtype,
+                    data,
+                };
+                match section {
+                    "answer" => d.answer.push(rr),
+                    "authority" => d.authority.push(rr),
+                    _ => d.additional.push(rr),
+                }
+            }
+            _ => {}
+        }
+    }
+    d
+}
+
+/// Send raw bytes over UDP and wait (bounded) for one reply.
+pub fn udp_exchange(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+    sock.set_read_timeout(Some(wait)).ok()?;
+    sock.send_to(packet, server).ok()?;
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
