@@ -3,9 +3,11 @@
 //! Modules, in import order (each imports only those before it; `metrics` is a leaf):
 //! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `admin` → `node`.
 //!
+//! - [`model`]: datacenters, services and policies, with their validation.
 //! - [`config`]: the node config file and its validated form.
 //! - [`geo`]: GeoIP databases compiled into longest-prefix tables; great-circle distance.
 //! - [`zone`]: RFC 1035 zone text → records (with `file:line` errors) → a per-name index.
+//! - [`policy`]: round-robin, weighted and geo-nearest picks over prepared tables.
 //! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
 //! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
@@ -15,6 +17,8 @@ pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod geo;
+pub mod model;
 pub mod node;
+pub mod policy;
 pub mod snapshot;
 pub mod zone;

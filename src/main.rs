@@ -52,8 +52,13 @@ fn main() -> ExitCode {
             let result = meridian::node::config_from(config.as_deref())
                 .and_then(|c| meridian::node::load(&c).map_err(Into::into));
             match result {
-                Ok(loaded) => {
-                    println!("ok: {} zone(s)", loaded.zones.len());
+                Ok((loaded, _, _)) => {
+                    println!(
+                        "ok: {} zone(s), {} datacenter(s), {} service(s)",
+                        loaded.zones.len(),
+                        loaded.datacenters.len(),
+                        loaded.services.len()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

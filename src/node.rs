@@ -11,12 +11,28 @@ use anyhow::Context;
 use crate::admin::{self, Readiness};
 use crate::config::NodeConfig;
 use crate::dns::{tcp, udp};
-use crate::snapshot::{self, Snapshot};
-use crate::zone::{self, Zone, ZoneSet};
+use crate::geo::GeoDb;
+use crate::model::{Datacenter, DatacentersFile, Service, ServicesFile};
+use crate::snapshot::{self, Builder, Inputs, Snapshot};
+
+use crate::zone::{self, ZoneFile};
 
 /// Everything `meridian check` validates, loaded without opening a store or binding a port.
 pub struct Loaded {
-    pub zones: ZoneSet,
+    pub zones: Vec<ZoneFile>,
+    pub datacenters: Vec<Datacenter>,
+    pub services: Vec<Service>,
+    pub geo: Arc<GeoDb>,
+}
+
+impl Loaded {
+    pub fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            zones: &self.zones,
+            datacenters: &self.datacenters,
+            services: &self.services,
+        }
+    }
 }
 
 /// Why the node's files cannot be served: one line per problem, `file:line: message`.
@@ -24,29 +40,72 @@ pub struct Loaded {
 #[error("{}", .0.join("\n"))]
 pub struct LoadError(pub Vec<String>);
 
-/// Read and check the bootstrap directory (zones). Used by `serve` and by `check`.
-pub fn load(config: &NodeConfig) -> Result<Loaded, LoadError> {
+/// Read and check the GeoIP database and the bootstrap directory (zones, datacenters,
+/// services), and build a snapshot from them. Used by `serve` and by `check`.
+pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadError> {
     let mut problems = Vec::new();
-    let mut zones = Vec::new();
+    let geo = if config.geoip_databases.is_empty() {
+        GeoDb::empty()
+    } else {
+        match GeoDb::open(&config.geoip_databases) {
+            Ok(db) => db,
+            Err(e) => {
+                problems.push(e.to_string());
+                GeoDb::empty()
+            }
+        }
+    };
+    let mut loaded = Loaded {
+        zones: Vec::new(),
+        datacenters: Vec::new(),
+        services: Vec::new(),
+        geo: Arc::new(geo),
+    };
     if let Some(dir) = &config.bootstrap_dir {
         match zone::load_zone_dir(dir) {
-            Ok(files) => {
-                for file in files {
-                    match Zone::build(&file) {
-                        Ok(z) => zones.push(z),
-                        Err(e) => problems.push(format!("{}: {e}", file.origin)),
-                    }
-                }
-            }
+            Ok(files) => loaded.zones = files,
             Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
         }
+        let dcs = dir.join("datacenters.toml");
+        if let Some(f) = read_toml::<DatacentersFile>(&dcs, &mut problems) {
+            loaded.datacenters = f.datacenter;
+        }
+        let svcs = dir.join("services.toml");
+        if let Some(f) = read_toml::<ServicesFile>(&svcs, &mut problems) {
+            loaded.services = f.service;
+        }
     }
-    if problems.is_empty() {
-        Ok(Loaded {
-            zones: ZoneSet::new(zones),
-        })
-    } else {
-        Err(LoadError(problems))
+    if !problems.is_empty() {
+        return Err(LoadError(problems));
+    }
+    let mut builder = Builder::new(config.node_id, loaded.geo.clone());
+    let snap = builder.build(&loaded.inputs()).map_err(LoadError)?;
+    Ok((loaded, builder, snap))
+}
+
+/// Read an optional TOML file; errors become `file:line: message`.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, problems: &mut Vec<String>) -> Option<T> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    match toml::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().replace('\n', " ");
+            problems.push(match line {
+                Some(l) => format!("{}:{l}: {msg}", path.display()),
+                None => format!("{}: {msg}", path.display()),
+            });
+            None
+        }
     }
 }
 
@@ -61,10 +120,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the admin API to {}", config.admin_listen))?;
     let admin_task = tokio::spawn(serve_admin(admin_listener, ready.clone()));
 
-    let loaded = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut first = Snapshot::empty(config.node_id);
-    first.zones = Arc::new(loaded.zones);
-    tracing::info!(zones = first.zones.len(), "zones loaded");
+    let (loaded, _builder, first) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(
+        zones = first.zones.len(),
+        datacenters = loaded.datacenters.len(),
+        services = loaded.services.len(),
+        geoip = %loaded.geo.describe(),
+        "state loaded"
+    );
     let publisher = snapshot::channel(first);
     let reader = publisher.reader();
 

@@ -5,17 +5,28 @@
 //! (`arc-swap`) and keeps using it for the whole answer, so a query never sees half a change.
 //! Each part is its own `Arc`, so a change to one part shares the others with the old one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
 
-use crate::zone::ZoneSet;
+use crate::geo::GeoDb;
+use crate::model::{Datacenter, Service};
+use crate::policy::{DcTable, GeoKey, GeoPlan, Plan};
+use crate::zone::{wire_lower, Zone, ZoneFile, ZoneSet};
 
 /// Everything one answer needs.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The zones, indexed.
+    /// The zones, indexed (service names included, pointing into `plans`).
     pub zones: Arc<ZoneSet>,
+    /// The services, ready to pick for.
+    pub plans: Arc<[Plan]>,
+    /// The datacenters with their weight, state and health.
+    pub dcs: Arc<DcTable>,
+    /// The GeoIP database (for `explain`; answers use the plans' compiled tables).
+    pub geo: Arc<GeoDb>,
     /// What NSID (RFC 5001) answers: the node id.
     pub nsid: Arc<[u8]>,
     /// Increases with every publish; for logs and metrics.
@@ -27,10 +38,166 @@ impl Snapshot {
     pub fn empty(node_id: u64) -> Snapshot {
         Snapshot {
             zones: Arc::new(ZoneSet::default()),
+            plans: Arc::new([]),
+            dcs: Arc::new(DcTable::default()),
+            geo: Arc::new(GeoDb::empty()),
             nsid: node_id.to_string().into_bytes().into(),
             generation: 0,
         }
     }
+}
+
+/// What a snapshot is built from: the definitions, as the state holds them.
+pub struct Inputs<'a> {
+    pub zones: &'a [ZoneFile],
+    pub datacenters: &'a [Datacenter],
+    pub services: &'a [Service],
+}
+
+/// Builds snapshots, keeping compiled geo tables between builds: a table depends only on
+/// the database and on its services' datacenter places and overrides, so a drain, a
+/// weight or a health change reuses it.
+pub struct Builder {
+    node_id: u64,
+    geo: Arc<GeoDb>,
+    tables: HashMap<GeoKey, Arc<GeoPlan>>,
+}
+
+impl Builder {
+    pub fn new(node_id: u64, geo: Arc<GeoDb>) -> Builder {
+        Builder {
+            node_id,
+            geo,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// A new GeoIP database: every table is compiled again at the next build.
+    pub fn set_geo(&mut self, geo: Arc<GeoDb>) {
+        self.geo = geo;
+        self.tables.clear();
+    }
+
+    pub fn geo(&self) -> &Arc<GeoDb> {
+        &self.geo
+    }
+
+    /// Build a whole snapshot. Every problem is reported, one line each.
+    pub fn build(&mut self, inputs: &Inputs<'_>) -> Result<Snapshot, Vec<String>> {
+        let mut problems = Vec::new();
+        for dc in inputs.datacenters {
+            if let Err(e) = dc.validate() {
+                problems.push(e.to_string());
+            }
+        }
+        let dcs = DcTable::new(inputs.datacenters.iter().cloned());
+        let mut plans = Vec::new();
+        let mut by_zone: HashMap<Box<[u8]>, Vec<(Box<[u8]>, u32)>> = HashMap::new();
+        let mut seen = HashMap::new();
+        let mut keep = HashMap::new();
+        for svc in inputs.services {
+            if let Err(e) = svc.validate(|id| dcs.get(id).is_some()) {
+                problems.push(format!("service {} in {}: {e}", svc.name, svc.zone));
+                continue;
+            }
+            let (zone, name) = match service_name(svc) {
+                Ok(n) => n,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            if seen.insert(name.clone(), ()).is_some() {
+                problems.push(format!("service {} in {} is defined twice", svc.name, svc.zone));
+                continue;
+            }
+            match Plan::new(svc.clone(), &dcs) {
+                Ok((mut plan, key)) => {
+                    if let Some(key) = key {
+                        let table = match self.tables.get(&key) {
+                            Some(t) => t.clone(),
+                            None => {
+                                let started = std::time::Instant::now();
+                                let t = Arc::new(key.compile(&self.geo));
+                                tracing::info!(
+                                    service = %svc.name,
+                                    orders = t.orders.len(),
+                                    ms = started.elapsed().as_millis() as u64,
+                                    "geo table compiled"
+                                );
+                                t
+                            }
+                        };
+                        keep.insert(key, table.clone());
+                        plan.geo = Some(table);
+                    }
+                    by_zone
+                        .entry(zone)
+                        .or_default()
+                        .push((name, plans.len() as u32));
+                    plans.push(plan);
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let mut zones = Vec::new();
+        for file in inputs.zones {
+            let origin = wire_lower(&file.origin);
+            let services = by_zone.remove(&origin).unwrap_or_default();
+            match Zone::build(file, &services) {
+                Ok(z) => zones.push(z),
+                Err(e) => problems.push(format!("zone {}: {e}", file.origin)),
+            }
+        }
+        for (origin, services) in by_zone {
+            for (_, idx) in services {
+                let svc = &plans[idx as usize].service;
+                problems.push(format!(
+                    "service {} in {}: no zone {} is loaded",
+                    svc.name,
+                    svc.zone,
+                    crate::zone::display(&origin)
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        // Tables no service uses any more are dropped.
+        self.tables = keep;
+        Ok(Snapshot {
+            zones: Arc::new(ZoneSet::new(zones)),
+            plans: plans.into(),
+            dcs: Arc::new(dcs),
+            geo: self.geo.clone(),
+            nsid: self.node_id.to_string().into_bytes().into(),
+            generation: 0,
+        })
+    }
+}
+
+/// A service's zone origin and absolute name, as lower-case wire names.
+fn service_name(svc: &Service) -> Result<(Box<[u8]>, Box<[u8]>), String> {
+    let who = || format!("service {} in {}", svc.name, svc.zone);
+    let mut origin = Name::from_ascii(svc.zone.trim())
+        .map_err(|e| format!("{}: bad zone name: {e}", who()))?;
+    origin.set_fqdn(true);
+    let name = match svc.name.trim() {
+        "@" => origin.clone(),
+        n => {
+            let rel = Name::from_ascii(n).map_err(|e| format!("{}: bad name: {e}", who()))?;
+            if rel.is_fqdn() {
+                rel
+            } else {
+                rel.append_name(&origin)
+                    .map_err(|e| format!("{}: bad name: {e}", who()))?
+            }
+        }
+    };
+    if !origin.zone_of(&name) {
+        return Err(format!("{}: the name is outside the zone", who()));
+    }
+    Ok((wire_lower(&origin), wire_lower(&name)))
 }
 
 /// Read access to the current snapshot: cheap to clone, lock-free to load.

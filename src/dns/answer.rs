@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use crate::dns::encode::{opt_len, EcsEcho, OptOut, Section, Writer};
 use crate::dns::request::{Kind, NameBuf, Question, Request};
+use crate::policy::{self, Family};
 use crate::snapshot::Snapshot;
 use crate::zone::{parent, rtype, Node, Zone};
 
@@ -107,9 +108,17 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
             len,
         };
     };
+    // The client is the ECS address when there is one with a prefix (RFC 7871 §7.1.1);
+    // ECS /0 carries no address.
+    let ecs = req.edns.and_then(|e| e.ecs).filter(|c| c.source_prefix > 0);
+    let who = ecs.map_or(client.source, |c| c.addr);
     let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
-    let rc = resolve(snap, q, &mut w);
+    let (rc, scope) = resolve(snap, q, who, &mut w);
     w.set_rcode(rc);
+    if let (Some(e), Some(o)) = (ecs, opt.as_mut().and_then(|o| o.ecs.as_mut())) {
+        let _ = e;
+        o.scope_prefix = scope;
+    }
     let truncated = w.truncated();
     let len = w.finish(opt.as_ref());
     Outcome {
@@ -120,16 +129,18 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
 }
 
 /// The authoritative look-up (RFC 1034 §4.3.2, RFC 4592, RFC 8482), writing as it goes.
-fn resolve(snap: &Snapshot, q: &Question<'_>, w: &mut Writer<'_>) -> u8 {
+/// Returns the RCODE and the ECS scope of the answer (0 unless a service's pick depended
+/// on where the client is).
+fn resolve(snap: &Snapshot, q: &Question<'_>, who: IpAddr, w: &mut Writer<'_>) -> (u8, u8) {
     if q.qclass != 1 {
-        return rcode::REFUSED; // class IN only
+        return (rcode::REFUSED, 0); // class IN only
     }
     if matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
-        return rcode::REFUSED; // no zone transfers in v1
+        return (rcode::REFUSED, 0); // no zone transfers in v1
     }
     let lower = q.name.as_slice();
     let Some(mut zone) = snap.zones.find(lower) else {
-        return rcode::REFUSED;
+        return (rcode::REFUSED, 0);
     };
     // DS belongs to the parent side of a cut (RFC 4035 §3.1.4.1): at the apex of a zone
     // whose parent we also serve, answer from the parent.
@@ -139,7 +150,20 @@ fn resolve(snap: &Snapshot, q: &Question<'_>, w: &mut Writer<'_>) -> u8 {
         }
     }
     w.set_aa(true);
+    let mut scope = 0;
+    let rc = walk(snap, zone, q, who, w, &mut scope);
+    (rc, scope)
+}
 
+/// From the zone down to the answer, following CNAMEs inside the zone.
+fn walk(
+    snap: &Snapshot,
+    zone: &Zone,
+    q: &Question<'_>,
+    who: IpAddr,
+    w: &mut Writer<'_>,
+    scope: &mut u8,
+) -> u8 {
     // The name being looked up: first the question, then each CNAME target in the zone.
     let mut raw: &[u8] = q.raw;
     let mut name: NameBuf = q.name;
@@ -158,7 +182,12 @@ fn resolve(snap: &Snapshot, q: &Question<'_>, w: &mut Writer<'_>) -> u8 {
                 }
             },
         };
-        let _ = owner_is_wild; // synthesized records take the query name as owner (RFC 4592 §4.1)
+        // Synthesized records take the query name as owner (RFC 4592 §4.1).
+        if let (Some(idx), false) = (node.service, owner_is_wild) {
+            if matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY) {
+                return service(snap, zone, idx, q.qtype, raw, who, w, scope);
+            }
+        }
         if q.qtype != rtype::CNAME {
             if let Some(cname) = node.get(rtype::CNAME) {
                 if !w.rrset(Section::Answer, raw, cname, cname.ttl) {
@@ -198,6 +227,69 @@ fn resolve(snap: &Snapshot, q: &Question<'_>, w: &mut Writer<'_>) -> u8 {
         return rcode::NOERROR;
     }
     rcode::NOERROR // chain too long: what we have is the answer
+}
+
+/// A service's A or AAAA answer: the policy's pick, capped at the service's `answers`.
+#[allow(clippy::too_many_arguments)]
+fn service(
+    snap: &Snapshot,
+    zone: &Zone,
+    idx: u32,
+    qtype: u16,
+    raw: &[u8],
+    who: IpAddr,
+    w: &mut Writer<'_>,
+    scope: &mut u8,
+) -> u8 {
+    let Some(plan) = snap.plans.get(idx as usize) else {
+        return rcode::SERVFAIL;
+    };
+    let mut rng = rand::rng();
+    let tick = TICK.with(|t| {
+        let v = t.get().wrapping_add(1);
+        t.set(v);
+        v
+    });
+    let families: &[Family] = match qtype {
+        rtype::AAAA => &[Family::V6],
+        rtype::A => &[Family::V4],
+        _ => &[Family::V4, Family::V6], // ANY: one RRset (RFC 8482), IPv4 if there is one
+    };
+    for &family in families {
+        let pick = policy::pick(plan, &snap.dcs, family, who, tick, &mut rng);
+        *scope = pick.scope;
+        let cap = if pick.failed_open { usize::MAX } else { plan.cap };
+        let dcs = &snap.dcs.entries;
+        let addrs = pick.as_slice().iter().flat_map(|&d| {
+            let e = &dcs[d as usize];
+            let (v4, v6): (&[[u8; 4]], &[[u8; 16]]) = match family {
+                Family::V4 => (&e.v4, &[]),
+                Family::V6 => (&[], &e.v6),
+            };
+            v4.iter()
+                .map(|a| &a[..])
+                .chain(v6.iter().map(|a| &a[..]))
+        });
+        let mut addrs = addrs.take(cap).peekable();
+        if addrs.peek().is_none() {
+            continue;
+        }
+        let rt = match family {
+            Family::V4 => rtype::A,
+            Family::V6 => rtype::AAAA,
+        };
+        if !w.raw_rrset(Section::Answer, raw, rt, plan.service.ttl, addrs) {
+            w.set_tc();
+        }
+        return rcode::NOERROR;
+    }
+    negative(zone, w);
+    rcode::NOERROR
+}
+
+thread_local! {
+    /// Round-robin position, one per worker thread: no shared counter on the hot path.
+    static TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The closest delegation at or above `name` and below the apex, unless the question is the

@@ -56,7 +56,7 @@ impl NameBuf {
 
 impl std::fmt::Debug for NameBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&display_name(self.as_slice()))
+        f.write_str(&crate::zone::display(self.as_slice()))
     }
 }
 
@@ -326,33 +326,6 @@ fn parse_ecs(data: &[u8]) -> Option<ClientSubnet> {
         source_prefix,
         addr,
     })
-}
-
-/// A wire name as presentation text (for logs and errors).
-pub fn display_name(wire: &[u8]) -> String {
-    let mut out = String::new();
-    let mut rest = wire;
-    while let Some((&len, tail)) = rest.split_first() {
-        if len == 0 || len as usize > tail.len() {
-            break;
-        }
-        for &b in &tail[..len as usize] {
-            match b {
-                b'.' | b'\\' => {
-                    out.push('\\');
-                    out.push(b as char);
-                }
-                0x21..=0x7e => out.push(b as char),
-                _ => out.push_str(&format!("\\{b:03}")),
-            }
-        }
-        out.push('.');
-        rest = &tail[len as usize..];
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
-    out
 }
 
 #[cfg(test)]

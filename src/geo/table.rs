@@ -118,9 +118,11 @@ impl<A: Addr> RangeVec<A> {
     }
 
     /// Append a range starting at `start` (greater than the previous start; the previous range
-    /// ends at `start - 1`). Merged into the previous range if the value is the same.
+    /// ends at `start - 1`). Merged into the previous range if the value is the same, except for
+    /// [`NONE`]: empty networks stay apart, so "not found" comes with the empty network's own
+    /// prefix (they are few; merging found ranges is what saves memory).
     pub(crate) fn push(&mut self, start: A, val: u32) {
-        if self.vals.last() != Some(&val) {
+        if val == NONE || self.vals.last() != Some(&val) {
             self.starts.push(start);
             self.vals.push(val);
         }
@@ -139,7 +141,10 @@ impl<A: Addr> RangeVec<A> {
         };
         let (mut i, mut j) = (0, 0);
         while i < self.starts.len() && j < top.starts.len() {
-            out.push(self.starts[i].max(top.starts[j]), pick(self.vals[i], top.vals[j]));
+            out.push(
+                self.starts[i].max(top.starts[j]),
+                pick(self.vals[i], top.vals[j]),
+            );
             match (self.starts.get(i + 1), top.starts.get(j + 1)) {
                 (None, None) => break,
                 (Some(_), None) => i += 1,
@@ -240,7 +245,10 @@ impl SplitV6 {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.hi.capacity() * 8 + self.hi_vals.capacity() * 4 + self.lo.capacity() * 16 + self.lo_vals.capacity() * 4
+        self.hi.capacity() * 8
+            + self.hi_vals.capacity() * 4
+            + self.lo.capacity() * 16
+            + self.lo_vals.capacity() * 4
     }
 
     /// The value at `ip` and the prefix of the largest aligned block around `ip` in its range.
@@ -279,7 +287,12 @@ impl SplitV6 {
             .zip(&self.hi_vals)
             .map(|(&h, &v)| (u128::from(h) << 64, v & !SPLIT_FLAG))
             .peekable();
-        let mut lo = self.lo.iter().copied().zip(self.lo_vals.iter().copied()).peekable();
+        let mut lo = self
+            .lo
+            .iter()
+            .copied()
+            .zip(self.lo_vals.iter().copied())
+            .peekable();
         std::iter::from_fn(move || match (hi.peek(), lo.peek()) {
             (Some(a), Some(b)) if b.0 < a.0 => lo.next(),
             (Some(_), _) => hi.next(),
@@ -391,7 +404,11 @@ pub(crate) fn lookup_v6(v4: &Plain<u32, u32>, v6: &SplitV6, ip: u128) -> (u32, u
 pub(crate) fn cidr_blocks(mut start: u128, end: u128) -> Vec<(u128, u8)> {
     let mut out = Vec::new();
     loop {
-        let align = if start == 0 { 128 } else { start.trailing_zeros() };
+        let align = if start == 0 {
+            128
+        } else {
+            start.trailing_zeros()
+        };
         let fit = match (end - start).checked_add(1) {
             None => 128,
             Some(count) => 127 - count.leading_zeros(),

@@ -71,6 +71,9 @@ pub struct Node {
     pub is_cut: bool,
     /// `*.<this name>` exists.
     pub has_wildcard_child: bool,
+    /// The service at this name (an index into the snapshot's services), whose A and AAAA
+    /// answers come from a policy rather than from records.
+    pub service: Option<u32>,
 }
 
 impl Node {
@@ -96,8 +99,9 @@ pub struct Zone {
 }
 
 impl Zone {
-    /// Build the index of one parsed (and validated) zone file.
-    pub fn build(file: &ZoneFile) -> Result<Zone, IndexError> {
+    /// Build the index of one parsed (and validated) zone file, with the services that live
+    /// in it (lower-case wire name, service index).
+    pub fn build(file: &ZoneFile, services: &[(Box<[u8]>, u32)]) -> Result<Zone, IndexError> {
         let origin = file.origin.to_lowercase();
         let origin_wire = wire_lower(&origin);
         let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
@@ -128,6 +132,25 @@ impl Zone {
                 }),
             }
         }
+        for (name, idx) in services {
+            if !is_subdomain(name, &origin_wire) {
+                return Err(IndexError::OutOfZone(crate::zone::display(name)));
+            }
+            let node = nodes.entry(name.clone()).or_default();
+            if node.get(rtype::CNAME).is_some() {
+                return Err(IndexError::ServiceConflict(
+                    crate::zone::display(name),
+                    "a CNAME",
+                ));
+            }
+            if node.get(rtype::A).is_some() || node.get(rtype::AAAA).is_some() {
+                return Err(IndexError::ServiceConflict(
+                    crate::zone::display(name),
+                    "A or AAAA records",
+                ));
+            }
+            node.service = Some(*idx);
+        }
         let (soa_ttl, minimum, serial) = soa_fields.ok_or(IndexError::NoSoa)?;
         let soa = nodes
             .get(&origin_wire)
@@ -154,6 +177,19 @@ impl Zone {
         for (name, node) in nodes.iter_mut() {
             node.rrsets.sort_by_key(|s| s.rtype);
             node.is_cut = name[..] != origin_wire[..] && node.get(rtype::NS).is_some();
+        }
+        // A service below a delegation would never be reached.
+        for (name, _) in services {
+            let mut rest: &[u8] = name;
+            while rest.len() > origin_wire.len() {
+                if nodes.get(rest).is_some_and(|n| n.is_cut) {
+                    return Err(IndexError::ServiceConflict(
+                        crate::zone::display(name),
+                        "a delegation at or above it",
+                    ));
+                }
+                rest = parent(rest);
+            }
         }
         Ok(Zone {
             origin,
@@ -261,6 +297,8 @@ pub enum IndexError {
     NoSoa,
     #[error("{0} is outside the zone")]
     OutOfZone(String),
+    #[error("service {0} conflicts with {1} in the zone")]
+    ServiceConflict(String, &'static str),
     #[error("record for {0} cannot be encoded: {1}")]
     Encode(String, String),
 }

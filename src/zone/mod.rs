@@ -9,3 +9,30 @@ mod index;
 pub use index::{
     is_subdomain, parent, rtype, wire, wire_lower, IndexError, Node, Rdata, RrSet, Zone, ZoneSet,
 };
+
+/// A wire name as presentation text (for messages).
+pub fn display(wire: &[u8]) -> String {
+    let mut out = String::new();
+    let mut rest = wire;
+    while let Some((&len, tail)) = rest.split_first() {
+        if len == 0 || len as usize > tail.len() {
+            break;
+        }
+        for &b in &tail[..len as usize] {
+            match b {
+                b'.' | b'\\' => {
+                    out.push('\\');
+                    out.push(b as char);
+                }
+                0x21..=0x7e => out.push(b as char),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('.');
+        rest = &tail[len as usize..];
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}

@@ -3,29 +3,33 @@
 //! # How the text is read
 //!
 //! hickory's [`Parser`] reports errors without a position and returns records merged into
-//! RRsets (file order lost; a second CNAME silently replaces the first; `$INCLUDE` of an
-//! absolute path is read from disk). So the text is read in two layers:
+//! RRsets (file order lost; a second CNAME silently replaces the first; exact duplicates
+//! merged), and it reads `$INCLUDE`d files from disk (absolute paths even without a base
+//! path, and even after `$TTL 300 ` on the same line). So the text is read in two layers:
 //!
 //! 1. [`split_entries`] splits the text into *entries* (one record or directive each), with
 //!    the line each starts on. Its tokenizer mirrors hickory's lexer: `;` comments, quoted
 //!    strings with `\` escapes (which may span lines), and `( … )` groups spanning lines
 //!    (inside which, as in hickory, `"` is not special).
-//! 2. Directives (`$ORIGIN`, `$TTL`; `$INCLUDE` is refused) and each record's header
-//!    (owner, TTL, class, type) are handled here, as RFC 1035 §5.1 and hickory do. The
+//! 2. [`Reader`] applies directives (`$ORIGIN`, `$TTL`; `$INCLUDE` is refused) and reads
+//!    each record's header (owner, TTL, class, type) as RFC 1035 §5.1 and hickory do. The
 //!    record data is then handed to hickory's parser as a one-line, self-contained entry
 //!    (`@ TTL TYPE RDATA`, with the current origin), so every type hickory parses is
-//!    supported and each record is parsed exactly once. Any error is tied to the entry's
-//!    first line.
+//!    supported and each record is parsed exactly once. Errors are tied to the first line
+//!    of the entry. Three hickory gaps are covered on the way: `@` in name fields
+//!    ([`rdata_text`]), `\DDD` escapes in quoted strings ([`requote`]), and extra fields
+//!    silently ignored ([`field_count`]).
 //!
-//! Then [`validate`] checks the zone: one SOA at the origin, NS at the origin, no data
-//! outside the zone, CNAME exclusivity.
+//! Then [`validate`] checks the zone: records encodable, one SOA at the origin, NS at the
+//! origin, no data outside the zone, CNAME exclusivity.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::str::FromStr;
 
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
 
 /// Largest TTL accepted (RFC 2181 §8: the top bit must be clear).
@@ -485,6 +489,22 @@ impl Reader {
                 .ok_or("no TTL: give the record a TTL or set $TTL before it")?,
         };
 
+        if let Some(expected) = field_count(rtype) {
+            let found: usize = items
+                .as_slice()
+                .iter()
+                .map(|item| match item {
+                    Item::Group(words) => words.len(),
+                    Item::Word(_) | Item::Quoted(_) => 1,
+                })
+                .sum();
+            if found != expected {
+                // hickory's parser ignores extra fields of these types.
+                return Err(format!(
+                    "{type_text} record with {found} data fields, expected {expected}"
+                ));
+            }
+        }
         let rdata = rdata_text(items.as_slice(), rtype, &self.origin)?;
         let mut record = parse_record(&type_text, ttl, &rdata, &self.origin)?;
         record.name = owner;
@@ -530,6 +550,23 @@ fn check_ttl(ttl: u32) -> Result<u32, String> {
         Err(format!("TTL {ttl} is larger than {MAX_TTL} (RFC 2181 §8)"))
     } else {
         Ok(ttl)
+    }
+}
+
+/// The number of data fields of types with a fixed number of them.
+fn field_count(rtype: RecordType) -> Option<usize> {
+    match rtype {
+        RecordType::A
+        | RecordType::AAAA
+        | RecordType::CNAME
+        | RecordType::NS
+        | RecordType::PTR
+        | RecordType::ANAME => Some(1),
+        RecordType::MX | RecordType::HINFO => Some(2),
+        RecordType::CAA => Some(3),
+        RecordType::SRV => Some(4),
+        RecordType::SOA => Some(7),
+        _ => None,
     }
 }
 
@@ -691,6 +728,15 @@ fn validate(
         if !origin.zone_of(name) {
             return Err(error(line, format!("{name} is outside the zone {origin}")));
         }
+        if let Err(e) = record.data.to_bytes() {
+            return Err(error(line, format!("{rtype} record at {name}: {e}")));
+        }
+        if matches!(&record.data, RData::TXT(txt) if txt.txt_data.is_empty()) {
+            return Err(error(
+                line,
+                format!("TXT record at {name} without a string"),
+            ));
+        }
         match rtype {
             RecordType::SOA if name != origin => {
                 return Err(error(
@@ -726,8 +772,8 @@ fn validate(
                 ));
             }
             at.cname = Some(line);
-        } else if !matches!(rtype, RecordType::RRSIG | RecordType::NSEC) {
-            // RRSIG and NSEC may sit next to a CNAME (RFC 4035 §2.5).
+        } else {
+            // (RRSIG and NSEC could sit next to a CNAME, but hickory does not parse them.)
             if let Some(cname_line) = at.cname {
                 return Err(error(
                     line,
@@ -1053,9 +1099,39 @@ ok A 192.0.2.4
             other => panic!("not TXT: {other:?}"),
         }
         match &zone.records[3].data {
-            RData::TXT(txt) => assert_eq!(txt.txt_data.iter().count(), 2),
+            RData::TXT(txt) => assert_eq!(txt.txt_data.len(), 2),
             other => panic!("not TXT: {other:?}"),
         }
+    }
+
+    #[test]
+    fn wrong_number_of_data_fields_is_an_error() {
+        for bad in [
+            "a A 192.0.2.1 192.0.2.2",
+            "a AAAA ::1 junk",
+            "a CNAME b c",
+            "a MX 10 b c",
+            "a MX 10",
+            "a NS b c",
+            "a PTR b c",
+            "a SRV 1 2 3 b c",
+            "a CAA 0 issue x y",
+            "@ SOA ns1 hm ( 1 2 3 4 5 6 )",
+        ] {
+            let (line, message) = error(&with_head(&format!("{bad}\n")));
+            assert_eq!(line, Some(4), "{bad}");
+            assert!(message.contains("data fields"), "{message}");
+        }
+    }
+
+    #[test]
+    fn records_that_cannot_be_encoded_are_errors() {
+        let long = "x".repeat(256);
+        let (line, message) = error(&with_head(&format!("t TXT ok \"{long}\"\n")));
+        assert_eq!(line, Some(4));
+        assert!(message.contains("255"), "{message}");
+        assert!(parse(&with_head(&format!("t TXT \"{}\"\n", &long[1..]))).is_ok());
+        assert_eq!(error(&with_head("t TXT\n")).0, Some(4));
     }
 
     #[test]
@@ -1292,15 +1368,12 @@ ok A 192.0.2.4
             "..".into(),
             ". A 1.2.3.4".into(),
             "a..b A 1.2.3.4".into(),
-            "ä A 1.2.3.4".into(),
             "a SOA".into(),
             "a SOA 1 2 3".into(),
             "a MX 99999 b".into(),
             "a SRV 1 2 99999 b".into(),
             "a CAA 999 issue x".into(),
             "a CAA 0 issue".into(),
-            "a CAA 0 iodef \"not a url\"".into(),
-            "a CAA 0 tag-with-bad-chars! x".into(),
             "a SVCB 1 . alpn".into(),
             "a SVCB 1 . port=99999999".into(),
             "a HTTPS 1 . ech=!!!".into(),
@@ -1308,7 +1381,6 @@ ok A 192.0.2.4
             "a TLSA 1 1 1 zz".into(),
             "a SSHFP 1 1 z".into(),
             "a CERT 1 1 1 !!".into(),
-            "a NAPTR 1 1 \"a\" \"b\" \"c\" .".into(),
             "a OPENPGPKEY !!!".into(),
             "a CSYNC 1 2 A NOPE".into(),
             "a NULL x".into(),
