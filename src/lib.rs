@@ -10,12 +10,14 @@
 //! - [`policy`]: round-robin, weighted and geo-nearest picks over prepared tables.
 //! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
 //! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
+//! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
 
 pub mod admin;
 pub mod config;
 pub mod dns;
+pub mod explain;
 pub mod geo;
 pub mod model;
 pub mod node;

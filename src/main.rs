@@ -24,11 +24,31 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// The answer a client would get, and why (offline: reads the config and its files).
+    Explain {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The name asked for, e.g. www.example.com
+        name: String,
+        /// The record type, e.g. A
+        #[arg(value_name = "TYPE")]
+        qtype: String,
+        /// The client's address (as the EDNS Client Subnet would give it)
+        client_ip: std::net::IpAddr,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // A node logs what it does; the one-shot commands only what goes wrong.
+    init_tracing(if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     match cli.command {
         Command::Serve { config } => {
             let config = match meridian::node::config_from(config.as_deref()) {
@@ -45,6 +65,33 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(meridian::node::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Explain {
+            config,
+            name,
+            qtype,
+            client_ip,
+            json,
+        } => {
+            let result = meridian::node::config_from(config.as_deref())
+                .and_then(|c| meridian::node::load(&c).map_err(Into::into))
+                .and_then(|(_, _, snap)| {
+                    meridian::explain::explain(&snap, &name, &qtype, client_ip).map_err(Into::into)
+                });
+            match result {
+                Ok(e) if json => match serde_json::to_string_pretty(&e) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => fail(&err.into()),
+                },
+                Ok(e) => {
+                    print!("{e}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(&e),
             }
         }
@@ -75,11 +122,11 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_tracing() {
+fn init_tracing(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MERIDIAN_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_proto=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_proto=warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

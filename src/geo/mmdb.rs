@@ -31,7 +31,9 @@ struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // Fold the high half in: hashbrown takes bucket bits from the low end.
+        let m = u128::from(self.0) * 0x9E37_79B9_7F4A_7C15;
+        (m >> 64) as u64 ^ m as u64
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -42,7 +44,7 @@ impl Hasher for FastHasher {
         self.write_u64(u64::from(n));
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);

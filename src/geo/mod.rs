@@ -133,12 +133,12 @@ impl GeoDb {
             types.push(loaded.database_type);
             v4 = Some(match v4 {
                 None => loaded.v4,
-                Some(acc) => acc.overlay(&loaded.v4, fill_empty),
+                Some(acc) => RangeVec::collect(acc.overlay(&loaded.v4, fill_empty)),
             });
             v6 = match (v6, loaded.v6) {
                 (None, new) => new,
                 (Some(acc), None) => Some(acc),
-                (Some(acc), Some(new)) => Some(acc.overlay(&new, fill_empty)),
+                (Some(acc), Some(new)) => Some(RangeVec::collect(acc.overlay(&new, fill_empty))),
             };
         }
         let v4 = v4.unwrap_or_else(|| RangeVec::whole(NONE));
@@ -165,17 +165,19 @@ impl GeoDb {
 
     fn from_parts(v4: RangeVec<u32>, v6: RangeVec<u128>, mut locations: Vec<Location>) -> GeoDb {
         // The standard IPv4-embedding regions override whatever the files say there.
-        let v6 = v6.overlay(&standard_aliases(), |base, top| {
+        let standard = standard_aliases();
+        let pieces = v6.overlay(&standard, |base, top| {
             if alias_base(top).is_some() {
                 top
             } else {
                 base
             }
         });
+        let v6 = SplitV6::build(pieces, v6.starts.len() + standard.starts.len());
         locations.shrink_to_fit();
         GeoDb {
             v4: Plain::new(v4.starts, v4.vals),
-            v6: SplitV6::from_ranges(&v6),
+            v6,
             locations,
             build_epoch: 0,
             types: Vec::new(),

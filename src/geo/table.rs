@@ -101,7 +101,8 @@ pub(crate) fn block_prefix<A: Addr>(ip: A, start: A, end: A) -> u8 {
     from_start.max(from_end) as u8
 }
 
-/// A partition under construction: `(start, value)` pairs, adjacent equal values merged.
+/// A partition under construction: `(start, value)` pairs, adjacent equal values merged
+/// (except [`NONE`], see [`RangeVec::push`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RangeVec<A> {
     pub(crate) starts: Vec<A>,
@@ -133,20 +134,24 @@ impl<A: Addr> RangeVec<A> {
         self.vals.shrink_to_fit();
     }
 
-    /// Combine two partitions of the same space: each piece gets `pick(self's value, top's value)`.
-    pub(crate) fn overlay(&self, top: &RangeVec<A>, pick: impl Fn(u32, u32) -> u32) -> RangeVec<A> {
-        let mut out = RangeVec {
-            starts: Vec::with_capacity(self.starts.len() + top.starts.len()),
-            vals: Vec::with_capacity(self.vals.len() + top.vals.len()),
-        };
-        let (mut i, mut j) = (0, 0);
-        while i < self.starts.len() && j < top.starts.len() {
-            out.push(
+    /// Combine two partitions of the same space: each piece gets `pick(self's value, top's
+    /// value)`. Yields (start, value) pieces in order, not merged (see [`merge_equal`]).
+    pub(crate) fn overlay<'a>(
+        &'a self,
+        top: &'a RangeVec<A>,
+        pick: impl Fn(u32, u32) -> u32 + 'a,
+    ) -> impl Iterator<Item = (A, u32)> + 'a {
+        let (mut i, mut j, mut done) = (0, 0, false);
+        std::iter::from_fn(move || {
+            if done || i >= self.starts.len() || j >= top.starts.len() {
+                return None;
+            }
+            let piece = (
                 self.starts[i].max(top.starts[j]),
                 pick(self.vals[i], top.vals[j]),
             );
             match (self.starts.get(i + 1), top.starts.get(j + 1)) {
-                (None, None) => break,
+                (None, None) => done = true,
                 (Some(_), None) => i += 1,
                 (None, Some(_)) => j += 1,
                 (Some(a), Some(b)) => {
@@ -158,6 +163,17 @@ impl<A: Addr> RangeVec<A> {
                     }
                 }
             }
+            Some(piece)
+        })
+    }
+
+    pub(crate) fn collect(pieces: impl Iterator<Item = (A, u32)>) -> RangeVec<A> {
+        let mut out = RangeVec {
+            starts: Vec::new(),
+            vals: Vec::new(),
+        };
+        for (s, v) in pieces {
+            out.push(s, v);
         }
         out.shrink();
         out
@@ -213,15 +229,22 @@ pub(crate) struct SplitV6 {
 }
 
 impl SplitV6 {
-    pub(crate) fn from_ranges(r: &RangeVec<u128>) -> Self {
+    /// Build from (start, value) pieces in address order, starting at 0; adjacent equal values
+    /// are merged as in [`RangeVec::push`].
+    pub(crate) fn build(pieces: impl Iterator<Item = (u128, u32)>, size_hint: usize) -> Self {
         let mut t = SplitV6 {
-            hi: Vec::with_capacity(r.starts.len()),
-            hi_vals: Vec::with_capacity(r.starts.len()),
+            hi: Vec::with_capacity(size_hint),
+            hi_vals: Vec::with_capacity(size_hint),
             lo: Vec::new(),
             lo_vals: Vec::new(),
         };
-        for (&s, &v) in r.starts.iter().zip(&r.vals) {
+        let mut last = None;
+        for (s, v) in pieces {
             debug_assert!(v & SPLIT_FLAG == 0);
+            if v != NONE && last == Some(v) {
+                continue;
+            }
+            last = Some(v);
             if s as u64 == 0 || t.hi_vals.is_empty() {
                 t.hi.push((s >> 64) as u64);
                 t.hi_vals.push(v);

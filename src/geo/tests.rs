@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use maxminddb::{geoip2, Reader, WithinOptions};
 
-use super::table::{block_prefix, cidr_blocks, Plain, RangeVec, SplitV6};
+use super::table::{block_prefix, cidr_blocks, Plain, SplitV6};
 use super::*;
 
 fn geoip_dir() -> PathBuf {
@@ -496,10 +496,7 @@ fn split_ipv6_table_matches_a_plain_table() {
         starts.dedup();
         let vals: Vec<u32> = (0..starts.len()).map(|i| i as u32).collect();
         let plain = Plain::new(starts.clone(), vals.clone());
-        let split = SplitV6::from_ranges(&RangeVec {
-            starts: starts.clone(),
-            vals: vals.clone(),
-        });
+        let split = SplitV6::build(starts.iter().copied().zip(vals.iter().copied()), 0);
         assert_eq!(
             split.iter().collect::<Vec<_>>(),
             plain.iter().collect::<Vec<_>>()
