@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
+[ -x /usr/sbin/unbound ] || need+=(unbound)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -120,7 +120,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the admin API to {}", config.admin_listen))?;
     let admin_task = tokio::spawn(serve_admin(admin_listener, ready.clone()));
 
-    let (loaded, _builder, first) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (loaded, builder, first) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         zones = first.zones.len(),
         datacenters = loaded.datacenters.len(),
@@ -130,6 +130,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
     let publisher = snapshot::channel(first);
     let reader = publisher.reader();
+    let (updates, updates_rx) = tokio::sync::mpsc::channel(16);
+    let publisher_task = tokio::spawn(publish_loop(updates_rx, builder, loaded, publisher));
+    let geo_watch = tokio::spawn(watch_geoip(config.geoip_databases.clone(), updates));
 
     let stop = Arc::new(AtomicBool::new(false));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
@@ -156,14 +159,89 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         t.abort();
     }
     admin_task.abort();
+    geo_watch.abort();
+    publisher_task.abort();
     let joined = tokio::task::spawn_blocking(move || {
         for t in udp_threads {
             let _ = t.join();
         }
     });
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), joined).await;
-    drop(publisher);
     Ok(())
+}
+
+/// What makes the data plane's snapshot change.
+enum Update {
+    /// A new GeoIP database was opened.
+    Geo(Arc<GeoDb>),
+}
+
+/// The one writer of snapshots: every change arrives here, is built into a new snapshot
+/// and published. A change that does not build is logged and the old snapshot stays.
+async fn publish_loop(
+    mut updates: tokio::sync::mpsc::Receiver<Update>,
+    mut builder: Builder,
+    loaded: Loaded,
+    publisher: snapshot::SnapshotPublisher,
+) {
+    while let Some(update) = updates.recv().await {
+        match update {
+            Update::Geo(db) => builder.set_geo(db),
+        }
+        match builder.build(&loaded.inputs()) {
+            Ok(snap) => {
+                publisher.publish(snap);
+                tracing::info!(generation = publisher.current().generation, "snapshot published");
+            }
+            Err(problems) => {
+                tracing::warn!(problems = %problems.join("; "), "new snapshot refused; keeping the old one")
+            }
+        }
+    }
+}
+
+/// How often the GeoIP files are looked at for a replacement.
+const GEOIP_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Pick up a GeoIP database replaced on disk (by rename, so its inode changes; or
+/// rewritten). A file that does not open is logged and the old database stays.
+async fn watch_geoip(paths: Vec<std::path::PathBuf>, updates: tokio::sync::mpsc::Sender<Update>) {
+    if paths.is_empty() {
+        return;
+    }
+    let mut last = fingerprint(&paths);
+    loop {
+        tokio::time::sleep(GEOIP_POLL).await;
+        let now = fingerprint(&paths);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let p = paths.clone();
+        match tokio::task::spawn_blocking(move || GeoDb::open(&p)).await {
+            Ok(Ok(db)) => {
+                tracing::info!(geoip = %db.describe(), "GeoIP database replaced");
+                if updates.send(Update::Geo(Arc::new(db))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "new GeoIP database refused; keeping the old one"),
+            Err(e) => tracing::warn!(error = %e, "GeoIP reload failed"),
+        }
+    }
+}
+
+/// Identity of each file: device, inode, size and modification time.
+fn fingerprint(paths: &[std::path::PathBuf]) -> Vec<Option<(u64, u64, u64, std::time::SystemTime)>> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.dev(), m.ino(), m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+        })
+        .collect()
 }
 
 async fn serve_admin(listener: tokio::net::TcpListener, ready: Readiness) {

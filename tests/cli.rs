@@ -138,3 +138,28 @@ fn serves_ipv6_and_replies_from_the_address_queried_on_a_wildcard() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn explain_gives_the_answer_and_the_reasons() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    for f in ["example.com.zone", "datacenters.toml", "services.toml"] {
+        std::fs::copy(root.join("zones").join(f), zones.join(f)).expect("copy");
+    }
+    let body = minimal_config("\"127.0.0.1:1\"")
+        + &format!("[geoip]\ndatabase = \"{}\"\n", common::geoip_db().display());
+    let cfg = write_config(dir.path(), &body);
+    let cfg = cfg.to_str().expect("utf8");
+    let out = meridian(&["explain", "--config", cfg, "www.example.com", "A", "81.2.69.142"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("198.51.100.1"), "{text}");
+    assert!(text.contains("GB EU"), "{text}");
+    assert!(text.contains("ecs scope: /"), "{text}");
+    let out = meridian(&["explain", "--config", cfg, "--json", "www.example.com", "A", "175.16.199.1"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["answers"][0].as_str().map(|s| s.ends_with("198.51.100.3")), Some(true), "{json}");
+    assert_eq!(json["service"]["client_location"]["country"], "CN");
+}

@@ -251,3 +251,43 @@ fn weighted_1_to_3_is_honoured() {
     // expected 200 ± 12 (σ); a 1:1 or 1:2 split falls far outside
     assert!((140..=260).contains(&light), "light {light}, heavy {heavy}");
 }
+
+#[test]
+fn geoip_database_replaced_by_rename_is_picked_up_without_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/geoip");
+    let db = dir.path().join("geo.mmdb");
+    // GeoLite2-City-Test does not know 214.0.0.0/24; GeoIP2-City-Test says Singapore.
+    std::fs::copy(shared.join("GeoLite2-City-Test.mmdb"), &db).expect("copy");
+    let extra = format!("[geoip]\ndatabase = \"{}\"\n", db.display());
+    let node = Node::start(&Setup {
+        files: &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DCS),
+            ("services.toml", SERVICES),
+        ],
+        extra_config: &extra,
+    });
+    let ask = || node.dig(&["+subnet=214.0.0.0/24", "www.example.com", "A"]).answer_data("A");
+    assert_eq!(ask(), vec!["198.51.100.1"], "unknown client: listed order");
+    // a corrupt file put in place is refused and the old database stays
+    let tmp = dir.path().join("geo.mmdb.new");
+    std::fs::copy(shared.join("bad/GeoIP2-City-Test-Invalid-Node-Count.mmdb"), &tmp).expect("copy");
+    std::fs::rename(&tmp, &db).expect("rename");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !node.log().contains("new GeoIP database refused") {
+        assert!(std::time::Instant::now() < deadline, "corrupt file not noticed: {}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ask(), vec!["198.51.100.1"]);
+    std::fs::copy(shared.join("GeoIP2-City-Test.mmdb"), &tmp).expect("copy");
+    std::fs::rename(&tmp, &db).expect("rename");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if ask() == vec!["198.51.100.3"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "new database not used: {}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -1,6 +1,8 @@
 //! Arbitrary bytes → `parse` → `answer`, over UDP and TCP, from a snapshot with no zones and
-//! from one with zones (the shipped example zone plus a generated one whose answers do not
-//! fit in a UDP reply: big RRsets, many glue records, a long CNAME chain, long names).
+//! from a full one: the shipped example (zone, datacenters, geo services, the GeoIP test
+//! database, so that ECS changes answers and their scope) plus a generated zone whose answers
+//! do not fit in a UDP reply (big RRsets and services, many glue records, a long CNAME chain,
+//! names near 255 bytes).
 //!
 //! Every reply must: be at least a header, echo the ID, have QR set, stay within the UDP
 //! limit (the client's EDNS size clamped to 512..=1232, 512 without OPT), carry an OPT
@@ -9,7 +11,9 @@
 
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use hickory_proto::op::{Message, MessageType};
@@ -19,10 +23,18 @@ use libfuzzer_sys::fuzz_target;
 use meridian::dns::answer::{MAX_UDP_PAYLOAD, MIN_UDP_PAYLOAD};
 use meridian::dns::request::Request;
 use meridian::dns::{answer, parse, Client, Transport};
-use meridian::snapshot::Snapshot;
-use meridian::zone::{parse_zone, Zone, ZoneSet};
+use meridian::geo::GeoDb;
+use meridian::model::{
+    Coordinates, Datacenter, DatacentersFile, DcState, Health, OnAllDown, PolicyKind, Service,
+    ServicesFile,
+};
+use meridian::snapshot::{Builder, Inputs, Snapshot};
+use meridian::zone::parse_zone;
 
 const EXAMPLE_ZONE: &str = include_str!("../../zones/example.com.zone");
+const DATACENTERS: &str = include_str!("../../zones/datacenters.toml");
+const SERVICES: &str = include_str!("../../zones/services.toml");
+const GEOIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../geoip/GeoIP2-City-Test.mmdb");
 
 /// A zone whose answers overflow UDP replies, to exercise truncation.
 fn big_zone() -> String {
@@ -62,6 +74,7 @@ fn big_zone() -> String {
     z.push_str("loop1 IN CNAME loop2\nloop2 IN CNAME loop1\n");
     z.push_str("out IN CNAME www.example.com.\n");
     z.push_str("*.w IN CNAME many\n*.t IN TXT \"wild\"\n");
+    z.push_str("tosvc IN CNAME bulk\ntogeo IN CNAME geo\n*.g IN CNAME geo\n");
     // Names near the 255-byte limit.
     let l63 = "a".repeat(63);
     z.push_str(&format!("{l63}.{l63}.{l63}.{} IN A 10.4.0.1\n", "b".repeat(50)));
@@ -69,26 +82,87 @@ fn big_zone() -> String {
     z
 }
 
-fn snapshot(zones: &[(&str, &str)]) -> Snapshot {
-    let mut snap = Snapshot::empty(0x4d45_5249_4449_414e);
-    let built = zones.iter().map(|(origin, text)| {
-        let name = Name::from_ascii(origin).expect("origin");
-        let file = parse_zone(text, &format!("{origin}zone"), &name).expect("zone parses");
-        Zone::build(&file).expect("zone builds")
-    });
-    snap.zones = Arc::new(ZoneSet::new(built));
-    snap
+/// Datacenters with many addresses each, so that a service's answer overflows UDP.
+fn bulk_datacenters() -> Vec<Datacenter> {
+    (0..3u8)
+        .map(|d| Datacenter {
+            id: format!("bulk{d}"),
+            location: Coordinates {
+                lat: -40.0 + 40.0 * f64::from(d),
+                lon: 120.0 - 100.0 * f64::from(d),
+            },
+            addresses: (0..40u16)
+                .flat_map(|i| {
+                    [
+                        IpAddr::V4(Ipv4Addr::new(10, 9, d, i as u8 + 1)),
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 9, u16::from(d), 0, 0, 0, i + 1)),
+                    ]
+                })
+                .collect(),
+            weight: 100,
+            state: DcState::Active,
+            health: Health::Healthy,
+            health_check: None,
+        })
+        .collect()
+}
+
+fn big_services() -> Vec<Service> {
+    let svc = |name: &str, policy, dcs: &[&str], answers| Service {
+        zone: "big.test".into(),
+        name: name.into(),
+        policy,
+        datacenters: dcs.iter().map(|d| d.to_string()).collect(),
+        ttl: 30,
+        answers,
+        overrides: BTreeMap::new(),
+        on_all_down: OnAllDown::All,
+    };
+    let mut geo = svc("geo", PolicyKind::GeoNearest, &["lon", "iad", "sin", "bulk0"], Some(3));
+    geo.overrides
+        .insert("country:GB".into(), vec!["bulk1".into(), "lon".into()]);
+    geo.overrides
+        .insert("continent:AS".into(), vec!["bulk2".into()]);
+    vec![
+        svc("bulk", PolicyKind::RoundRobin, &["bulk0", "bulk1", "bulk2"], None),
+        svc("wbulk", PolicyKind::Weighted, &["bulk0", "bulk1", "sin"], Some(2)),
+        geo,
+        svc("@", PolicyKind::GeoNearest, &["lon", "iad", "sin"], None),
+    ]
+}
+
+/// The shipped example (zone, datacenters, services, GeoIP test database) plus `big.test`.
+fn full_snapshot() -> Snapshot {
+    let example = Name::from_ascii("example.com.").expect("origin");
+    let big = Name::from_ascii("big.test.").expect("origin");
+    let zones = [
+        parse_zone(EXAMPLE_ZONE, "example.com.zone", &example).expect("example zone"),
+        parse_zone(&big_zone(), "big.test.zone", &big).expect("big zone"),
+    ];
+    let mut datacenters = toml::from_str::<DatacentersFile>(DATACENTERS)
+        .expect("datacenters.toml")
+        .datacenter;
+    datacenters.extend(bulk_datacenters());
+    let mut services = toml::from_str::<ServicesFile>(SERVICES)
+        .expect("services.toml")
+        .service;
+    services.extend(big_services());
+    let geo = GeoDb::open(&[PathBuf::from(GEOIP)]).expect("GeoIP test database");
+    Builder::new(7, Arc::new(geo))
+        .build(&Inputs {
+            zones: &zones,
+            datacenters: &datacenters,
+            services: &services,
+        })
+        .unwrap_or_else(|problems| panic!("snapshot: {problems:#?}"))
 }
 
 static EMPTY: LazyLock<Snapshot> = LazyLock::new(|| Snapshot::empty(1));
-static FULL: LazyLock<Snapshot> = LazyLock::new(|| {
-    let big = big_zone();
-    snapshot(&[("example.com.", EXAMPLE_ZONE), ("big.test.", &big)])
-});
+static FULL: LazyLock<Snapshot> = LazyLock::new(full_snapshot);
 
 fn check(snap: &Snapshot, req: &Request<'_>, transport: Transport, out: &mut Vec<u8>) {
     let client = Client {
-        source: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99)),
+        source: IpAddr::V4(Ipv4Addr::new(81, 2, 69, 142)),
         transport,
     };
     let outcome = answer(snap, req, &client, out);

@@ -51,7 +51,7 @@ pub enum GeoError {
         error: std::io::Error,
     },
     /// The file is not a MaxMind DB file, or its metadata is unusable.
-    #[error("{} is not a usable MaxMind DB (.mmdb) file: {reason}", path.display())]
+    #[error("GeoIP database {} is not a usable MaxMind DB (.mmdb) file: {reason}", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -185,9 +185,10 @@ impl GeoDb {
     }
 
     /// Where an address is, and the prefix length (in the address's own family: IPv4 0..=32,
-    /// IPv6 0..=128) of the network the answer holds for (the largest aligned block around the
-    /// address whose addresses all have this answer). Also given when not found: then it is the
-    /// prefix of the empty network, usable as the ECS scope of an "unknown" answer.
+    /// IPv6 0..=128) of the network the answer holds for: the database network, or a wider
+    /// aligned block where adjacent networks have the same location. Also given when not
+    /// found: then it is the prefix of the empty network, usable as the ECS scope of an
+    /// "unknown" answer. No decoding happens here: this is a binary search in the tables.
     #[inline]
     pub fn locate(&self, ip: IpAddr) -> (Option<Location>, u8) {
         let (code, prefix) = match ip {

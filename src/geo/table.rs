@@ -135,7 +135,7 @@ impl<A: Addr> RangeVec<A> {
     }
 
     /// Combine two partitions of the same space: each piece gets `pick(self's value, top's
-    /// value)`. Yields (start, value) pieces in order, not merged (see [`merge_equal`]).
+    /// value)`. Yields (start, value) pieces in order, not merged (see [`RangeVec::collect`]).
     pub(crate) fn overlay<'a>(
         &'a self,
         top: &'a RangeVec<A>,

@@ -50,6 +50,14 @@ impl Rng {
 }
 
 #[test]
+fn geodb_and_tables_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<GeoDb>();
+    check::<GeoTable<u16>>();
+    check::<GeoError>();
+}
+
+#[test]
 fn city_ipv4_london_has_country_continent_coords_and_prefix_31() {
     let db = open1("GeoIP2-City-Test.mmdb");
     assert_london(&db, "81.2.69.142", 31);

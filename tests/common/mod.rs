@@ -81,7 +81,8 @@ pub fn geoip_db() -> PathBuf {
 /// The files a node starts from: zone files and TOML definitions, by file name.
 pub struct Setup<'a> {
     pub files: &'a [(&'a str, &'a str)],
-    /// Extra TOML appended to the generated config.
+    /// Extra TOML appended to the generated config; one with its own `[geoip]` section
+    /// replaces the default database.
     pub extra_config: &'a str,
 }
 
@@ -95,9 +96,13 @@ impl Node {
         }
         let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
+        let geoip = if setup.extra_config.contains("[geoip]") {
+            String::new()
+        } else {
+            format!("[geoip]\ndatabase = \"{}\"\n", geoip_db().display())
+        };
         let config = format!(
-            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n{}\n",
-            geoip_db().display(),
+            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n{geoip}\n[bootstrap]\ndir = \"zones\"\n{}\n",
             setup.extra_config
         );
         let config_path = dir.path().join("node.toml");
