@@ -15,6 +15,7 @@
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod explain;

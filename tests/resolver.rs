@@ -69,10 +69,6 @@ impl Unbound {
     /// Start Unbound with a stub zone for `example.com` at `meridian`, and wait (bounded) until
     /// it answers. Retries on a fresh port if it exits early (a port taken since it was picked).
     fn start(meridian: SocketAddr) -> Unbound {
-        assert!(
-            Path::new(UNBOUND).exists(),
-            "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
-        );
         let mut last = String::new();
         for _ in 0..3 {
             match Unbound::try_start(meridian) {
@@ -162,7 +158,10 @@ stub-zone:
 
     /// `dig @unbound +rec +subnet=SUBNET www.example.com A`
     fn ask(&self, subnet: &str) -> Dig {
-        dig_at(self.addr, &["+rec", &format!("+subnet={subnet}"), "www.example.com", "A"])
+        dig_at(
+            self.addr,
+            &["+rec", &format!("+subnet={subnet}"), "www.example.com", "A"],
+        )
     }
 }
 
@@ -190,6 +189,10 @@ fn spawn_owned(cmd: &mut Command) -> Child {
 
 #[test]
 fn geo_nearest_through_unbound_with_ecs_and_a_per_subnet_cache() {
+    assert!(
+        Path::new(UNBOUND).exists(),
+        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
+    );
     let mut node = Node::start(&Setup {
         files: &[
             ("example.com.zone", ZONE),
@@ -223,7 +226,10 @@ fn geo_nearest_through_unbound_with_ecs_and_a_per_subnet_cache() {
         // Unbound echoes the client's ECS with the scope Meridian gave: non-zero, since the
         // pick depends on the client.
         let ecs = d.opt_line("CLIENT-SUBNET:").unwrap_or_default().to_string();
-        let scope = ecs.rsplit('/').next().and_then(|s| s.trim().parse::<u8>().ok());
+        let scope = ecs
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.trim().parse::<u8>().ok());
         assert!(
             ecs.contains(&format!(" {}/", q.0)) && scope.is_some_and(|s| s > 0),
             "{} echoed ECS {ecs:?}, want a non-zero scope:\n{}",
@@ -239,7 +245,10 @@ fn geo_nearest_through_unbound_with_ecs_and_a_per_subnet_cache() {
     assert_eq!(seen, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]);
 
     // With Meridian gone, Unbound can answer only from its cache: still one answer per subnet.
-    assert!(node.terminate(Duration::from_secs(10)).is_some(), "meridian did not stop");
+    assert!(
+        node.terminate(Duration::from_secs(10)).is_some(),
+        "meridian did not stop"
+    );
     for q in [US, GB, CN, SG] {
         check(q, "from cache, meridian stopped");
     }

@@ -1,0 +1,13 @@
+//! The control plane: a versioned command log replicated with openraft, applied by a pure
+//! state machine, stored in sled; the only source of new snapshots for the data plane.
+//!
+//! - [`command`]: the write vocabulary and its results.
+//! - [`state`]: the replicated state and its deterministic `apply`.
+//! - [`types`]: openraft's type configuration and the log entry format.
+
+pub mod command;
+pub mod state;
+pub mod types;
+
+pub use command::{Command, Rejection, Response};
+pub use state::State;

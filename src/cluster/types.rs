@@ -1,0 +1,74 @@
+//! The openraft type configuration, and what travels in the log: a versioned [`Request`]
+//! wrapping a [`Command`], answered by a [`Response`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::command::{Command, Response};
+
+/// The newest log entry format this binary writes. It reads every older one; it refuses to
+/// apply a newer one (an older binary in a mixed cluster must be upgraded, not guess).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A node as the cluster knows it: where its Raft RPC and admin API listen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub raft: String,
+    #[serde(default)]
+    pub admin: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft {} admin {}", self.raft, self.admin)
+    }
+}
+
+/// One log entry's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The format this entry was written in.
+    pub v: u32,
+    /// When the leader proposed it (milliseconds since the Unix epoch): the one clock every
+    /// state machine uses, so that applying is deterministic.
+    pub at_ms: u64,
+    pub cmd: Command,
+}
+
+impl Request {
+    pub fn new(cmd: Command) -> Request {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Request {
+            v: FORMAT_VERSION,
+            at_ms,
+            cmd,
+        }
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{} {}", self.v, self.cmd.name())
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Meridian's Raft types.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type Vote = openraft::Vote<u64>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<u64, NodeInfo>;
+pub type SnapshotMeta = openraft::SnapshotMeta<u64, NodeInfo>;
+pub type StorageError = openraft::StorageError<u64>;
