@@ -14,6 +14,9 @@
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
 
+// Lock types are denied only where queries run (dns, policy, geo); see clippy.toml.
+#![allow(clippy::disallowed_types)]
+
 pub mod admin;
 pub mod cluster;
 pub mod config;

@@ -8,6 +8,8 @@
 //! longest-prefix look-up; the first eligible datacenter of the order is picked then, so a
 //! drain or a health change needs no recompile, and the merged network is the ECS scope.
 
+#![deny(clippy::disallowed_types)]
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;

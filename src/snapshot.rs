@@ -92,7 +92,7 @@ impl Builder {
         }
         let dcs = DcTable::new(inputs.datacenters.iter().cloned());
         let mut plans = Vec::new();
-        let mut by_zone: HashMap<Box<[u8]>, Vec<(Box<[u8]>, u32)>> = HashMap::new();
+        let mut by_zone: HashMap<WireName, Vec<(WireName, u32)>> = HashMap::new();
         let mut seen = HashMap::new();
         let mut keep = HashMap::new();
         for svc in inputs.services {
@@ -176,8 +176,11 @@ impl Builder {
     }
 }
 
+/// A lower-case wire name.
+type WireName = Box<[u8]>;
+
 /// A service's zone origin and absolute name, as lower-case wire names.
-fn service_name(svc: &Service) -> Result<(Box<[u8]>, Box<[u8]>), String> {
+fn service_name(svc: &Service) -> Result<(WireName, WireName), String> {
     let who = || format!("service {} in {}", svc.name, svc.zone);
     let mut origin = Name::from_ascii(svc.zone.trim())
         .map_err(|e| format!("{}: bad zone name: {e}", who()))?;

@@ -11,3 +11,7 @@ pub mod types;
 
 pub use command::{Command, Rejection, Response};
 pub use state::State;
+pub mod handle;
+pub(crate) mod node;
+
+pub use handle::{ClusterStatus, Handle, Member, WriteError};

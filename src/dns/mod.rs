@@ -2,6 +2,8 @@
 //! and TCP listeners. Nothing here waits on the control plane or takes a lock on the query
 //! path; `answer()` is pure and writes into a buffer its caller owns.
 
+#![deny(clippy::disallowed_types)]
+
 pub mod answer;
 pub mod encode;
 pub mod request;

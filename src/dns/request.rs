@@ -155,7 +155,7 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
         let Some((end, opt)) = skip_record(packet, pos) else {
             return Some(req);
         };
-        if let Some(opt) = opt {
+        if opt.is_some() {
             if req.edns.is_some() {
                 return Some(req); // RFC 6891 §6.1.1: more than one OPT is FORMERR
             }
@@ -167,7 +167,6 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
                     return Some(req);
                 }
             }
-            let _ = opt;
         }
         pos = end;
     }

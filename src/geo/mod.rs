@@ -11,6 +11,8 @@
 //! `2002:AABB:CCDD::`, and any other alias the file's tree has, such as Teredo `2001::/32` in
 //! MaxMind files) are answered from the IPv4 table, with the prefix in IPv6 terms.
 
+#![deny(clippy::disallowed_types)]
+
 use std::fmt;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
