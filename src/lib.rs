@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod admin;
+pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod dns;

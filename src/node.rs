@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::admin::{self, Readiness};
+use crate::cluster::{self, State};
 use crate::config::NodeConfig;
 use crate::dns::{tcp, udp};
 use crate::geo::GeoDb;
@@ -20,6 +21,8 @@ use crate::zone::{self, ZoneFile};
 /// Everything `meridian check` validates, loaded without opening a store or binding a port.
 pub struct Loaded {
     pub zones: Vec<ZoneFile>,
+    /// (origin, text) of each zone file, as the bootstrap import sends them.
+    pub zone_texts: Vec<(String, String)>,
     pub datacenters: Vec<Datacenter>,
     pub services: Vec<Service>,
     pub geo: Arc<GeoDb>,
@@ -57,6 +60,7 @@ pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadErro
     };
     let mut loaded = Loaded {
         zones: Vec::new(),
+        zone_texts: Vec::new(),
         datacenters: Vec::new(),
         services: Vec::new(),
         geo: Arc::new(geo),
@@ -65,6 +69,10 @@ pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadErro
         match zone::load_zone_dir(dir) {
             Ok(files) => loaded.zones = files,
             Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+        }
+        match zone_texts(dir) {
+            Ok(t) => loaded.zone_texts = t,
+            Err(e) => problems.push(format!("{}: {e}", dir.display())),
         }
         let dcs = dir.join("datacenters.toml");
         if let Some(f) = read_toml::<DatacentersFile>(&dcs, &mut problems) {
@@ -81,6 +89,25 @@ pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadErro
     let mut builder = Builder::new(config.node_id, loaded.geo.clone());
     let snap = builder.build(&loaded.inputs()).map_err(LoadError)?;
     Ok((loaded, builder, snap))
+}
+
+/// The text of every `NAME.zone` in a directory, with its origin `NAME.`.
+fn zone_texts(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Some(origin) = name.strip_suffix(".zone") {
+            out.push((format!("{origin}."), std::fs::read_to_string(&path)?));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Read an optional TOML file; errors become `file:line: message`.
@@ -114,25 +141,71 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     raise_fd_limit();
     let ready = Readiness::default();
 
-    // The admin API comes up first so that /healthz says 503 while we load.
+    // Claim the admin and Raft ports first.
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot bind the admin API to {}", config.admin_listen))?;
-    let admin_task = tokio::spawn(serve_admin(admin_listener, ready.clone()));
+    let raft_listener = tokio::net::TcpListener::bind(config.raft_listen)
+        .await
+        .with_context(|| format!("cannot bind Raft to {}", config.raft_listen))?;
 
-    let (loaded, builder, first) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(
-        zones = first.zones.len(),
-        datacenters = loaded.datacenters.len(),
-        services = loaded.services.len(),
-        geoip = %loaded.geo.describe(),
-        "state loaded"
-    );
-    let publisher = snapshot::channel(first);
+    // The bootstrap files are checked before anything starts: a broken file is an error at
+    // start, never a half-imported cluster.
+    let bootstrap = match &config.bootstrap_dir {
+        Some(_) => {
+            let (loaded, _, _) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(loaded)
+        }
+        None => None,
+    };
+    let geo = Arc::new(open_geo(&config)?);
+    tracing::info!(geoip = %geo.describe(), "GeoIP database loaded");
+
+    let started = cluster::start(cluster::ClusterConfig {
+        node_id: config.node_id,
+        data_dir: config.data_dir.clone(),
+        raft_addr: config.raft_listen.to_string(),
+        admin_addr: config.admin_listen.to_string(),
+        peers: config
+            .raft_peers
+            .iter()
+            .map(|(id, a)| (*id, a.to_string()))
+            .collect(),
+        secret: config.raft_secret.clone(),
+    })
+    .await
+    .context("cannot start the control plane")?;
+    let handle = started.handle.clone();
+    let raft_task = tokio::spawn(serve_http(raft_listener, started.rpc, "raft"));
+
+    let publisher = snapshot::channel(Snapshot::empty(config.node_id));
     let reader = publisher.reader();
+    let import_expected = bootstrap.is_some()
+        && config.raft_peers.contains_key(&config.node_id)
+        && !started.restarted;
+    let gate = ReadyGate {
+        ready: ready.clone(),
+        import_expected,
+        import_done: Arc::new(AtomicBool::new(false)),
+        dns_listening: Arc::new(AtomicBool::new(false)),
+    };
     let (updates, updates_rx) = tokio::sync::mpsc::channel(16);
-    let publisher_task = tokio::spawn(publish_loop(updates_rx, builder, loaded, publisher));
-    let geo_watch = tokio::spawn(watch_geoip(config.geoip_databases.clone(), updates));
+    let publisher_task = tokio::spawn(publish_loop(
+        updates_rx,
+        started.applied,
+        Builder::new(config.node_id, geo),
+        publisher,
+        gate.clone(),
+    ));
+    let geo_watch = tokio::spawn(watch_geoip(config.geoip_databases.clone(), updates.clone()));
+    let import_task = bootstrap.filter(|_| import_expected).map(|b| {
+        tokio::spawn(import_bootstrap(
+            handle.clone(),
+            b,
+            gate.import_done.clone(),
+            updates.clone(),
+        ))
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
@@ -149,8 +222,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tcp_tasks.push(tokio::spawn(tcp::serve(listener, pool.clone(), reader.clone())));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
-    ready.set_ready();
-    tracing::info!(admin = %config.admin_listen, "node ready");
+    let admin = admin::router(admin::AdminContext {
+        cluster: handle.clone(),
+        reader: reader.clone(),
+        ready: ready.clone(),
+        token: config.admin_token.clone(),
+    });
+    let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
+    // DNS is listening: the publish of a loaded state may now say ready.
+    gate.dns_listening.store(true, Ordering::Release);
+    let _ = updates.send(Update::Recheck).await;
+    tracing::info!(admin = %config.admin_listen, raft = %config.raft_listen, "node started");
 
     shutdown_signal().await;
     tracing::info!("stopping");
@@ -160,6 +242,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     admin_task.abort();
     geo_watch.abort();
+    if let Some(t) = import_task {
+        t.abort();
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), handle.shutdown()).await;
+    raft_task.abort();
     publisher_task.abort();
     let joined = tokio::task::spawn_blocking(move || {
         for t in udp_threads {
@@ -170,32 +257,142 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What makes the data plane's snapshot change.
+fn open_geo(config: &NodeConfig) -> anyhow::Result<GeoDb> {
+    if config.geoip_databases.is_empty() {
+        return Ok(GeoDb::empty());
+    }
+    GeoDb::open(&config.geoip_databases).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// When `/healthz` may say 200: DNS listens, and the state is published — after a restart,
+/// the node's own; on a new cluster, once the bootstrap import is (when this node imports).
+#[derive(Clone)]
+struct ReadyGate {
+    ready: Readiness,
+    import_expected: bool,
+    import_done: Arc<AtomicBool>,
+    dns_listening: Arc<AtomicBool>,
+}
+
+impl ReadyGate {
+    fn check(&self, state: &State, last_applied: Option<u64>) {
+        let loaded = !state.is_empty()
+            || (self.import_expected && self.import_done.load(Ordering::Acquire))
+            || (!self.import_expected && last_applied.is_some());
+        if loaded && self.dns_listening.load(Ordering::Acquire) && !self.ready.is_ready() {
+            self.ready.set_ready();
+            tracing::info!("node ready: state published");
+        }
+    }
+}
+
+/// Import the bootstrap directory once, through the log, on a new cluster. Each initial
+/// peer tries while it leads; the state machine applies the first import only.
+async fn import_bootstrap(
+    handle: cluster::Handle,
+    files: Loaded,
+    done: Arc<AtomicBool>,
+    updates: tokio::sync::mpsc::Sender<Update>,
+) {
+    let cmd = cluster::Command::Import {
+        zones: files.zone_texts,
+        datacenters: files.datacenters,
+        services: files.services,
+    };
+    let mut attempts = 0u32;
+    loop {
+        if !handle.state().is_empty() {
+            break;
+        }
+        if handle.status().leader == Some(handle.node_id()) {
+            match handle.write(cmd.clone()).await {
+                Ok(cluster::Response::Rejected { why }) => {
+                    tracing::error!(error = why.message(), "bootstrap import rejected");
+                    break;
+                }
+                Ok(r) => {
+                    tracing::info!(result = ?r, "bootstrap import done");
+                    break;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    if attempts % 10 == 1 {
+                        tracing::warn!(error = %e, "bootstrap import waits for a quorum");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    done.store(true, Ordering::Release);
+    let _ = updates.send(Update::Recheck).await;
+}
+
+/// What makes the data plane's snapshot change, besides an applied state.
 enum Update {
     /// A new GeoIP database was opened.
     Geo(Arc<GeoDb>),
+    /// Something readiness depends on changed.
+    Recheck,
 }
 
-/// The one writer of snapshots: every change arrives here, is built into a new snapshot
-/// and published. A change that does not build is logged and the old snapshot stays.
+/// The one writer of snapshots: every applied state and every new GeoIP database arrives
+/// here, is built into a new snapshot and published. A state that does not build is
+/// logged and the old snapshot stays (the state machine validates, so this guards bugs).
 async fn publish_loop(
     mut updates: tokio::sync::mpsc::Receiver<Update>,
+    mut applied: tokio::sync::watch::Receiver<cluster::Applied>,
     mut builder: Builder,
-    loaded: Loaded,
     publisher: snapshot::SnapshotPublisher,
+    gate: ReadyGate,
 ) {
-    while let Some(update) = updates.recv().await {
-        match update {
-            Update::Geo(db) => builder.set_geo(db),
+    let mut current = applied.borrow_and_update().clone();
+    let mut dirty = true;
+    loop {
+        if dirty {
+            let state = &current.state;
+            let zones = state.zone_files();
+            let dcs = state.datacenter_list();
+            let services = state.service_list();
+            let started = std::time::Instant::now();
+            match builder.build(&Inputs {
+                zones: &zones,
+                datacenters: &dcs,
+                services: &services,
+            }) {
+                Ok(snap) => {
+                    publisher.publish(snap);
+                    tracing::debug!(
+                        generation = publisher.current().generation,
+                        applied = ?current.last_applied,
+                        us = started.elapsed().as_micros() as u64,
+                        "snapshot published"
+                    );
+                }
+                Err(problems) => tracing::error!(
+                    problems = %problems.join("; "),
+                    "applied state does not build; keeping the old snapshot"
+                ),
+            }
+            dirty = false;
         }
-        match builder.build(&loaded.inputs()) {
-            Ok(snap) => {
-                publisher.publish(snap);
-                tracing::info!(generation = publisher.current().generation, "snapshot published");
+        gate.check(&current.state, current.last_applied);
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                current = applied.borrow_and_update().clone();
+                dirty = true;
             }
-            Err(problems) => {
-                tracing::warn!(problems = %problems.join("; "), "new snapshot refused; keeping the old one")
-            }
+            update = updates.recv() => match update {
+                Some(Update::Geo(db)) => {
+                    builder.set_geo(db);
+                    dirty = true;
+                }
+                Some(Update::Recheck) => {}
+                None => return,
+            },
         }
     }
 }
@@ -244,9 +441,9 @@ fn fingerprint(paths: &[std::path::PathBuf]) -> Vec<Option<(u64, u64, u64, std::
         .collect()
 }
 
-async fn serve_admin(listener: tokio::net::TcpListener, ready: Readiness) {
-    if let Err(e) = axum::serve(listener, admin::router(ready)).await {
-        tracing::error!(error = %e, "admin API stopped");
+async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, what: &'static str) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, what, "HTTP server stopped");
     }
 }
 

@@ -6,12 +6,17 @@
 //! - [`types`]: openraft's type configuration and the log entry format.
 
 pub mod command;
+pub mod network;
 pub mod state;
+pub mod store;
 pub mod types;
 
 pub use command::{Command, Rejection, Response};
 pub use state::State;
 pub mod handle;
 pub(crate) mod node;
+
+pub use node::{start, ClusterConfig, StartError, Started, WRITE_DEADLINE};
+pub use store::Applied;
 
 pub use handle::{ClusterStatus, Handle, Member, WriteError};

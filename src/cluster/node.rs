@@ -1,46 +1,314 @@
-//! The running Raft instance of this node (placeholder until the store and network land).
+//! The running Raft instance of this node: start-up (open the store, start openraft,
+//! initialise a new cluster once), writes (proposed here when this node leads, forwarded to
+//! the leader otherwise, bounded in time), membership, and status.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
 
 use crate::cluster::command::{Command, Response};
-use crate::cluster::handle::{ClusterStatus, WriteError};
+use crate::cluster::handle::{ClusterStatus, Handle, Member, WriteError};
+use crate::cluster::network::{self, ForwardError, Network};
 use crate::cluster::state::State;
+use crate::cluster::store::{self, Applied, StateMachineStore};
+use crate::cluster::types::{NodeInfo, Raft, Request};
+
+/// How long a write waits for a leader (an election) or for a quorum before it gives up.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the node needs to start its control plane.
+pub struct ClusterConfig {
+    pub node_id: u64,
+    pub data_dir: std::path::PathBuf,
+    pub raft_addr: String,
+    pub admin_addr: String,
+    /// The initial voters (only they initialise a new cluster).
+    pub peers: BTreeMap<u64, String>,
+    pub secret: Option<String>,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("raft did not start: {0}")]
+    Raft(String),
+}
+
+/// A started control plane.
+pub struct Started {
+    pub handle: Handle,
+    /// Serve this on `[raft] listen`.
+    pub rpc: axum::Router,
+    /// Every applied state, in order.
+    pub applied: tokio::sync::watch::Receiver<Applied>,
+    /// Whether the store held state when it was opened (a restart).
+    pub restarted: bool,
+}
 
 pub(crate) struct Inner {
     pub node_id: u64,
+    raft: Raft,
+    network: Network,
+    sm: StateMachineStore,
+}
+
+/// Open the store, start Raft, initialise a new cluster when this node is a named peer.
+pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
+    let dir = cfg.data_dir.join("raft");
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    let (log, sm) = store::open(&dir)?;
+    let applied = sm.subscribe();
+    let restarted = sm.current().last_applied.is_some();
+    let config = openraft::Config {
+        cluster_name: "meridian".into(),
+        heartbeat_interval: 200,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 200,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    let network = Network::new(cfg.secret.clone());
+    let raft = Raft::new(cfg.node_id, Arc::new(config), network.clone(), log, sm.clone())
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    if cfg.peers.contains_key(&cfg.node_id) {
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<u64, NodeInfo> = cfg
+                .peers
+                .iter()
+                .map(|(&id, addr)| {
+                    let admin = if id == cfg.node_id {
+                        cfg.admin_addr.clone()
+                    } else {
+                        String::new()
+                    };
+                    (
+                        id,
+                        NodeInfo {
+                            raft: addr.clone(),
+                            admin,
+                        },
+                    )
+                })
+                .collect();
+            // Every named peer may do this at the same time with the same members: safe.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!(error = %e, "cluster already initialised");
+            } else {
+                tracing::info!(peers = cfg.peers.len(), "new cluster initialised");
+            }
+        }
+    } else if !restarted {
+        tracing::info!("this node is not an initial peer: waiting to be added with POST /api/v1/cluster/members");
+    }
+
+    let inner = Arc::new(Inner {
+        node_id: cfg.node_id,
+        raft: raft.clone(),
+        network,
+        sm,
+    });
+    let write_inner = inner.clone();
+    let write: network::WriteFn = Arc::new(move |mut req: Request| {
+        let inner = write_inner.clone();
+        Box::pin(async move {
+            // The leader's clock stamps every entry it proposes.
+            req.at_ms = Request::new(req.cmd.clone()).at_ms;
+            inner.propose_here(req).await
+        })
+    });
+    let rpc = network::router(raft, cfg.secret, write);
+    Ok(Started {
+        handle: Handle { inner },
+        rpc,
+        applied,
+        restarted,
+    })
 }
 
 impl Inner {
-    pub async fn write(&self, _cmd: Command) -> Result<Response, WriteError> {
-        Err(WriteError::Unavailable("the control plane is not running".into()))
+    /// Propose on this node; if it is not the leader, say who is.
+    async fn propose_here(&self, req: Request) -> Result<Response, ForwardError> {
+        match tokio::time::timeout(WRITE_DEADLINE, self.raft.client_write(req)).await {
+            Err(_) => Err(ForwardError::Unavailable(
+                "the leader could not reach a quorum in time".into(),
+            )),
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ForwardError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Propose a command: here when leading, else at the leader; wait out an election.
+    #[tracing::instrument(level = "debug", skip_all, fields(cmd = cmd.name()))]
+    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        let req = Request::new(cmd);
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut last = String::from("no leader elected");
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, self.raft.client_write(req.clone())).await;
+            match attempt {
+                Err(_) => {
+                    last = "no quorum: the write was not committed in time".into();
+                    break;
+                }
+                Ok(Ok(r)) => return Ok(r.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(self.node_id)) {
+                        let fwd = tokio::time::timeout(left, self.network.forward_write(&node.raft, &req));
+                        match fwd.await {
+                            Ok(Ok(r)) => return Ok(r),
+                            Ok(Err(e)) => last = format!("leader {}: {e}", node.raft),
+                            Err(_) => {
+                                last = format!("leader {} did not answer in time", node.raft);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(Err(RaftError::Fatal(f))) => return Err(WriteError::Stopped(f.to_string())),
+                Ok(Err(e)) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(WriteError::Unavailable(last))
     }
 
     pub fn state(&self) -> Arc<State> {
-        Arc::new(State::default())
+        self.sm.current().state
     }
 
     pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(&id, node)| Member {
+                id,
+                addr: node.raft.clone(),
+                admin: node.admin.clone(),
+                voter: voters.contains(&id),
+            })
+            .collect();
         ClusterStatus {
             node_id: self.node_id,
-            leader: None,
-            term: 0,
-            members: Vec::new(),
-            last_applied: None,
-            commit: None,
+            leader: m.current_leader,
+            term: m.current_term,
+            members,
+            last_applied: m.last_applied.map(|l| l.index),
+            commit: m.last_applied.map(|l| l.index),
+        }
+    }
+
+    fn leader_hint(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(l) if m.state != ServerState::Leader => {
+                let admin = m
+                    .membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.admin.clone())
+                    .unwrap_or_default();
+                format!("this node is not the leader; send it to node {l} (admin {admin})")
+            }
+            _ => "no leader is elected".into(),
         }
     }
 
     pub async fn add_member(
         &self,
-        _id: u64,
-        _raft: String,
-        _admin: String,
-        _voter: bool,
+        id: u64,
+        raft_addr: String,
+        admin_addr: String,
+        voter: bool,
     ) -> Result<(), WriteError> {
-        Err(WriteError::Unavailable("the control plane is not running".into()))
+        let node = NodeInfo {
+            raft: raft_addr,
+            admin: admin_addr,
+        };
+        let added = tokio::time::timeout(Duration::from_secs(30), self.raft.add_learner(id, node, true))
+            .await
+            .map_err(|_| WriteError::Unavailable("the new node did not catch up within 30 s".into()))?;
+        self.membership_result(added)?;
+        if voter {
+            let ids = BTreeSet::from([id]);
+            let changed = tokio::time::timeout(
+                WRITE_DEADLINE,
+                self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false),
+            )
+            .await
+            .map_err(|_| WriteError::Unavailable("membership change not committed in time".into()))?;
+            self.membership_result(changed)?;
+        }
+        Ok(())
     }
 
-    pub async fn remove_member(&self, _id: u64) -> Result<(), WriteError> {
-        Err(WriteError::Unavailable("the control plane is not running".into()))
+    pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(WriteError::Membership(format!("node {id} is not a member")));
+        }
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let changed = tokio::time::timeout(WRITE_DEADLINE, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| WriteError::Unavailable("membership change not committed in time".into()))?;
+        self.membership_result(changed)
+    }
+
+    fn membership_result<T>(
+        &self,
+        r: Result<T, RaftError<u64, ClientWriteError<u64, NodeInfo>>>,
+    ) -> Result<(), WriteError> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(WriteError::Membership(self.leader_hint()))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(WriteError::Membership(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(WriteError::Stopped(f.to_string())),
+        }
+    }
+
+    /// Stop Raft (on SIGTERM).
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+impl Handle {
+    /// Stop Raft (on SIGTERM).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await;
     }
 }

@@ -347,3 +347,200 @@ pub fn udp_exchange(server: SocketAddr, packet: &[u8], wait: Duration) -> Option
     buf.truncate(n);
     Some(buf)
 }
+
+/// A minimal HTTP/1.1 request: (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let (ctype, data) = body.unwrap_or(("application/json", ""));
+    if body.is_some() || method != "GET" {
+        req.push_str(&format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n", data.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(data);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    for _ in 0..10_000 {
+        let Some((size, rest)) = s.split_once("\r\n") else {
+            break;
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One node of a test cluster: can be killed and restarted on the same data.
+pub struct ClusterNode {
+    pub id: u64,
+    pub config: PathBuf,
+    pub at: NodeRef,
+    child: Option<Child>,
+}
+
+impl ClusterNode {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.at.log_path)
+            .expect("log file");
+        self.child = Some(spawn_owned(
+            Command::new(env!("CARGO_BIN_EXE_meridian"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&self.config)
+                .stdout(Stdio::null())
+                .stderr(log),
+        ));
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn healthy(&self) -> bool {
+        http_get(self.at.admin, "/healthz").map(|r| r.0) == Some(200)
+    }
+
+    pub fn wait_healthy(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                panic!("node {} exited:\n{}", self.id, self.at.log());
+            }
+            if self.healthy() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {} not healthy within {limit:?}:\n{}", self.id, self.at.log());
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub const TOKEN: &str = "test-token";
+
+/// N nodes on loopback forming one cluster, all named as initial peers.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<ClusterNode>,
+}
+
+impl TestCluster {
+    pub fn start(n: u64, files: &[(&str, &str)]) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let zones = dir.path().join("zones");
+        std::fs::create_dir_all(&zones).expect("zones dir");
+        for (name, text) in files {
+            std::fs::write(zones.join(name), text).expect("write file");
+        }
+        let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let addrs: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n)
+            .map(|_| (port(free_port()), port(free_port()), port(free_port())))
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("\"{}\" = \"{}\"", i + 1, a.2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for (i, (dns, admin, raft)) in addrs.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let config = format!(
+                "node_id = {id}\ndata_dir = \"data{id}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
+                geoip_db().display()
+            );
+            let path = dir.path().join(format!("node{id}.toml"));
+            std::fs::write(&path, config).expect("write config");
+            let mut node = ClusterNode {
+                id,
+                config: path,
+                at: NodeRef {
+                    dns,
+                    admin,
+                    raft,
+                    log_path: dir.path().join(format!("node{id}.log")),
+                },
+                child: None,
+            };
+            node.spawn();
+            nodes.push(node);
+        }
+        for node in nodes.iter_mut() {
+            node.wait_healthy(Duration::from_secs(30));
+        }
+        TestCluster { dir, nodes }
+    }
+
+    /// The leader as some node reports it (polls up to `limit`).
+    pub fn leader(&self, limit: Duration) -> Option<u64> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            for n in &self.nodes {
+                if let Some((200, body)) = http_get(n.at.admin, "/api/v1/cluster") {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                        if let Some(l) = v["leader"].as_u64() {
+                            return Some(l);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut ClusterNode {
+        &mut self.nodes[id as usize - 1]
+    }
+}

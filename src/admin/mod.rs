@@ -1,0 +1,339 @@
+//! The admin HTTP API (axum): one list of every route ([`ROUTES`]), one [`ApiError`] that
+//! every failure becomes (`{"error": "..."}` JSON), bearer-token auth on every mutating
+//! call, and the request types shared with `meridian apply`.
+//!
+//! Routes are under `/api/v1`, but `/healthz` and `/metrics` at the root. Writes go to the
+//! cluster as [`Command`]s through its [`Handle`]; reads come from the state applied on
+//! this node (and `/explain` from the snapshot it answers from). The OpenAPI document,
+//! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
+
+mod error;
+mod routes;
+mod types;
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::cluster::{self, ClusterStatus, Command, Handle, Response, WriteError};
+use crate::snapshot::SnapshotReader;
+
+pub use error::{ApiError, BODY_LIMIT};
+pub use types::{
+    ClusterView, DatacenterPatch, DatacenterSpec, ErrorBody, ExplainQuery, GeoInfo, MemberRequest,
+    ServiceSpec,
+};
+
+/// The API's path prefix.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Every route: method and path (axum syntax). The OpenAPI document lists each one.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/cluster"),
+    ("POST", "/api/v1/cluster/members"),
+    ("DELETE", "/api/v1/cluster/members/{id}"),
+    ("GET", "/api/v1/datacenters"),
+    ("GET", "/api/v1/datacenters/{id}"),
+    ("PUT", "/api/v1/datacenters/{id}"),
+    ("PATCH", "/api/v1/datacenters/{id}"),
+    ("DELETE", "/api/v1/datacenters/{id}"),
+    ("GET", "/api/v1/datacenters/{id}/events"),
+    ("GET", "/api/v1/zones"),
+    ("GET", "/api/v1/zones/{origin}"),
+    ("PUT", "/api/v1/zones/{origin}"),
+    ("DELETE", "/api/v1/zones/{origin}"),
+    ("GET", "/api/v1/zones/{origin}/services"),
+    ("GET", "/api/v1/zones/{origin}/services/{name}"),
+    ("PUT", "/api/v1/zones/{origin}/services/{name}"),
+    ("DELETE", "/api/v1/zones/{origin}/services/{name}"),
+    ("GET", "/api/v1/explain"),
+];
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Whether the node is serving: set once DNS listens with the first snapshot published.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the admin API needs from the node.
+pub struct AdminContext {
+    /// The control plane: writes, the applied state, membership.
+    pub cluster: Handle,
+    /// The snapshot this node answers from (`/explain`, `/metrics`, GeoIP info).
+    pub reader: SnapshotReader,
+    pub ready: Readiness,
+    /// The bearer token mutating calls must carry. `None` (or empty): every mutating call
+    /// is refused with 401.
+    pub token: Option<String>,
+}
+
+/// Every route of the admin API.
+pub fn router(ctx: AdminContext) -> Router {
+    build(App {
+        cluster: Arc::new(ctx.cluster),
+        reader: ctx.reader,
+        ready: ctx.ready,
+        token: ctx.token,
+    })
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The control plane as the routes use it: the cluster [`Handle`], or a fake in tests.
+pub(crate) trait ControlPlane: Send + Sync + 'static {
+    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Response, WriteError>>;
+    fn state(&self) -> Arc<cluster::State>;
+    fn status(&self) -> ClusterStatus;
+    fn add_member(
+        &self,
+        id: u64,
+        raft: String,
+        admin: String,
+        voter: bool,
+    ) -> BoxFuture<'_, Result<(), WriteError>>;
+    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>>;
+}
+
+impl ControlPlane for Handle {
+    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Response, WriteError>> {
+        Box::pin(Handle::write(self, cmd))
+    }
+
+    fn state(&self) -> Arc<cluster::State> {
+        Handle::state(self)
+    }
+
+    fn status(&self) -> ClusterStatus {
+        Handle::status(self)
+    }
+
+    fn add_member(
+        &self,
+        id: u64,
+        raft: String,
+        admin: String,
+        voter: bool,
+    ) -> BoxFuture<'_, Result<(), WriteError>> {
+        Box::pin(Handle::add_member(self, id, raft, admin, voter))
+    }
+
+    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>> {
+        Box::pin(Handle::remove_member(self, id))
+    }
+}
+
+/// The routes' shared state.
+pub(crate) struct App {
+    pub cluster: Arc<dyn ControlPlane>,
+    pub reader: SnapshotReader,
+    pub ready: Readiness,
+    pub token: Option<String>,
+}
+
+/// The router over any control plane.
+pub(crate) fn build(mut app: App) -> Router {
+    use routes::*;
+    app.token = app.token.filter(|t| !t.is_empty());
+    let app = Arc::new(app);
+    let api = Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/cluster", get(get_cluster))
+        .route("/api/v1/cluster/members", post(add_member))
+        .route(
+            "/api/v1/cluster/members/{id}",
+            axum::routing::delete(remove_member),
+        )
+        .route("/api/v1/datacenters", get(list_datacenters))
+        .route(
+            "/api/v1/datacenters/{id}",
+            get(get_datacenter)
+                .put(put_datacenter)
+                .patch(patch_datacenter)
+                .delete(delete_datacenter),
+        )
+        .route("/api/v1/datacenters/{id}/events", get(datacenter_events))
+        .route("/api/v1/zones", get(list_zones))
+        .route(
+            "/api/v1/zones/{origin}",
+            get(get_zone).put(put_zone).delete(delete_zone),
+        )
+        .route("/api/v1/zones/{origin}/services", get(list_services))
+        .route(
+            "/api/v1/zones/{origin}/services/{name}",
+            put(put_service).get(get_service).delete(delete_service),
+        )
+        .route("/api/v1/explain", get(explain))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    api.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Mutating calls (anything but GET, HEAD and OPTIONS) need `Authorization: Bearer TOKEN`.
+async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> HttpResponse {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    match check_token(
+        app.token.as_deref(),
+        req.headers().get(header::AUTHORIZATION),
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_token(
+    configured: Option<&str>,
+    header: Option<&axum::http::HeaderValue>,
+) -> Result<(), ApiError> {
+    let Some(configured) = configured else {
+        return Err(ApiError::Unauthorized(
+            "no admin token is configured on this node ([admin] token, token_file or MERIDIAN_ADMIN_TOKEN); writes are refused"
+                .into(),
+        ));
+    };
+    let Some(value) = header else {
+        return Err(ApiError::Unauthorized(
+            "this call needs an Authorization: Bearer TOKEN header".into(),
+        ));
+    };
+    let value = value.to_str().unwrap_or("").trim();
+    let given = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => {
+            return Err(ApiError::Unauthorized(
+                "the Authorization header must be Bearer TOKEN".into(),
+            ))
+        }
+    };
+    if constant_time_eq(given.as_bytes(), configured.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("wrong admin token".into()))
+    }
+}
+
+/// Compare without an early exit: the time depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if app.ready.is_ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+/// A minimal Prometheus text exposition.
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    use std::fmt::Write;
+    let status = app.cluster.status();
+    let snap = app.reader.load();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        );
+    };
+    gauge("meridian_up", "The node is running.", 1);
+    gauge(
+        "meridian_ready",
+        "The node serves DNS with its state loaded.",
+        u64::from(app.ready.is_ready()),
+    );
+    gauge(
+        "meridian_snapshot_generation",
+        "Generation of the snapshot the data plane answers from.",
+        snap.generation,
+    );
+    gauge(
+        "meridian_geoip_build_epoch",
+        "Build time (Unix seconds) of the GeoIP database.",
+        snap.geo.build_epoch(),
+    );
+    gauge("meridian_raft_term", "Current Raft term.", status.term);
+    gauge(
+        "meridian_raft_leader",
+        "Id of the current Raft leader (0: none known).",
+        status.leader.unwrap_or(0),
+    );
+    gauge(
+        "meridian_raft_is_leader",
+        "This node is the Raft leader.",
+        u64::from(status.leader == Some(status.node_id)),
+    );
+    gauge(
+        "meridian_raft_last_applied",
+        "Index of the last log entry applied on this node.",
+        status.last_applied.unwrap_or(0),
+    );
+    gauge(
+        "meridian_raft_commit",
+        "Index of the last committed log entry known to this node.",
+        status.commit.unwrap_or(0),
+    );
+    gauge(
+        "meridian_raft_members",
+        "Members of the cluster.",
+        status.members.len() as u64,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}

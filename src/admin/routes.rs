@@ -1,0 +1,391 @@
+//! The route handlers: parse, check, propose, answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::Json;
+
+use crate::admin::error::{ApiError, JsonBody, ZoneText};
+use crate::admin::types::{
+    ClusterView, DatacenterPatch, DatacenterSpec, ExplainQuery, GeoInfo, MemberRequest, ServiceSpec,
+};
+use crate::admin::App;
+use crate::cluster::state::{canonical_service, canonical_zone};
+use crate::cluster::{Command, Response};
+use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
+
+type St = State<Arc<App>>;
+type Res<T> = Result<T, ApiError>;
+
+/// The media type zone text is answered with.
+const TEXT_DNS: &str = "text/dns";
+
+/// Propose a command; a rejection becomes its HTTP error.
+async fn write(app: &App, cmd: Command) -> Res<Response> {
+    match app.cluster.write(cmd).await? {
+        Response::Rejected { why } => Err(why.into()),
+        r => Ok(r),
+    }
+}
+
+/// 201 for Created, 200 for Replaced (or nothing to do).
+fn put_status(r: &Response) -> Res<StatusCode> {
+    match r {
+        Response::Created => Ok(StatusCode::CREATED),
+        Response::Replaced | Response::Noop => Ok(StatusCode::OK),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn deleted(r: &Response) -> Res<StatusCode> {
+    match r {
+        Response::Deleted | Response::Noop => Ok(StatusCode::NO_CONTENT),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(r: &Response) -> ApiError {
+    ApiError::Internal(format!("unexpected answer from the cluster: {r:?}"))
+}
+
+fn zone_key(origin: &str) -> Res<String> {
+    canonical_zone(origin).map_err(ApiError::from)
+}
+
+// ---- cluster ------------------------------------------------------------------------
+
+fn cluster_view(app: &App) -> ClusterView {
+    let snap = app.reader.load();
+    ClusterView {
+        status: app.cluster.status(),
+        snapshot_generation: snap.generation,
+        geoip: GeoInfo {
+            build_epoch: snap.geo.build_epoch(),
+            description: snap.geo.describe(),
+        },
+    }
+}
+
+pub async fn get_cluster(State(app): St) -> Json<ClusterView> {
+    Json(cluster_view(&app))
+}
+
+fn check_addr(what: &str, addr: &str) -> Res<()> {
+    addr.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| ApiError::Unprocessable(format!("{what} {addr:?} must be ip:port")))
+}
+
+pub async fn add_member(
+    State(app): St,
+    JsonBody(req): JsonBody<MemberRequest>,
+) -> Res<HttpResponse> {
+    check_addr("addr", &req.addr)?;
+    if let Some(admin) = &req.admin {
+        check_addr("admin", admin)?;
+    }
+    let existed = app.cluster.status().members.iter().any(|m| m.id == req.id);
+    app.cluster
+        .add_member(req.id, req.addr, req.admin.unwrap_or_default(), req.voter)
+        .await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(cluster_view(&app))).into_response())
+}
+
+pub async fn remove_member(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<StatusCode> {
+    let Path(id) = path?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("member id {id:?} is not a number")))?;
+    app.cluster.remove_member(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- datacenters --------------------------------------------------------------------
+
+pub async fn list_datacenters(State(app): St) -> Json<Vec<Datacenter>> {
+    Json(app.cluster.state().datacenter_list())
+}
+
+fn no_datacenter(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no datacenter {id:?}"))
+}
+
+pub async fn get_datacenter(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<Json<Datacenter>> {
+    let Path(id) = path?;
+    app.cluster
+        .state()
+        .datacenters
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| no_datacenter(&id))
+}
+
+pub async fn put_datacenter(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(spec): JsonBody<DatacenterSpec>,
+) -> Res<(StatusCode, Json<Datacenter>)> {
+    let Path(id) = path?;
+    if let Some(body_id) = &spec.id {
+        if *body_id != id {
+            return Err(ApiError::BadRequest(format!(
+                "the body's id {body_id:?} does not match the URL's {id:?}"
+            )));
+        }
+    }
+    let (mut dc, set_state) = spec.to_datacenter(&id);
+    dc.validate()
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let r = write(
+        &app,
+        Command::PutDatacenter {
+            dc: dc.clone(),
+            set_state,
+        },
+    )
+    .await?;
+    let status = put_status(&r)?;
+    // What the state machine stored: the old state unless one was named, the old health.
+    let old = app.cluster.state().datacenters.get(&id).cloned();
+    dc.state = set_state.unwrap_or_else(|| old.as_ref().map_or(DcState::Active, |o| o.state));
+    dc.health = old.map_or(Health::Unknown, |o| o.health);
+    Ok((status, Json(dc)))
+}
+
+pub async fn patch_datacenter(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(patch): JsonBody<DatacenterPatch>,
+) -> Res<Json<Datacenter>> {
+    let Path(id) = path?;
+    if patch.weight.is_none() && patch.state.is_none() {
+        return Err(ApiError::Unprocessable(
+            "nothing to change: name \"weight\" and/or \"state\"".into(),
+        ));
+    }
+    if let Some(w) = patch.weight {
+        if w > MAX_WEIGHT {
+            return Err(ApiError::Unprocessable(format!(
+                "weight {w} is over {MAX_WEIGHT}"
+            )));
+        }
+    }
+    let r = write(
+        &app,
+        Command::PatchDatacenter {
+            id,
+            weight: patch.weight,
+            state: patch.state,
+        },
+    )
+    .await?;
+    match r {
+        Response::Updated { dc } => Ok(Json(*dc)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub async fn delete_datacenter(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<StatusCode> {
+    let Path(id) = path?;
+    deleted(&write(&app, Command::DeleteDatacenter { id }).await?)
+}
+
+/// Recent health and state transitions. Not recorded yet: an empty list.
+pub async fn datacenter_events(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<Json<Vec<serde_json::Value>>> {
+    let Path(id) = path?;
+    if app.cluster.state().datacenters.contains_key(&id) {
+        Ok(Json(Vec::new()))
+    } else {
+        Err(no_datacenter(&id))
+    }
+}
+
+// ---- zones --------------------------------------------------------------------------
+
+fn zone_text(status: StatusCode, text: String) -> HttpResponse {
+    (status, [(header::CONTENT_TYPE, TEXT_DNS)], text).into_response()
+}
+
+pub async fn list_zones(State(app): St) -> Json<Vec<String>> {
+    Json(app.cluster.state().zones.keys().cloned().collect())
+}
+
+pub async fn get_zone(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<HttpResponse> {
+    let Path(origin) = path?;
+    let key = zone_key(&origin)?;
+    let text = app
+        .cluster
+        .state()
+        .zones
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no zone {key}")))?;
+    Ok(zone_text(StatusCode::OK, text))
+}
+
+pub async fn put_zone(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+    ZoneText(text): ZoneText,
+) -> Res<HttpResponse> {
+    let Path(origin) = path?;
+    let origin = zone_key(&origin)?;
+    let r = write(
+        &app,
+        Command::PutZone {
+            origin,
+            text: text.clone(),
+        },
+    )
+    .await?;
+    Ok(zone_text(put_status(&r)?, text))
+}
+
+pub async fn delete_zone(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<StatusCode> {
+    let Path(origin) = path?;
+    let origin = zone_key(&origin)?;
+    deleted(&write(&app, Command::DeleteZone { origin }).await?)
+}
+
+// ---- services -----------------------------------------------------------------------
+
+pub async fn list_services(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<Json<Vec<Service>>> {
+    let Path(origin) = path?;
+    let key = zone_key(&origin)?;
+    let state = app.cluster.state();
+    if !state.zones.contains_key(&key) {
+        return Err(ApiError::NotFound(format!("no zone {key}")));
+    }
+    let list = state
+        .services
+        .get(&key)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    Ok(Json(list))
+}
+
+/// The canonical zone and service name from the URL.
+fn service_key(path: Result<Path<(String, String)>, PathRejection>) -> Res<(String, String)> {
+    let Path((origin, name)) = path?;
+    let zone = zone_key(&origin)?;
+    let name = canonical_service(&zone, &name)?;
+    Ok((zone, name))
+}
+
+pub async fn get_service(
+    State(app): St,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Res<Json<Service>> {
+    let (zone, name) = service_key(path)?;
+    let state = app.cluster.state();
+    if !state.zones.contains_key(&zone) {
+        return Err(ApiError::NotFound(format!("no zone {zone}")));
+    }
+    state
+        .services
+        .get(&zone)
+        .and_then(|m| m.get(&name))
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no service {name} in {zone}")))
+}
+
+pub async fn put_service(
+    State(app): St,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(spec): JsonBody<ServiceSpec>,
+) -> Res<(StatusCode, Json<Service>)> {
+    let (zone, name) = service_key(path)?;
+    if let Some(z) = &spec.zone {
+        if zone_key(z)? != zone {
+            return Err(ApiError::BadRequest(format!(
+                "the body's zone {z:?} does not match the URL's {zone}"
+            )));
+        }
+    }
+    if let Some(n) = &spec.name {
+        if canonical_service(&zone, n)? != name {
+            return Err(ApiError::BadRequest(format!(
+                "the body's name {n:?} does not match the URL's {name}"
+            )));
+        }
+    }
+    let service = spec.to_service(&zone, &name);
+    // Shape checks here; which datacenters exist is the state machine's to say.
+    service
+        .validate(|_| true)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let r = write(
+        &app,
+        Command::PutService {
+            service: service.clone(),
+        },
+    )
+    .await?;
+    Ok((put_status(&r)?, Json(service)))
+}
+
+pub async fn delete_service(
+    State(app): St,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Res<StatusCode> {
+    let (zone, name) = service_key(path)?;
+    deleted(&write(&app, Command::DeleteService { zone, name }).await?)
+}
+
+// ---- explain ------------------------------------------------------------------------
+
+pub async fn explain(
+    State(app): St,
+    query: Result<Query<ExplainQuery>, QueryRejection>,
+) -> Res<Json<crate::explain::Explanation>> {
+    let Query(q) = query?;
+    let name = q
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("the query parameter name is required".into()))?;
+    let qtype = q.qtype.unwrap_or_else(|| "A".into());
+    let client = q.client.ok_or_else(|| {
+        ApiError::BadRequest("the query parameter client (an IP address) is required".into())
+    })?;
+    let client: IpAddr = client
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("client {client:?} is not an IP address")))?;
+    let snap = app.reader.load();
+    crate::explain::explain(&snap, &name, &qtype, client)
+        .map(Json)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}

@@ -1,0 +1,133 @@
+//! A single-process control plane for tests: commands go straight to `State::apply`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+
+use crate::admin::{build, App, BoxFuture, ControlPlane, Readiness};
+use crate::cluster::{self, ClusterStatus, Command, Member, Response, WriteError};
+use crate::snapshot::{self, Snapshot, SnapshotPublisher};
+
+/// Applies every write at once, like a one-node cluster that always has quorum.
+pub(crate) struct FakeCluster {
+    pub state: ArcSwap<cluster::State>,
+    pub members: ArcSwap<Vec<Member>>,
+    /// When false, writes answer `Unavailable` (no quorum).
+    pub available: AtomicBool,
+}
+
+impl FakeCluster {
+    pub fn new() -> Arc<FakeCluster> {
+        Arc::new(FakeCluster {
+            state: ArcSwap::from_pointee(cluster::State::default()),
+            members: ArcSwap::from_pointee(vec![Member {
+                id: 1,
+                addr: "127.0.0.1:9053".into(),
+                admin: "127.0.0.1:8053".into(),
+                voter: true,
+            }]),
+            available: AtomicBool::new(true),
+        })
+    }
+
+    fn check(&self) -> Result<(), WriteError> {
+        if self.available.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(WriteError::Unavailable("no leader".into()))
+        }
+    }
+}
+
+impl ControlPlane for Arc<FakeCluster> {
+    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Response, WriteError>> {
+        Box::pin(async move {
+            self.check()?;
+            let mut response = Response::Noop;
+            self.state.rcu(|s| {
+                let mut next = (**s).clone();
+                response = next.apply(&cmd);
+                next
+            });
+            Ok(response)
+        })
+    }
+
+    fn state(&self) -> Arc<cluster::State> {
+        self.state.load_full()
+    }
+
+    fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            node_id: 1,
+            leader: Some(1),
+            term: 3,
+            members: (**self.members.load()).clone(),
+            last_applied: Some(7),
+            commit: Some(7),
+        }
+    }
+
+    fn add_member(
+        &self,
+        id: u64,
+        raft: String,
+        admin: String,
+        voter: bool,
+    ) -> BoxFuture<'_, Result<(), WriteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.members.rcu(|m| {
+                let mut m: Vec<Member> = m.iter().filter(|m| m.id != id).cloned().collect();
+                m.push(Member {
+                    id,
+                    addr: raft.clone(),
+                    admin: admin.clone(),
+                    voter,
+                });
+                m
+            });
+            Ok(())
+        })
+    }
+
+    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>> {
+        Box::pin(async move {
+            self.check()?;
+            if !self.members.load().iter().any(|m| m.id == id) {
+                return Err(WriteError::Membership(format!("node {id} is not a member")));
+            }
+            self.members
+                .rcu(|m| m.iter().filter(|m| m.id != id).cloned().collect::<Vec<_>>());
+            Ok(())
+        })
+    }
+}
+
+/// A router over a fresh [`FakeCluster`], with `token`.
+pub(crate) struct TestApi {
+    pub router: Router,
+    pub cluster: Arc<FakeCluster>,
+    pub ready: Readiness,
+    pub publisher: SnapshotPublisher,
+}
+
+pub(crate) fn test_api(token: Option<&str>) -> TestApi {
+    let cluster = FakeCluster::new();
+    let ready = Readiness::default();
+    let publisher = snapshot::channel(Snapshot::empty(1));
+    let router = build(App {
+        cluster: Arc::new(cluster.clone()),
+        reader: publisher.reader(),
+        ready: ready.clone(),
+        token: token.map(str::to_string),
+    });
+    TestApi {
+        router,
+        cluster,
+        ready,
+        publisher,
+    }
+}

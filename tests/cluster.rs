@@ -1,0 +1,151 @@
+//! A real 3-node cluster on loopback: one API call on any node changes every node's DNS
+//! answers; the cluster survives a killed leader, restarts, and a lost quorum.
+//! One cluster is shared by the scenario, which runs its steps in order.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http, http_get, TestCluster, TOKEN};
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
+
+const DCS: &str = r#"
+[[datacenter]]
+id = "lon"
+location = { lat = 51.5074, lon = -0.1278 }
+addresses = ["198.51.100.1"]
+
+[[datacenter]]
+id = "iad"
+location = { lat = 38.9519, lon = -77.4480 }
+addresses = ["198.51.100.2"]
+"#;
+
+const SERVICES: &str = r#"
+[[service]]
+zone = "example.com"
+name = "www"
+policy = "geo_nearest"
+datacenters = ["lon", "iad"]
+"#;
+
+fn files() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("example.com.zone", ZONE),
+        ("datacenters.toml", DCS),
+        ("services.toml", SERVICES),
+    ]
+}
+
+/// A London client's answer from one node.
+fn london(node: &common::NodeRef) -> Vec<String> {
+    node.dig(&["+subnet=81.2.69.142/32", "www.example.com", "A"])
+        .answer_data("A")
+}
+
+/// Poll until every listed node answers `want` (or the deadline passes); returns the time.
+fn converge(nodes: &[&common::NodeRef], want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if nodes.iter().all(|n| london(n) == vec![want.to_string()]) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "nodes did not converge on {want} within {limit:?}: {:?}",
+            nodes.iter().map(|n| london(n)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn patch_state(node: &common::NodeRef, dc: &str, state: &str) -> (u16, String) {
+    let body = format!("{{\"state\": \"{state}\"}}");
+    http(
+        node.admin,
+        "PATCH",
+        &format!("/api/v1/datacenters/{dc}"),
+        Some(("application/json", &body)),
+        Some(TOKEN),
+    )
+    .expect("admin answered")
+}
+
+#[test]
+fn three_node_cluster_replicates_survives_and_restarts() {
+    let mut c = TestCluster::start(3, &files());
+    let refs: Vec<common::NodeRef> = c.nodes.iter().map(|n| n.at.clone()).collect();
+    let all: Vec<&common::NodeRef> = refs.iter().collect();
+    converge(&all, "198.51.100.1", Duration::from_secs(10));
+
+    // 1. A write on a follower reaches every node's DNS (promised: within 1 s).
+    let leader = c.leader(Duration::from_secs(10)).expect("a leader");
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    let (status, body) = patch_state(&refs[follower as usize - 1], "lon", "drained");
+    assert_eq!(status, 200, "{body}");
+    let took = converge(&all, "198.51.100.2", Duration::from_secs(5));
+    eprintln!("drain seen by every node's DNS after {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+
+    // 2. kill -9 the leader while clients query the others: every query answered.
+    c.node(leader).kill9();
+    let others: Vec<&common::NodeRef> = refs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != leader)
+        .map(|(_, r)| r)
+        .collect();
+    let start = Instant::now();
+    let mut accepted = None;
+    let mut queries = 0;
+    while start.elapsed() < Duration::from_secs(15) {
+        for n in &others {
+            assert_eq!(london(n), vec!["198.51.100.2"], "a query went unanswered");
+            queries += 1;
+        }
+        if accepted.is_none() {
+            let (status, _) = patch_state(others[0], "lon", "active");
+            if status == 200 {
+                accepted = Some(start.elapsed());
+                break;
+            }
+        }
+    }
+    let accepted = accepted.expect("a write accepted after the leader died");
+    eprintln!("write accepted {accepted:?} after kill -9 of the leader ({queries} queries, all answered)");
+    assert!(accepted < Duration::from_secs(12));
+    converge(&others, "198.51.100.1", Duration::from_secs(5));
+
+    // 3. The killed node restarts and catches up.
+    c.node(leader).restart();
+    c.node(leader).wait_healthy(Duration::from_secs(20));
+    converge(&all, "198.51.100.1", Duration::from_secs(10));
+
+    // 4. All three restart and keep their state.
+    let (status, body) = patch_state(&refs[0], "lon", "drained");
+    assert_eq!(status, 200, "{body}");
+    converge(&all, "198.51.100.2", Duration::from_secs(5));
+    for id in 1..=3 {
+        c.node(id).kill9();
+    }
+    for id in 1..=3 {
+        c.node(id).restart();
+    }
+    for id in 1..=3 {
+        c.node(id).wait_healthy(Duration::from_secs(20));
+    }
+    converge(&all, "198.51.100.2", Duration::from_secs(5));
+
+    // 5. Two nodes down: the third still answers DNS and refuses writes with 503.
+    c.node(2).kill9();
+    c.node(3).kill9();
+    assert_eq!(london(&refs[0]), vec!["198.51.100.2"]);
+    let t = Instant::now();
+    let (status, body) = patch_state(&refs[0], "lon", "active");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert_eq!(http_get(refs[0].admin, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(london(&refs[0]), vec!["198.51.100.2"]);
+}
