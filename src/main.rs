@@ -24,6 +24,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Push zone files, datacenters.toml and services.toml through the admin API
+    /// (idempotent: unchanged objects are not sent).
+    Apply {
+        /// The admin API, e.g. http://127.0.0.1:8053
+        #[arg(long, value_name = "URL")]
+        admin: String,
+        /// The bearer token (default: env MERIDIAN_ADMIN_TOKEN)
+        #[arg(long)]
+        token: Option<String>,
+        /// Print what would change and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// The answer a client would get, and why (offline: reads the config and its files).
     Explain {
         #[arg(long, value_name = "FILE")]
@@ -66,6 +81,34 @@ fn main() -> ExitCode {
             match runtime.block_on(meridian::node::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
+            }
+        }
+        Command::Apply {
+            admin,
+            token,
+            dry_run,
+            paths,
+        } => {
+            let Some(token) = token.or_else(|| std::env::var("MERIDIAN_ADMIN_TOKEN").ok()) else {
+                eprintln!("meridian apply: give --token or set MERIDIAN_ADMIN_TOKEN");
+                return ExitCode::FAILURE;
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&e.into()),
+            };
+            match runtime.block_on(meridian::apply::apply(&admin, &token, &paths, dry_run)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian apply: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Explain {

@@ -320,9 +320,9 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         status.last_applied.unwrap_or(0),
     );
     gauge(
-        "meridian_raft_commit",
-        "Index of the last committed log entry known to this node.",
-        status.commit.unwrap_or(0),
+        "meridian_raft_last_log_index",
+        "Index of the last log entry this node holds.",
+        status.last_log_index.unwrap_or(0),
     );
     gauge(
         "meridian_raft_members",

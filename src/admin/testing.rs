@@ -66,7 +66,7 @@ impl ControlPlane for Arc<FakeCluster> {
             term: 3,
             members: (**self.members.load()).clone(),
             last_applied: Some(7),
-            commit: Some(7),
+            last_log_index: Some(7),
         }
     }
 

@@ -41,7 +41,8 @@ pub struct ClusterStatus {
     pub term: u64,
     pub members: Vec<Member>,
     pub last_applied: Option<u64>,
-    pub commit: Option<u64>,
+    /// The last log index this node holds (committed or not).
+    pub last_log_index: Option<u64>,
 }
 
 /// A cheap, clonable handle on the node's Raft instance.

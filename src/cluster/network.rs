@@ -178,7 +178,25 @@ impl Network {
         leader_raft_addr: &str,
         req: &Request,
     ) -> Result<Response, ForwardError> {
-        let url = format!("http://{leader_raft_addr}/raft/write");
+        self.forward(leader_raft_addr, "/raft/write", req).await
+    }
+
+    /// Forward a membership change to the leader at `leader_raft_addr`.
+    pub async fn forward_members(
+        &self,
+        leader_raft_addr: &str,
+        change: &MemberChange,
+    ) -> Result<(), ForwardError> {
+        self.forward(leader_raft_addr, "/raft/members", change).await
+    }
+
+    async fn forward<B: Serialize, R: DeserializeOwned>(
+        &self,
+        leader_raft_addr: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ForwardError> {
+        let url = format!("http://{leader_raft_addr}{path}");
         let unavailable = |e: reqwest::Error| {
             if e.is_connect() {
                 ForwardError::Unavailable(format!("leader at {leader_raft_addr} unreachable: {e}"))
@@ -193,27 +211,27 @@ impl Network {
         };
         let resp = self
             .post(url, FORWARD_TIMEOUT)
-            .json(req)
+            .json(body)
             .send()
             .await
             .map_err(unavailable)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(unavailable)?;
+        let bytes = resp.bytes().await.map_err(unavailable)?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| {
+            return serde_json::from_slice(&bytes).map_err(|e| {
                 ForwardError::Unavailable(format!(
                     "the leader at {leader_raft_addr} answered an unreadable response: {e}"
                 ))
             });
         }
-        if let Ok(e) = serde_json::from_slice::<ForwardError>(&body) {
+        if let Ok(e) = serde_json::from_slice::<ForwardError>(&bytes) {
             return Err(e);
         }
         Err(match status {
             StatusCode::UNAUTHORIZED => ForwardError::Unauthorized,
             _ => ForwardError::Unavailable(format!(
                 "the leader at {leader_raft_addr} answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(512)])
+                String::from_utf8_lossy(&bytes[..bytes.len().min(512)])
             )),
         })
     }
@@ -418,8 +436,50 @@ impl openraft::RaftNetwork<TypeConfig> for PeerClient {
 /// `raft.append_entries` / `vote` / `install_snapshot`), plus `POST /raft/write`: a client
 /// write forwarded by a follower (body: [`Request`]; answers the [`Response`] after commit, or
 /// a [`ForwardError`]).
-pub fn router(raft: Raft, secret: Option<String>, write: WriteFn) -> Router {
-    guarded(raft_routes(raft).merge(write_routes(write)), secret)
+pub fn router(raft: Raft, secret: Option<String>, write: WriteFn, members: MembersFn) -> Router {
+    let members = Router::new()
+        .route(
+            "/raft/members",
+            post(forwarded_members).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
+        )
+        .with_state(members);
+    guarded(raft_routes(raft).merge(write_routes(write)).merge(members), secret)
+}
+
+/// A membership change, forwarded by a follower to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MemberChange {
+    Add {
+        id: u64,
+        raft: String,
+        admin: String,
+        voter: bool,
+    },
+    Remove {
+        id: u64,
+    },
+}
+
+/// How `/raft/members` performs a membership change on this node.
+pub type MembersFn =
+    Arc<dyn Fn(MemberChange) -> BoxFuture<Result<(), ForwardError>> + Send + Sync>;
+
+async fn forwarded_members(
+    State(members): State<MembersFn>,
+    body: Result<Bytes, BytesRejection>,
+) -> axum::response::Response {
+    let change: MemberChange = match body.map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return ForwardError::BadRequest(format!("not a membership change: {e}")).into_response()
+        }
+        Err(r) => return ForwardError::BadRequest(r.body_text()).into_response(),
+    };
+    match members(change).await {
+        Ok(()) => (StatusCode::OK, axum::Json(())).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn raft_routes(raft: Raft) -> Router {
@@ -938,7 +998,8 @@ mod tests {
                 }
             })
         });
-        let app = router(raft.clone(), secret.map(String::from), write);
+        let members: MembersFn = Arc::new(|_| Box::pin(async { Ok(()) }));
+        let app = router(raft.clone(), secret.map(String::from), write, members);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState};
+use openraft::ChangeMembers;
 
 use crate::cluster::command::{Command, Response};
 use crate::cluster::handle::{ClusterStatus, Handle, Member, WriteError};
-use crate::cluster::network::{self, ForwardError, Network};
+use crate::cluster::network::{self, ForwardError, MemberChange, Network};
 use crate::cluster::state::State;
 use crate::cluster::store::{self, Applied, StateMachineStore};
 use crate::cluster::types::{NodeInfo, Raft, Request};
@@ -135,7 +135,27 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
             inner.propose_here(req).await
         })
     });
-    let rpc = network::router(raft, cfg.secret, write);
+    let members_inner = inner.clone();
+    let members: network::MembersFn = Arc::new(move |change: MemberChange| {
+        let inner = members_inner.clone();
+        Box::pin(async move {
+            let result = match change {
+                MemberChange::Add {
+                    id,
+                    raft,
+                    admin,
+                    voter,
+                } => inner.add_member_here(id, raft, admin, voter).await,
+                MemberChange::Remove { id } => inner.remove_member_here(id).await,
+            };
+            result.map_err(|e| match e {
+                MemberError::NotLeader(leader) => ForwardError::NotLeader { leader },
+                MemberError::Write(WriteError::Membership(m)) => ForwardError::BadRequest(m),
+                MemberError::Write(e) => ForwardError::Unavailable(e.to_string()),
+            })
+        })
+    });
+    let rpc = network::router(raft, cfg.secret, write, members);
     Ok(Started {
         handle: Handle { inner },
         rpc,
@@ -155,6 +175,7 @@ impl Inner {
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ForwardError::NotLeader { leader: f.leader_id })
             }
+            Ok(Err(RaftError::Fatal(f))) => Err(ForwardError::Stopped(f.to_string())),
             Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
         }
     }
@@ -218,26 +239,11 @@ impl Inner {
             term: m.current_term,
             members,
             last_applied: m.last_applied.map(|l| l.index),
-            commit: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
         }
     }
 
-    fn leader_hint(&self) -> String {
-        let m = self.raft.metrics().borrow().clone();
-        match m.current_leader {
-            Some(l) if m.state != ServerState::Leader => {
-                let admin = m
-                    .membership_config
-                    .membership()
-                    .get_node(&l)
-                    .map(|n| n.admin.clone())
-                    .unwrap_or_default();
-                format!("this node is not the leader; send it to node {l} (admin {admin})")
-            }
-            _ => "no leader is elected".into(),
-        }
-    }
-
+    /// Add a node, at the leader wherever this is called.
     pub async fn add_member(
         &self,
         id: u64,
@@ -245,14 +251,62 @@ impl Inner {
         admin_addr: String,
         voter: bool,
     ) -> Result<(), WriteError> {
+        let change = MemberChange::Add {
+            id,
+            raft: raft_addr.clone(),
+            admin: admin_addr.clone(),
+            voter,
+        };
+        match self.add_member_here(id, raft_addr, admin_addr, voter).await {
+            Err(MemberError::NotLeader(leader)) => self.forward_members(leader, &change).await,
+            other => other.map_err(MemberError::into_write),
+        }
+    }
+
+    /// Remove a node, at the leader wherever this is called.
+    pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {
+        match self.remove_member_here(id).await {
+            Err(MemberError::NotLeader(leader)) => {
+                self.forward_members(leader, &MemberChange::Remove { id }).await
+            }
+            other => other.map_err(MemberError::into_write),
+        }
+    }
+
+    async fn forward_members(&self, leader: Option<u64>, change: &MemberChange) -> Result<(), WriteError> {
+        let m = self.raft.metrics().borrow().clone();
+        let addr = leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.raft.clone()));
+        let Some(addr) = addr else {
+            return Err(WriteError::Unavailable("no leader is elected".into()));
+        };
+        self.network
+            .forward_members(&addr, change)
+            .await
+            .map_err(|e| match e {
+                ForwardError::BadRequest(m) => WriteError::Membership(m),
+                e => WriteError::Unavailable(e.to_string()),
+            })
+    }
+
+    async fn add_member_here(
+        &self,
+        id: u64,
+        raft_addr: String,
+        admin_addr: String,
+        voter: bool,
+    ) -> Result<(), MemberError> {
         let node = NodeInfo {
             raft: raft_addr,
             admin: admin_addr,
         };
         let added = tokio::time::timeout(Duration::from_secs(30), self.raft.add_learner(id, node, true))
             .await
-            .map_err(|_| WriteError::Unavailable("the new node did not catch up within 30 s".into()))?;
-        self.membership_result(added)?;
+            .map_err(|_| {
+                MemberError::Write(WriteError::Unavailable(
+                    "the new node did not catch up within 30 s".into(),
+                ))
+            })?;
+        membership_result(added)?;
         if voter {
             let ids = BTreeSet::from([id]);
             let changed = tokio::time::timeout(
@@ -260,17 +314,23 @@ impl Inner {
                 self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false),
             )
             .await
-            .map_err(|_| WriteError::Unavailable("membership change not committed in time".into()))?;
-            self.membership_result(changed)?;
+            .map_err(|_| {
+                MemberError::Write(WriteError::Unavailable(
+                    "membership change not committed in time".into(),
+                ))
+            })?;
+            membership_result(changed)?;
         }
         Ok(())
     }
 
-    pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {
+    async fn remove_member_here(&self, id: u64) -> Result<(), MemberError> {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         if membership.get_node(&id).is_none() {
-            return Err(WriteError::Membership(format!("node {id} is not a member")));
+            return Err(MemberError::Write(WriteError::Membership(format!(
+                "node {id} is not a member"
+            ))));
         }
         let is_voter = membership.voter_ids().any(|v| v == id);
         let change = if is_voter {
@@ -280,29 +340,48 @@ impl Inner {
         };
         let changed = tokio::time::timeout(WRITE_DEADLINE, self.raft.change_membership(change, false))
             .await
-            .map_err(|_| WriteError::Unavailable("membership change not committed in time".into()))?;
-        self.membership_result(changed)
-    }
-
-    fn membership_result<T>(
-        &self,
-        r: Result<T, RaftError<u64, ClientWriteError<u64, NodeInfo>>>,
-    ) -> Result<(), WriteError> {
-        match r {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(WriteError::Membership(self.leader_hint()))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(WriteError::Membership(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => Err(WriteError::Stopped(f.to_string())),
-        }
+            .map_err(|_| {
+                MemberError::Write(WriteError::Unavailable(
+                    "membership change not committed in time".into(),
+                ))
+            })?;
+        membership_result(changed)
     }
 
     /// Stop Raft (on SIGTERM).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// A membership change that did not happen here.
+enum MemberError {
+    /// Only the leader changes membership; this is who it is, if known.
+    NotLeader(Option<u64>),
+    Write(WriteError),
+}
+
+impl MemberError {
+    fn into_write(self) -> WriteError {
+        match self {
+            MemberError::NotLeader(_) => WriteError::Unavailable("no leader is elected".into()),
+            MemberError::Write(e) => e,
+        }
+    }
+}
+
+fn membership_result<T>(
+    r: Result<T, RaftError<u64, ClientWriteError<u64, NodeInfo>>>,
+) -> Result<(), MemberError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(MemberError::NotLeader(f.leader_id))
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(MemberError::Write(WriteError::Membership(e.to_string())))
+        }
+        Err(RaftError::Fatal(f)) => Err(MemberError::Write(WriteError::Stopped(f.to_string()))),
     }
 }
 

@@ -473,6 +473,14 @@ pub const TOKEN: &str = "test-token";
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<ClusterNode>,
+    peers: String,
+}
+
+fn cluster_config(id: u64, dns: SocketAddr, admin: SocketAddr, raft: SocketAddr, peers: &str) -> String {
+    format!(
+        "node_id = {id}\ndata_dir = \"data{id}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
+        geoip_db().display()
+    )
 }
 
 impl TestCluster {
@@ -496,10 +504,7 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for (i, (dns, admin, raft)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let config = format!(
-                "node_id = {id}\ndata_dir = \"data{id}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
-                geoip_db().display()
-            );
+            let config = cluster_config(id, dns, admin, raft, &peers);
             let path = dir.path().join(format!("node{id}.toml"));
             std::fs::write(&path, config).expect("write config");
             let mut node = ClusterNode {
@@ -519,7 +524,30 @@ impl TestCluster {
         for node in nodes.iter_mut() {
             node.wait_healthy(Duration::from_secs(30));
         }
-        TestCluster { dir, nodes }
+        TestCluster { dir, nodes, peers }
+    }
+
+    /// Start one more node, not among the initial peers: it waits to be added.
+    pub fn spawn_extra(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
+        let path = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers)).expect("config");
+        let mut node = ClusterNode {
+            id,
+            config: path,
+            at: NodeRef {
+                dns,
+                admin,
+                raft,
+                log_path: self.dir.path().join(format!("node{id}.log")),
+            },
+            child: None,
+        };
+        node.spawn();
+        self.nodes.push(node);
+        id
     }
 
     /// The leader as some node reports it (polls up to `limit`).
