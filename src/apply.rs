@@ -631,11 +631,14 @@ mod tests {
 
         // A drain made through the API survives re-applying definitions without a state.
         let mut drained = (*t.cluster.state.load_full()).clone();
-        drained.apply(&crate::cluster::Command::PatchDatacenter {
-            id: "lon".into(),
-            weight: None,
-            state: Some(DcState::Drained),
-        });
+        drained.apply(
+            &crate::cluster::Command::PatchDatacenter {
+                id: "lon".into(),
+                weight: None,
+                state: Some(DcState::Drained),
+            },
+            0,
+        );
         t.cluster.state.store(std::sync::Arc::new(drained));
         let dcs = DCS.replace("weight = 50", "weight = 60");
         let zone = format!("{ZONE}www2 IN A 192.0.2.2\n");

@@ -23,6 +23,8 @@ pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod explain;
+pub mod health;
+
 pub mod geo;
 pub mod model;
 pub mod node;

@@ -13,6 +13,7 @@ use crate::cluster::{self, State};
 use crate::config::NodeConfig;
 use crate::dns::{tcp, udp};
 use crate::geo::GeoDb;
+use crate::health;
 use crate::model::{Datacenter, DatacentersFile, Service, ServicesFile};
 use crate::snapshot::{self, Builder, Inputs, Snapshot};
 
@@ -190,6 +191,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         dns_listening: Arc::new(AtomicBool::new(false)),
     };
     let (updates, updates_rx) = tokio::sync::mpsc::channel(16);
+    let health_task = tokio::spawn(health_loop(started.applied.clone(), handle.clone()));
     let publisher_task = tokio::spawn(publish_loop(
         updates_rx,
         started.applied,
@@ -242,6 +244,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     admin_task.abort();
     geo_watch.abort();
+    health_task.abort();
     if let Some(t) = import_task {
         t.abort();
     }
@@ -326,6 +329,44 @@ async fn import_bootstrap(
     }
     done.store(true, Ordering::Release);
     let _ = updates.send(Update::Recheck).await;
+}
+
+/// Probe every datacenter with a health check, and propose this node's verdicts (the
+/// first, each transition, the periodic re-affirmation) to the log. The probers follow the
+/// applied state: a datacenter added, changed or removed starts, restarts or stops its.
+async fn health_loop(mut applied: tokio::sync::watch::Receiver<cluster::Applied>, handle: cluster::Handle) {
+    let (tx, mut verdicts) = tokio::sync::mpsc::channel(256);
+    let prober = health::Prober::start(tx);
+    let node = handle.node_id();
+    loop {
+        let dcs = applied.borrow_and_update().state.datacenter_list();
+        prober.update(&dcs);
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            verdict = verdicts.recv() => {
+                let Some(v) = verdict else { return };
+                let handle = handle.clone();
+                // Proposals must not hold up probing; a lost one is repeated by the next
+                // re-affirmation.
+                tokio::spawn(async move {
+                    let cmd = cluster::Command::HealthReport {
+                        node,
+                        dc: v.dc.clone(),
+                        up: v.up,
+                        reason: v.reason.clone(),
+                    };
+                    match handle.write(cmd).await {
+                        Ok(_) => tracing::debug!(dc = %v.dc, up = v.up, reason = %v.reason, "health verdict logged"),
+                        Err(e) => tracing::warn!(dc = %v.dc, up = v.up, error = %e, "health verdict not logged"),
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// What makes the data plane's snapshot change, besides an applied state.

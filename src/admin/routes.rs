@@ -115,8 +115,26 @@ pub async fn remove_member(
 
 // ---- datacenters --------------------------------------------------------------------
 
-pub async fn list_datacenters(State(app): St) -> Json<Vec<Datacenter>> {
-    Json(app.cluster.state().datacenter_list())
+/// A datacenter as the API shows it: its definition, state and health, and each node's
+/// latest health opinion.
+#[derive(serde::Serialize)]
+pub struct DatacenterView {
+    #[serde(flatten)]
+    pub dc: Datacenter,
+    /// Node id → {up, at_ms, reason}; empty without a health check.
+    pub opinions: std::collections::BTreeMap<u64, crate::cluster::state::Opinion>,
+}
+
+fn view(state: &crate::cluster::State, dc: &Datacenter) -> DatacenterView {
+    DatacenterView {
+        dc: dc.clone(),
+        opinions: state.opinions.get(&dc.id).cloned().unwrap_or_default(),
+    }
+}
+
+pub async fn list_datacenters(State(app): St) -> Json<Vec<DatacenterView>> {
+    let state = app.cluster.state();
+    Json(state.datacenters.values().map(|d| view(&state, d)).collect())
 }
 
 fn no_datacenter(id: &str) -> ApiError {
@@ -126,14 +144,13 @@ fn no_datacenter(id: &str) -> ApiError {
 pub async fn get_datacenter(
     State(app): St,
     path: Result<Path<String>, PathRejection>,
-) -> Res<Json<Datacenter>> {
+) -> Res<Json<DatacenterView>> {
     let Path(id) = path?;
-    app.cluster
-        .state()
+    let state = app.cluster.state();
+    state
         .datacenters
         .get(&id)
-        .cloned()
-        .map(Json)
+        .map(|d| Json(view(&state, d)))
         .ok_or_else(|| no_datacenter(&id))
 }
 
@@ -211,16 +228,24 @@ pub async fn delete_datacenter(
 }
 
 /// Recent health and state transitions. Not recorded yet: an empty list.
+/// Recent health and state transitions, oldest first, each health one with every node's
+/// opinion at the time.
 pub async fn datacenter_events(
     State(app): St,
     path: Result<Path<String>, PathRejection>,
-) -> Res<Json<Vec<serde_json::Value>>> {
+) -> Res<Json<Vec<crate::cluster::state::Event>>> {
     let Path(id) = path?;
-    if app.cluster.state().datacenters.contains_key(&id) {
-        Ok(Json(Vec::new()))
-    } else {
-        Err(no_datacenter(&id))
+    let state = app.cluster.state();
+    if !state.datacenters.contains_key(&id) {
+        return Err(no_datacenter(&id));
     }
+    Ok(Json(
+        state
+            .events
+            .get(&id)
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default(),
+    ))
 }
 
 // ---- zones --------------------------------------------------------------------------

@@ -48,7 +48,7 @@ impl ControlPlane for Arc<FakeCluster> {
             let mut response = Response::Noop;
             self.state.rcu(|s| {
                 let mut next = (**s).clone();
-                response = next.apply(&cmd);
+                response = next.apply(&cmd, 0);
                 next
             });
             Ok(response)

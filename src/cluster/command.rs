@@ -44,6 +44,15 @@ pub enum Command {
         zone: String,
         name: String,
     },
+    /// One node's verdict on one datacenter's health: its first, each transition, and a
+    /// periodic re-affirmation (so a fresh opinion can be told from a stale one).
+    HealthReport {
+        node: u64,
+        dc: String,
+        up: bool,
+        #[serde(default)]
+        reason: String,
+    },
     /// The bootstrap import: all of it, or nothing. Applied only to an empty state.
     Import {
         zones: Vec<(String, String)>,
@@ -63,6 +72,7 @@ impl Command {
             Command::DeleteZone { .. } => "delete_zone",
             Command::PutService { .. } => "put_service",
             Command::DeleteService { .. } => "delete_service",
+            Command::HealthReport { .. } => "health_report",
             Command::Import { .. } => "import",
         }
     }

@@ -2,19 +2,48 @@
 //! order give the same state on every node. Nothing here reads a clock, a file or the
 //! node's GeoIP database.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Rejection, Response};
-use crate::model::{Datacenter, DcState, Service};
+use crate::model::{Datacenter, DcState, Health, Service};
 use crate::snapshot::{Builder, Inputs};
 use crate::zone::{parse_zone, ZoneFile};
 
 /// The state's own format version (in snapshots and in the store).
 pub const STATE_FORMAT: u32 = 1;
+
+/// How long a node's health opinion counts after it was last reported (three missed
+/// re-affirmations of 30 s): a node that died or was cut off stops counting after that.
+pub const OPINION_FRESH_MS: u64 = 90_000;
+/// Events kept per datacenter.
+pub const MAX_EVENTS: usize = 50;
+
+/// One node's latest verdict on a datacenter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opinion {
+    pub up: bool,
+    /// When the leader logged it (ms since the Unix epoch).
+    pub at_ms: u64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A transition of a datacenter's health or state, with each node's opinion at the time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    /// `health` or `state`.
+    pub what: String,
+    pub from: String,
+    pub to: String,
+    /// Node id → opinion, for health events.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub opinions: BTreeMap<u64, Opinion>,
+}
 
 /// Zones, datacenters and services, as the cluster agrees on them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -24,9 +53,45 @@ pub struct State {
     pub datacenters: BTreeMap<String, Datacenter>,
     /// Canonical zone → canonical relative name → service.
     pub services: BTreeMap<String, BTreeMap<String, Service>>,
+    /// Datacenter → node → that node's latest health opinion.
+    #[serde(default)]
+    pub opinions: BTreeMap<String, BTreeMap<u64, Opinion>>,
+    /// Datacenter → its recent transitions, oldest first.
+    #[serde(default)]
+    pub events: BTreeMap<String, VecDeque<Event>>,
     /// Zones as parsed (derived from `zones`; rebuilt on load).
     #[serde(skip)]
     parsed: BTreeMap<String, Arc<ZoneFile>>,
+}
+
+fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+        Health::Unknown => "unknown",
+    }
+}
+
+fn state_event(from: DcState, to: DcState, at_ms: u64) -> Event {
+    let name = |s: DcState| match s {
+        DcState::Active => "active",
+        DcState::Drained => "drained",
+    };
+    Event {
+        at_ms,
+        what: "state".into(),
+        from: name(from).into(),
+        to: name(to).into(),
+        opinions: BTreeMap::new(),
+    }
+}
+
+fn push_event(events: &mut BTreeMap<String, VecDeque<Event>>, dc: &str, event: Event) {
+    let list = events.entry(dc.to_string()).or_default();
+    list.push_back(event);
+    while list.len() > MAX_EVENTS {
+        list.pop_front();
+    }
 }
 
 /// A zone origin as keys use it: lower case, with the final dot.
@@ -97,22 +162,81 @@ impl State {
         self.zones.is_empty() && self.datacenters.is_empty() && self.services.is_empty()
     }
 
-    /// Apply one command. On rejection the state is unchanged.
-    pub fn apply(&mut self, cmd: &Command) -> Response {
+    /// Apply one command logged by the leader at `at_ms`. On rejection the state is
+    /// unchanged.
+    pub fn apply(&mut self, cmd: &Command, at_ms: u64) -> Response {
+        if let Command::HealthReport { node, dc, up, reason } = cmd {
+            // Health changes no definition: no copy, no validation.
+            return self.report(*node, dc, *up, reason, at_ms);
+        }
         // Work on a copy; keep it only if the result is a state that builds.
         let mut next = self.clone();
-        let response = match next.change(cmd) {
+        let response = match next.change(cmd, at_ms) {
             Ok(r) => r,
             Err(why) => return Response::Rejected { why },
         };
         if let Err(why) = next.validate() {
             return Response::Rejected { why };
         }
+        next.reassess(at_ms);
         *self = next;
         response
     }
 
-    fn change(&mut self, cmd: &Command) -> Result<Response, Rejection> {
+    /// Record a node's opinion, then work out every datacenter's health again: an opinion
+    /// may have aged out since the last entry.
+    fn report(&mut self, node: u64, dc: &str, up: bool, reason: &str, at_ms: u64) -> Response {
+        if !self.datacenters.contains_key(dc) {
+            return Response::Rejected {
+                why: Rejection::NotFound(format!("no datacenter {dc:?}")),
+            };
+        }
+        self.opinions.entry(dc.to_string()).or_default().insert(
+            node,
+            Opinion {
+                up,
+                at_ms,
+                reason: reason.to_string(),
+            },
+        );
+        self.reassess(at_ms);
+        Response::Noop
+    }
+
+    /// A datacenter is unhealthy when a majority of the nodes with a fresh opinion see it
+    /// down, healthy when they do not, unknown with no fresh opinion.
+    fn reassess(&mut self, now_ms: u64) {
+        self.opinions.retain(|dc, _| self.datacenters.contains_key(dc));
+        self.events.retain(|dc, _| self.datacenters.contains_key(dc));
+        for (id, dc) in self.datacenters.iter_mut() {
+            let fresh: Vec<&Opinion> = self
+                .opinions
+                .get(id)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|o| now_ms.saturating_sub(o.at_ms) <= OPINION_FRESH_MS)
+                .collect();
+            let down = fresh.iter().filter(|o| !o.up).count();
+            let health = match fresh.len() {
+                0 => Health::Unknown,
+                n if down * 2 > n => Health::Unhealthy,
+                _ => Health::Healthy,
+            };
+            if health != dc.health {
+                let event = Event {
+                    at_ms: now_ms,
+                    what: "health".into(),
+                    from: health_name(dc.health).into(),
+                    to: health_name(health).into(),
+                    opinions: self.opinions.get(id).cloned().unwrap_or_default(),
+                };
+                push_event(&mut self.events, id, event);
+                dc.health = health;
+            }
+        }
+    }
+
+    fn change(&mut self, cmd: &Command, at_ms: u64) -> Result<Response, Rejection> {
         match cmd {
             Command::PutDatacenter { dc, set_state } => {
                 let mut dc = dc.clone();
@@ -121,6 +245,9 @@ impl State {
                     Some(old) => {
                         dc.state = set_state.unwrap_or(old.state);
                         dc.health = old.health;
+                        if dc.state != old.state {
+                            push_event(&mut self.events, &dc.id, state_event(old.state, dc.state, at_ms));
+                        }
                         true
                     }
                     None => {
@@ -144,7 +271,11 @@ impl State {
                     dc.weight = *w;
                 }
                 if let Some(s) = state {
-                    dc.state = *s;
+                    if dc.state != *s {
+                        let event = state_event(dc.state, *s, at_ms);
+                        dc.state = *s;
+                        push_event(&mut self.events, id, event);
+                    }
                 }
                 dc.validate().map_err(|e| Rejection::Invalid(e.to_string()))?;
                 Ok(Response::Updated {
@@ -238,24 +369,34 @@ impl State {
                     return Ok(Response::Noop);
                 }
                 for (origin, text) in zones {
-                    self.change(&Command::PutZone {
-                        origin: origin.clone(),
-                        text: text.clone(),
-                    })?;
+                    self.change(
+                        &Command::PutZone {
+                            origin: origin.clone(),
+                            text: text.clone(),
+                        },
+                        at_ms,
+                    )?;
                 }
                 for dc in datacenters {
-                    self.change(&Command::PutDatacenter {
-                        dc: dc.clone(),
-                        set_state: Some(dc.state),
-                    })?;
+                    self.change(
+                        &Command::PutDatacenter {
+                            dc: dc.clone(),
+                            set_state: Some(dc.state),
+                        },
+                        at_ms,
+                    )?;
                 }
                 for service in services {
-                    self.change(&Command::PutService {
-                        service: service.clone(),
-                    })?;
+                    self.change(
+                        &Command::PutService {
+                            service: service.clone(),
+                        },
+                        at_ms,
+                    )?;
                 }
                 Ok(Response::Imported)
             }
+            Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
         }
     }
 
@@ -315,12 +456,12 @@ mod tests {
             origin: "example.com".into(),
             text: ZONE.into(),
         };
-        assert_eq!(s.apply(&zone), Response::Created);
+        assert_eq!(s.apply(&zone, 0), Response::Created);
         assert_eq!(
             s.apply(&Command::PutDatacenter {
                 dc: dc("lon"),
                 set_state: None
-            }),
+            }, 0),
             Response::Created
         );
         s
@@ -333,12 +474,12 @@ mod tests {
             id: "lon".into(),
             weight: None,
             state: Some(DcState::Drained),
-        });
+        }, 0);
         assert!(matches!(r, Response::Updated { .. }));
         let r = s.apply(&Command::PutDatacenter {
             dc: dc("lon"),
             set_state: None,
-        });
+        }, 0);
         assert_eq!(r, Response::Replaced);
         assert_eq!(s.datacenters["lon"].state, DcState::Drained);
     }
@@ -348,18 +489,18 @@ mod tests {
         let mut s = base();
         let r = s.apply(&Command::PutService {
             service: svc("www", &["nope"]),
-        });
+        }, 0);
         assert!(matches!(r, Response::Rejected { why: Rejection::Invalid(_) }), "{r:?}");
         // a service on a CNAME name cannot build
         let r = s.apply(&Command::PutService {
             service: svc("old", &["lon"]),
-        });
+        }, 0);
         assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
         assert!(s.services.is_empty());
         let r = s.apply(&Command::PutZone {
             origin: "example.com".into(),
             text: "garbage".into(),
-        });
+        }, 0);
         assert!(matches!(r, Response::Rejected { why: Rejection::BadRequest(_) }));
         assert_eq!(s.zones["example.com."], ZONE);
     }
@@ -370,24 +511,24 @@ mod tests {
         assert_eq!(
             s.apply(&Command::PutService {
                 service: svc("www", &["lon"])
-            }),
+            }, 0),
             Response::Created
         );
         assert!(s.services["example.com."].contains_key("www"));
-        let r = s.apply(&Command::DeleteDatacenter { id: "lon".into() });
+        let r = s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0);
         assert!(matches!(r, Response::Rejected { why: Rejection::Conflict(_) }));
         let r = s.apply(&Command::DeleteZone {
             origin: "EXAMPLE.com.".into(),
-        });
+        }, 0);
         assert!(matches!(r, Response::Rejected { why: Rejection::Conflict(_) }));
         assert_eq!(
             s.apply(&Command::DeleteService {
                 zone: "example.com".into(),
                 name: "WWW".into()
-            }),
+            }, 0),
             Response::Deleted
         );
-        assert_eq!(s.apply(&Command::DeleteDatacenter { id: "lon".into() }), Response::Deleted);
+        assert_eq!(s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0), Response::Deleted);
     }
 
     #[test]
@@ -398,15 +539,52 @@ mod tests {
             datacenters: vec![dc("lon")],
             services: vec![svc("www", &["missing"])],
         };
-        assert!(matches!(s.apply(&bad), Response::Rejected { .. }));
+        assert!(matches!(s.apply(&bad, 0), Response::Rejected { .. }));
         assert!(s.is_empty());
         let good = Command::Import {
             zones: vec![("example.com".into(), ZONE.into())],
             datacenters: vec![dc("lon")],
             services: vec![svc("www", &["lon"])],
         };
-        assert_eq!(s.apply(&good), Response::Imported);
-        assert_eq!(s.apply(&good), Response::Noop);
+        assert_eq!(s.apply(&good, 0), Response::Imported);
+        assert_eq!(s.apply(&good, 0), Response::Noop);
+    }
+
+    #[test]
+    fn health_is_the_majority_of_fresh_opinions() {
+        let mut s = base();
+        let h = |s: &State| s.datacenters["lon"].health;
+        assert_eq!(h(&s), Health::Unknown);
+        let report = |node, up| Command::HealthReport {
+            node,
+            dc: "lon".into(),
+            up,
+            reason: String::new(),
+        };
+        s.apply(&report(1, true), 1_000);
+        s.apply(&report(2, true), 1_000);
+        s.apply(&report(3, false), 1_000);
+        assert_eq!(h(&s), Health::Healthy, "one node alone cannot drain a site");
+        s.apply(&report(2, false), 2_000);
+        assert_eq!(h(&s), Health::Unhealthy);
+        // node 3's and 2's opinions age out; node 1 keeps re-affirming up
+        s.apply(&report(1, true), 2_000 + OPINION_FRESH_MS);
+        assert_eq!(h(&s), Health::Healthy);
+        let events = &s.events["lon"];
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[1].to, "unhealthy");
+        assert_eq!(events[1].opinions.len(), 3);
+        // a report about an unknown datacenter is a rejection, not an error
+        let r = s.apply(
+            &Command::HealthReport {
+                node: 1,
+                dc: "nope".into(),
+                up: true,
+                reason: String::new(),
+            },
+            5,
+        );
+        assert!(matches!(r, Response::Rejected { .. }));
     }
 
     #[test]
@@ -414,7 +592,7 @@ mod tests {
         let mut s = base();
         s.apply(&Command::PutService {
             service: svc("@", &["lon"]),
-        });
+        }, 0);
         let json = serde_json::to_vec(&s).expect("ser");
         let back: State = serde_json::from_slice(&json).expect("de");
         let back = back.restore().expect("restore");

@@ -642,7 +642,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         )
                         .into());
                     }
-                    Arc::make_mut(&mut next.state).apply(&req.cmd)
+                    Arc::make_mut(&mut next.state).apply(&req.cmd, req.at_ms)
                 }
             };
             next.last_applied = Some(entry.log_id);

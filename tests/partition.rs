@@ -1,0 +1,393 @@
+//! A network partition, for real: three nodes, each in a network namespace this test creates,
+//! joined by veth pairs to a bridge in a fourth namespace. Node 3's link is cut: it keeps
+//! answering DNS from its last state and refuses writes with 503, while the majority keeps
+//! committing; once the link is back, node 3 converges.
+//!
+//! The addresses (10.77.0.0/24) exist only inside the namespaces the test creates. Where
+//! namespaces cannot be created (not root, no CAP_SYS_ADMIN, no `ip`), the test says so and
+//! passes without running.
+
+mod common;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{dig_at, geoip_db, http, TOKEN};
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
+
+const DCS: &str = r#"
+[[datacenter]]
+id = "lon"
+location = { lat = 51.5074, lon = -0.1278 }
+addresses = ["198.51.100.1"]
+
+[[datacenter]]
+id = "iad"
+location = { lat = 38.9519, lon = -77.4480 }
+addresses = ["198.51.100.2"]
+"#;
+
+const SERVICES: &str = r#"
+[[service]]
+zone = "example.com"
+name = "www"
+policy = "geo_nearest"
+datacenters = ["lon", "iad"]
+"#;
+
+const LON: &str = "198.51.100.1";
+const IAD: &str = "198.51.100.2";
+
+/// Run `ip ARGS…`; its stderr on failure.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = ip(args) {
+        panic!("{e}");
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`: its sockets, and the
+/// processes it spawns (`dig`), live there. The test's own thread stays where it was.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: setns on a valid descriptor; it changes only this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+/// Delete namespaces a killed earlier run of this test left behind (its pid is gone).
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("mrd-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+struct NsNode {
+    ns: String,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Everything the test made: killed and deleted on drop, also when the test panics.
+struct Lab {
+    dir: tempfile::TempDir,
+    bridge_ns: String,
+    node_ns: Vec<String>,
+    nodes: Vec<NsNode>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+            if panicking {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                eprintln!("--- {} log (last 40 lines) ---\n{}", n.ns, tail.join("\n"));
+            }
+        }
+        for ns in self.node_ns.iter().chain(std::iter::once(&self.bridge_ns)) {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}
+
+/// Start `meridian serve` inside `ns`; the kernel kills it if the test process dies first.
+fn spawn_in_ns(ns: &str, config: &Path, log: &Path) -> Child {
+    use std::os::unix::process::CommandExt;
+    let log = File::create(log).expect("log file");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(env!("CARGO_BIN_EXE_meridian"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec. `ip netns
+    // exec` execs the command in the same process (no fork), so the death signal stays set.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn ip netns exec meridian")
+}
+
+impl Lab {
+    /// The namespaces and links; `None` (after saying why) where namespaces cannot be made.
+    fn create() -> Option<Lab> {
+        remove_stale_namespaces();
+        let tag = format!("mrd-{}", std::process::id());
+        let bridge_ns = format!("{tag}-br");
+        if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
+            eprintln!("skipping: cannot create network namespaces: {e}");
+            return None;
+        }
+        let mut lab = Lab {
+            dir: tempfile::tempdir().expect("temp dir"),
+            bridge_ns: bridge_ns.clone(),
+            node_ns: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let br = bridge_ns.as_str();
+        must(&["-n", br, "link", "set", "lo", "up"]);
+        must(&["-n", br, "link", "add", "br0", "type", "bridge"]);
+        must(&["-n", br, "link", "set", "br0", "up"]);
+        for i in 1..=3 {
+            let ns = format!("{tag}-{i}");
+            must(&["netns", "add", &ns]);
+            lab.node_ns.push(ns.clone());
+            let port = format!("v{i}");
+            must(&[
+                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
+                "netns", br,
+            ]);
+            must(&["-n", br, "link", "set", &port, "master", "br0"]);
+            must(&["-n", br, "link", "set", &port, "up"]);
+            must(&["-n", &ns, "addr", "add", &format!("10.77.0.{i}/24"), "dev", "eth0"]);
+            must(&["-n", &ns, "link", "set", "eth0", "up"]);
+            must(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        Some(lab)
+    }
+
+    fn start_nodes(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        let zones = dir.join("zones");
+        std::fs::create_dir_all(&zones).expect("zones dir");
+        for (name, text) in [
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DCS),
+            ("services.toml", SERVICES),
+        ] {
+            std::fs::write(zones.join(name), text).expect("write file");
+        }
+        let addr = |i: u8, port: u16| SocketAddr::from(([10, 77, 0, i], port));
+        let peers = (1..=3u8)
+            .map(|i| format!("\"{i}\" = \"{}\"", addr(i, 9053)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for i in 1..=3u8 {
+            let (dns, admin, raft) = (addr(i, 53), addr(i, 8053), addr(i, 9053));
+            let config = format!(
+                "node_id = {i}\ndata_dir = \"data{i}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
+                geoip_db().display()
+            );
+            let path = dir.join(format!("node{i}.toml"));
+            std::fs::write(&path, config).expect("write config");
+            let log = dir.join(format!("node{i}.log"));
+            let ns = self.node_ns[i as usize - 1].clone();
+            let child = spawn_in_ns(&ns, &path, &log);
+            self.nodes.push(NsNode {
+                ns,
+                dns,
+                admin,
+                log,
+                child,
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..3 {
+            loop {
+                if let Ok(Some(status)) = self.nodes[i].child.try_wait() {
+                    panic!("node {} exited early ({status})", i + 1);
+                }
+                if self.healthz(i + 1) == Some(200) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {} not healthy within 30 s", i + 1);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn node(&self, id: usize) -> &NsNode {
+        &self.nodes[id - 1]
+    }
+
+    fn healthz(&self, id: usize) -> Option<u16> {
+        let n = self.node(id);
+        in_ns(&n.ns, || http(n.admin, "GET", "/healthz", None, None)).map(|r| r.0)
+    }
+
+    /// A London client's answer from node `id`, asked from inside its namespace.
+    fn london(&self, id: usize) -> Vec<String> {
+        let n = self.node(id);
+        in_ns(&n.ns, || {
+            dig_at(n.dns, &["+subnet=81.2.69.142/32", "www.example.com", "A"]).answer_data("A")
+        })
+    }
+
+    fn patch_state(&self, id: usize, dc: &str, state: &str) -> Option<(u16, String)> {
+        let n = self.node(id);
+        let body = format!("{{\"state\": \"{state}\"}}");
+        in_ns(&n.ns, || {
+            http(
+                n.admin,
+                "PATCH",
+                &format!("/api/v1/datacenters/{dc}"),
+                Some(("application/json", &body)),
+                Some(TOKEN),
+            )
+        })
+    }
+
+    /// Retry a write on node `id` until it is accepted (200); the time it took.
+    fn write_until_accepted(&self, id: usize, dc: &str, state: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let r = self.patch_state(id, dc, state);
+            if matches!(r, Some((200, _))) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "node {id} did not accept {dc}={state} within {limit:?}; last: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn leader(&self, id: usize) -> Option<u64> {
+        let n = self.node(id);
+        let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", "/api/v1/cluster", None, None))?;
+        serde_json::from_str::<serde_json::Value>(&body).ok()?["leader"].as_u64()
+    }
+
+    /// Poll until every listed node answers `want`; the time it took.
+    fn converge(&self, ids: &[usize], want: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let answers: Vec<Vec<String>> = ids.iter().map(|&i| self.london(i)).collect();
+            if answers.iter().all(|a| a == &[want]) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "nodes {ids:?} did not converge on {want} within {limit:?}: {answers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Cut (or restore) node `id`'s only link, at the bridge end.
+    fn set_link(&self, id: usize, up: bool) {
+        let port = format!("v{id}");
+        must(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+#[test]
+fn cut_off_node_serves_last_state_and_converges_after_heal() {
+    let total = Instant::now();
+    let Some(mut lab) = Lab::create() else {
+        return;
+    };
+    lab.start_nodes();
+    lab.converge(&[1, 2, 3], LON, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        if let Some(l) = (1..=3).find_map(|i| lab.leader(i)) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "cluster up after {:?}; leader is node {leader}",
+        total.elapsed()
+    );
+
+    // Cut node 3 off.
+    lab.set_link(3, false);
+    let cut = Instant::now();
+
+    // The majority keeps committing (re-electing first if node 3 led).
+    let accepted = lab.write_until_accepted(1, "lon", "drained", Duration::from_secs(15));
+    let seen = lab.converge(&[1, 2], IAD, Duration::from_secs(5));
+    eprintln!("majority: drain accepted after {accepted:?}, answered by both after {seen:?} more");
+
+    // Node 3 keeps answering from its last state, stays healthy, and refuses writes.
+    assert_eq!(lab.london(3), [LON], "the cut-off node lost its last state");
+    assert_eq!(lab.healthz(3), Some(200), "the cut-off node is not healthy");
+    let t = Instant::now();
+    let refused = lab.patch_state(3, "iad", "drained");
+    let took = t.elapsed();
+    let (status, body) = refused.expect("node 3's admin answered");
+    assert_eq!(status, 503, "a write on the cut-off node: {body}");
+    assert!(body.contains("\"error\""), "{body}");
+    assert!(took < Duration::from_secs(10), "the 503 took {took:?}");
+    eprintln!("cut-off node: write refused with 503 after {took:?}");
+    assert_eq!(lab.london(3), [LON], "the cut-off node lost its last state");
+    assert_eq!(lab.healthz(3), Some(200), "the cut-off node is not healthy");
+    assert_eq!(lab.london(1), [IAD]);
+    eprintln!("partition lasted {:?}", cut.elapsed());
+
+    // Heal: node 3 converges on the majority's state.
+    lab.set_link(3, true);
+    let caught_up = lab.converge(&[3], IAD, Duration::from_secs(10));
+    eprintln!("healed: node 3 answers iad after {caught_up:?}");
+    lab.converge(&[1, 2, 3], IAD, Duration::from_secs(2));
+
+    // And it is a full member again: a write through node 3 reaches everyone.
+    let accepted = lab.write_until_accepted(3, "lon", "active", Duration::from_secs(15));
+    let seen = lab.converge(&[1, 2, 3], LON, Duration::from_secs(5));
+    eprintln!("write via node 3 accepted after {accepted:?}, seen by all after {seen:?} more");
+    eprintln!("total {:?}", total.elapsed());
+}
