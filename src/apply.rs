@@ -148,7 +148,10 @@ pub async fn apply(
 
     for (id, spec) in &inputs.datacenters {
         let segs = ["datacenters", id.as_str()];
-        let current: Option<Datacenter> = api.get_json(&segs).await?;
+        let current: Option<Datacenter> = api
+            .get_json::<DatacenterSpec>(&segs)
+            .await?
+            .map(|current| current.to_datacenter(id).0);
         let (action, detail) = match &current {
             None => (Action::Create, String::new()),
             Some(dc) if spec.matches(dc) => (Action::Unchanged, String::new()),

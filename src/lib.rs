@@ -26,6 +26,7 @@ pub mod explain;
 pub mod health;
 
 pub mod geo;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;

@@ -4,14 +4,21 @@
 //! [`Snapshot`] and publishes it; every query loads the current one without a lock
 //! (`arc-swap`) and keeps using it for the whole answer, so a query never sees half a change.
 //! Each part is its own `Arc`, so a change to one part shares the others with the old one.
+//!
+//! The query counters ([`QueryCounters`]) ride along: the [`Builder`] keeps one set per zone
+//! origin and per datacenter id and hands the same ones to every snapshot, so counts go on
+//! across rebuilds; a zone or datacenter no longer defined loses its counters (and its
+//! series) at the next build.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 
 use crate::geo::GeoDb;
+use crate::metrics::{Counter, QueryStats};
 use crate::model::{Datacenter, Service};
 use crate::policy::{DcTable, GeoKey, GeoPlan, Plan};
 use crate::zone::{wire_lower, Zone, ZoneFile, ZoneSet};
@@ -31,6 +38,10 @@ pub struct Snapshot {
     pub nsid: Arc<[u8]>,
     /// Increases with every publish; for logs and metrics.
     pub generation: u64,
+    /// The counters the transports record answers in.
+    pub counters: Arc<QueryCounters>,
+    /// When this snapshot was published (built, until it is).
+    pub published_at: Instant,
 }
 
 impl Snapshot {
@@ -43,6 +54,59 @@ impl Snapshot {
             geo: Arc::new(GeoDb::empty()),
             nsid: node_id.to_string().into_bytes().into(),
             generation: 0,
+            counters: Arc::new(QueryCounters::empty(Arc::new(QueryStats::new()))),
+            published_at: Instant::now(),
+        }
+    }
+}
+
+/// Which zone of a snapshot answered, for finding its counters; [`ZoneKey::NONE`] when no
+/// zone did. Only meaningful with the snapshot whose zone it was taken from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneKey(usize);
+
+impl ZoneKey {
+    pub const NONE: ZoneKey = ZoneKey(0);
+
+    /// The key of a zone of `Snapshot::zones` (its address: zones do not move while the
+    /// snapshot lives).
+    #[inline]
+    pub fn of(zone: &Zone) -> ZoneKey {
+        ZoneKey(zone as *const Zone as usize)
+    }
+}
+
+/// A snapshot's query counters: per zone, for queries in no zone, and per datacenter.
+/// Label sets stay bounded: one [`QueryStats`] per configured zone, none per client.
+#[derive(Debug)]
+pub struct QueryCounters {
+    /// Per zone, sorted by [`ZoneKey`].
+    by_key: Box<[(ZoneKey, Arc<QueryStats>)]>,
+    /// Per zone, sorted by origin: (origin as text, lower case with the final dot, counters).
+    pub zones: Box<[(String, Arc<QueryStats>)]>,
+    /// Queries in none of our zones (REFUSED), and errors answered before any zone was
+    /// looked up (FORMERR, NOTIMP, BADVERS).
+    pub no_zone: Arc<QueryStats>,
+    /// How many answers had each datacenter's addresses, indexed like `Snapshot::dcs`.
+    pub dc_answers: Box<[Arc<Counter>]>,
+}
+
+impl QueryCounters {
+    fn empty(no_zone: Arc<QueryStats>) -> QueryCounters {
+        QueryCounters {
+            by_key: Box::new([]),
+            zones: Box::new([]),
+            no_zone,
+            dc_answers: Box::new([]),
+        }
+    }
+
+    /// The counters of the zone with this key; those of no zone for [`ZoneKey::NONE`].
+    #[inline]
+    pub fn zone(&self, key: ZoneKey) -> &QueryStats {
+        match self.by_key.binary_search_by_key(&key.0, |e| e.0 .0) {
+            Ok(i) => &self.by_key[i].1,
+            Err(_) => &self.no_zone,
         }
     }
 }
@@ -61,6 +125,11 @@ pub struct Builder {
     node_id: u64,
     geo: Arc<GeoDb>,
     tables: HashMap<GeoKey, Arc<GeoPlan>>,
+    /// Query counters by zone origin (lower-case wire form), kept across builds.
+    zone_stats: HashMap<WireName, Arc<QueryStats>>,
+    /// Answer counters by datacenter id, kept across builds.
+    dc_stats: HashMap<String, Arc<Counter>>,
+    no_zone: Arc<QueryStats>,
 }
 
 impl Builder {
@@ -69,6 +138,18 @@ impl Builder {
             node_id,
             geo,
             tables: HashMap::new(),
+            zone_stats: HashMap::new(),
+            dc_stats: HashMap::new(),
+            no_zone: Arc::new(QueryStats::new()),
+        }
+    }
+
+    /// A snapshot with no zones (everything REFUSED) that counts into this builder's
+    /// counters: the one to serve before the first build.
+    pub fn empty(&self) -> Snapshot {
+        Snapshot {
+            counters: Arc::new(QueryCounters::empty(self.no_zone.clone())),
+            ..Snapshot::empty(self.node_id)
         }
     }
 
@@ -165,14 +246,53 @@ impl Builder {
         }
         // Tables no service uses any more are dropped.
         self.tables = keep;
+        let zones = Arc::new(ZoneSet::new(zones));
+        let counters = self.counters(&zones, &dcs);
         Ok(Snapshot {
-            zones: Arc::new(ZoneSet::new(zones)),
+            zones,
             plans: plans.into(),
             dcs: Arc::new(dcs),
             geo: self.geo.clone(),
             nsid: self.node_id.to_string().into_bytes().into(),
             generation: 0,
+            counters: Arc::new(counters),
+            published_at: Instant::now(),
         })
+    }
+
+    /// The counters of these zones and datacenters: the ones they had, new ones for new
+    /// names; the counters of those gone are dropped.
+    fn counters(&mut self, zones: &ZoneSet, dcs: &DcTable) -> QueryCounters {
+        let mut zone_stats = HashMap::with_capacity(zones.len());
+        let mut by_key = Vec::with_capacity(zones.len());
+        let mut labels = Vec::with_capacity(zones.len());
+        for zone in zones.iter() {
+            let origin: WireName = zone.origin_wire().into();
+            let stats = self.zone_stats.remove(&origin).unwrap_or_default();
+            by_key.push((ZoneKey::of(zone), stats.clone()));
+            labels.push((zone.origin().to_string(), stats.clone()));
+            zone_stats.insert(origin, stats);
+        }
+        by_key.sort_by_key(|e| e.0 .0);
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        self.zone_stats = zone_stats;
+        let mut dc_stats = HashMap::with_capacity(dcs.entries.len());
+        let dc_answers = dcs
+            .entries
+            .iter()
+            .map(|e| {
+                let c = self.dc_stats.remove(&e.def.id).unwrap_or_default();
+                dc_stats.insert(e.def.id.clone(), c.clone());
+                c
+            })
+            .collect();
+        self.dc_stats = dc_stats;
+        QueryCounters {
+            by_key: by_key.into(),
+            zones: labels.into(),
+            no_zone: self.no_zone.clone(),
+            dc_answers,
+        }
     }
 }
 
@@ -226,6 +346,7 @@ impl SnapshotPublisher {
     /// Publish a new snapshot; queries that start after this see it.
     pub fn publish(&self, mut snapshot: Snapshot) {
         snapshot.generation = self.current.load().generation + 1;
+        snapshot.published_at = Instant::now();
         self.current.store(Arc::new(snapshot));
     }
 

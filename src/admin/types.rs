@@ -34,6 +34,10 @@ pub struct DatacenterSpec {
     /// Ignored: health is the probes' verdict, not a definition.
     #[serde(default, skip_serializing)]
     pub health: Option<Health>,
+    /// Ignored: the nodes' health opinions, as a GET shows them (so a GET body can be
+    /// sent back as a PUT).
+    #[serde(default, skip_serializing)]
+    pub opinions: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
 }
@@ -52,6 +56,7 @@ impl DatacenterSpec {
             weight: dc.weight,
             state: with_state.then_some(dc.state),
             health: None,
+            opinions: None,
             health_check: dc.health_check.clone(),
         }
     }

@@ -19,6 +19,9 @@ use crate::cluster::types::{NodeInfo, Raft, Request};
 /// How long a write waits for a leader (an election) or for a quorum before it gives up.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long one forward to the leader may take before the leader is looked up again.
+const FORWARD_WAIT: Duration = Duration::from_millis(1500);
+
 /// What the node needs to start its control plane.
 pub struct ClusterConfig {
     pub node_id: u64,
@@ -197,14 +200,15 @@ impl Inner {
                 Ok(Ok(r)) => return Ok(r.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                     if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(self.node_id)) {
-                        let fwd = tokio::time::timeout(left, self.network.forward_write(&node.raft, &req));
+                        // One forward waits at most FORWARD_WAIT: a leader cut off without a
+                        // word is replaced by an election meanwhile, and the next round asks
+                        // the new one.
+                        let wait = left.min(FORWARD_WAIT);
+                        let fwd = tokio::time::timeout(wait, self.network.forward_write(&node.raft, &req));
                         match fwd.await {
                             Ok(Ok(r)) => return Ok(r),
                             Ok(Err(e)) => last = format!("leader {}: {e}", node.raft),
-                            Err(_) => {
-                                last = format!("leader {} did not answer in time", node.raft);
-                                break;
-                            }
+                            Err(_) => last = format!("leader {} did not answer in time", node.raft),
                         }
                     }
                 }

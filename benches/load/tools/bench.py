@@ -164,7 +164,7 @@ def table(args):
     def fmt(v, spec):
         return "-" if math.isnan(v) else format(v, spec)
 
-    head = ["server", "workload", "runs", "QPS", "mean ms", "p99 ms", "CPU us/q", "RSS MiB",
+    head = ["server", "workload", "runs", "QPS", "mean ms", "p99 ms", "CPU us/q", "CPU %", "RSS MiB",
             "lost %", "thr", "M/peer QPS", "M/peer CPU"]
     out = [head]
     for server in order:
@@ -181,7 +181,7 @@ def table(args):
             ok = all(r.get("verified", "yes") == "yes" for r in rows[key])
             out.append([server + ("" if ok else " (!)"), w, str(len(rows[key])), fmt(qps, ",.0f"),
                         fmt(med(key, "mean_ms"), ".3f"), fmt(med(key, "p99_ms"), ".3f"),
-                        fmt(cpu, ".2f"), fmt(med(key, "rss_kib") / 1024, ".1f"),
+                        fmt(cpu, ".2f"), fmt(med(key, "cpu_pct"), ".0f"), fmt(med(key, "rss_kib") / 1024, ".1f"),
                         fmt(100 * lost / sent if sent else float("nan"), ".2f"),
                         rows[key][-1]["threads"], ratio_q, ratio_c])
     widths = [max(len(r[i]) for r in out) for i in range(len(head))]
