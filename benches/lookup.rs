@@ -72,7 +72,11 @@ fn lookup(c: &mut Criterion) {
     let static_q = query("static.example.com", 1, &[]);
     let nx_q = query("nope.example.com", 1, &[]);
     // ECS 175.16.199.0/24 (CN in the GeoIP test database).
-    let geo_q = query("www.example.com", 1, &[0, 8, 0, 7, 0, 1, 24, 0, 175, 16, 199]);
+    let geo_q = query(
+        "www.example.com",
+        1,
+        &[0, 8, 0, 7, 0, 1, 24, 0, 175, 16, 199],
+    );
     let mut out = Vec::with_capacity(u16::MAX as usize);
 
     // Each case must answer what it claims to, or its figure means nothing.
@@ -85,7 +89,11 @@ fn lookup(c: &mut Criterion) {
         let outcome = answer(&snap, &req, &client, &mut out);
         assert_eq!(outcome.rcode, u16::from(want), "{req:?}");
         let ancount = u16::from_be_bytes([out[6], out[7]]);
-        assert_eq!(ancount > 0, want == rcode::NOERROR, "answer count {ancount}");
+        assert_eq!(
+            ancount > 0,
+            want == rcode::NOERROR,
+            "answer count {ancount}"
+        );
     }
 
     let mut g = c.benchmark_group("lookup");

@@ -1,19 +1,28 @@
-//! A network partition, for real: three nodes, each in a network namespace this test creates,
-//! joined by veth pairs to a bridge in a fourth namespace. Node 3's link is cut: it keeps
-//! answering DNS from its last state and refuses writes with 503, while the majority keeps
-//! committing; once the link is back, node 3 converges.
+//! Network partitions, for real: three nodes, each in a network namespace a test creates,
+//! joined by veth pairs to a bridge in another namespace.
 //!
-//! The addresses (10.77.0.0/24) exist only inside the namespaces the test creates. Where
-//! namespaces cannot be created (not root, no CAP_SYS_ADMIN, no `ip`), the test says so and
-//! passes without running.
+//! - Node 3's link is cut: it keeps answering DNS from its last state and refuses writes with
+//!   503, while the majority keeps committing; once the link is back, node 3 converges.
+//! - A health-checked backend in a namespace of its own on the same bridge is cut off from one
+//!   node, then two: one node's failed probes do not drain the site, a majority's do (on every
+//!   node, also the one that still reaches it), and it comes back once the routes heal.
+//!
+//! The addresses (10.77.0.0/24) exist only inside the namespaces a test creates; each test has
+//! its own set, and the tests run one at a time. Where namespaces cannot be created (not root,
+//! no CAP_SYS_ADMIN, no `ip`), a test says so and passes without running.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{dig_at, geoip_db, http, TOKEN};
@@ -42,6 +51,39 @@ datacenters = ["lon", "iad"]
 
 const LON: &str = "198.51.100.1";
 const IAD: &str = "198.51.100.2";
+
+/// The backend namespace's addresses: lon's HTTP check, iad's TCP check. Only the first is
+/// ever cut off.
+const LON_BACKEND: &str = "10.77.0.10";
+const IAD_BACKEND: &str = "10.77.0.11";
+
+/// lon checked over HTTP, iad over TCP, both against the backend namespace.
+fn health_checked_dcs() -> String {
+    let check = r#"interval = "500ms", timeout = "300ms", rise = 2, fall = 2"#;
+    format!(
+        r#"
+[[datacenter]]
+id = "lon"
+location = {{ lat = 51.5074, lon = -0.1278 }}
+addresses = ["198.51.100.1"]
+health_check = {{ kind = "http", url = "http://{LON_BACKEND}/health", {check} }}
+
+[[datacenter]]
+id = "iad"
+location = {{ lat = 38.9519, lon = -77.4480 }}
+addresses = ["198.51.100.2"]
+health_check = {{ kind = "tcp", address = "{IAD_BACKEND}:81", {check} }}
+"#
+    )
+}
+
+/// The tests run one at a time: each starts three nodes, and there are two cores to share.
+/// (A test's lock: clippy.toml's ban is about the query path.)
+#[allow(clippy::disallowed_types)]
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How long a backend thread may live, whatever happens: bounded, like every loop here.
+const BACKEND_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Run `ip ARGS…`; its stderr on failure.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -101,6 +143,69 @@ fn remove_stale_namespaces() {
     }
 }
 
+/// Listeners in the backend namespace, served from ordinary threads (a socket stays in the
+/// namespace it was made in); stopped and joined on drop.
+struct Backend {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Backend {
+    /// Serve `listener` until stopped: `200 ok` to every HTTP request, or (`http` false) accept
+    /// and close, for a TCP check.
+    fn serve(&mut self, listener: TcpListener, http: bool) {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < BACKEND_LIFETIME {
+                match listener.accept() {
+                    Ok((s, _)) if http => respond_ok(s),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }));
+    }
+}
+
+/// Read one request head (bounded), answer `200 ok` and close.
+fn respond_ok(mut s: std::net::TcpStream) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One node's view of a datacenter: its health and each node's opinion (up or not).
+#[derive(Debug, PartialEq)]
+struct View {
+    health: String,
+    up: BTreeMap<u64, bool>,
+}
+
+impl View {
+    fn is(&self, health: &str, up: [bool; 3]) -> bool {
+        self.health == health && self.up == BTreeMap::from([(1, up[0]), (2, up[1]), (3, up[2])])
+    }
+}
+
 struct NsNode {
     ns: String,
     dns: SocketAddr,
@@ -112,9 +217,12 @@ struct NsNode {
 /// Everything the test made: killed and deleted on drop, also when the test panics.
 struct Lab {
     dir: tempfile::TempDir,
+    tag: String,
     bridge_ns: String,
     node_ns: Vec<String>,
     nodes: Vec<NsNode>,
+    backend_ns: Option<String>,
+    backend: Option<Backend>,
 }
 
 impl Drop for Lab {
@@ -130,7 +238,9 @@ impl Drop for Lab {
                 eprintln!("--- {} log (last 40 lines) ---\n{}", n.ns, tail.join("\n"));
             }
         }
-        for ns in self.node_ns.iter().chain(std::iter::once(&self.bridge_ns)) {
+        drop(self.backend.take());
+        let hosts = self.node_ns.iter().chain(&self.backend_ns);
+        for ns in hosts.chain(std::iter::once(&self.bridge_ns)) {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 eprintln!("cleanup: {e}");
             }
@@ -163,10 +273,11 @@ fn spawn_in_ns(ns: &str, config: &Path, log: &Path) -> Child {
 }
 
 impl Lab {
-    /// The namespaces and links; `None` (after saying why) where namespaces cannot be made.
-    fn create() -> Option<Lab> {
+    /// The namespaces and links, named after the test process and `label`; `None` (after
+    /// saying why) where namespaces cannot be made.
+    fn create(label: &str) -> Option<Lab> {
         remove_stale_namespaces();
-        let tag = format!("mrd-{}", std::process::id());
+        let tag = format!("mrd-{}-{label}", std::process::id());
         let bridge_ns = format!("{tag}-br");
         if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
             eprintln!("skipping: cannot create network namespaces: {e}");
@@ -174,9 +285,12 @@ impl Lab {
         }
         let mut lab = Lab {
             dir: tempfile::tempdir().expect("temp dir"),
+            tag: tag.clone(),
             bridge_ns: bridge_ns.clone(),
             node_ns: Vec::new(),
             nodes: Vec::new(),
+            backend_ns: None,
+            backend: None,
         };
         let br = bridge_ns.as_str();
         must(&["-n", br, "link", "set", "lo", "up"]);
@@ -186,27 +300,65 @@ impl Lab {
             let ns = format!("{tag}-{i}");
             must(&["netns", "add", &ns]);
             lab.node_ns.push(ns.clone());
-            let port = format!("v{i}");
-            must(&[
-                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
-                "netns", br,
-            ]);
-            must(&["-n", br, "link", "set", &port, "master", "br0"]);
-            must(&["-n", br, "link", "set", &port, "up"]);
-            must(&["-n", &ns, "addr", "add", &format!("10.77.0.{i}/24"), "dev", "eth0"]);
-            must(&["-n", &ns, "link", "set", "eth0", "up"]);
-            must(&["-n", &ns, "link", "set", "lo", "up"]);
+            lab.attach(&ns, &format!("v{i}"), &[&format!("10.77.0.{i}")]);
         }
         Some(lab)
     }
 
-    fn start_nodes(&mut self) {
+    /// Join namespace `ns` to the bridge: its `eth0`, the bridge's `port`, `addrs` (/24).
+    fn attach(&self, ns: &str, port: &str, addrs: &[&str]) {
+        let br = self.bridge_ns.as_str();
+        must(&[
+            "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", br,
+        ]);
+        must(&["-n", br, "link", "set", port, "master", "br0"]);
+        must(&["-n", br, "link", "set", port, "up"]);
+        for a in addrs {
+            must(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+        }
+        must(&["-n", ns, "link", "set", "eth0", "up"]);
+        must(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    /// The backend namespace on the bridge: lon's HTTP responder on `LON_BACKEND:80`, iad's
+    /// TCP listener on `IAD_BACKEND:81`. Checked from node 1's namespace before returning.
+    fn start_backend(&mut self) {
+        let ns = format!("{}-be", self.tag);
+        must(&["netns", "add", &ns]);
+        self.backend_ns = Some(ns.clone());
+        self.attach(&ns, "vb", &[LON_BACKEND, IAD_BACKEND]);
+        let mut backend = Backend {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
+        for (addr, http) in [((LON_BACKEND, 80), true), ((IAD_BACKEND, 81), false)] {
+            let listener = in_ns(&ns, || TcpListener::bind(addr))
+                .unwrap_or_else(|e| panic!("bind {addr:?} in {ns}: {e}"));
+            backend.serve(listener, http);
+        }
+        self.backend = Some(backend);
+        let web = SocketAddr::from(([10, 77, 0, 10], 80));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = in_ns(&self.node_ns[0], || http(web, "GET", "/health", None, None));
+            if matches!(r, Some((200, _))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backend not reachable from node 1: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start_nodes(&mut self, datacenters: &str) {
         let dir = self.dir.path().to_path_buf();
         let zones = dir.join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
         for (name, text) in [
             ("example.com.zone", ZONE),
-            ("datacenters.toml", DCS),
+            ("datacenters.toml", datacenters),
             ("services.toml", SERVICES),
         ] {
             std::fs::write(zones.join(name), text).expect("write file");
@@ -244,7 +396,11 @@ impl Lab {
                 if self.healthz(i + 1) == Some(200) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "node {} not healthy within 30 s", i + 1);
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} not healthy within 30 s",
+                    i + 1
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -299,7 +455,9 @@ impl Lab {
 
     fn leader(&self, id: usize) -> Option<u64> {
         let n = self.node(id);
-        let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", "/api/v1/cluster", None, None))?;
+        let (_, body) = in_ns(&n.ns, || {
+            http(n.admin, "GET", "/api/v1/cluster", None, None)
+        })?;
         serde_json::from_str::<serde_json::Value>(&body).ok()?["leader"].as_u64()
     }
 
@@ -319,6 +477,63 @@ impl Lab {
         }
     }
 
+    /// Node `id`'s view of datacenter `dc`.
+    fn view(&self, id: usize, dc: &str) -> Option<View> {
+        let n = self.node(id);
+        let path = format!("/api/v1/datacenters/{dc}");
+        let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", &path, None, None))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let up = v["opinions"]
+            .as_object()?
+            .iter()
+            .map(|(k, o)| Some((k.parse().ok()?, o["up"].as_bool()?)))
+            .collect::<Option<_>>()?;
+        Some(View {
+            health: v["health"].as_str()?.to_string(),
+            up,
+        })
+    }
+
+    /// Node `id`'s opinion of `dc` as node `asked` has it: (up, reason).
+    fn opinion(&self, asked: usize, dc: &str, id: usize) -> Option<(bool, String)> {
+        let n = self.node(asked);
+        let path = format!("/api/v1/datacenters/{dc}");
+        let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", &path, None, None))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let o = &v["opinions"][id.to_string()];
+        Some((
+            o["up"].as_bool()?,
+            o["reason"].as_str().unwrap_or("").to_string(),
+        ))
+    }
+
+    /// Poll until every node's view of `dc` is `health` with opinions `up`; the time it took.
+    fn views_settle(&self, dc: &str, health: &str, up: [bool; 3], limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let views: Vec<Option<View>> = (1..=3).map(|i| self.view(i, dc)).collect();
+            if views
+                .iter()
+                .all(|v| v.as_ref().is_some_and(|v| v.is(health, up)))
+            {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{dc} not {health} with opinions {up:?} on every node within {limit:?}: {views:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Make lon's backend unreachable from node `id` (a route, so connects fail at once), or
+    /// reachable again.
+    fn cut_backend(&self, id: usize, cut: bool) {
+        let target = format!("{LON_BACKEND}/32");
+        let op = if cut { "add" } else { "del" };
+        must(&["-n", &self.node(id).ns, "route", op, "unreachable", &target]);
+    }
+
     /// Cut (or restore) node `id`'s only link, at the bridge end.
     fn set_link(&self, id: usize, up: bool) {
         let port = format!("v{id}");
@@ -335,11 +550,12 @@ impl Lab {
 
 #[test]
 fn cut_off_node_serves_last_state_and_converges_after_heal() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let total = Instant::now();
-    let Some(mut lab) = Lab::create() else {
+    let Some(mut lab) = Lab::create("cut") else {
         return;
     };
-    lab.start_nodes();
+    lab.start_nodes(DCS);
     lab.converge(&[1, 2, 3], LON, Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     let leader = loop {
@@ -389,5 +605,93 @@ fn cut_off_node_serves_last_state_and_converges_after_heal() {
     let accepted = lab.write_until_accepted(3, "lon", "active", Duration::from_secs(15));
     let seen = lab.converge(&[1, 2, 3], LON, Duration::from_secs(5));
     eprintln!("write via node 3 accepted after {accepted:?}, seen by all after {seen:?} more");
+    eprintln!("total {:?}", total.elapsed());
+}
+
+#[test]
+fn health_needs_a_majority_to_drain_a_site() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let total = Instant::now();
+    let Some(mut lab) = Lab::create("hc") else {
+        return;
+    };
+    lab.start_backend();
+    lab.start_nodes(&health_checked_dcs());
+    let settled = lab.views_settle("lon", "healthy", [true; 3], Duration::from_secs(20));
+    lab.views_settle("iad", "healthy", [true; 3], Duration::from_secs(5));
+    lab.converge(&[1, 2, 3], LON, Duration::from_secs(5));
+    eprintln!(
+        "cluster up, lon healthy with 3 opinions after {:?} ({settled:?} after the nodes)",
+        total.elapsed()
+    );
+
+    // Node 3 alone loses the backend: its opinion goes down, the site stays.
+    lab.cut_backend(3, true);
+    let cut = Instant::now();
+    let reason = loop {
+        if let Some((false, reason)) = lab.opinion(1, "lon", 3) {
+            break reason;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "node 3's opinion of lon not down within 10 s: {:?}",
+            lab.view(1, "lon")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("node 3 sees lon down after {:?} ({reason})", cut.elapsed());
+    lab.views_settle(
+        "lon",
+        "healthy",
+        [true, true, false],
+        Duration::from_secs(5),
+    );
+    let watch = Instant::now();
+    let mut rounds = 0;
+    while watch.elapsed() < Duration::from_secs(3) {
+        for i in 1..=3 {
+            let v = lab.view(i, "lon");
+            assert!(
+                v.as_ref()
+                    .is_some_and(|v| v.is("healthy", [true, true, false])),
+                "one node's failed probes changed lon, on node {i}: {v:?}"
+            );
+            assert_eq!(
+                lab.london(i),
+                [LON],
+                "node {i} left lon with one node's opinion down"
+            );
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "lon stayed healthy and answered by every node for {:?} ({rounds} rounds)",
+        watch.elapsed()
+    );
+
+    // Node 2 loses it too: a majority sees it down, and every node drains it, node 1 as well.
+    lab.cut_backend(2, true);
+    let drained = lab.converge(&[1, 2, 3], IAD, Duration::from_secs(10));
+    eprintln!("second node cut: every node answers iad after {drained:?}");
+    assert!(
+        drained < Duration::from_secs(5),
+        "draining took {drained:?}"
+    );
+    lab.views_settle(
+        "lon",
+        "unhealthy",
+        [true, false, false],
+        Duration::from_secs(2),
+    );
+    lab.views_settle("iad", "healthy", [true; 3], Duration::from_secs(2));
+
+    // Heal both: lon is healthy again and back in every node's answers.
+    lab.cut_backend(2, false);
+    lab.cut_backend(3, false);
+    let back = lab.converge(&[1, 2, 3], LON, Duration::from_secs(10));
+    eprintln!("healed: every node answers lon after {back:?}");
+    assert!(back < Duration::from_secs(5), "coming back took {back:?}");
+    lab.views_settle("lon", "healthy", [true; 3], Duration::from_secs(5));
     eprintln!("total {:?}", total.elapsed());
 }

@@ -7,7 +7,7 @@ usage() {
   cat <<'EOF'
 usage: benches/load/run.sh [options]
   -r, --rounds N        rounds (each runs every server on every workload once)   [3]
-  -d, --duration S      seconds per dnsperf run (dnsperf -l)                      [10]
+  -d, --duration S      seconds per dnsperf run (dnsperf -l)                      [8]
   -w, --warmup S        one warm-up run per server and workload before round 1    [1]
       --servers LIST    comma list from meridian,gdnsd,knot,pdns,floor,meridian-dbip
                                                                                  [all]
@@ -33,7 +33,7 @@ Output: the table on stdout, and WORK=benches/load/work/ (results.tsv, logs, tab
 EOF
 }
 
-RT=0 NICE=-10 ROUNDS=3 DURATION=10 WARMUP=1 CLIENTS=4 OUTSTANDING=100 SUBNETS=1000 P99=1
+RT=0 NICE=-10 ROUNDS=3 DURATION=8 WARMUP=1 CLIENTS=4 OUTSTANDING=100 SUBNETS=1000 P99=1
 START_PINNED=0 INSTALL=1 BUILD=1 PORT_BASE=5390
 SERVERS="meridian,gdnsd,knot,pdns,floor,meridian-dbip"
 while [ $# -gt 0 ]; do
@@ -115,7 +115,10 @@ stop_leftovers() {
 
 # ---------------------------------------------------------------- packages
 # Debian packages: installed when missing; their services are never left running.
-DEBS_REQUIRED=(dnsperf bind9-dnsutils python3-maxminddb util-linux curl gcc libc6-dev npm)
+# Tools are looked up as commands (npm, say, may come from elsewhere), libraries as packages.
+declare -A TOOL_DEBS=( [dnsperf]=dnsperf [dig]=bind9-dnsutils [taskset]=util-linux [chrt]=util-linux
+                       [curl]=curl [cc]=gcc [jq]=jq [npm]=npm )
+LIB_DEBS=(python3-maxminddb libc6-dev)
 declare -A PEER_DEBS=( [gdnsd]="gdnsd" [knot]="knot" [pdns]="pdns-server pdns-backend-bind pdns-backend-geoip" )
 DAEMONS=(gdnsd knotd pdns_server)   # the daemons those packages may start
 missing_debs() { local p; for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done; }
@@ -139,13 +142,16 @@ stop_package_services() {
 }
 install_packages() {
   local need=() p s peer_missing=() created_policy=0
-  mapfile -t need < <(missing_debs "${DEBS_REQUIRED[@]}")
+  for p in "${!TOOL_DEBS[@]}"; do command -v "$p" >/dev/null || need+=("${TOOL_DEBS[$p]}"); done
+  mapfile -t peer_missing < <(missing_debs "${LIB_DEBS[@]}")
+  need+=("${peer_missing[@]}")
   for s in gdnsd knot pdns; do
     wanted "$s" || continue
     mapfile -t peer_missing < <(missing_debs ${PEER_DEBS[$s]})
     need+=("${peer_missing[@]}")
   done
   [ ${#need[@]} -eq 0 ] && return 0
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   if [ "$INSTALL" = 0 ]; then log "missing packages: ${need[*]} (--skip-install)"; return 0; fi
   log "installing from Debian: ${need[*]}"
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -334,6 +340,7 @@ measure() { # round server workload [warmup]
     "$(awk -v d=$((c1 - c0)) -v t="$ticks" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * d / t / (b - a) }')" \
     "$(rss_kib "$pid")" "$(threads_of "$pid")" "${VERIFIED["$s $w"]:-yes}" >> "$RESULTS"
   log "round $r $(printf '%-13s %-9s' "$s" "$w") $(printf '%8.0f qps  mean %s ms  p99 %s ms' "$qps" "$mean" "$p99")  server CPU $(tail -1 "$RESULTS" | cut -f11)%"
+  grep -v '^> ' "$out" > "${out%.txt}.summary" || true   # dnsperf's summary, without the per-answer lines
   rm -f "$out"
 }
 
@@ -347,7 +354,7 @@ mkdir -p "$WORK/runs" "$WORK/queries" "$WORK/bin"
 [ "$(id -u)" = 0 ] || log "not root: package installs will fail (use --skip-install with everything present)"
 
 install_packages
-for t in dnsperf dig taskset curl cc; do command -v "$t" >/dev/null || die "$t is missing"; done
+for t in "${!TOOL_DEBS[@]}"; do [ "$t" = npm ] || command -v "$t" >/dev/null || die "$t is missing"; done
 $PY -c 'import maxminddb' 2>/dev/null || die "python3-maxminddb is missing"
 for s in gdnsd knot pdns; do
   case $s in gdnsd) b=gdnsd ;; knot) b=knotd ;; pdns) b=pdns_server ;; esac

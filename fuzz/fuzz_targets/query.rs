@@ -34,7 +34,10 @@ use meridian::zone::parse_zone;
 const EXAMPLE_ZONE: &str = include_str!("../../zones/example.com.zone");
 const DATACENTERS: &str = include_str!("../../zones/datacenters.toml");
 const SERVICES: &str = include_str!("../../zones/services.toml");
-const GEOIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../geoip/GeoIP2-City-Test.mmdb");
+const GEOIP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../geoip/GeoIP2-City-Test.mmdb"
+);
 
 /// A zone whose answers overflow UDP replies, to exercise truncation.
 fn big_zone() -> String {
@@ -77,7 +80,10 @@ fn big_zone() -> String {
     z.push_str("tosvc IN CNAME bulk\ntogeo IN CNAME geo\n*.g IN CNAME geo\n");
     // Names near the 255-byte limit.
     let l63 = "a".repeat(63);
-    z.push_str(&format!("{l63}.{l63}.{l63}.{} IN A 10.4.0.1\n", "b".repeat(50)));
+    z.push_str(&format!(
+        "{l63}.{l63}.{l63}.{} IN A 10.4.0.1\n",
+        "b".repeat(50)
+    ));
     z.push_str(&format!("*.{l63}.{l63}.{l63} IN A 10.4.0.2\n"));
     z
 }
@@ -95,7 +101,16 @@ fn bulk_datacenters() -> Vec<Datacenter> {
                 .flat_map(|i| {
                     [
                         IpAddr::V4(Ipv4Addr::new(10, 9, d, i as u8 + 1)),
-                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 9, u16::from(d), 0, 0, 0, i + 1)),
+                        IpAddr::V6(Ipv6Addr::new(
+                            0x2001,
+                            0xdb8,
+                            9,
+                            u16::from(d),
+                            0,
+                            0,
+                            0,
+                            i + 1,
+                        )),
                     ]
                 })
                 .collect(),
@@ -118,14 +133,29 @@ fn big_services() -> Vec<Service> {
         overrides: BTreeMap::new(),
         on_all_down: OnAllDown::All,
     };
-    let mut geo = svc("geo", PolicyKind::GeoNearest, &["lon", "iad", "sin", "bulk0"], Some(3));
+    let mut geo = svc(
+        "geo",
+        PolicyKind::GeoNearest,
+        &["lon", "iad", "sin", "bulk0"],
+        Some(3),
+    );
     geo.overrides
         .insert("country:GB".into(), vec!["bulk1".into(), "lon".into()]);
     geo.overrides
         .insert("continent:AS".into(), vec!["bulk2".into()]);
     vec![
-        svc("bulk", PolicyKind::RoundRobin, &["bulk0", "bulk1", "bulk2"], None),
-        svc("wbulk", PolicyKind::Weighted, &["bulk0", "bulk1", "sin"], Some(2)),
+        svc(
+            "bulk",
+            PolicyKind::RoundRobin,
+            &["bulk0", "bulk1", "bulk2"],
+            None,
+        ),
+        svc(
+            "wbulk",
+            PolicyKind::Weighted,
+            &["bulk0", "bulk1", "sin"],
+            Some(2),
+        ),
         geo,
         svc("@", PolicyKind::GeoNearest, &["lon", "iad", "sin"], None),
     ]
@@ -168,20 +198,32 @@ fn check(snap: &Snapshot, req: &Request<'_>, transport: Transport, out: &mut Vec
     let outcome = answer(snap, req, &client, out);
     assert_eq!(outcome.len, out.len(), "Outcome.len is the reply's length");
     assert!(out.len() >= 12, "reply shorter than a header: {out:02x?}");
-    assert_eq!(u16::from_be_bytes([out[0], out[1]]), req.id, "ID not echoed");
+    assert_eq!(
+        u16::from_be_bytes([out[0], out[1]]),
+        req.id,
+        "ID not echoed"
+    );
     assert!(out[2] & 0x80 != 0, "QR not set");
     if transport == Transport::Udp {
         let limit = match req.edns {
             None => MIN_UDP_PAYLOAD,
             Some(e) => e.udp_size.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD),
         } as usize;
-        assert!(out.len() <= MAX_UDP_PAYLOAD as usize, "UDP reply over 1232: {}", out.len());
+        assert!(
+            out.len() <= MAX_UDP_PAYLOAD as usize,
+            "UDP reply over 1232: {}",
+            out.len()
+        );
         assert!(
             req.edns.is_some() || out.len() <= MIN_UDP_PAYLOAD as usize,
             "UDP reply without OPT over 512: {}",
             out.len()
         );
-        assert!(out.len() <= limit, "UDP reply {} over the client's {limit}", out.len());
+        assert!(
+            out.len() <= limit,
+            "UDP reply {} over the client's {limit}",
+            out.len()
+        );
     } else {
         assert!(!outcome.truncated, "TC over TCP");
     }
@@ -191,7 +233,11 @@ fn check(snap: &Snapshot, req: &Request<'_>, transport: Transport, out: &mut Vec
         Ok(m) => m,
         Err(e) => panic!("reply does not decode: {e}\nrequest: {req:?}\nreply: {out:02x?}"),
     };
-    assert!(decoder.is_empty(), "{} bytes after the message: {out:02x?}", decoder.len());
+    assert!(
+        decoder.is_empty(),
+        "{} bytes after the message: {out:02x?}",
+        decoder.len()
+    );
     assert_eq!(msg.metadata.id, req.id);
     assert_eq!(msg.metadata.message_type, MessageType::Response);
     assert_eq!(
@@ -199,7 +245,11 @@ fn check(snap: &Snapshot, req: &Request<'_>, transport: Transport, out: &mut Vec
         req.edns.is_some(),
         "OPT in the reply iff in the query: {req:?}"
     );
-    assert_eq!(u16::from(msg.metadata.response_code), outcome.rcode, "RCODE");
+    assert_eq!(
+        u16::from(msg.metadata.response_code),
+        outcome.rcode,
+        "RCODE"
+    );
     assert_eq!(msg.metadata.truncation, outcome.truncated, "TC flag");
     if req.question.is_some() {
         assert_eq!(msg.queries.len(), 1, "question not echoed");

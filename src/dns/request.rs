@@ -110,6 +110,13 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let opcode = (packet[2] >> 3) & 0x0f;
+    // A message we cannot read to the end is FORMERR, or NOTIMP when its opcode is not
+    // QUERY (that answer needs nothing more of it): either way it echoes what was read.
+    let unreadable = if opcode != 0 {
+        Kind::NotImp
+    } else {
+        Kind::FormErr
+    };
     let mut req = Request {
         id,
         opcode,
@@ -117,34 +124,26 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
         cd: packet[3] & 0x10 != 0,
         question: None,
         edns: None,
-        kind: Kind::FormErr,
+        kind: unreadable,
     };
     let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
     let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
-    let mut pos = 12;
-    if qd == 1 {
-        let Some((raw, end)) = read_question_name(packet, pos) else {
-            return Some(req);
-        };
-        if end + 4 > packet.len() {
-            return Some(req);
-        }
-        req.question = Some(Question {
-            raw,
-            name: NameBuf::lower(raw),
-            qtype: count(end),
-            qclass: count(end + 2),
-        });
-        pos = end + 4;
-    }
-    if opcode != 0 {
-        // NOTIMP echoes what could be read; nothing more of the message matters.
-        req.kind = Kind::NotImp;
-        return Some(req);
-    }
     if qd != 1 {
         return Some(req);
     }
+    let Some((raw, end)) = read_question_name(packet, 12) else {
+        return Some(req);
+    };
+    if end + 4 > packet.len() {
+        return Some(req);
+    }
+    req.question = Some(Question {
+        raw,
+        name: NameBuf::lower(raw),
+        qtype: count(end),
+        qclass: count(end + 2),
+    });
+    let mut pos = end + 4;
     for _ in 0..(an as u32 + ns as u32) {
         match skip_record(packet, pos) {
             Some((end, _)) => pos = end,
@@ -157,13 +156,15 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
         };
         if opt.is_some() {
             if req.edns.is_some() {
-                return Some(req); // RFC 6891 §6.1.1: more than one OPT is FORMERR
+                req.kind = Kind::FormErr; // RFC 6891 §6.1.1: more than one OPT
+                return Some(req);
             }
             match parse_opt(&packet[pos..end]) {
                 Ok(edns) => req.edns = Some(edns),
                 Err(edns) => {
                     // Keep what was read so that the FORMERR carries an OPT (RFC 6891 §7).
                     req.edns = edns;
+                    req.kind = Kind::FormErr;
                     return Some(req);
                 }
             }
@@ -173,6 +174,11 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
     if pos != packet.len() {
         return Some(req); // trailing garbage
     }
+    if opcode != 0 {
+        req.kind = Kind::NotImp;
+        return Some(req);
+    }
+    req.kind = Kind::FormErr;
     if let Some(q) = &req.question {
         if q.qtype == rtype::OPT {
             return Some(req); // RFC 6891 §6.1.1: OPT is not a question type

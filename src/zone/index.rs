@@ -2,7 +2,7 @@
 //! delegation cuts, CNAMEs and wildcards worked out when the index is built, so that a query
 //! is a few hash look-ups over borrowed byte slices and never allocates.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
@@ -104,7 +104,7 @@ impl Zone {
     pub fn build(file: &ZoneFile, services: &[(Box<[u8]>, u32)]) -> Result<Zone, IndexError> {
         let origin = file.origin.to_lowercase();
         let origin_wire = wire_lower(&origin);
-        let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+        let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::default();
         let mut soa_fields = None;
         for record in &file.records {
             let owner = wire_lower(&record.name);

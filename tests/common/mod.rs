@@ -190,7 +190,11 @@ fn spawn_owned(cmd: &mut Command) -> Child {
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -280,7 +284,8 @@ pub fn parse_dig(text: &str) -> Dig {
             d.flags = flags.split_whitespace().map(str::to_string).collect();
             continue;
         }
-        if line.starts_with(";; ") && line.ends_with("SECTION:") || line == ";; OPT PSEUDOSECTION:" {
+        if line.starts_with(";; ") && line.ends_with("SECTION:") || line == ";; OPT PSEUDOSECTION:"
+        {
             section = if line.contains("OPT") {
                 "opt"
             } else if line.contains("QUESTION") {
@@ -305,7 +310,11 @@ pub fn parse_dig(text: &str) -> Dig {
                 if line.starts_with(";; ") {
                     section = "";
                     if line.ends_with("SECTION:") {
-                        section = if line.contains("QUESTION") { "question" } else { "" };
+                        section = if line.contains("QUESTION") {
+                            "question"
+                        } else {
+                            ""
+                        };
                     }
                 } else {
                     d.opt.push(line.to_string());
@@ -364,7 +373,10 @@ pub fn http(
     }
     let (ctype, data) = body.unwrap_or(("application/json", ""));
     if body.is_some() || method != "GET" {
-        req.push_str(&format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n", data.len()));
+        req.push_str(&format!(
+            "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
+            data.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(data);
@@ -374,7 +386,10 @@ pub fn http(
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -457,7 +472,11 @@ impl ClusterNode {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("node {} not healthy within {limit:?}:\n{}", self.id, self.at.log());
+        panic!(
+            "node {} not healthy within {limit:?}:\n{}",
+            self.id,
+            self.at.log()
+        );
     }
 }
 
@@ -476,7 +495,13 @@ pub struct TestCluster {
     peers: String,
 }
 
-fn cluster_config(id: u64, dns: SocketAddr, admin: SocketAddr, raft: SocketAddr, peers: &str) -> String {
+fn cluster_config(
+    id: u64,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    raft: SocketAddr,
+    peers: &str,
+) -> String {
     format!(
         "node_id = {id}\ndata_dir = \"data{id}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
         geoip_db().display()
