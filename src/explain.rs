@@ -80,8 +80,8 @@ pub fn explain(
     qtype: &str,
     client: IpAddr,
 ) -> Result<Explanation, ExplainError> {
-    let mut qname =
-        Name::from_ascii(name.trim()).map_err(|e| ExplainError::Name(name.into(), e.to_string()))?;
+    let mut qname = Name::from_ascii(name.trim())
+        .map_err(|e| ExplainError::Name(name.into(), e.to_string()))?;
     qname.set_fqdn(true);
     let rtype: RecordType = qtype
         .trim()
@@ -101,10 +101,13 @@ pub fn explain(
         &mut out,
     );
     let msg = Message::from_vec(&out).map_err(|e| ExplainError::Decode(e.to_string()))?;
-    let ecs_scope = msg.edns.as_ref().and_then(|e| match e.option(EdnsCode::Subnet) {
-        Some(EdnsOption::Subnet(cs)) => Some(cs.scope_prefix()),
-        _ => None,
-    });
+    let ecs_scope = msg
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(cs)) => Some(cs.scope_prefix()),
+            _ => None,
+        });
     let service = service_why(snap, &qname, client);
     Ok(Explanation {
         name: qname.to_string(),
@@ -194,12 +197,20 @@ fn service_why(snap: &Snapshot, qname: &Name, client: IpAddr) -> Option<ServiceW
 
 impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "question: {} {} from {}", self.name, self.qtype, self.client)?;
+        writeln!(
+            f,
+            "question: {} {} from {}",
+            self.name, self.qtype, self.client
+        )?;
         writeln!(
             f,
             "answer:   {}{}",
             self.rcode,
-            if self.authoritative { " (authoritative)" } else { "" }
+            if self.authoritative {
+                " (authoritative)"
+            } else {
+                ""
+            }
         )?;
         for a in &self.answers {
             writeln!(f, "  {a}")?;

@@ -169,7 +169,11 @@ fn init_tracing(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MERIDIAN_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_proto=warn,openraft=warn,sled=warn")));
+        .unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{level},hickory_proto=warn,openraft=warn,sled=warn"
+            ))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -66,23 +66,27 @@ pub fn worker() -> Worker {
     Worker::new(WORKER.with(Cell::get))
 }
 
-/// Eight counters on one cache line.
-#[repr(align(64))]
+/// Counters per [`Line`].
+const PER_LINE: usize = 16;
+
+/// Sixteen counters on a pair of cache lines (128 bytes: the adjacent-line prefetcher
+/// fetches lines in pairs, so a worker's block is a whole number of pairs).
+#[repr(align(128))]
 #[derive(Default)]
-struct Line([AtomicU64; 8]);
+struct Line([AtomicU64; PER_LINE]);
 
 /// `len` counters, each with a slot per worker. A worker's counters are contiguous and
-/// start on a cache line of their own.
+/// share no cache line (nor line pair) with another worker's.
 pub struct CounterArray {
     len: usize,
-    /// Cache lines per worker.
+    /// Lines per worker.
     stride: usize,
     lines: Box<[Line]>,
 }
 
 impl CounterArray {
     pub fn new(len: usize) -> CounterArray {
-        let stride = len.div_ceil(8).max(1);
+        let stride = len.div_ceil(PER_LINE).max(1);
         CounterArray {
             len,
             stride,
@@ -104,13 +108,16 @@ impl CounterArray {
         if i >= self.len {
             return;
         }
-        let Some(line) = self.lines.get(w.slot * self.stride + i / 8) else {
+        let Some(line) = self.lines.get(w.slot * self.stride + i / PER_LINE) else {
             return;
         };
-        let cell = &line.0[i % 8];
+        let cell = &line.0[i % PER_LINE];
         if w.is_own() {
             // Only this thread writes this slot: no read-modify-write needed.
-            cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
         } else {
             cell.fetch_add(n, Ordering::Relaxed);
         }
@@ -122,7 +129,9 @@ impl CounterArray {
             return 0;
         }
         (0..MAX_WORKERS)
-            .map(|w| self.lines[w * self.stride + i / 8].0[i % 8].load(Ordering::Relaxed))
+            .map(|w| {
+                self.lines[w * self.stride + i / PER_LINE].0[i % PER_LINE].load(Ordering::Relaxed)
+            })
             .fold(0u64, u64::wrapping_add)
     }
 }
@@ -275,13 +284,13 @@ impl QueryStats {
                 }
             }
         }
-        for p in 1..POLICIES.len() {
+        for (p, policy) in POLICIES.iter().enumerate().skip(1) {
             for (k, &q) in SERVICE_QTYPES.iter().enumerate() {
                 let n = self
                     .cells
                     .get(PLAIN_CELLS + (p - 1) * SERVICE_QTYPES.len() + k);
                 if n > 0 {
-                    f(QTYPES[q], RCODES[0], POLICIES[p], n);
+                    f(QTYPES[q], RCODES[0], policy, n);
                 }
             }
         }
@@ -341,7 +350,10 @@ mod tests {
                 })
             })
             .collect();
-        let slots: Vec<usize> = threads.into_iter().map(|t| t.join().expect("join")).collect();
+        let slots: Vec<usize> = threads
+            .into_iter()
+            .map(|t| t.join().expect("join"))
+            .collect();
         assert_eq!(c.sum(), (MAX_WORKERS as u64 + 4) * 5_000);
         assert!(slots.contains(&SHARED), "{slots:?}");
         let mut own: Vec<usize> = slots.into_iter().filter(|&s| s != SHARED).collect();
@@ -353,16 +365,16 @@ mod tests {
 
     #[test]
     fn worker_blocks_do_not_share_cache_lines() {
-        let a = CounterArray::new(9);
+        let a = CounterArray::new(17);
         assert_eq!(a.stride, 2);
-        assert_eq!(std::mem::align_of::<Line>(), 64);
+        assert_eq!(std::mem::align_of::<Line>(), 128);
         let w0 = &a.lines[0] as *const Line as usize;
         let w1 = &a.lines[a.stride] as *const Line as usize;
-        assert_eq!(w0 % 64, 0);
-        assert!(w1 - w0 >= 128);
-        a.add(worker(), 8, 3);
-        a.add(worker(), 9, 3); // out of range: ignored
-        assert_eq!((a.get(8), a.get(7), a.get(9)), (3, 0, 0));
+        assert_eq!(w0 % 128, 0);
+        assert_eq!(w1 - w0, 256);
+        a.add(worker(), 16, 3);
+        a.add(worker(), 17, 3); // out of range: ignored
+        assert_eq!((a.get(16), a.get(15), a.get(17)), (3, 0, 0));
     }
 
     #[test]
@@ -396,7 +408,12 @@ mod tests {
         let mut cells = std::collections::HashSet::new();
         for q in 0..QTYPES.len() {
             for r in 0..RCODES.len() {
-                for p in [Policy::None, Policy::RoundRobin, Policy::Weighted, Policy::GeoNearest] {
+                for p in [
+                    Policy::None,
+                    Policy::RoundRobin,
+                    Policy::Weighted,
+                    Policy::GeoNearest,
+                ] {
                     let c = QueryStats::cell(q, r, p);
                     assert!(c < QUERY_CELLS);
                     if p == Policy::None || (r == 0 && SERVICE_QTYPES.contains(&q)) {

@@ -159,7 +159,11 @@ pub enum OverrideKey {
 impl OverrideKey {
     /// `country:GB` / `continent:EU` (any case).
     pub fn parse(s: &str) -> Result<OverrideKey, ModelError> {
-        let bad = || ModelError::Invalid(format!("override key {s:?} must be country:XX or continent:XX"));
+        let bad = || {
+            ModelError::Invalid(format!(
+                "override key {s:?} must be country:XX or continent:XX"
+            ))
+        };
         let (kind, code) = s.split_once(':').ok_or_else(bad)?;
         let code = code.trim().to_ascii_uppercase();
         let bytes: [u8; 2] = code.as_bytes().try_into().map_err(|_| bad())?;
@@ -301,10 +305,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl Service {
     /// Check the definition against the known datacenter ids.
-    pub fn validate<'a>(
-        &self,
-        mut known: impl FnMut(&str) -> bool + 'a,
-    ) -> Result<(), ModelError> {
+    pub fn validate<'a>(&self, mut known: impl FnMut(&str) -> bool + 'a) -> Result<(), ModelError> {
         let who = format!("service {} in {}", self.name, self.zone);
         if self.name.trim().is_empty() {
             return Err(ModelError::Invalid(format!("{who}: name is empty")));
@@ -314,7 +315,11 @@ impl Service {
                 "{who}: at least one datacenter is required"
             )));
         }
-        for dc in self.datacenters.iter().chain(self.overrides.values().flatten()) {
+        for dc in self
+            .datacenters
+            .iter()
+            .chain(self.overrides.values().flatten())
+        {
             if !known(dc) {
                 return Err(ModelError::UnknownDatacenter(dc.clone()));
             }
@@ -331,7 +336,9 @@ impl Service {
             OverrideKey::parse(key).map_err(|e| ModelError::Invalid(format!("{who}: {e}")))?;
         }
         if self.answers == Some(0) {
-            return Err(ModelError::Invalid(format!("{who}: answers must be at least 1")));
+            return Err(ModelError::Invalid(format!(
+                "{who}: answers must be at least 1"
+            )));
         }
         if self.ttl > 604_800 {
             return Err(ModelError::Invalid(format!(

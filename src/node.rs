@@ -179,7 +179,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let handle = started.handle.clone();
     let raft_task = tokio::spawn(serve_http(raft_listener, started.rpc, "raft"));
 
-    let publisher = snapshot::channel(Snapshot::empty(config.node_id));
+    // The builder keeps the query counters across snapshots; the first, empty one counts
+    // into them too.
+    let builder = Builder::new(config.node_id, geo);
+    let publisher = snapshot::channel(builder.empty());
     let reader = publisher.reader();
     let import_expected = bootstrap.is_some()
         && config.raft_peers.contains_key(&config.node_id)
@@ -191,11 +194,23 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         dns_listening: Arc::new(AtomicBool::new(false)),
     };
     let (updates, updates_rx) = tokio::sync::mpsc::channel(16);
-    let health_task = tokio::spawn(health_loop(started.applied.clone(), handle.clone()));
+    let (verdict_tx, verdicts) = tokio::sync::mpsc::channel(256);
+    let prober = Arc::new(health::Prober::start(verdict_tx));
+    // `/metrics` reads the prober's statistics; the health loop alone keeps it alive.
+    let probe_stats: admin::ProbeStatsFn = {
+        let prober = Arc::downgrade(&prober);
+        Arc::new(move || prober.upgrade().map(|p| p.stats()).unwrap_or_default())
+    };
+    let health_task = tokio::spawn(health_loop(
+        started.applied.clone(),
+        handle.clone(),
+        prober,
+        verdicts,
+    ));
     let publisher_task = tokio::spawn(publish_loop(
         updates_rx,
         started.applied,
-        Builder::new(config.node_id, geo),
+        builder,
         publisher,
         gate.clone(),
     ));
@@ -215,13 +230,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let pool = tcp::Pool::new(tcp::TcpLimits::default());
     let mut tcp_tasks = Vec::new();
     for addr in &config.dns_listen {
-        let socket = udp::bind(*addr).with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
+        let socket =
+            udp::bind(*addr).with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
         udp_threads.extend(
             udp::spawn(socket, threads, reader.clone(), stop.clone())
                 .context("cannot start UDP workers")?,
         );
-        let listener = bind_tcp(*addr).with_context(|| format!("cannot bind DNS (TCP) to {addr}"))?;
-        tcp_tasks.push(tokio::spawn(tcp::serve(listener, pool.clone(), reader.clone())));
+        let listener =
+            bind_tcp(*addr).with_context(|| format!("cannot bind DNS (TCP) to {addr}"))?;
+        tcp_tasks.push(tokio::spawn(tcp::serve(
+            listener,
+            pool.clone(),
+            reader.clone(),
+        )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
     let admin = admin::router(admin::AdminContext {
@@ -229,6 +250,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         reader: reader.clone(),
         ready: ready.clone(),
         token: config.admin_token.clone(),
+        probes: Some(probe_stats),
     });
     let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
     // DNS is listening: the publish of a loaded state may now say ready.
@@ -334,9 +356,12 @@ async fn import_bootstrap(
 /// Probe every datacenter with a health check, and propose this node's verdicts (the
 /// first, each transition, the periodic re-affirmation) to the log. The probers follow the
 /// applied state: a datacenter added, changed or removed starts, restarts or stops its.
-async fn health_loop(mut applied: tokio::sync::watch::Receiver<cluster::Applied>, handle: cluster::Handle) {
-    let (tx, mut verdicts) = tokio::sync::mpsc::channel(256);
-    let prober = health::Prober::start(tx);
+async fn health_loop(
+    mut applied: tokio::sync::watch::Receiver<cluster::Applied>,
+    handle: cluster::Handle,
+    prober: Arc<health::Prober>,
+    mut verdicts: tokio::sync::mpsc::Receiver<health::Verdict>,
+) {
     let node = handle.node_id();
     loop {
         let dcs = applied.borrow_and_update().state.datacenter_list();
@@ -463,21 +488,30 @@ async fn watch_geoip(paths: Vec<std::path::PathBuf>, updates: tokio::sync::mpsc:
                     return;
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "new GeoIP database refused; keeping the old one"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "new GeoIP database refused; keeping the old one")
+            }
             Err(e) => tracing::warn!(error = %e, "GeoIP reload failed"),
         }
     }
 }
 
 /// Identity of each file: device, inode, size and modification time.
-fn fingerprint(paths: &[std::path::PathBuf]) -> Vec<Option<(u64, u64, u64, std::time::SystemTime)>> {
+fn fingerprint(
+    paths: &[std::path::PathBuf],
+) -> Vec<Option<(u64, u64, u64, std::time::SystemTime)>> {
     use std::os::unix::fs::MetadataExt;
     paths
         .iter()
         .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.dev(), m.ino(), m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+            std::fs::metadata(p).ok().map(|m| {
+                (
+                    m.dev(),
+                    m.ino(),
+                    m.len(),
+                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                )
+            })
         })
         .collect()
 }

@@ -69,7 +69,9 @@ impl DcEntry {
     /// address of the family asked for.
     #[inline]
     pub fn eligible(&self, family: Family) -> bool {
-        self.def.state == DcState::Active && self.def.health != Health::Unhealthy && self.has(family)
+        self.def.state == DcState::Active
+            && self.def.health != Health::Unhealthy
+            && self.has(family)
     }
 }
 
@@ -146,11 +148,16 @@ impl Plan {
             dcs.get(id)
                 .ok_or_else(|| PlanError::UnknownDatacenter(who.clone(), id.clone()))
         };
-        let members: Box<[u16]> = service.datacenters.iter().map(idx).collect::<Result<_, _>>()?;
+        let members: Box<[u16]> = service
+            .datacenters
+            .iter()
+            .map(idx)
+            .collect::<Result<_, _>>()?;
         let key = if service.policy == PolicyKind::GeoNearest {
             let mut overrides = Vec::new();
             for (k, list) in &service.overrides {
-                let key = OverrideKey::parse(k).map_err(|e| PlanError::Invalid(who.clone(), e.to_string()))?;
+                let key = OverrideKey::parse(k)
+                    .map_err(|e| PlanError::Invalid(who.clone(), e.to_string()))?;
                 overrides.push((key, list.iter().map(idx).collect::<Result<Vec<_>, _>>()?));
             }
             overrides.sort();
@@ -282,11 +289,24 @@ pub fn pick(
     let e = |i: u16| &dcs.entries[i as usize];
     match plan.service.policy {
         PolicyKind::RoundRobin => {
-            let n = plan.members.iter().filter(|&&m| e(m).eligible(family)).count();
+            let n = plan
+                .members
+                .iter()
+                .filter(|&&m| e(m).eligible(family))
+                .count();
             if n > 0 {
                 let start = (tick % n as u64) as usize;
-                let eligible = plan.members.iter().copied().filter(|&m| e(m).eligible(family));
-                for m in eligible.clone().skip(start).chain(eligible.take(start)).take(plan.cap) {
+                let eligible = plan
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&m| e(m).eligible(family));
+                for m in eligible
+                    .clone()
+                    .skip(start)
+                    .chain(eligible.take(start))
+                    .take(plan.cap)
+                {
                     out.push(m);
                 }
             }
@@ -325,12 +345,21 @@ pub fn pick(
             let (order, scope): (&[u16], u8) = match &plan.geo {
                 Some(g) => {
                     let (k, scope) = g.table.lookup(client);
-                    (g.orders.get(k as usize).map_or(&plan.members[..], |o| &o[..]), scope)
+                    (
+                        g.orders
+                            .get(k as usize)
+                            .map_or(&plan.members[..], |o| &o[..]),
+                        scope,
+                    )
                 }
                 None => (&plan.members[..], 0),
             };
             out.scope = scope;
-            for &m in order.iter().filter(|&&m| e(m).eligible(family)).take(plan.cap) {
+            for &m in order
+                .iter()
+                .filter(|&&m| e(m).eligible(family))
+                .take(plan.cap)
+            {
                 out.push(m);
             }
         }

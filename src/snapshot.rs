@@ -189,7 +189,10 @@ impl Builder {
                 }
             };
             if seen.insert(name.clone(), ()).is_some() {
-                problems.push(format!("service {} in {} is defined twice", svc.name, svc.zone));
+                problems.push(format!(
+                    "service {} in {} is defined twice",
+                    svc.name, svc.zone
+                ));
                 continue;
             }
             match Plan::new(svc.clone(), &dcs) {
@@ -302,8 +305,8 @@ type WireName = Box<[u8]>;
 /// A service's zone origin and absolute name, as lower-case wire names.
 fn service_name(svc: &Service) -> Result<(WireName, WireName), String> {
     let who = || format!("service {} in {}", svc.name, svc.zone);
-    let mut origin = Name::from_ascii(svc.zone.trim())
-        .map_err(|e| format!("{}: bad zone name: {e}", who()))?;
+    let mut origin =
+        Name::from_ascii(svc.zone.trim()).map_err(|e| format!("{}: bad zone name: {e}", who()))?;
     origin.set_fqdn(true);
     let name = match svc.name.trim() {
         "@" => origin.clone(),

@@ -39,7 +39,11 @@ fn check_accepts_a_good_config_and_zone() {
     std::fs::write(dir.path().join("zones/example.net.zone"), ZONE).expect("zone");
     let cfg = write_config(dir.path(), &minimal_config("\"127.0.0.1:1\""));
     let out = meridian(&["check", "--config", cfg.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -67,10 +71,20 @@ fn check_binds_no_port() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
     std::fs::write(dir.path().join("zones/example.net.zone"), ZONE).expect("zone");
-    let cfg = write_config(dir.path(), &minimal_config(&format!("\"127.0.0.1:{port}\"")));
+    let cfg = write_config(
+        dir.path(),
+        &minimal_config(&format!("\"127.0.0.1:{port}\"")),
+    );
     let out = meridian(&["check", "--config", cfg.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!dir.path().join("data").exists(), "check created the data dir");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "check created the data dir"
+    );
 }
 
 #[test]
@@ -92,8 +106,13 @@ fn sigterm_stops_the_node_within_seconds() {
         files: &[("example.net.zone", ZONE)],
         extra_config: "",
     });
-    assert_eq!(node.dig(&["www.example.net"]).answer_data("A"), vec!["192.0.2.80"]);
-    let status = node.terminate(Duration::from_secs(5)).expect("exited within 5 s");
+    assert_eq!(
+        node.dig(&["www.example.net"]).answer_data("A"),
+        vec!["192.0.2.80"]
+    );
+    let status = node
+        .terminate(Duration::from_secs(5))
+        .expect("exited within 5 s");
     assert!(status.success(), "{status}");
 }
 
@@ -122,11 +141,15 @@ fn serves_ipv6_and_replies_from_the_address_queried_on_a_wildcard() {
         assert!(std::time::Instant::now() < deadline, "not healthy");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let v6 = common::dig_at(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), &["www.example.net"]);
+    let v6 = common::dig_at(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        &["www.example.net"],
+    );
     assert_eq!(v6.answer_data("A"), vec!["192.0.2.80"], "{}", v6.raw);
     // Ask 127.0.0.2 on the wildcard socket: the reply must come from 127.0.0.2.
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     let mut q = vec![0xab, 0xcd, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     q.extend_from_slice(b"\x03www\x07example\x03net\x00\x00\x01\x00\x01");
     let to = SocketAddr::from(([127, 0, 0, 2], port));
@@ -152,14 +175,39 @@ fn explain_gives_the_answer_and_the_reasons() {
         + &format!("[geoip]\ndatabase = \"{}\"\n", common::geoip_db().display());
     let cfg = write_config(dir.path(), &body);
     let cfg = cfg.to_str().expect("utf8");
-    let out = meridian(&["explain", "--config", cfg, "www.example.com", "A", "81.2.69.142"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = meridian(&[
+        "explain",
+        "--config",
+        cfg,
+        "www.example.com",
+        "A",
+        "81.2.69.142",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("198.51.100.1"), "{text}");
     assert!(text.contains("GB EU"), "{text}");
     assert!(text.contains("ecs scope: /"), "{text}");
-    let out = meridian(&["explain", "--config", cfg, "--json", "www.example.com", "A", "175.16.199.1"]);
+    let out = meridian(&[
+        "explain",
+        "--config",
+        cfg,
+        "--json",
+        "www.example.com",
+        "A",
+        "175.16.199.1",
+    ]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(json["answers"][0].as_str().map(|s| s.ends_with("198.51.100.3")), Some(true), "{json}");
+    assert_eq!(
+        json["answers"][0]
+            .as_str()
+            .map(|s| s.ends_with("198.51.100.3")),
+        Some(true),
+        "{json}"
+    );
     assert_eq!(json["service"]["client_location"]["country"], "CN");
 }

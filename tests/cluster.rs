@@ -193,7 +193,11 @@ fn three_node_cluster_replicates_survives_and_restarts() {
     let (status, body) = patch_state(&refs[0], "lon", "active");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"error\""), "{body}");
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(http_get(refs[0].admin, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(london(&refs[0]), vec!["198.51.100.2"]);
 }

@@ -71,9 +71,14 @@ fn rfc1035_soa_and_ns_at_apex() {
     assert_eq!(d.status, "NOERROR");
     assert!(d.has_flag("aa"));
     assert_eq!(d.answer.len(), 1, "{}", d.raw);
-    assert!(d.answer[0].data.starts_with("ns1.example.net. hostmaster.example.net. 2026112501"));
+    assert!(d.answer[0]
+        .data
+        .starts_with("ns1.example.net. hostmaster.example.net. 2026112501"));
     let d = node().dig(&["example.net", "NS"]);
-    assert_eq!(d.answer_data("NS"), vec!["ns1.example.net.", "ns2.example.net."]);
+    assert_eq!(
+        d.answer_data("NS"),
+        vec!["ns1.example.net.", "ns2.example.net."]
+    );
     assert!(d.has_flag("aa"));
 }
 
@@ -206,7 +211,12 @@ fn rfc6891_edns_version_1_gets_badvers() {
 
 #[test]
 fn rfc6891_do_bit_copied_and_unknown_options_and_flags_not_echoed() {
-    let d = node().dig(&["+dnssec", "+ednsopt=65001:abcd", "+ednsflags=0x40", "www.example.net"]);
+    let d = node().dig(&[
+        "+dnssec",
+        "+ednsopt=65001:abcd",
+        "+ednsflags=0x40",
+        "www.example.net",
+    ]);
     assert_eq!(d.status, "NOERROR", "{}", d.raw);
     let edns = d.opt_line("EDNS:").expect("OPT in reply");
     assert!(edns.contains("flags: do;"), "{edns}");
@@ -241,7 +251,11 @@ fn rfc1035_rd_copied() {
 fn rfc4343_question_case_echoed() {
     let d = node().dig(&["WwW.ExAmPlE.NeT", "A"]);
     assert_eq!(d.question.len(), 1);
-    assert!(d.question[0].starts_with("WwW.ExAmPlE.NeT."), "{:?}", d.question);
+    assert!(
+        d.question[0].starts_with("WwW.ExAmPlE.NeT."),
+        "{:?}",
+        d.question
+    );
     assert_eq!(d.answer_data("A"), vec!["192.0.2.80"]);
 }
 
@@ -269,7 +283,13 @@ fn rfc2181_truncation_over_udp_and_full_answer_over_tcp() {
 #[test]
 fn rfc5936_axfr_and_ixfr_refused() {
     let out = std::process::Command::new("dig")
-        .args(["@127.0.0.1", "-p", &node().dns.port().to_string(), "example.net", "AXFR"])
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &node().dns.port().to_string(),
+            "example.net",
+            "AXFR",
+        ])
         .output()
         .expect("dig");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -407,12 +427,17 @@ fn garbage_packets_leave_the_server_answering() {
     let mut packets: Vec<Vec<u8>> = vec![
         vec![],
         vec![1, 2, 3],
-        header(1, 0, 1, 0),                      // header only
+        header(1, 0, 1, 0), // header only
         [header(2, 0, 1, 0), b"\xc0\x0c\x00\x01\x00\x01".to_vec()].concat(), // pointer to itself
         [header(3, 0, 1, 0), b"\xc0\x12\x00\x01\x00\x01".to_vec()].concat(), // pointer forward
-        [header(4, 0, 1, 0), vec![0x3f; 300]].concat(),                     // over-long name
-        [header(5, 0, 0xffff, 0xffff), WWW.to_vec()].concat(),               // lying counts
-        [header(6, 0, 1, 1), WWW.to_vec(), vec![0, 1, 0, 1, 0, 0, 41, 0, 0]].concat(), // cut OPT
+        [header(4, 0, 1, 0), vec![0x3f; 300]].concat(), // over-long name
+        [header(5, 0, 0xffff, 0xffff), WWW.to_vec()].concat(), // lying counts
+        [
+            header(6, 0, 1, 1),
+            WWW.to_vec(),
+            vec![0, 1, 0, 1, 0, 0, 41, 0, 0],
+        ]
+        .concat(), // cut OPT
     ];
     for _ in 0..300 {
         let len = (next() % 200) as usize;

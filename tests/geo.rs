@@ -131,7 +131,11 @@ fn geo_nearest_sends_each_client_to_its_nearest_site() {
         ("2001:218::/32", "198.51.100.3"),    // Japan
     ];
     for (subnet, want) in cases {
-        assert_eq!(a_for("www.example.com", subnet), vec![want], "client {subnet}");
+        assert_eq!(
+            a_for("www.example.com", subnet),
+            vec![want],
+            "client {subnet}"
+        );
     }
 }
 
@@ -169,18 +173,30 @@ fn rfc7871_ecs_zero_prefix_uses_the_source_address_with_scope_zero() {
 fn client_without_location_gets_listed_order() {
     let d = node().dig(&["www.example.com", "A"]);
     assert_eq!(d.answer_data("A"), vec!["198.51.100.1"], "{}", d.raw);
-    assert!(d.opt_line("CLIENT-SUBNET:").is_none(), "no ECS asked, none echoed");
+    assert!(
+        d.opt_line("CLIENT-SUBNET:").is_none(),
+        "no ECS asked, none echoed"
+    );
     assert_eq!(d.answer[0].ttl, 60, "service TTL");
 }
 
 #[test]
 fn overrides_by_country_then_continent_at_the_apex() {
     // Linköping, SE → country override → sin
-    assert_eq!(a_for("example.com", "89.160.20.112/32"), vec!["198.51.100.3"]);
+    assert_eq!(
+        a_for("example.com", "89.160.20.112/32"),
+        vec!["198.51.100.3"]
+    );
     // Changchun, AS → continent override → lon
-    assert_eq!(a_for("example.com", "175.16.199.0/24"), vec!["198.51.100.1"]);
+    assert_eq!(
+        a_for("example.com", "175.16.199.0/24"),
+        vec!["198.51.100.1"]
+    );
     // Milton, US → no override → nearest
-    assert_eq!(a_for("example.com", "216.160.83.56/32"), vec!["198.51.100.2"]);
+    assert_eq!(
+        a_for("example.com", "216.160.83.56/32"),
+        vec!["198.51.100.2"]
+    );
     // the apex still has its SOA and NS
     let d = node().dig(&["example.com", "SOA"]);
     assert_eq!(d.answer.len(), 1);
@@ -188,7 +204,10 @@ fn overrides_by_country_then_continent_at_the_apex() {
 
 #[test]
 fn drained_site_is_skipped_for_the_next_nearest() {
-    assert_eq!(a_for("drain.example.com", "81.2.69.142/32"), vec!["198.51.100.2"]);
+    assert_eq!(
+        a_for("drain.example.com", "81.2.69.142/32"),
+        vec!["198.51.100.2"]
+    );
 }
 
 #[test]
@@ -240,7 +259,13 @@ fn weighted_1_to_3_is_honoured() {
     args.push("+short");
     let out = std::process::Command::new("dig")
         .arg("@127.0.0.1")
-        .args(["-p", &node().dns.port().to_string(), "+norec", "+time=2", "+tries=2"])
+        .args([
+            "-p",
+            &node().dns.port().to_string(),
+            "+norec",
+            "+time=2",
+            "+tries=2",
+        ])
         .args(&args)
         .output()
         .expect("dig");
@@ -268,15 +293,26 @@ fn geoip_database_replaced_by_rename_is_picked_up_without_restart() {
         ],
         extra_config: &extra,
     });
-    let ask = || node.dig(&["+subnet=214.0.0.0/24", "www.example.com", "A"]).answer_data("A");
+    let ask = || {
+        node.dig(&["+subnet=214.0.0.0/24", "www.example.com", "A"])
+            .answer_data("A")
+    };
     assert_eq!(ask(), vec!["198.51.100.1"], "unknown client: listed order");
     // a corrupt file put in place is refused and the old database stays
     let tmp = dir.path().join("geo.mmdb.new");
-    std::fs::copy(shared.join("bad/GeoIP2-City-Test-Invalid-Node-Count.mmdb"), &tmp).expect("copy");
+    std::fs::copy(
+        shared.join("bad/GeoIP2-City-Test-Invalid-Node-Count.mmdb"),
+        &tmp,
+    )
+    .expect("copy");
     std::fs::rename(&tmp, &db).expect("rename");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while !node.log().contains("new GeoIP database refused") {
-        assert!(std::time::Instant::now() < deadline, "corrupt file not noticed: {}", node.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "corrupt file not noticed: {}",
+            node.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(ask(), vec!["198.51.100.1"]);
@@ -287,7 +323,11 @@ fn geoip_database_replaced_by_rename_is_picked_up_without_restart() {
         if ask() == vec!["198.51.100.3"] {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "new database not used: {}", node.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new database not used: {}",
+            node.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

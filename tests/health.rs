@@ -198,12 +198,16 @@ health_check = {{ kind = "tcp", address = "127.0.0.1:{closed}", interval = "500m
     );
 
     // The transitions are recorded with each node's opinion.
-    let (status, body) = http_get(nodes[1].admin, "/api/v1/datacenters/lon/events").expect("events");
+    let (status, body) =
+        http_get(nodes[1].admin, "/api/v1/datacenters/lon/events").expect("events");
     assert_eq!(status, 200);
     let events: serde_json::Value = serde_json::from_str(&body).expect("json");
     let events = events.as_array().expect("a list");
     assert!(
-        events.iter().any(|e| e["to"] == "unhealthy" && e["opinions"].as_object().is_some_and(|o| o.len() == 3)),
+        events
+            .iter()
+            .any(|e| e["to"] == "unhealthy"
+                && e["opinions"].as_object().is_some_and(|o| o.len() == 3)),
         "{body}"
     );
     let (_, dc) = http_get(nodes[2].admin, "/api/v1/datacenters/lon").expect("dc");

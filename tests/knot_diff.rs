@@ -123,7 +123,10 @@ fn start_knot(dir: &std::path::Path) -> (Knot, SocketAddr) {
     let conf_path = dir.join("knot.conf");
     std::fs::write(&conf_path, conf).expect("knot.conf");
     let mut cmd = Command::new(knotd);
-    cmd.arg("-c").arg(&conf_path).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -153,7 +156,11 @@ fn normalized(server: SocketAddr, name: &str, qtype: &str, extra: &[&str]) -> Ve
         format!("flags {}", d.flags.join(" ")),
     ];
     out.extend(d.opt.iter().filter(|l| l.contains("EDNS:")).cloned());
-    for (sec, rrs) in [("an", &d.answer), ("au", &d.authority), ("ad", &d.additional)] {
+    for (sec, rrs) in [
+        ("an", &d.answer),
+        ("au", &d.authority),
+        ("ad", &d.additional),
+    ] {
         let mut v: Vec<String> = rrs
             .iter()
             .map(|r| format!("{sec} {} {} {} {}", r.name, r.ttl, r.rtype, r.data))
@@ -161,7 +168,11 @@ fn normalized(server: SocketAddr, name: &str, qtype: &str, extra: &[&str]) -> Ve
         v.sort();
         out.extend(v);
     }
-    out.extend(d.question.iter().map(|q| format!("q {}", q.split_whitespace().collect::<Vec<_>>().join(" "))));
+    out.extend(
+        d.question
+            .iter()
+            .map(|q| format!("q {}", q.split_whitespace().collect::<Vec<_>>().join(" "))),
+    );
     out
 }
 

@@ -8,6 +8,7 @@
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
 mod error;
+mod metrics;
 mod routes;
 mod types;
 
@@ -32,6 +33,7 @@ use crate::cluster::{self, ClusterStatus, Command, Handle, Response, WriteError}
 use crate::snapshot::SnapshotReader;
 
 pub use error::{ApiError, BODY_LIMIT};
+pub use metrics::ProbeStatsFn;
 pub use types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ErrorBody, ExplainQuery, GeoInfo, MemberRequest,
     ServiceSpec,
@@ -92,16 +94,22 @@ pub struct AdminContext {
     /// The bearer token mutating calls must carry. `None` (or empty): every mutating call
     /// is refused with 401.
     pub token: Option<String>,
+    /// This node's health probe statistics, for `/metrics` (`None`: no probe metrics).
+    pub probes: Option<ProbeStatsFn>,
 }
 
 /// Every route of the admin API.
 pub fn router(ctx: AdminContext) -> Router {
-    build(App {
+    let router = build(App {
         cluster: Arc::new(ctx.cluster),
         reader: ctx.reader,
         ready: ctx.ready,
         token: ctx.token,
-    })
+    });
+    match ctx.probes {
+        Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
+        None => router,
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -191,7 +199,7 @@ pub(crate) fn build(mut app: App) -> Router {
         )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -273,67 +281,4 @@ async fn healthz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
-}
-
-/// A minimal Prometheus text exposition.
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    use std::fmt::Write;
-    let status = app.cluster.status();
-    let snap = app.reader.load();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        );
-    };
-    gauge("meridian_up", "The node is running.", 1);
-    gauge(
-        "meridian_ready",
-        "The node serves DNS with its state loaded.",
-        u64::from(app.ready.is_ready()),
-    );
-    gauge(
-        "meridian_snapshot_generation",
-        "Generation of the snapshot the data plane answers from.",
-        snap.generation,
-    );
-    gauge(
-        "meridian_geoip_build_epoch",
-        "Build time (Unix seconds) of the GeoIP database.",
-        snap.geo.build_epoch(),
-    );
-    gauge("meridian_raft_term", "Current Raft term.", status.term);
-    gauge(
-        "meridian_raft_leader",
-        "Id of the current Raft leader (0: none known).",
-        status.leader.unwrap_or(0),
-    );
-    gauge(
-        "meridian_raft_is_leader",
-        "This node is the Raft leader.",
-        u64::from(status.leader == Some(status.node_id)),
-    );
-    gauge(
-        "meridian_raft_last_applied",
-        "Index of the last log entry applied on this node.",
-        status.last_applied.unwrap_or(0),
-    );
-    gauge(
-        "meridian_raft_last_log_index",
-        "Index of the last log entry this node holds.",
-        status.last_log_index.unwrap_or(0),
-    );
-    gauge(
-        "meridian_raft_members",
-        "Members of the cluster.",
-        status.members.len() as u64,
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
 }

@@ -134,7 +134,13 @@ fn view(state: &crate::cluster::State, dc: &Datacenter) -> DatacenterView {
 
 pub async fn list_datacenters(State(app): St) -> Json<Vec<DatacenterView>> {
     let state = app.cluster.state();
-    Json(state.datacenters.values().map(|d| view(&state, d)).collect())
+    Json(
+        state
+            .datacenters
+            .values()
+            .map(|d| view(&state, d))
+            .collect(),
+    )
 }
 
 fn no_datacenter(id: &str) -> ApiError {

@@ -110,10 +110,14 @@ pub enum Response {
     Created,
     Replaced,
     /// A datacenter after a PATCH.
-    Updated { dc: Box<Datacenter> },
+    Updated {
+        dc: Box<Datacenter>,
+    },
     Deleted,
     Imported,
     /// Nothing to do (a membership change or blank entry, or an import into a non-empty state).
     Noop,
-    Rejected { why: Rejection },
+    Rejected {
+        why: Rejection,
+    },
 }

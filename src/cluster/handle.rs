@@ -78,7 +78,9 @@ impl Handle {
         admin_addr: String,
         voter: bool,
     ) -> Result<(), WriteError> {
-        self.inner.add_member(id, raft_addr, admin_addr, voter).await
+        self.inner
+            .add_member(id, raft_addr, admin_addr, voter)
+            .await
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {

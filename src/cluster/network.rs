@@ -187,7 +187,8 @@ impl Network {
         leader_raft_addr: &str,
         change: &MemberChange,
     ) -> Result<(), ForwardError> {
-        self.forward(leader_raft_addr, "/raft/members", change).await
+        self.forward(leader_raft_addr, "/raft/members", change)
+            .await
     }
 
     async fn forward<B: Serialize, R: DeserializeOwned>(
@@ -443,7 +444,10 @@ pub fn router(raft: Raft, secret: Option<String>, write: WriteFn, members: Membe
             post(forwarded_members).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
         )
         .with_state(members);
-    guarded(raft_routes(raft).merge(write_routes(write)).merge(members), secret)
+    guarded(
+        raft_routes(raft).merge(write_routes(write)).merge(members),
+        secret,
+    )
 }
 
 /// A membership change, forwarded by a follower to the leader.
@@ -462,8 +466,7 @@ pub enum MemberChange {
 }
 
 /// How `/raft/members` performs a membership change on this node.
-pub type MembersFn =
-    Arc<dyn Fn(MemberChange) -> BoxFuture<Result<(), ForwardError>> + Send + Sync>;
+pub type MembersFn = Arc<dyn Fn(MemberChange) -> BoxFuture<Result<(), ForwardError>> + Send + Sync>;
 
 async fn forwarded_members(
     State(members): State<MembersFn>,
@@ -472,7 +475,8 @@ async fn forwarded_members(
     let change: MemberChange = match body.map(|b| serde_json::from_slice(&b)) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            return ForwardError::BadRequest(format!("not a membership change: {e}")).into_response()
+            return ForwardError::BadRequest(format!("not a membership change: {e}"))
+                .into_response()
         }
         Err(r) => return ForwardError::BadRequest(r.body_text()).into_response(),
     };

@@ -84,9 +84,15 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
     .validate()
     .map_err(|e| StartError::Config(e.to_string()))?;
     let network = Network::new(cfg.secret.clone());
-    let raft = Raft::new(cfg.node_id, Arc::new(config), network.clone(), log, sm.clone())
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(config),
+        network.clone(),
+        log,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
 
     if cfg.peers.contains_key(&cfg.node_id) {
         let initialized = raft
@@ -176,7 +182,9 @@ impl Inner {
             )),
             Ok(Ok(r)) => Ok(r.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ForwardError::NotLeader { leader: f.leader_id })
+                Err(ForwardError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(RaftError::Fatal(f))) => Err(ForwardError::Stopped(f.to_string())),
             Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
@@ -199,12 +207,16 @@ impl Inner {
                 }
                 Ok(Ok(r)) => return Ok(r.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(self.node_id)) {
+                    if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(self.node_id))
+                    {
                         // One forward waits at most FORWARD_WAIT: a leader cut off without a
                         // word is replaced by an election meanwhile, and the next round asks
                         // the new one.
                         let wait = left.min(FORWARD_WAIT);
-                        let fwd = tokio::time::timeout(wait, self.network.forward_write(&node.raft, &req));
+                        let fwd = tokio::time::timeout(
+                            wait,
+                            self.network.forward_write(&node.raft, &req),
+                        );
                         match fwd.await {
                             Ok(Ok(r)) => return Ok(r),
                             Ok(Err(e)) => last = format!("leader {}: {e}", node.raft),
@@ -271,15 +283,25 @@ impl Inner {
     pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {
         match self.remove_member_here(id).await {
             Err(MemberError::NotLeader(leader)) => {
-                self.forward_members(leader, &MemberChange::Remove { id }).await
+                self.forward_members(leader, &MemberChange::Remove { id })
+                    .await
             }
             other => other.map_err(MemberError::into_write),
         }
     }
 
-    async fn forward_members(&self, leader: Option<u64>, change: &MemberChange) -> Result<(), WriteError> {
+    async fn forward_members(
+        &self,
+        leader: Option<u64>,
+        change: &MemberChange,
+    ) -> Result<(), WriteError> {
         let m = self.raft.metrics().borrow().clone();
-        let addr = leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.raft.clone()));
+        let addr = leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.raft.clone())
+        });
         let Some(addr) = addr else {
             return Err(WriteError::Unavailable("no leader is elected".into()));
         };
@@ -303,19 +325,23 @@ impl Inner {
             raft: raft_addr,
             admin: admin_addr,
         };
-        let added = tokio::time::timeout(Duration::from_secs(30), self.raft.add_learner(id, node, true))
-            .await
-            .map_err(|_| {
-                MemberError::Write(WriteError::Unavailable(
-                    "the new node did not catch up within 30 s".into(),
-                ))
-            })?;
+        let added = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.raft.add_learner(id, node, true),
+        )
+        .await
+        .map_err(|_| {
+            MemberError::Write(WriteError::Unavailable(
+                "the new node did not catch up within 30 s".into(),
+            ))
+        })?;
         membership_result(added)?;
         if voter {
             let ids = BTreeSet::from([id]);
             let changed = tokio::time::timeout(
                 WRITE_DEADLINE,
-                self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false),
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids), false),
             )
             .await
             .map_err(|_| {
@@ -342,13 +368,14 @@ impl Inner {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        let changed = tokio::time::timeout(WRITE_DEADLINE, self.raft.change_membership(change, false))
-            .await
-            .map_err(|_| {
-                MemberError::Write(WriteError::Unavailable(
-                    "membership change not committed in time".into(),
-                ))
-            })?;
+        let changed =
+            tokio::time::timeout(WRITE_DEADLINE, self.raft.change_membership(change, false))
+                .await
+                .map_err(|_| {
+                    MemberError::Write(WriteError::Unavailable(
+                        "membership change not committed in time".into(),
+                    ))
+                })?;
         membership_result(changed)
     }
 

@@ -120,7 +120,9 @@ pub fn canonical_service(zone: &str, name: &str) -> Result<String, Rejection> {
         }
         return match lower.strip_suffix(&format!(".{zone}")) {
             Some(rel) => Ok(rel.to_string()),
-            None => Err(Rejection::BadRequest(format!("{name} is not in zone {zone}."))),
+            None => Err(Rejection::BadRequest(format!(
+                "{name} is not in zone {zone}."
+            ))),
         };
     }
     Ok(lower.to_string())
@@ -148,7 +150,10 @@ impl State {
     }
 
     pub fn service_list(&self) -> Vec<Service> {
-        self.services.values().flat_map(|m| m.values().cloned()).collect()
+        self.services
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Every service with its zone and name.
@@ -165,7 +170,13 @@ impl State {
     /// Apply one command logged by the leader at `at_ms`. On rejection the state is
     /// unchanged.
     pub fn apply(&mut self, cmd: &Command, at_ms: u64) -> Response {
-        if let Command::HealthReport { node, dc, up, reason } = cmd {
+        if let Command::HealthReport {
+            node,
+            dc,
+            up,
+            reason,
+        } = cmd
+        {
             // Health changes no definition: no copy, no validation.
             return self.report(*node, dc, *up, reason, at_ms);
         }
@@ -206,8 +217,10 @@ impl State {
     /// A datacenter is unhealthy when a majority of the nodes with a fresh opinion see it
     /// down, healthy when they do not, unknown with no fresh opinion.
     fn reassess(&mut self, now_ms: u64) {
-        self.opinions.retain(|dc, _| self.datacenters.contains_key(dc));
-        self.events.retain(|dc, _| self.datacenters.contains_key(dc));
+        self.opinions
+            .retain(|dc, _| self.datacenters.contains_key(dc));
+        self.events
+            .retain(|dc, _| self.datacenters.contains_key(dc));
         for (id, dc) in self.datacenters.iter_mut() {
             let fresh: Vec<&Opinion> = self
                 .opinions
@@ -240,13 +253,18 @@ impl State {
         match cmd {
             Command::PutDatacenter { dc, set_state } => {
                 let mut dc = dc.clone();
-                dc.validate().map_err(|e| Rejection::Invalid(e.to_string()))?;
+                dc.validate()
+                    .map_err(|e| Rejection::Invalid(e.to_string()))?;
                 let existed = match self.datacenters.get(&dc.id) {
                     Some(old) => {
                         dc.state = set_state.unwrap_or(old.state);
                         dc.health = old.health;
                         if dc.state != old.state {
-                            push_event(&mut self.events, &dc.id, state_event(old.state, dc.state, at_ms));
+                            push_event(
+                                &mut self.events,
+                                &dc.id,
+                                state_event(old.state, dc.state, at_ms),
+                            );
                         }
                         true
                     }
@@ -277,7 +295,8 @@ impl State {
                         push_event(&mut self.events, id, event);
                     }
                 }
-                dc.validate().map_err(|e| Rejection::Invalid(e.to_string()))?;
+                dc.validate()
+                    .map_err(|e| Rejection::Invalid(e.to_string()))?;
                 Ok(Response::Updated {
                     dc: Box::new(dc.clone()),
                 })
@@ -298,8 +317,10 @@ impl State {
             }
             Command::PutZone { origin, text } => {
                 let key = canonical_zone(origin)?;
-                let name = Name::from_ascii(&key).map_err(|e| Rejection::BadRequest(e.to_string()))?;
-                let zf = parse_zone(text, &key, &name).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+                let name =
+                    Name::from_ascii(&key).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+                let zf = parse_zone(text, &key, &name)
+                    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
                 let existed = self.zones.insert(key.clone(), text.clone()).is_some();
                 self.parsed.insert(key, Arc::new(zf));
                 Ok(if existed {
@@ -423,7 +444,8 @@ mod tests {
     use super::*;
     use crate::model::{Coordinates, Health, OnAllDown, PolicyKind};
 
-    const ZONE: &str = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\n";
+    const ZONE: &str =
+        "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\n";
 
     fn dc(id: &str) -> Datacenter {
         Datacenter {
@@ -458,10 +480,13 @@ mod tests {
         };
         assert_eq!(s.apply(&zone, 0), Response::Created);
         assert_eq!(
-            s.apply(&Command::PutDatacenter {
-                dc: dc("lon"),
-                set_state: None
-            }, 0),
+            s.apply(
+                &Command::PutDatacenter {
+                    dc: dc("lon"),
+                    set_state: None
+                },
+                0
+            ),
             Response::Created
         );
         s
@@ -470,16 +495,22 @@ mod tests {
     #[test]
     fn put_replaces_without_undoing_a_drain() {
         let mut s = base();
-        let r = s.apply(&Command::PatchDatacenter {
-            id: "lon".into(),
-            weight: None,
-            state: Some(DcState::Drained),
-        }, 0);
+        let r = s.apply(
+            &Command::PatchDatacenter {
+                id: "lon".into(),
+                weight: None,
+                state: Some(DcState::Drained),
+            },
+            0,
+        );
         assert!(matches!(r, Response::Updated { .. }));
-        let r = s.apply(&Command::PutDatacenter {
-            dc: dc("lon"),
-            set_state: None,
-        }, 0);
+        let r = s.apply(
+            &Command::PutDatacenter {
+                dc: dc("lon"),
+                set_state: None,
+            },
+            0,
+        );
         assert_eq!(r, Response::Replaced);
         assert_eq!(s.datacenters["lon"].state, DcState::Drained);
     }
@@ -487,21 +518,43 @@ mod tests {
     #[test]
     fn rejected_commands_change_nothing() {
         let mut s = base();
-        let r = s.apply(&Command::PutService {
-            service: svc("www", &["nope"]),
-        }, 0);
-        assert!(matches!(r, Response::Rejected { why: Rejection::Invalid(_) }), "{r:?}");
+        let r = s.apply(
+            &Command::PutService {
+                service: svc("www", &["nope"]),
+            },
+            0,
+        );
+        assert!(
+            matches!(
+                r,
+                Response::Rejected {
+                    why: Rejection::Invalid(_)
+                }
+            ),
+            "{r:?}"
+        );
         // a service on a CNAME name cannot build
-        let r = s.apply(&Command::PutService {
-            service: svc("old", &["lon"]),
-        }, 0);
+        let r = s.apply(
+            &Command::PutService {
+                service: svc("old", &["lon"]),
+            },
+            0,
+        );
         assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
         assert!(s.services.is_empty());
-        let r = s.apply(&Command::PutZone {
-            origin: "example.com".into(),
-            text: "garbage".into(),
-        }, 0);
-        assert!(matches!(r, Response::Rejected { why: Rejection::BadRequest(_) }));
+        let r = s.apply(
+            &Command::PutZone {
+                origin: "example.com".into(),
+                text: "garbage".into(),
+            },
+            0,
+        );
+        assert!(matches!(
+            r,
+            Response::Rejected {
+                why: Rejection::BadRequest(_)
+            }
+        ));
         assert_eq!(s.zones["example.com."], ZONE);
     }
 
@@ -509,26 +562,48 @@ mod tests {
     fn datacenter_in_use_cannot_be_deleted() {
         let mut s = base();
         assert_eq!(
-            s.apply(&Command::PutService {
-                service: svc("www", &["lon"])
-            }, 0),
+            s.apply(
+                &Command::PutService {
+                    service: svc("www", &["lon"])
+                },
+                0
+            ),
             Response::Created
         );
         assert!(s.services["example.com."].contains_key("www"));
         let r = s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0);
-        assert!(matches!(r, Response::Rejected { why: Rejection::Conflict(_) }));
-        let r = s.apply(&Command::DeleteZone {
-            origin: "EXAMPLE.com.".into(),
-        }, 0);
-        assert!(matches!(r, Response::Rejected { why: Rejection::Conflict(_) }));
+        assert!(matches!(
+            r,
+            Response::Rejected {
+                why: Rejection::Conflict(_)
+            }
+        ));
+        let r = s.apply(
+            &Command::DeleteZone {
+                origin: "EXAMPLE.com.".into(),
+            },
+            0,
+        );
+        assert!(matches!(
+            r,
+            Response::Rejected {
+                why: Rejection::Conflict(_)
+            }
+        ));
         assert_eq!(
-            s.apply(&Command::DeleteService {
-                zone: "example.com".into(),
-                name: "WWW".into()
-            }, 0),
+            s.apply(
+                &Command::DeleteService {
+                    zone: "example.com".into(),
+                    name: "WWW".into()
+                },
+                0
+            ),
             Response::Deleted
         );
-        assert_eq!(s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0), Response::Deleted);
+        assert_eq!(
+            s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0),
+            Response::Deleted
+        );
     }
 
     #[test]
@@ -590,9 +665,12 @@ mod tests {
     #[test]
     fn state_round_trips_through_json() {
         let mut s = base();
-        s.apply(&Command::PutService {
-            service: svc("@", &["lon"]),
-        }, 0);
+        s.apply(
+            &Command::PutService {
+                service: svc("@", &["lon"]),
+            },
+            0,
+        );
         let json = serde_json::to_vec(&s).expect("ser");
         let back: State = serde_json::from_slice(&json).expect("de");
         let back = back.restore().expect("restore");

@@ -41,6 +41,9 @@ use crate::cluster::types::{
 /// The newest store layout this binary writes and reads.
 pub const STORE_FORMAT: u32 = 1;
 
+/// sled's page cache.
+const SLED_CACHE_BYTES: u64 = 16 << 20;
+
 const TREE_META: &str = "meta";
 const TREE_LOG: &str = "log";
 const TREE_SM: &str = "sm";
@@ -108,8 +111,11 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         dir: dir.to_path_buf(),
         what,
     };
+    // The control-plane state is small and read from memory (the state machine keeps it);
+    // sled's default 1 GiB page cache would only grow the node's RSS.
     let db = sled::Config::new()
         .path(dir)
+        .cache_capacity(SLED_CACHE_BYTES)
         .open()
         .map_err(|source| StoreError::Open {
             dir: dir.to_path_buf(),

@@ -1,13 +1,17 @@
 //! The pure answer: one parsed request and one snapshot in, one wire reply out, written into
 //! a buffer the transport owns. No I/O, no lock, no allocation: UDP and TCP (and the
-//! benches and the fuzzer) all call [`answer`].
+//! benches and the fuzzer) all call [`answer`]. What the answer was made of comes back in
+//! its [`Outcome`]; the transports count it with [`record`], so `answer` itself stays pure
+//! (and `explain` counts nothing).
 
 use std::net::IpAddr;
 
 use crate::dns::encode::{opt_len, EcsEcho, OptOut, Section, Writer};
 use crate::dns::request::{Kind, NameBuf, Question, Request};
+use crate::metrics::{self, Worker};
+use crate::model::PolicyKind;
 use crate::policy::{self, Family};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, ZoneKey};
 use crate::zone::{parent, rtype, Node, Zone};
 
 /// The largest UDP reply we send, whatever the client offers (DNS Flag Day 2020: avoids IP
@@ -51,6 +55,70 @@ pub struct Outcome {
     pub rcode: u16,
     pub truncated: bool,
     pub len: usize,
+    /// The question's type (0 without a question).
+    pub qtype: u16,
+    /// The zone that answered; [`ZoneKey::NONE`] for REFUSED and for errors answered before
+    /// a zone was looked up.
+    pub zone: ZoneKey,
+    /// The service whose pick is the answer (an index into `Snapshot::plans`), if one is.
+    pub service: Option<u32>,
+    /// Which of that service's datacenters have addresses in the answer: bit `i` stands for
+    /// `plans[service].members[i]` (a service has at most 32).
+    pub members: u32,
+}
+
+impl Outcome {
+    fn error(rcode: u16, qtype: u16, len: usize) -> Outcome {
+        Outcome {
+            rcode,
+            truncated: false,
+            len,
+            qtype,
+            zone: ZoneKey::NONE,
+            service: None,
+            members: 0,
+        }
+    }
+}
+
+/// What the look-up found out on its way, besides the reply.
+struct Trace {
+    /// The ECS scope of the answer.
+    scope: u8,
+    zone: ZoneKey,
+    service: Option<u32>,
+    members: u32,
+}
+
+/// Count one answered query in `snap`'s counters: the snapshot `outcome` was answered from.
+/// `w` is the calling thread's [`metrics::worker`].
+#[inline]
+pub fn record(snap: &Snapshot, outcome: &Outcome, w: Worker) {
+    let counters = &snap.counters;
+    let plan = outcome.service.and_then(|i| snap.plans.get(i as usize));
+    let policy = match plan.map(|p| p.service.policy) {
+        None => metrics::Policy::None,
+        Some(PolicyKind::RoundRobin) => metrics::Policy::RoundRobin,
+        Some(PolicyKind::Weighted) => metrics::Policy::Weighted,
+        Some(PolicyKind::GeoNearest) => metrics::Policy::GeoNearest,
+    };
+    counters
+        .zone(outcome.zone)
+        .record(w, outcome.qtype, outcome.rcode, policy);
+    if let Some(plan) = plan {
+        let mut bits = outcome.members;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let dc = plan
+                .members
+                .get(i)
+                .and_then(|&d| counters.dc_answers.get(d as usize));
+            if let Some(c) = dc {
+                c.inc(w);
+            }
+        }
+    }
 }
 
 /// Answer `req` from `snap` into `out` (cleared first).
@@ -91,33 +159,31 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
         let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
         w.set_rcode((code & 0x0f) as u8);
         let len = w.finish(opt.as_ref());
-        return Outcome {
-            rcode: code,
-            truncated: false,
-            len,
-        };
+        return Outcome::error(code, req.question.as_ref().map_or(0, |q| q.qtype), len);
     }
     let Some(q) = req.question.as_ref() else {
         // parse() only says Query with a question; be safe anyway.
         let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
         w.set_rcode(rcode::FORMERR);
         let len = w.finish(opt.as_ref());
-        return Outcome {
-            rcode: rcode::FORMERR as u16,
-            truncated: false,
-            len,
-        };
+        return Outcome::error(rcode::FORMERR as u16, 0, len);
     };
     // The client is the ECS address when there is one with a prefix (RFC 7871 §7.1.1);
     // ECS /0 carries no address.
     let ecs = req.edns.and_then(|e| e.ecs).filter(|c| c.source_prefix > 0);
     let who = ecs.map_or(client.source, |c| c.addr);
     let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
-    let (rc, scope) = resolve(snap, q, who, &mut w);
+    let mut trace = Trace {
+        scope: 0,
+        zone: ZoneKey::NONE,
+        service: None,
+        members: 0,
+    };
+    let rc = resolve(snap, q, who, &mut w, &mut trace);
     w.set_rcode(rc);
     if let (Some(e), Some(o)) = (ecs, opt.as_mut().and_then(|o| o.ecs.as_mut())) {
         let _ = e;
-        o.scope_prefix = scope;
+        o.scope_prefix = trace.scope;
     }
     let truncated = w.truncated();
     let len = w.finish(opt.as_ref());
@@ -125,22 +191,32 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
         rcode: rc as u16,
         truncated,
         len,
+        qtype: q.qtype,
+        zone: trace.zone,
+        service: trace.service,
+        members: trace.members,
     }
 }
 
 /// The authoritative look-up (RFC 1034 §4.3.2, RFC 4592, RFC 8482), writing as it goes.
-/// Returns the RCODE and the ECS scope of the answer (0 unless a service's pick depended
-/// on where the client is).
-fn resolve(snap: &Snapshot, q: &Question<'_>, who: IpAddr, w: &mut Writer<'_>) -> (u8, u8) {
+/// Returns the RCODE; the ECS scope of the answer (0 unless a service's pick depended on
+/// where the client is), the zone and the service's pick go into `trace`.
+fn resolve(
+    snap: &Snapshot,
+    q: &Question<'_>,
+    who: IpAddr,
+    w: &mut Writer<'_>,
+    trace: &mut Trace,
+) -> u8 {
     if q.qclass != 1 {
-        return (rcode::REFUSED, 0); // class IN only
+        return rcode::REFUSED; // class IN only
     }
     if matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
-        return (rcode::REFUSED, 0); // no zone transfers in v1
+        return rcode::REFUSED; // no zone transfers in v1
     }
     let lower = q.name.as_slice();
     let Some(mut zone) = snap.zones.find(lower) else {
-        return (rcode::REFUSED, 0);
+        return rcode::REFUSED;
     };
     // DS belongs to the parent side of a cut (RFC 4035 §3.1.4.1): at the apex of a zone
     // whose parent we also serve, answer from the parent.
@@ -150,9 +226,8 @@ fn resolve(snap: &Snapshot, q: &Question<'_>, who: IpAddr, w: &mut Writer<'_>) -
         }
     }
     w.set_aa(true);
-    let mut scope = 0;
-    let rc = walk(snap, zone, q, who, w, &mut scope);
-    (rc, scope)
+    trace.zone = ZoneKey::of(zone);
+    walk(snap, zone, q, who, w, trace)
 }
 
 /// From the zone down to the answer, following CNAMEs inside the zone.
@@ -162,7 +237,7 @@ fn walk(
     q: &Question<'_>,
     who: IpAddr,
     w: &mut Writer<'_>,
-    scope: &mut u8,
+    trace: &mut Trace,
 ) -> u8 {
     // The name being looked up: first the question, then each CNAME target in the zone.
     let mut raw: &[u8] = q.raw;
@@ -185,7 +260,7 @@ fn walk(
         // Synthesized records take the query name as owner (RFC 4592 §4.1).
         if let (Some(idx), false) = (node.service, owner_is_wild) {
             if matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY) {
-                return service(snap, zone, idx, q.qtype, raw, who, w, scope);
+                return service(snap, zone, idx, q.qtype, raw, who, w, trace);
             }
         }
         if q.qtype != rtype::CNAME {
@@ -197,6 +272,9 @@ fn walk(
                 let Some(crate::zone::Rdata::Name(target)) = cname.rdatas.first() else {
                     return rcode::NOERROR;
                 };
+                if q.qtype == rtype::ANY {
+                    return rcode::NOERROR; // RFC 8482: the CNAME is the one RRset
+                }
                 let next = NameBuf::lower(target);
                 if !crate::zone::is_subdomain(next.as_slice(), zone.origin_wire()) {
                     return rcode::NOERROR; // out of zone: the resolver follows it
@@ -230,6 +308,8 @@ fn walk(
 }
 
 /// A service's A or AAAA answer: the policy's pick, capped at the service's `answers`.
+/// Kept out of line: static answers need not carry its stack frame (the pick's arrays).
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn service(
     snap: &Snapshot,
@@ -239,11 +319,12 @@ fn service(
     raw: &[u8],
     who: IpAddr,
     w: &mut Writer<'_>,
-    scope: &mut u8,
+    trace: &mut Trace,
 ) -> u8 {
     let Some(plan) = snap.plans.get(idx as usize) else {
         return rcode::SERVFAIL;
     };
+    trace.service = Some(idx);
     let mut rng = rand::rng();
     let tick = TICK.with(|t| {
         let v = t.get().wrapping_add(1);
@@ -257,8 +338,12 @@ fn service(
     };
     for &family in families {
         let pick = policy::pick(plan, &snap.dcs, family, who, tick, &mut rng);
-        *scope = pick.scope;
-        let cap = if pick.failed_open { usize::MAX } else { plan.cap };
+        trace.scope = pick.scope;
+        let cap = if pick.failed_open {
+            usize::MAX
+        } else {
+            plan.cap
+        };
         let dcs = &snap.dcs.entries;
         let addrs = pick.as_slice().iter().flat_map(|&d| {
             let e = &dcs[d as usize];
@@ -266,9 +351,7 @@ fn service(
                 Family::V4 => (&e.v4, &[]),
                 Family::V6 => (&[], &e.v6),
             };
-            v4.iter()
-                .map(|a| &a[..])
-                .chain(v6.iter().map(|a| &a[..]))
+            v4.iter().map(|a| &a[..]).chain(v6.iter().map(|a| &a[..]))
         });
         let mut addrs = addrs.take(cap).peekable();
         if addrs.peek().is_none() {
@@ -280,6 +363,24 @@ fn service(
         };
         if !w.raw_rrset(Section::Answer, raw, rt, plan.service.ttl, addrs) {
             w.set_tc();
+            return rcode::NOERROR;
+        }
+        // The datacenters whose addresses went out: in pick order, up to the cap.
+        let mut left = cap;
+        for &d in pick.as_slice() {
+            if left == 0 {
+                break;
+            }
+            let n = match family {
+                Family::V4 => dcs[d as usize].v4.len(),
+                Family::V6 => dcs[d as usize].v6.len(),
+            };
+            if n > 0 {
+                if let Some(i) = plan.members.iter().position(|&m| m == d) {
+                    trace.members |= 1u32.checked_shl(i as u32).unwrap_or(0);
+                }
+                left = left.saturating_sub(n);
+            }
         }
         return rcode::NOERROR;
     }
@@ -387,7 +488,12 @@ fn additional(zone: &Zone, set: &crate::zone::RrSet, w: &mut Writer<'_>, glue: b
 /// NODATA or NXDOMAIN: the zone's SOA in authority with the RFC 2308 TTL.
 fn negative(zone: &Zone, w: &mut Writer<'_>) {
     let soa = zone.soa();
-    if !w.rrset(Section::Authority, zone.origin_wire(), soa, zone.negative_ttl()) {
+    if !w.rrset(
+        Section::Authority,
+        zone.origin_wire(),
+        soa,
+        zone.negative_ttl(),
+    ) {
         w.set_tc();
     }
 }

@@ -3,7 +3,7 @@
 //! back from the start so that truncation (RFC 2181 §9) never loses it.
 
 use crate::dns::request::Request;
-use crate::zone::{RrSet, Rdata};
+use crate::zone::{Rdata, RrSet};
 
 /// Message sections, in wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,7 +149,8 @@ impl<'b> Writer<'b> {
             self.buf.extend_from_slice(&rtype.to_be_bytes());
             self.buf.extend_from_slice(&[0, 1]);
             self.buf.extend_from_slice(&ttl.to_be_bytes());
-            self.buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            self.buf
+                .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
             self.buf.extend_from_slice(rdata);
             n += 1;
             if self.buf.len() > self.limit {
@@ -244,7 +245,8 @@ impl<'b> Writer<'b> {
             self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
             if let Some(nsid) = opt.nsid {
                 self.buf.extend_from_slice(&3u16.to_be_bytes());
-                self.buf.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+                self.buf
+                    .extend_from_slice(&(nsid.len() as u16).to_be_bytes());
                 self.buf.extend_from_slice(nsid);
             }
             if let Some(e) = opt.ecs {
@@ -256,9 +258,7 @@ impl<'b> Writer<'b> {
                 self.buf.push(e.scope_prefix);
                 match e.addr {
                     std::net::IpAddr::V4(a) => self.buf.extend_from_slice(&a.octets()[..n.min(4)]),
-                    std::net::IpAddr::V6(a) => {
-                        self.buf.extend_from_slice(&a.octets()[..n.min(16)])
-                    }
+                    std::net::IpAddr::V6(a) => self.buf.extend_from_slice(&a.octets()[..n.min(16)]),
                 }
             }
             arcount += 1;
@@ -306,8 +306,7 @@ fn same_name_at(msg: &[u8], mut at: usize, suffix: &[u8]) -> bool {
             return true;
         }
         let l = len as usize;
-        let (Some(a), Some(b)) = (msg.get(at + 1..at + 1 + l), suffix.get(i + 1..i + 1 + l))
-        else {
+        let (Some(a), Some(b)) = (msg.get(at + 1..at + 1 + l), suffix.get(i + 1..i + 1 + l)) else {
             return false;
         };
         if !a.eq_ignore_ascii_case(b) {

@@ -14,8 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::dns::answer::{answer, Client, Transport};
+use crate::dns::answer::{answer, record, Client, Transport};
 use crate::dns::request;
+use crate::metrics;
 use crate::snapshot::SnapshotReader;
 
 /// Connection limits.
@@ -205,7 +206,10 @@ async fn connection(
         };
         let outcome = {
             let snap = reader.load();
-            answer(&snap, &req, &client, &mut out)
+            let outcome = answer(&snap, &req, &client, &mut out);
+            // TCP tasks move between threads: they share the common slot.
+            record(&snap, &outcome, metrics::worker());
+            outcome
         };
         let len = (outcome.len as u16).to_be_bytes();
         stream.write_all(&len).await?;

@@ -18,8 +18,9 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 
-use crate::dns::answer::{answer, Client, Transport};
+use crate::dns::answer::{answer, record, Client, Transport};
 use crate::dns::request;
+use crate::metrics;
 use crate::snapshot::SnapshotReader;
 
 /// How often a blocked receive wakes up to look at the stop flag.
@@ -95,6 +96,8 @@ fn worker(socket: &UdpSocket, wildcard: bool, reader: &SnapshotReader, stop: &At
     let mut inbuf = vec![0u8; RECV_BUF];
     let mut out = Vec::with_capacity(RECV_BUF);
     let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    // This thread's own slot in every counter.
+    let slot = metrics::claim_worker();
     while !stop.load(Ordering::Relaxed) {
         let received = if wildcard {
             recv_with_dst(socket, &mut inbuf, &mut cmsg)
@@ -135,6 +138,7 @@ fn worker(socket: &UdpSocket, wildcard: bool, reader: &SnapshotReader, stop: &At
         if let Err(e) = sent {
             tracing::debug!(error = %e, %src, "udp send failed");
         }
+        record(&snap, &outcome, slot);
     }
 }
 
@@ -151,8 +155,9 @@ fn recv_with_dst(
     cmsg: &mut Vec<u8>,
 ) -> std::io::Result<(usize, SocketAddr, Option<Dst>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
-        .map_err(std::io::Error::from)?;
+    let msg =
+        recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
     let src = msg
         .address
         .and_then(|a| {
