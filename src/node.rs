@@ -225,15 +225,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let threads = udp::worker_count();
     let mut udp_threads = Vec::new();
     let pool = tcp::Pool::new(tcp::TcpLimits::default());
     let mut tcp_tasks = Vec::new();
     for addr in &config.dns_listen {
-        let socket =
-            udp::bind(*addr).with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
+        let sockets = udp::bind_group(*addr, threads)
+            .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
         udp_threads.extend(
-            udp::spawn(socket, threads, reader.clone(), stop.clone())
+            udp::spawn(sockets, reader.clone(), stop.clone())
                 .context("cannot start UDP workers")?,
         );
         let listener =

@@ -1,27 +1,30 @@
-//! UDP: a few plain threads per socket, each a loop of receive → [`answer`] → send with
-//! buffers it owns, so a query costs two system calls and no task, lock or allocation.
+//! UDP: one plain thread per CPU the process may run on, each with its own `SO_REUSEPORT`
+//! socket and a loop of `recvmmsg` → [`answer`] each → `sendmmsg`, with buffers it owns and
+//! the snapshot loaded once per batch: two system calls per batch, and no task, lock or
+//! allocation per query.
 //!
 //! On a wildcard address the socket asks the kernel for each datagram's destination
 //! (`IP_PKTINFO` / `IPV6_RECVPKTINFO`) and the reply is sent from that same address: a
 //! resolver drops replies from an address it did not ask.
 
-use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrStorage,
-};
+use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::dns::answer::{answer, record, Client, Transport};
 use crate::dns::request;
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
+
+/// Datagrams per `recvmmsg` / `sendmmsg`.
+pub const BATCH: usize = 32;
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message.
+const CMSG_ROOM: usize = 64;
 
 /// How often a blocked receive wakes up to look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -42,6 +45,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    // Every worker binds its own socket to the address; the kernel spreads flows over them.
+    socket.set_reuse_port(true)?;
     // Bursts queue in the kernel rather than being dropped while a worker is busy.
     let _ = socket.set_recv_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
@@ -70,144 +75,263 @@ impl AsFdRef for UdpSocket {
     }
 }
 
-/// Start `threads` workers on a bound socket. They stop within [`STOP_POLL`] of `stop`.
+/// Bind `n` sockets to `addr` for `n` workers. A plain bind first makes sure nobody else
+/// holds the address (with `SO_REUSEPORT` alone, a second server of the same user would
+/// silently share the traffic); port 0 becomes one port for all.
+pub fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let probe = UdpSocket::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    (0..n.max(1)).map(|_| bind(addr)).collect()
+}
+
+/// The number of UDP workers per address: one per CPU this process may run on (so
+/// `taskset -c 0` gives one).
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Start one worker per socket; each must be bound to the same address (see [`bind`]).
+/// They stop within [`STOP_POLL`] of `stop`.
 pub fn spawn(
-    socket: UdpSocket,
-    threads: usize,
+    sockets: Vec<UdpSocket>,
     reader: SnapshotReader,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let socket = Arc::new(socket);
-    let local = socket.local_addr()?;
-    let wildcard = local.ip().is_unspecified();
-    (0..threads.max(1))
-        .map(|i| {
-            let socket = socket.clone();
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let wildcard = socket.local_addr()?.ip().is_unspecified();
             let reader = reader.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker(&socket, wildcard, &reader, &stop))
+                .spawn(move || {
+                    let mut batch = Batch::new(wildcard);
+                    // This thread's own slot in every counter.
+                    let slot = metrics::claim_worker();
+                    while !stop.load(Ordering::Relaxed) {
+                        batch.serve(&socket, &reader, slot);
+                    }
+                })
         })
         .collect()
 }
 
-fn worker(socket: &UdpSocket, wildcard: bool, reader: &SnapshotReader, stop: &AtomicBool) {
-    let mut inbuf = vec![0u8; RECV_BUF];
-    let mut out = Vec::with_capacity(RECV_BUF);
-    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-    // This thread's own slot in every counter.
-    let slot = metrics::claim_worker();
-    while !stop.load(Ordering::Relaxed) {
-        let received = if wildcard {
-            recv_with_dst(socket, &mut inbuf, &mut cmsg)
-        } else {
-            socket.recv_from(&mut inbuf).map(|(n, src)| (n, src, None))
+/// Control-message space, aligned as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Cmsg([u8; CMSG_ROOM]);
+
+/// One worker's buffers and system-call headers, reused for every batch. The headers hold
+/// raw pointers into the buffers; they are filled in anew before each call.
+struct Batch {
+    wildcard: bool,
+    inbufs: Vec<[u8; RECV_BUF]>,
+    outbufs: Vec<Vec<u8>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<Cmsg>,
+    out_cmsgs: Vec<Cmsg>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    out_iovs: Vec<libc::iovec>,
+    out_hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new(wildcard: bool) -> Batch {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let zeroed_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
         };
-        let (len, src, dst) = match received {
-            Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
+        Batch {
+            wildcard,
+            inbufs: vec![[0u8; RECV_BUF]; BATCH],
+            outbufs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
+            addrs: vec![zeroed_addr; BATCH],
+            cmsgs: vec![Cmsg([0; CMSG_ROOM]); BATCH],
+            out_cmsgs: vec![Cmsg([0; CMSG_ROOM]); BATCH],
+            iovs: vec![iov; BATCH],
+            hdrs: vec![zeroed_hdr; BATCH],
+            out_iovs: vec![iov; BATCH],
+            out_hdrs: vec![zeroed_hdr; BATCH],
+        }
+    }
+
+    /// Receive up to a batch (waiting at most [`STOP_POLL`] for the first datagram), answer
+    /// each from one snapshot, send the replies.
+    fn serve(&mut self, socket: &UdpSocket, reader: &SnapshotReader, slot: metrics::Worker) {
+        let fd = socket.as_raw_fd();
+        for i in 0..BATCH {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.inbufs[i].as_mut_ptr().cast(),
+                iov_len: RECV_BUF,
+            };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            if self.wildcard {
+                h.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
+                h.msg_controllen = CMSG_ROOM as _;
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
             }
-            Err(e) => {
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points into buffers of this struct, sized as declared, that
+        // live across the call; the kernel writes at most those sizes.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+            ) {
                 tracing::warn!(error = %e, "udp receive failed");
                 std::thread::sleep(Duration::from_millis(10));
-                continue;
             }
-        };
-        let Some(req) = request::parse(&inbuf[..len]) else {
-            continue;
-        };
+            return;
+        }
         let snap = reader.load();
-        let client = Client {
-            source: src.ip(),
-            transport: Transport::Udp,
-        };
-        let outcome = answer(&snap, &req, &client, &mut out);
-        let sent = match dst {
-            Some(dst) => send_from(socket, &out[..outcome.len], src, dst),
-            None => socket.send_to(&out[..outcome.len], src).map(|_| ()),
-        };
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, %src, "udp send failed");
+        let mut m = 0;
+        for i in 0..n as usize {
+            let len = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
+            let Some(src) = sockaddr_to_std(&self.addrs[i]) else {
+                continue;
+            };
+            let Some(req) = request::parse(&self.inbufs[i][..len]) else {
+                continue;
+            };
+            let client = Client {
+                source: src.ip(),
+                transport: Transport::Udp,
+            };
+            let outcome = answer(&snap, &req, &client, &mut self.outbufs[i]);
+            record(&snap, &outcome, slot);
+            self.out_iovs[m] = libc::iovec {
+                iov_base: self.outbufs[i].as_mut_ptr().cast(),
+                iov_len: outcome.len,
+            };
+            let namelen = self.hdrs[i].msg_hdr.msg_namelen;
+            let h = &mut self.out_hdrs[m].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut self.out_iovs[m];
+            h.msg_iovlen = 1;
+            h.msg_flags = 0;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            if self.wildcard {
+                let got = self.hdrs[i].msg_hdr.msg_controllen;
+                let control = self.cmsgs[i];
+                if let Some(clen) =
+                    reply_control(&control.0[..got.min(CMSG_ROOM)], &mut self.out_cmsgs[m].0)
+                {
+                    h.msg_control = self.out_cmsgs[m].0.as_mut_ptr().cast();
+                    h.msg_controllen = clen as _;
+                }
+            }
+            m += 1;
         }
-        record(&snap, &outcome, slot);
-    }
-}
-
-/// The destination of a datagram: its address and the interface it came in on.
-#[derive(Clone, Copy)]
-enum Dst {
-    V4(libc::in_pktinfo),
-    V6(libc::in6_pktinfo),
-}
-
-fn recv_with_dst(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
-) -> std::io::Result<(usize, SocketAddr, Option<Dst>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg =
-        recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
-            .map_err(std::io::Error::from)?;
-    let src = msg
-        .address
-        .and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|s| SocketAddr::from((IpAddr::from(s.ip()), s.port())))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|s| SocketAddr::from((IpAddr::from(s.ip()), s.port())))
-                })
-        })
-        .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
-    let mut dst = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::Ipv4PacketInfo(info) => dst = Some(Dst::V4(info)),
-                ControlMessageOwned::Ipv6PacketInfo(info) => dst = Some(Dst::V6(info)),
-                _ => {}
+        let mut sent = 0;
+        while sent < m {
+            // SAFETY: as for recvmmsg; out_hdrs[sent..m] point at filled buffers of this
+            // struct.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.out_hdrs[sent..].as_mut_ptr(),
+                    (m - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if r <= 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "udp send failed");
+                sent += 1; // skip the datagram that failed, send the rest
+            } else {
+                sent += r as usize;
             }
         }
     }
-    Ok((msg.bytes, src, dst))
 }
 
-fn send_from(socket: &UdpSocket, data: &[u8], to: SocketAddr, dst: Dst) -> std::io::Result<()> {
-    let iov = [IoSlice::new(data)];
-    let to = SockaddrStorage::from(to);
-    let result = match dst {
-        Dst::V4(info) => {
-            // Send from the address the query came to; let routing pick the interface.
-            let pi = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: info.ipi_addr,
-                ipi_addr: info.ipi_addr,
-            };
-            sendmsg(
-                socket.as_raw_fd(),
-                &iov,
-                &[ControlMessage::Ipv4PacketInfo(&pi)],
-                MsgFlags::empty(),
-                Some(&to),
-            )
+/// The source address of a datagram.
+fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match a.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(a as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((
+                IpAddr::V4(ip),
+                u16::from_be(sin.sin_port),
+            )))
         }
-        Dst::V6(info) => sendmsg(
-            socket.as_raw_fd(),
-            &iov,
-            &[ControlMessage::Ipv6PacketInfo(&info)],
-            MsgFlags::empty(),
-            Some(&to),
-        ),
-    };
-    result.map(|_| ()).map_err(std::io::Error::from)
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::from((
+                IpAddr::V6(ip),
+                u16::from_be(sin6.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// From a received datagram's control data, the control data of its reply: the same
+/// packet-info message, so the reply leaves from the address the query came to (for IPv4
+/// with the interface left to routing). Returns its length.
+fn reply_control(received: &[u8], out: &mut [u8; CMSG_ROOM]) -> Option<usize> {
+    let hdr = std::mem::size_of::<libc::cmsghdr>();
+    let mut pos = 0;
+    while pos + hdr <= received.len() {
+        // SAFETY: the bytes at `pos` are a cmsghdr written by the kernel (bounds checked).
+        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(received[pos..].as_ptr().cast()) };
+        let len = c.cmsg_len as usize;
+        if len < hdr || pos + len > received.len() {
+            return None;
+        }
+        let data = &received[pos + hdr..pos + len];
+        let is_v4 = c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO;
+        let is_v6 = c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO;
+        if (is_v4 || is_v6) && len <= CMSG_ROOM {
+            out[..len].copy_from_slice(&received[pos..pos + len]);
+            if is_v4 && data.len() >= std::mem::size_of::<libc::in_pktinfo>() {
+                // SAFETY: the data is an in_pktinfo (checked length); unaligned access.
+                let mut pi: libc::in_pktinfo =
+                    unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+                pi.ipi_ifindex = 0;
+                pi.ipi_spec_dst = pi.ipi_addr;
+                // SAFETY: same place and size in the copy.
+                unsafe {
+                    std::ptr::write_unaligned(out[hdr..].as_mut_ptr().cast(), pi);
+                }
+            }
+            return Some(len);
+        }
+        // CMSG_ALIGN
+        pos += (len + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1);
+    }
+    None
 }
