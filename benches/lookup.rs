@@ -29,14 +29,31 @@ const SERVICES: &str = include_str!("../zones/services.toml");
 const GEOIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/GeoIP2-City-Test.mmdb");
 
 fn snapshot() -> Snapshot {
+    snapshot_with(0)
+}
+
+/// The example zone and services, plus `extra` generated zones with one geo service each:
+/// the cost of a query must not depend on how many there are.
+fn snapshot_with(extra: usize) -> Snapshot {
     let origin = Name::from_ascii("example.com.").expect("origin");
-    let zones = [parse_zone(EXAMPLE_ZONE, "example.com.zone", &origin).expect("zone")];
+    let mut zones = vec![parse_zone(EXAMPLE_ZONE, "example.com.zone", &origin).expect("zone")];
+    for i in 0..extra {
+        let name = format!("zone{i}.example.");
+        let text = "$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\nstatic IN A 192.0.2.2\n";
+        let origin = Name::from_ascii(&name).expect("origin");
+        zones.push(parse_zone(text, &name, &origin).expect("zone"));
+    }
     let datacenters = toml::from_str::<DatacentersFile>(DATACENTERS)
         .expect("datacenters.toml")
         .datacenter;
-    let services = toml::from_str::<ServicesFile>(SERVICES)
+    let mut services = toml::from_str::<ServicesFile>(SERVICES)
         .expect("services.toml")
         .service;
+    for i in 0..extra {
+        let mut svc = services[0].clone();
+        svc.zone = format!("zone{i}.example.");
+        services.push(svc);
+    }
     let geo = GeoDb::open(&[PathBuf::from(GEOIP)]).expect("GeoIP test database");
     Builder::new(1, Arc::new(geo))
         .build(&Inputs {
@@ -112,6 +129,24 @@ fn lookup(c: &mut Criterion) {
             b.iter(|| {
                 let req = parse(black_box(q)).expect("query parses");
                 answer(black_box(&snap), &req, &client, &mut out)
+            })
+        });
+    }
+    g.finish();
+
+    // The same queries with 10,000 more zones and services in the snapshot.
+    let big = snapshot_with(10_000);
+    let mut g = c.benchmark_group("lookup_10k_zones");
+    g.throughput(Throughput::Elements(1));
+    for (id, q) in [
+        ("static_wire", &static_q),
+        ("nxdomain_wire", &nx_q),
+        ("geo_ecs_wire", &geo_q),
+    ] {
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                let req = parse(black_box(q)).expect("query parses");
+                answer(black_box(&big), &req, &client, &mut out)
             })
         });
     }

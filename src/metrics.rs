@@ -5,15 +5,19 @@
 //! claims a slot of its own when it starts ([`claim_worker`]) and bumps it with a plain
 //! load and store, no locked instruction and no cache line shared with another thread.
 //! Every other thread (TCP tasks, tests) shares the last slot and adds atomically. A scrape
-//! sums the slots. Nothing here locks or allocates on the query path.
+//! sums the slots. Nothing here locks on the query path; a worker's block of a counter is
+//! allocated the first time that worker counts in it (once), so memory follows the zones
+//! each worker actually answers for, not zones × workers.
 
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
-/// Slots per counter: [`MAX_WORKERS`]` - 1` threads of their own, and one shared.
-pub const MAX_WORKERS: usize = 16;
+/// Slots per counter: [`MAX_WORKERS`]` - 1` threads of their own (UDP runs one worker per
+/// CPU and listen address), and one shared.
+pub const MAX_WORKERS: usize = 64;
 /// The slot of every thread that has none of its own.
 const SHARED: usize = MAX_WORKERS - 1;
 
@@ -75,23 +79,33 @@ const PER_LINE: usize = 16;
 #[derive(Default)]
 struct Line([AtomicU64; PER_LINE]);
 
-/// `len` counters, each with a slot per worker. A worker's counters are contiguous and
-/// share no cache line (nor line pair) with another worker's.
+/// `len` counters, each with a slot per worker. A worker's counters are one block of their
+/// own, allocated when it first counts, that shares no cache line (nor line pair) with
+/// another worker's.
 pub struct CounterArray {
     len: usize,
-    /// Lines per worker.
+    /// Lines per block.
     stride: usize,
-    lines: Box<[Line]>,
+    blocks: Box<[OnceLock<Box<[Line]>>]>,
 }
 
 impl CounterArray {
     pub fn new(len: usize) -> CounterArray {
-        let stride = len.div_ceil(PER_LINE).max(1);
         CounterArray {
             len,
-            stride,
-            lines: (0..stride * MAX_WORKERS).map(|_| Line::default()).collect(),
+            stride: len.div_ceil(PER_LINE).max(1),
+            blocks: (0..MAX_WORKERS).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// A worker's block, allocated on its first use.
+    #[inline]
+    fn block(&self, slot: usize) -> Option<&[Line]> {
+        let cell = self.blocks.get(slot)?;
+        Some(match cell.get() {
+            Some(b) => b,
+            None => cell.get_or_init(|| (0..self.stride).map(|_| Line::default()).collect()),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -108,7 +122,7 @@ impl CounterArray {
         if i >= self.len {
             return;
         }
-        let Some(line) = self.lines.get(w.slot * self.stride + i / PER_LINE) else {
+        let Some(line) = self.block(w.slot).and_then(|b| b.get(i / PER_LINE)) else {
             return;
         };
         let cell = &line.0[i % PER_LINE];
@@ -128,10 +142,10 @@ impl CounterArray {
         if i >= self.len {
             return 0;
         }
-        (0..MAX_WORKERS)
-            .map(|w| {
-                self.lines[w * self.stride + i / PER_LINE].0[i % PER_LINE].load(Ordering::Relaxed)
-            })
+        self.blocks
+            .iter()
+            .filter_map(|b| b.get())
+            .map(|b| b[i / PER_LINE].0[i % PER_LINE].load(Ordering::Relaxed))
             .fold(0u64, u64::wrapping_add)
     }
 }
@@ -368,13 +382,19 @@ mod tests {
         let a = CounterArray::new(17);
         assert_eq!(a.stride, 2);
         assert_eq!(std::mem::align_of::<Line>(), 128);
-        let w0 = &a.lines[0] as *const Line as usize;
-        let w1 = &a.lines[a.stride] as *const Line as usize;
-        assert_eq!(w0 % 128, 0);
-        assert_eq!(w1 - w0, 256);
+        // Nothing is allocated until a worker counts.
+        assert!(a.blocks.iter().all(|b| b.get().is_none()));
+        assert_eq!(a.get(16), 0);
         a.add(worker(), 16, 3);
         a.add(worker(), 17, 3); // out of range: ignored
         assert_eq!((a.get(16), a.get(15), a.get(17)), (3, 0, 0));
+        assert_eq!(a.blocks.iter().filter(|b| b.get().is_some()).count(), 1);
+        let own = std::thread::spawn(|| claim_worker().slot)
+            .join()
+            .expect("join");
+        let block = a.block(own).expect("block");
+        assert_eq!(block.len(), 2);
+        assert_eq!(block.as_ptr() as usize % 128, 0);
     }
 
     #[test]
