@@ -122,22 +122,13 @@ fn start_knot(dir: &std::path::Path) -> (Knot, SocketAddr) {
     );
     let conf_path = dir.join("knot.conf");
     std::fs::write(&conf_path, conf).expect("knot.conf");
-    let mut cmd = Command::new(knotd);
-    cmd.arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-    let knot = Knot(cmd.spawn().expect("start knotd"));
+    let knot = Knot(common::spawn_owned(
+        Command::new(knotd)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
     let deadline = Instant::now() + Duration::from_secs(15);
     while common::dig_at(addr, &["www.example.net"]).status != "NOERROR" {
         assert!(Instant::now() < deadline, "knotd did not start");

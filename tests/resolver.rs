@@ -122,7 +122,7 @@ stub-zone:
         std::fs::write(&conf, config).expect("write unbound.conf");
         let log_path = dir.path().join("unbound.log");
         let log = std::fs::File::create(&log_path).expect("unbound log");
-        let child = spawn_owned(
+        let child = common::spawn_owned(
             Command::new(UNBOUND)
                 .arg("-d")
                 .arg("-c")
@@ -172,19 +172,6 @@ impl Drop for Unbound {
             let _ = child.wait();
         }
     }
-}
-
-/// Spawn a child that the kernel kills if this test's thread dies first.
-fn spawn_owned(cmd: &mut Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn().expect("spawn unbound")
 }
 
 #[test]

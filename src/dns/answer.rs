@@ -308,8 +308,6 @@ fn walk(
 }
 
 /// A service's A or AAAA answer: the policy's pick, capped at the service's `answers`.
-/// Kept out of line: static answers need not carry its stack frame (the pick's arrays).
-#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn service(
     snap: &Snapshot,

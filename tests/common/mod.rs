@@ -174,7 +174,7 @@ impl Drop for Node {
 }
 
 /// Spawn a child that the kernel kills if this test process dies first.
-fn spawn_owned(cmd: &mut Command) -> Child {
+pub fn spawn_owned(cmd: &mut Command) -> Child {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
@@ -596,4 +596,30 @@ impl TestCluster {
     pub fn node(&mut self, id: u64) -> &mut ClusterNode {
         &mut self.nodes[id as usize - 1]
     }
+}
+
+/// A two-site world shared by the cluster, partition and metrics tests: zone `example.com`,
+/// datacenters `lon` (198.51.100.1) and `iad` (198.51.100.2), and a `geo_nearest` `www`.
+pub mod two_sites {
+    pub const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
+
+    pub const DCS: &str = r#"
+[[datacenter]]
+id = "lon"
+location = { lat = 51.5074, lon = -0.1278 }
+addresses = ["198.51.100.1"]
+
+[[datacenter]]
+id = "iad"
+location = { lat = 38.9519, lon = -77.4480 }
+addresses = ["198.51.100.2"]
+"#;
+
+    pub const SERVICES: &str = r#"
+[[service]]
+zone = "example.com"
+name = "www"
+policy = "geo_nearest"
+datacenters = ["lon", "iad"]
+"#;
 }
