@@ -323,7 +323,7 @@ fn service(
         return rcode::SERVFAIL;
     };
     trace.service = Some(idx);
-    let mut rng = rand::rng();
+    let mut rng = LazyRng(None);
     let tick = TICK.with(|t| {
         let v = t.get().wrapping_add(1);
         t.set(v);
@@ -384,6 +384,24 @@ fn service(
     }
     negative(zone, w);
     rcode::NOERROR
+}
+
+/// The thread's random generator, taken only when a pick draws (weighted services): a geo
+/// or round-robin answer does not pay for it.
+struct LazyRng(Option<rand::rngs::ThreadRng>);
+
+impl rand::RngCore for LazyRng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.get_or_insert_with(rand::rng).next_u32()
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0.get_or_insert_with(rand::rng).next_u64()
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        self.0.get_or_insert_with(rand::rng).fill_bytes(dst)
+    }
 }
 
 thread_local! {
