@@ -181,8 +181,8 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
     };
     let rc = resolve(snap, q, who, &mut w, &mut trace);
     w.set_rcode(rc);
-    if let (Some(e), Some(o)) = (ecs, opt.as_mut().and_then(|o| o.ecs.as_mut())) {
-        let _ = e;
+    // ECS /0 keeps scope 0: the answer did not use an address from it.
+    if let (Some(_), Some(o)) = (ecs, opt.as_mut().and_then(|o| o.ecs.as_mut())) {
         o.scope_prefix = trace.scope;
     }
     let truncated = w.truncated();
@@ -245,7 +245,7 @@ fn walk(
     for _ in 0..=MAX_CNAME_CHAIN {
         let lname = name.as_slice();
         if let Some(cut) = find_cut(zone, lname, q.qtype) {
-            return referral(zone, cut, raw, lname, w);
+            return referral(zone, cut, raw, w);
         }
         let (node, owner_is_wild) = match zone.node(lname) {
             Some(n) => (n, false),
@@ -463,9 +463,8 @@ fn wildcard<'z>(zone: &'z Zone, name: &[u8]) -> Option<&'z Node> {
 }
 
 /// A referral: the cut's NS in authority and their addresses as glue, without AA.
-fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], lname: &[u8], w: &mut Writer<'_>) -> u8 {
+fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], w: &mut Writer<'_>) -> u8 {
     let (node, start) = cut;
-    let _ = lname;
     w.set_aa(false);
     let Some(ns) = node.get(rtype::NS) else {
         return rcode::SERVFAIL;
