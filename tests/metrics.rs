@@ -7,30 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::two_sites::{DCS, SERVICES};
 use common::{http_get, udp_exchange, Node, Setup};
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\nstatic IN A 192.0.2.10\n";
-
-const DCS: &str = r#"
-[[datacenter]]
-id = "lon"
-location = { lat = 51.5074, lon = -0.1278 }
-addresses = ["198.51.100.1"]
-
-[[datacenter]]
-id = "iad"
-location = { lat = 38.9519, lon = -77.4480 }
-addresses = ["198.51.100.2"]
-"#;
-
-const SERVICES: &str = r#"
-[[service]]
-zone = "example.com"
-name = "www"
-policy = "geo_nearest"
-datacenters = ["lon", "iad"]
-ttl = 60
-"#;
 
 fn start() -> Node {
     Node::start(&Setup {
