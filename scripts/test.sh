@@ -20,4 +20,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
+# Say what the machine allows: the TCP tests open over a thousand connections.
+echo "open-file limit: soft $(ulimit -Sn), hard $(ulimit -Hn); $(nproc) CPUs" >&2
 cargo test --all-targets "$@"

@@ -228,6 +228,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let threads = udp::worker_count();
     let mut udp_threads = Vec::new();
     let pool = tcp::Pool::new(tcp::TcpLimits::default());
+    match tcp::raise_fd_limit() {
+        Ok(n) if n < pool.fds_wanted() => tracing::warn!(
+            open_files = n,
+            wanted = pool.fds_wanted(),
+            "the open-file limit is below the TCP connection cap; \
+             idle connections will be closed early to make room"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     let mut tcp_tasks = Vec::new();
     for addr in &config.dns_listen {
         let sockets = udp::bind_group(*addr, threads)

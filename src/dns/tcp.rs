@@ -43,10 +43,10 @@ const CLOSING: u64 = u64::MAX;
 
 /// One place for a connection: when it was last active (0 = free), and a way to close it.
 struct Slot {
-    /// Milliseconds since `Pool::epoch` + 1 of the last activity; 0 when free.
+    /// Milliseconds since `Pool::epoch` + 1 of the last activity; 0 when free; [`CLOSING`]
+    /// once an eviction has asked the holder to close.
     active: AtomicU64,
-    /// Bumped to ask the connection holding this slot to close.
-    evict: AtomicU64,
+    /// Wakes the holder after its slot was set to [`CLOSING`].
     wake: Notify,
 }
 
@@ -66,7 +66,6 @@ impl Pool {
             slots: (0..limits.max_connections)
                 .map(|_| Slot {
                     active: AtomicU64::new(0),
-                    evict: AtomicU64::new(0),
                     wake: Notify::new(),
                 })
                 .collect(),
@@ -118,7 +117,6 @@ impl Pool {
                 .compare_exchange(seen, CLOSING, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                slot.evict.fetch_add(1, Ordering::AcqRel);
                 slot.wake.notify_waiters();
                 return;
             }
@@ -129,6 +127,39 @@ impl Pool {
     pub fn open(&self) -> usize {
         self.limits.max_connections - self.permits.available_permits()
     }
+
+    /// Descriptors the process should be allowed: every connection plus room for the
+    /// listeners, UDP sockets, the store and the Raft and admin connections.
+    pub fn fds_wanted(&self) -> u64 {
+        self.limits.max_connections as u64 + 256
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit, as name servers do at start (the
+/// common soft default of 1024 is below the connection cap). Returns the soft limit now in
+/// force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur as u64)
 }
 
 /// Accept connections until the task is dropped.
@@ -137,9 +168,14 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReade
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // EMFILE and friends: wait a little rather than spin.
+                // Out of file descriptors (EMFILE, ENFILE): the idlest connection gives its
+                // descriptor to the waiting one, as when the cap is reached. Then wait a
+                // little rather than spin.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    pool.evict_idlest();
+                }
                 tracing::warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -167,7 +203,6 @@ async fn connection(
     reader: &SnapshotReader,
 ) -> std::io::Result<()> {
     let slot = &pool.slots[idx];
-    let generation = slot.evict.load(Ordering::Acquire);
     let mut inbuf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
     let client = Client {
@@ -178,7 +213,8 @@ async fn connection(
         let woken = slot.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        if slot.evict.load(Ordering::Acquire) != generation {
+        // Checked after `enable`, so an eviction cannot slip between the check and the wait.
+        if slot.active.load(Ordering::Acquire) == CLOSING {
             return Ok(());
         }
         let read = tokio::select! {
