@@ -159,7 +159,7 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
         }
         lim = raised;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Accept connections until the task is dropped.
