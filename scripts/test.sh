@@ -22,4 +22,4 @@ fi
 
 # Say what the machine allows: the TCP tests open over a thousand connections.
 echo "open-file limit: soft $(ulimit -Sn), hard $(ulimit -Hn); $(nproc) CPUs" >&2
-cargo test --all-targets "$@"
+cargo test --all-targets --no-fail-fast "$@"
