@@ -331,7 +331,12 @@ measure() { # round server workload [warm | RATE (paced: dnsperf -Q RATE, always
   [ -n "$rate" ] && vflag+=(-Q "$rate")
   out=$WORK/runs/$r-$s-$w.txt
   c0=$(cpu_ticks "$pid") t0=$(date +%s.%N)
-  "${PRIO[@]}" taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -B -d "$WORK/queries/$w.bin" \
+  # Bounded even if dnsperf never ends (it has, once, under SCHED_FIFO with -Q: a paced
+  # sender spinning at the same FIFO priority as its receiver starves it). Paced runs use
+  # round-robin among dnsperf's own threads for that reason.
+  local prio=("${PRIO[@]}")
+  [ -n "$rate" ] && [ "$RT" = 1 ] && prio=(chrt -r 10)
+  timeout -k 5 $((secs + 30)) "${prio[@]}" taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -B -d "$WORK/queries/$w.bin" \
     -l "$secs" -c "$CLIENTS" -T 1 -q "$OUTSTANDING" -t 1 "${vflag[@]}" > "$out" 2>&1 || true
   c1=$(cpu_ticks "$pid") t1=$(date +%s.%N)
   kill -0 "$pid" 2>/dev/null || { log "$s died during $w"; return 1; }
