@@ -24,9 +24,9 @@ git worktree add --detach "$TREE" "$BASE" >/dev/null
 [ -e "$TREE/geoip/GeoIP2-City-Test.mmdb" ] || { mkdir -p "$TREE/geoip"; cp geoip/GeoIP2-City-Test.mmdb "$TREE/geoip/"; }
 
 echo "bench-guard: base $(git rev-parse --short "$BASE")" >&2
-(cd "$TREE" && CARGO_TARGET_DIR=$TARGET cargo bench --quiet --bench lookup -- --save-baseline guard-base --noplot) >/dev/null
+(cd "$TREE" && CARGO_TARGET_DIR=$TARGET cargo bench --quiet --bench lookup -- --save-baseline guard-base --noplot) >"$TARGET/bench-guard-base.log" 2>&1
 echo "bench-guard: work tree $(git describe --always --dirty)" >&2
-CARGO_TARGET_DIR=$TARGET cargo bench --quiet --bench lookup -- --baseline guard-base --noplot >/dev/null
+CARGO_TARGET_DIR=$TARGET cargo bench --quiet --bench lookup -- --baseline guard-base --noplot >"$TARGET/bench-guard.log" 2>&1
 
 python3 - "$TARGET/criterion" "$THRESHOLD" <<'EOF'
 import json, os, sys
