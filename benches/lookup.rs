@@ -5,7 +5,11 @@
 //! - `static_answer`: `answer()` alone, on a pre-parsed request for a static A name.
 //! - `static_wire`: a whole query, wire to wire: `parse` + `answer`.
 //! - `nxdomain_wire`: the same for a name that does not exist (SOA in authority).
-//! - `geo_ecs_wire`: the same for a geo-nearest service, picked by an ECS address.
+//! - `static_ecs_wire`: the static query with the ECS option a resolver sends (echoed).
+//! - `geo_ecs_wire`: the same for a geo-nearest service, picked by an ECS address: next
+//!   to `static_ecs_wire`, the cost of the geo decision itself.
+//! - `geo_pick_located` / `geo_pick_unlocated`: the decision alone (`policy::pick`), for a
+//!   client the database places and for one it does not (the listed order).
 //!
 //! Run: `cargo bench --bench lookup`.
 
@@ -19,7 +23,8 @@ use hickory_proto::rr::Name;
 use meridian::dns::answer::rcode;
 use meridian::dns::{answer, parse, Client, Transport};
 use meridian::geo::GeoDb;
-use meridian::model::{DatacentersFile, ServicesFile};
+use meridian::model::{DatacentersFile, PolicyKind, ServicesFile};
+use meridian::policy::{pick, Family};
 use meridian::snapshot::{Builder, Inputs, Snapshot};
 use meridian::zone::parse_zone;
 
@@ -89,16 +94,15 @@ fn lookup(c: &mut Criterion) {
     let static_q = query("static.example.com", 1, &[]);
     let nx_q = query("nope.example.com", 1, &[]);
     // ECS 175.16.199.0/24 (CN in the GeoIP test database).
-    let geo_q = query(
-        "www.example.com",
-        1,
-        &[0, 8, 0, 7, 0, 1, 24, 0, 175, 16, 199],
-    );
+    let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 175, 16, 199];
+    let geo_q = query("www.example.com", 1, &ecs);
+    let static_ecs_q = query("static.example.com", 1, &ecs);
     let mut out = Vec::with_capacity(u16::MAX as usize);
 
     // Each case must answer what it claims to, or its figure means nothing.
     for (q, want) in [
         (&static_q, rcode::NOERROR),
+        (&static_ecs_q, rcode::NOERROR),
         (&nx_q, rcode::NXDOMAIN),
         (&geo_q, rcode::NOERROR),
     ] {
@@ -123,12 +127,42 @@ fn lookup(c: &mut Criterion) {
     for (id, q) in [
         ("static_wire", &static_q),
         ("nxdomain_wire", &nx_q),
+        ("static_ecs_wire", &static_ecs_q),
         ("geo_ecs_wire", &geo_q),
     ] {
         g.bench_function(id, |b| {
             b.iter(|| {
                 let req = parse(black_box(q)).expect("query parses");
                 answer(black_box(&snap), &req, &client, &mut out)
+            })
+        });
+    }
+    let plan = snap
+        .plans
+        .iter()
+        .find(|p| p.service.policy == PolicyKind::GeoNearest)
+        .expect("a geo_nearest service in the example");
+    let mut rng = rand::rng();
+    for (id, who) in [
+        (
+            "geo_pick_located",
+            IpAddr::V4(Ipv4Addr::new(175, 16, 199, 1)),
+        ),
+        (
+            "geo_pick_unlocated",
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 77)),
+        ),
+    ] {
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                pick(
+                    black_box(plan),
+                    &snap.dcs,
+                    Family::V4,
+                    black_box(who),
+                    0,
+                    &mut rng,
+                )
             })
         });
     }

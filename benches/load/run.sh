@@ -17,9 +17,11 @@ usage: benches/load/run.sh [options]
       --outstanding N   dnsperf -q (queries in flight)                            [100]
       --subnets N       client /24s in the geo-with-ECS query file                [1000]
       --no-p99          no per-query output (dnsperf -v): more client headroom, no p99
-      --start-pinned    start servers under taskset -c 0 (those that size their thread
-                        pools from their CPU affinity then start fewer threads); default:
-                        start on all CPUs (pools sized for the machine), re-pin at once
+      --start-unpinned  start servers on all CPUs (thread pools sized for the machine)
+                        and re-pin them at once; default: start them under taskset -c 0,
+                        so those that size their pools from their CPU affinity (Meridian:
+                        one UDP thread per CPU it may run on) start one; every thread of
+                        every server is re-pinned to CPU 0 after start either way
       --nice N          niceness of the servers and dnsperf (less noise from other work
                         on a shared machine; 0 = leave as is)                     [-10]
       --rt              SCHED_FIFO (chrt -f 10) instead of nice: on a busy machine the
@@ -36,7 +38,7 @@ EOF
 }
 
 RT=0 NICE=-10 ROUNDS=3 DURATION=8 WARMUP=1 CLIENTS=4 OUTSTANDING=100 SUBNETS=1000 P99=1
-START_PINNED=0 INSTALL=1 BUILD=1 PORT_BASE=5390 PACED=1 MANY=9999
+START_PINNED=1 INSTALL=1 BUILD=1 PORT_BASE=5390 PACED=1 MANY=9999
 SERVERS="meridian,gdnsd,knot,pdns,floor,meridian-dbip,meridian-10k"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
     --no-p99) P99=0 ;;
     --no-paced) PACED=0 ;;
     --start-pinned) START_PINNED=1 ;;
+    --start-unpinned) START_PINNED=0 ;;
     --nice) NICE=$2; shift ;;
     --rt) RT=1 ;;
     --skip-install) INSTALL=0 ;;

@@ -324,11 +324,16 @@ fn service(
     };
     trace.service = Some(idx);
     let mut rng = LazyRng(None);
-    let tick = TICK.with(|t| {
-        let v = t.get().wrapping_add(1);
-        t.set(v);
-        v
-    });
+    // Only round-robin rotates: the others leave the thread's position alone.
+    let tick = if plan.service.policy == PolicyKind::RoundRobin {
+        TICK.with(|t| {
+            let v = t.get().wrapping_add(1);
+            t.set(v);
+            v
+        })
+    } else {
+        0
+    };
     let families: &[Family] = match qtype {
         rtype::AAAA => &[Family::V6],
         rtype::A => &[Family::V4],
