@@ -224,10 +224,12 @@ impl<'b> Writer<'b> {
 
     /// An earlier offset where exactly this (non-root) name suffix is written.
     fn find(&self, suffix: &[u8]) -> Option<u16> {
-        self.pointers[..self.npointers]
-            .iter()
-            .copied()
-            .find(|&p| same_name_at(self.buf, p as usize, suffix))
+        // Every remembered offset is a label's length byte: comparing it first rules out
+        // most candidates without the whole walk (a NXDOMAIN's SOA tries a dozen).
+        let first = *suffix.first()?;
+        self.pointers[..self.npointers].iter().copied().find(|&p| {
+            self.buf.get(p as usize) == Some(&first) && same_name_at(self.buf, p as usize, suffix)
+        })
     }
 
     /// Finish: append the OPT record (if any), write the counts. Returns the length.
