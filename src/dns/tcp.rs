@@ -173,8 +173,11 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReade
                 // little rather than spin.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                     pool.evict_idlest();
+                    // Handled, and frequent under a flood: not worth a warning each time.
+                    tracing::debug!(error = %e, "tcp accept: out of descriptors");
+                } else {
+                    tracing::warn!(error = %e, "tcp accept failed");
                 }
-                tracing::warn!(error = %e, "tcp accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
