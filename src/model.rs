@@ -366,23 +366,47 @@ pub struct ServicesFile {
     pub service: Vec<Service>,
 }
 
+/// Definitions for the unit tests of every module: one shape, with the values a test cares
+/// about as arguments (change a field with `Datacenter { weight, ..datacenter(…) }`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn dc() -> Datacenter {
+    /// An active datacenter of unknown health, weight 100, one address, no health check.
+    pub fn datacenter(id: &str, lat: f64, lon: f64, addr: &str) -> Datacenter {
         Datacenter {
-            id: "lon".into(),
-            location: Coordinates {
-                lat: 51.5,
-                lon: -0.1,
-            },
-            addresses: vec!["192.0.2.1".parse().expect("ip")],
+            id: id.into(),
+            location: Coordinates { lat, lon },
+            addresses: vec![addr.parse().expect("ip")],
             weight: 100,
             state: DcState::Active,
             health: Health::Unknown,
             health_check: None,
         }
+    }
+
+    /// A service over `dcs` in their order: TTL 60, the policy's default answer count,
+    /// no overrides, failing open.
+    pub fn service(zone: &str, name: &str, policy: PolicyKind, dcs: &[&str]) -> Service {
+        Service {
+            zone: zone.into(),
+            name: name.into(),
+            policy,
+            datacenters: dcs.iter().map(|s| s.to_string()).collect(),
+            ttl: 60,
+            answers: None,
+            overrides: Default::default(),
+            on_all_down: OnAllDown::All,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dc() -> Datacenter {
+        fixtures::datacenter("lon", 51.5, -0.1, "192.0.2.1")
     }
 
     #[test]

@@ -377,18 +377,13 @@ pub fn pick(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Coordinates, DcState, Health};
+    use crate::model::DcState;
     use rand::SeedableRng;
 
     fn dc(id: &str, lat: f64, lon: f64, addr: &str, weight: u16) -> Datacenter {
         Datacenter {
-            id: id.into(),
-            location: Coordinates { lat, lon },
-            addresses: vec![addr.parse().expect("ip")],
             weight,
-            state: DcState::Active,
-            health: Health::Unknown,
-            health_check: None,
+            ..crate::model::fixtures::datacenter(id, lat, lon, addr)
         }
     }
 
@@ -401,16 +396,7 @@ mod tests {
     }
 
     fn service(policy: PolicyKind) -> Service {
-        Service {
-            zone: "example.com".into(),
-            name: "www".into(),
-            policy,
-            datacenters: vec!["lon".into(), "nyc".into(), "sin".into()],
-            ttl: 60,
-            answers: None,
-            overrides: Default::default(),
-            on_all_down: OnAllDown::All,
-        }
+        crate::model::fixtures::service("example.com", "www", policy, &["lon", "nyc", "sin"])
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -377,32 +377,16 @@ pub fn channel(initial: Snapshot) -> SnapshotPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Coordinates, DcState, Health, OnAllDown, PolicyKind};
+    use crate::model::fixtures::{datacenter, service};
+    use crate::model::PolicyKind;
     use crate::zone::parse_zone;
 
     fn dc(id: &str, lat: f64) -> Datacenter {
-        Datacenter {
-            id: id.into(),
-            location: Coordinates { lat, lon: 0.0 },
-            addresses: vec!["192.0.2.9".parse().expect("ip")],
-            weight: 100,
-            state: DcState::Active,
-            health: Health::Unknown,
-            health_check: None,
-        }
+        datacenter(id, lat, 0.0, "192.0.2.9")
     }
 
     fn geo_service(name: &str, dcs: &[&str]) -> Service {
-        Service {
-            zone: "example.com".into(),
-            name: name.into(),
-            policy: PolicyKind::GeoNearest,
-            datacenters: dcs.iter().map(|s| s.to_string()).collect(),
-            ttl: 60,
-            answers: None,
-            overrides: Default::default(),
-            on_all_down: OnAllDown::All,
-        }
+        service("example.com", name, PolicyKind::GeoNearest, dcs)
     }
 
     #[test]

@@ -442,34 +442,17 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Coordinates, Health, OnAllDown, PolicyKind};
+    use crate::model::{Health, PolicyKind};
 
     const ZONE: &str =
         "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\n";
 
     fn dc(id: &str) -> Datacenter {
-        Datacenter {
-            id: id.into(),
-            location: Coordinates { lat: 1.0, lon: 2.0 },
-            addresses: vec!["192.0.2.9".parse().expect("ip")],
-            weight: 100,
-            state: DcState::Active,
-            health: Health::Unknown,
-            health_check: None,
-        }
+        crate::model::fixtures::datacenter(id, 1.0, 2.0, "192.0.2.9")
     }
 
     fn svc(name: &str, dcs: &[&str]) -> Service {
-        Service {
-            zone: "Example.COM".into(),
-            name: name.into(),
-            policy: PolicyKind::GeoNearest,
-            datacenters: dcs.iter().map(|s| s.to_string()).collect(),
-            ttl: 60,
-            answers: None,
-            overrides: Default::default(),
-            on_all_down: OnAllDown::All,
-        }
+        crate::model::fixtures::service("Example.COM", name, PolicyKind::GeoNearest, dcs)
     }
 
     fn base() -> State {

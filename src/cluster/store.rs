@@ -768,7 +768,7 @@ mod tests {
     use super::*;
     use crate::cluster::command::Command;
     use crate::cluster::types::{NodeInfo, Request};
-    use crate::model::{Coordinates, Datacenter, DcState, Health, OnAllDown, PolicyKind, Service};
+    use crate::model::{Datacenter, DcState, OnAllDown, PolicyKind, Service};
 
     const ZONE: &str = "$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 900 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/log-v1.json");
@@ -816,18 +816,7 @@ mod tests {
     }
 
     fn dc(id: &str, ip: &str) -> Datacenter {
-        Datacenter {
-            id: id.into(),
-            location: Coordinates {
-                lat: 51.5,
-                lon: -0.1,
-            },
-            addresses: vec![ip.parse().expect("ip")],
-            weight: 100,
-            state: DcState::Active,
-            health: Health::Unknown,
-            health_check: None,
-        }
+        crate::model::fixtures::datacenter(id, 51.5, -0.1, ip)
     }
 
     fn put_zone() -> Command {

@@ -13,19 +13,13 @@ use tokio::time::{timeout, Instant};
 
 use super::probe::fmt_duration;
 use super::*;
-use crate::model::{Coordinates, DcState, Health};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn dc(id: &str, hc: HealthCheck) -> Datacenter {
     Datacenter {
-        id: id.to_string(),
-        location: Coordinates { lat: 0.0, lon: 0.0 },
-        addresses: vec!["192.0.2.1".parse().expect("ip")],
-        weight: 100,
-        state: DcState::Active,
-        health: Health::Unknown,
         health_check: Some(hc),
+        ..crate::model::fixtures::datacenter(id, 0.0, 0.0, "192.0.2.1")
     }
 }
 
