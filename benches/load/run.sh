@@ -411,35 +411,31 @@ if [ "$WARMUP" != 0 ]; then
   for s in "${ACTIVE[@]}"; do for w in ${LOADS[$s]}; do measure 0 "$s" "$w" warm || true; done; done
 fi
 n=${#ACTIVE[@]}
-for r in $(seq "$ROUNDS"); do
-  # Each round starts with a different server, so none is always first or last.
-  for w in static geo-ecs geo-noecs nxdomain; do
-    for i in $(seq 0 $((n - 1))); do
-      s=${ACTIVE[$(( (i + r - 1) % n ))]}
-      [[ " ${LOADS[$s]} " == *" $w "* ]] || continue
-      [ -n "${PID[$s]:-}" ] || continue
-      measure "$r" "$s" "$w" || { unset "PID[$s]"; }
-    done
-  done
-done
-
-if [ "$PACED" = 1 ]; then
-  # The p99 that matters: at a load the server carries (80% of its own peak), not with
-  # -q queries queued at saturation. One paced run per server and workload per round.
+run_rounds() { # peak | paced: every workload on every server that takes it, ROUNDS times
+  local mode=$1 r w i s rate
   for r in $(seq "$ROUNDS"); do
     for w in static geo-ecs geo-noecs nxdomain; do
+      # Each round starts with a different server, so none is always first or last.
       for i in $(seq 0 $((n - 1))); do
         s=${ACTIVE[$(( (i + r - 1) % n ))]}
         [[ " ${LOADS[$s]} " == *" $w "* ]] || continue
         [ -n "${PID[$s]:-}" ] || continue
-        rate=$($BENCH peak "$RESULTS" "$s" "$w")
-        rate=$((rate * 8 / 10))
-        [ "$rate" -gt 0 ] || continue
-        measure p80 "$s" "$w" "$rate" || { unset "PID[$s]"; }
+        if [ "$mode" = peak ]; then
+          measure "$r" "$s" "$w" || unset "PID[$s]"
+        else
+          rate=$(( $($BENCH peak "$RESULTS" "$s" "$w") * 8 / 10 ))
+          [ "$rate" -gt 0 ] || continue
+          measure p80 "$s" "$w" "$rate" || unset "PID[$s]"
+        fi
       done
     done
   done
-fi
+  return 0
+}
+run_rounds peak
+# The p99 that matters: at a load the server carries (80% of its own peak), not with -q
+# queries queued at saturation. One paced run per server and workload per round.
+if [ "$PACED" = 1 ]; then run_rounds paced; fi
 
 log "end of run"
 affinity_report || log "affinity: some threads moved off CPU $SERVER_CPU during the run (see above)"

@@ -213,48 +213,42 @@ def table(args):
         ok = all(r.get("verified", "yes") == "yes" for r in rows[key])
         return key[0] + ("" if ok else " (!)")
 
+    def present(paced):
+        """(key, median of field, lost %) of every server and workload run in this mode."""
+        for server in order:
+            for w in WORKLOADS:
+                key = (server, w, paced)
+                if key in rows:
+                    sent, lost = med(key, "sent"), med(key, "lost")
+                    yield key, (lambda f, k=key: med(k, f)), fmt(100 * lost / sent if sent else float("nan"), ".2f")
+
     # The other rows against Meridian's: its peers, and its own variants (meridian-10k:
     # flat cost in the number of zones means a CPU ratio near 1).
-    head = ["server", "workload", "runs", "QPS", "mean ms", "p99 ms", "CPU us/q", "CPU %", "RSS MiB",
-            "lost %", "thr", "M/peer QPS", "M/peer CPU"]
-    out = [head]
-    for server in order:
-        for w in WORKLOADS:
-            key = (server, w, False)
-            if key not in rows:
-                continue
-            qps, cpu = med(key, "qps"), med(key, "cpu_us_per_q")
-            sent, lost = med(key, "sent"), med(key, "lost")
-            mq, mc = med(("meridian", w, False), "qps"), med(("meridian", w, False), "cpu_us_per_q")
-            other = server != "meridian"
-            out.append([label(key), w, str(len(rows[key])), fmt(qps, ",.0f"),
-                        fmt(med(key, "mean_ms"), ".3f"), fmt(med(key, "p99_ms"), ".3f"),
-                        fmt(cpu, ".2f"), fmt(med(key, "cpu_pct"), ".0f"), fmt(med(key, "rss_kib") / 1024, ".1f"),
-                        fmt(100 * lost / sent if sent else float("nan"), ".2f"),
-                        rows[key][-1]["threads"], ratio(mq, qps) if other else "-",
-                        ratio(mc, cpu) if other else "-"])
+    out = [["server", "workload", "runs", "QPS", "mean ms", "p99 ms", "CPU us/q", "CPU %", "RSS MiB",
+            "lost %", "thr", "M/peer QPS", "M/peer CPU"]]
+    for key, m, lost in present(False):
+        server, w, _ = key
+        qps, cpu = m("qps"), m("cpu_us_per_q")
+        mq, mc = med(("meridian", w, False), "qps"), med(("meridian", w, False), "cpu_us_per_q")
+        other = server != "meridian"
+        out.append([label(key), w, str(len(rows[key])), fmt(qps, ",.0f"), fmt(m("mean_ms"), ".3f"),
+                    fmt(m("p99_ms"), ".3f"), fmt(cpu, ".2f"), fmt(m("cpu_pct"), ".0f"),
+                    fmt(m("rss_kib") / 1024, ".1f"), lost, rows[key][-1]["threads"],
+                    ratio(mq, qps) if other else "-", ratio(mc, cpu) if other else "-"])
     show(out)
     paced = [k for k in rows if k[2]]
     if not paced:
         return
     print()
     print("paced at 80% of each server's own peak (dnsperf -Q, the peak = that server's median QPS above)")
-    head = ["server", "workload", "runs", "target QPS", "QPS", "mean ms", "p99 ms", "CPU us/q", "lost %",
-            "M/peer p99"]
-    out = [head]
-    for server in order:
-        for w in WORKLOADS:
-            key = (server, w, True)
-            if key not in rows:
-                continue
-            sent, lost = med(key, "sent"), med(key, "lost")
-            p99 = med(key, "p99_ms")
-            mp = med(("meridian", w, True), "p99_ms")
-            out.append([label(key), w, str(len(rows[key])), fmt(med(key, "target_qps"), ",.0f"),
-                        fmt(med(key, "qps"), ",.0f"), fmt(med(key, "mean_ms"), ".3f"), fmt(p99, ".3f"),
-                        fmt(med(key, "cpu_us_per_q"), ".2f"),
-                        fmt(100 * lost / sent if sent else float("nan"), ".2f"),
-                        ratio(mp, p99) if server != "meridian" else "-"])
+    out = [["server", "workload", "runs", "target QPS", "QPS", "mean ms", "p99 ms", "CPU us/q", "lost %",
+            "M/peer p99"]]
+    for key, m, lost in present(True):
+        server, w, _ = key
+        p99, mp = m("p99_ms"), med(("meridian", w, True), "p99_ms")
+        out.append([label(key), w, str(len(rows[key])), fmt(m("target_qps"), ",.0f"), fmt(m("qps"), ",.0f"),
+                    fmt(m("mean_ms"), ".3f"), fmt(p99, ".3f"), fmt(m("cpu_us_per_q"), ".2f"), lost,
+                    ratio(mp, p99) if server != "meridian" else "-"])
     show(out)
 
 
