@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{http, Node, NodeRef, Setup, TOKEN};
+use common::{http, Node, NodeRef, TOKEN};
 use serde_json::{json, Value};
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
@@ -53,16 +53,7 @@ const IAD: (f64, f64) = (38.9519, -77.4480);
 
 fn node() -> &'static NodeRef {
     static NODE: OnceLock<NodeRef> = OnceLock::new();
-    common::shared(&NODE, || {
-        Node::start(&Setup {
-            files: &[
-                ("example.com.zone", ZONE),
-                ("datacenters.toml", DCS),
-                ("services.toml", SERVICES),
-            ],
-            extra_config: "",
-        })
-    })
+    common::shared(&NODE, || Node::start_example(ZONE, DCS, SERVICES))
 }
 
 // ---- helpers ------------------------------------------------------------------------

@@ -100,16 +100,7 @@ datacenters = ["light", "heavy"]
 
 fn node() -> &'static NodeRef {
     static NODE: OnceLock<NodeRef> = OnceLock::new();
-    common::shared(&NODE, || {
-        Node::start(&Setup {
-            files: &[
-                ("example.com.zone", ZONE),
-                ("datacenters.toml", DCS),
-                ("services.toml", SERVICES),
-            ],
-            extra_config: "",
-        })
-    })
+    common::shared(&NODE, || Node::start_example(ZONE, DCS, SERVICES))
 }
 
 fn a_for(name: &str, subnet: &str) -> Vec<String> {

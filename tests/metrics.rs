@@ -8,19 +8,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::two_sites::{DCS, SERVICES};
-use common::{http_get, udp_exchange, Node, Setup};
+use common::{http_get, udp_exchange, Node};
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\nstatic IN A 192.0.2.10\n";
 
 fn start() -> Node {
-    Node::start(&Setup {
-        files: &[
-            ("example.com.zone", ZONE),
-            ("datacenters.toml", DCS),
-            ("services.toml", SERVICES),
-        ],
-        extra_config: "",
-    })
+    Node::start_example(ZONE, DCS, SERVICES)
 }
 
 /// Every sample of the exposition: series (name and labels) → value.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dig_at, free_port, Dig, Node, Setup};
+use common::{dig_at, free_port, Dig, Node};
 
 const UNBOUND: &str = "/usr/sbin/unbound";
 
@@ -180,14 +180,7 @@ fn geo_nearest_through_unbound_with_ecs_and_a_per_subnet_cache() {
         Path::new(UNBOUND).exists(),
         "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
     );
-    let mut node = Node::start(&Setup {
-        files: &[
-            ("example.com.zone", ZONE),
-            ("datacenters.toml", DATACENTERS),
-            ("services.toml", SERVICES),
-        ],
-        extra_config: "",
-    });
+    let mut node = Node::start_example(ZONE, DATACENTERS, SERVICES);
     let unbound = Unbound::start(node.dns);
     let at = node.at.clone();
 

@@ -87,6 +87,18 @@ pub struct Setup<'a> {
 }
 
 impl Node {
+    /// A node on the defaults with an `example.com` zone, datacenters and services.
+    pub fn start_example(zone: &str, datacenters: &str, services: &str) -> Node {
+        Node::start(&Setup {
+            files: &[
+                ("example.com.zone", zone),
+                ("datacenters.toml", datacenters),
+                ("services.toml", services),
+            ],
+            extra_config: "",
+        })
+    }
+
     pub fn start(setup: &Setup<'_>) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
