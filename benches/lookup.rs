@@ -140,6 +140,7 @@ fn lookup(c: &mut Criterion) {
     let plan = snap
         .plans
         .iter()
+        .flatten()
         .find(|p| p.service.policy == PolicyKind::GeoNearest)
         .expect("a geo_nearest service in the example");
     let mut rng = rand::rng();

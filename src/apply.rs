@@ -618,9 +618,9 @@ mod tests {
         use ObjectKind::*;
         assert_eq!(kinds, [Datacenter, Datacenter, Zone, Service]);
         let state = t.cluster.state.load_full();
-        assert_eq!(state.zones["example.com."], ZONE);
-        assert_eq!(state.datacenters["nyc"].weight, 50);
-        assert!(state.services["example.com."].contains_key("www"));
+        assert_eq!(&*state.zone("example.com.").expect("zone").text, ZONE);
+        assert_eq!(state.datacenter("nyc").expect("nyc").dc.weight, 50);
+        assert!(state.service("example.com.", "www").is_some());
 
         let again = apply(&url, &format!(" {TOKEN}\n"), &paths, false)
             .await
@@ -640,7 +640,9 @@ mod tests {
                 weight: None,
                 state: Some(DcState::Drained),
             },
+            None,
             0,
+            1,
         );
         t.cluster.state.store(std::sync::Arc::new(drained));
         let dcs = DCS.replace("weight = 50", "weight = 60");
@@ -654,8 +656,11 @@ mod tests {
         assert!(text.contains("weight 50 -> 60"), "{text}");
         assert!(text.contains("4 -> 5 lines, +1 -0"), "{text}");
         let state = t.cluster.state.load_full();
-        assert_eq!(state.datacenters["lon"].state, DcState::Drained);
-        assert_eq!(state.datacenters["nyc"].weight, 60);
+        assert_eq!(
+            state.datacenter("lon").expect("lon").dc.state,
+            DcState::Drained
+        );
+        assert_eq!(state.datacenter("nyc").expect("nyc").dc.weight, 60);
 
         // A file that names the state does set it.
         let dcs = DCS.replacen(
@@ -670,7 +675,13 @@ mod tests {
         assert_eq!((r.replaced(), r.unchanged()), (2, 0), "{r}");
         assert!(r.to_string().contains("state drained -> active"), "{r}");
         assert_eq!(
-            t.cluster.state.load().datacenters["lon"].state,
+            t.cluster
+                .state
+                .load()
+                .datacenter("lon")
+                .expect("lon")
+                .dc
+                .state,
             DcState::Active
         );
     }

@@ -161,7 +161,7 @@ fn service_why(snap: &Snapshot, qname: &Name, client: IpAddr) -> Option<ServiceW
     let lower = wire_lower(qname);
     let zone = snap.zones.find(&lower)?;
     let idx = zone.node(&lower)?.service?;
-    let plan = snap.plans.get(idx as usize)?;
+    let plan = snap.plans.get(idx as usize)?.as_deref()?;
     let (loc, prefix) = snap.geo.locate(client);
     let coords = loc.and_then(|l| l.coords);
     let code = |c: Option<[u8; 2]>| c.map(|c| String::from_utf8_lossy(&c).into_owned());

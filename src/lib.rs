@@ -30,5 +30,6 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;
+pub mod publisher;
 pub mod snapshot;
 pub mod zone;

@@ -15,6 +15,7 @@ use crate::dns::{tcp, udp};
 use crate::geo::GeoDb;
 use crate::health;
 use crate::model::{Datacenter, DatacentersFile, Service, ServicesFile};
+use crate::publisher;
 use crate::snapshot::{self, Builder, Inputs, Snapshot};
 
 use crate::zone::{self, ZoneFile};
@@ -207,12 +208,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         prober,
         verdicts,
     ));
-    let publisher_task = tokio::spawn(publish_loop(
+    let (published_tx, published) = tokio::sync::watch::channel(None);
+    let on_publish: publisher::OnPublish = {
+        let gate = gate.clone();
+        Box::new(move |state, last_applied| gate.check(state, last_applied))
+    };
+    let publisher_task = tokio::spawn(publisher::run(
+        started.changes,
         updates_rx,
-        started.applied,
         builder,
         publisher,
-        gate.clone(),
+        published_tx,
+        on_publish,
     ));
     let geo_watch = tokio::spawn(watch_geoip(config.geoip_databases.clone(), updates.clone()));
     let import_task = bootstrap.filter(|_| import_expected).map(|b| {
@@ -261,11 +268,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ready: ready.clone(),
         token: config.admin_token.clone(),
         probes: Some(probe_stats),
+        published: Some(published),
     });
     let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
     // DNS is listening: the publish of a loaded state may now say ready.
     gate.dns_listening.store(true, Ordering::Release);
-    let _ = updates.send(Update::Recheck).await;
+    let _ = updates.send(publisher::Update::Recheck).await;
     tracing::info!(admin = %config.admin_listen, raft = %config.raft_listen, "node started");
 
     shutdown_signal().await;
@@ -338,7 +346,7 @@ async fn import_bootstrap(
     handle: cluster::Handle,
     files: Loaded,
     done: Arc<AtomicBool>,
-    updates: tokio::sync::mpsc::Sender<Update>,
+    updates: tokio::sync::mpsc::Sender<publisher::Update>,
 ) {
     let cmd = cluster::Command::Import {
         zones: files.zone_texts,
@@ -346,12 +354,18 @@ async fn import_bootstrap(
         services: files.services,
     };
     let mut attempts = 0u32;
+    let import_id = cluster::new_request_id();
     loop {
         if !handle.state().is_empty() {
             break;
         }
         if handle.status().leader == Some(handle.node_id()) {
-            match handle.write(cmd.clone()).await {
+            // One id for every attempt: an import applies once.
+            match handle
+                .write(cmd.clone(), import_id.clone())
+                .await
+                .map(|c| c.response)
+            {
                 Ok(cluster::Response::Rejected { why }) => {
                     tracing::error!(error = why.message(), "bootstrap import rejected");
                     break;
@@ -371,7 +385,7 @@ async fn import_bootstrap(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     done.store(true, Ordering::Release);
-    let _ = updates.send(Update::Recheck).await;
+    let _ = updates.send(publisher::Update::Recheck).await;
 }
 
 /// Probe every datacenter with a health check, and propose this node's verdicts (the
@@ -385,7 +399,12 @@ async fn health_loop(
 ) {
     let node = handle.node_id();
     loop {
-        let dcs = applied.borrow_and_update().state.datacenter_list();
+        let dcs: Vec<crate::model::Datacenter> = applied
+            .borrow_and_update()
+            .state
+            .datacenters()
+            .map(|e| (*e.dc).clone())
+            .collect();
         prober.update(&dcs);
         tokio::select! {
             changed = applied.changed() => {
@@ -405,7 +424,7 @@ async fn health_loop(
                         up: v.up,
                         reason: v.reason.clone(),
                     };
-                    match handle.write(cmd).await {
+                    match handle.write(cmd, cluster::new_request_id()).await {
                         Ok(_) => tracing::debug!(dc = %v.dc, up = v.up, reason = %v.reason, "health verdict logged"),
                         Err(e) => tracing::warn!(dc = %v.dc, up = v.up, error = %e, "health verdict not logged"),
                     }
@@ -415,98 +434,15 @@ async fn health_loop(
     }
 }
 
-/// What makes the data plane's snapshot change, besides an applied state.
-enum Update {
-    /// A new GeoIP database was opened.
-    Geo(Arc<GeoDb>),
-    /// Something readiness depends on changed.
-    Recheck,
-}
-
-/// The one writer of snapshots: every applied state and every new GeoIP database arrives
-/// here, is built into a new snapshot and published. A state that does not build is
-/// logged and the old snapshot stays (the state machine validates, so this guards bugs).
-async fn publish_loop(
-    mut updates: tokio::sync::mpsc::Receiver<Update>,
-    mut applied: tokio::sync::watch::Receiver<cluster::Applied>,
-    mut builder: Builder,
-    publisher: snapshot::SnapshotPublisher,
-    gate: ReadyGate,
-) {
-    let mut current = applied.borrow_and_update().clone();
-    let mut dirty = true;
-    loop {
-        if dirty {
-            let state = &current.state;
-            let (zones, dcs, services) = (
-                state.zone_files(),
-                state.datacenter_list(),
-                state.service_list(),
-            );
-            let started = std::time::Instant::now();
-            // A build is plain CPU work that grows with the zones (about 0.2 s for 10,000):
-            // off the runtime's threads, so Raft heartbeats and the API keep their pace.
-            let built = tokio::task::spawn_blocking(move || {
-                let result = builder.build(&Inputs {
-                    zones: &zones,
-                    datacenters: &dcs,
-                    services: &services,
-                });
-                (builder, result)
-            })
-            .await;
-            let result;
-            (builder, result) = match built {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!(error = %e, "snapshot build failed; the publisher stops");
-                    return;
-                }
-            };
-            match result {
-                Ok(snap) => {
-                    publisher.publish(snap);
-                    tracing::debug!(
-                        generation = publisher.current().generation,
-                        applied = ?current.last_applied,
-                        us = started.elapsed().as_micros() as u64,
-                        "snapshot published"
-                    );
-                }
-                Err(problems) => tracing::error!(
-                    problems = %problems.join("; "),
-                    "applied state does not build; keeping the old snapshot"
-                ),
-            }
-            dirty = false;
-        }
-        gate.check(&current.state, current.last_applied);
-        tokio::select! {
-            changed = applied.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                current = applied.borrow_and_update().clone();
-                dirty = true;
-            }
-            update = updates.recv() => match update {
-                Some(Update::Geo(db)) => {
-                    builder.set_geo(db);
-                    dirty = true;
-                }
-                Some(Update::Recheck) => {}
-                None => return,
-            },
-        }
-    }
-}
-
 /// How often the GeoIP files are looked at for a replacement.
 const GEOIP_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Pick up a GeoIP database replaced on disk (by rename, so its inode changes; or
 /// rewritten). A file that does not open is logged and the old database stays.
-async fn watch_geoip(paths: Vec<std::path::PathBuf>, updates: tokio::sync::mpsc::Sender<Update>) {
+async fn watch_geoip(
+    paths: Vec<std::path::PathBuf>,
+    updates: tokio::sync::mpsc::Sender<publisher::Update>,
+) {
     if paths.is_empty() {
         return;
     }
@@ -523,7 +459,11 @@ async fn watch_geoip(paths: Vec<std::path::PathBuf>, updates: tokio::sync::mpsc:
             Ok(Ok(db)) => {
                 release_free_memory();
                 tracing::info!(geoip = %db.describe(), "GeoIP database replaced");
-                if updates.send(Update::Geo(Arc::new(db))).await.is_err() {
+                if updates
+                    .send(publisher::Update::Geo(Arc::new(db)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

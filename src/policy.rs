@@ -35,6 +35,8 @@ pub struct DcEntry {
     pub def: Datacenter,
     pub v4: Box<[[u8; 4]]>,
     pub v6: Box<[[u8; 16]]>,
+    /// False for the place a removed datacenter left in its table (no service names it).
+    pub live: bool,
 }
 
 impl DcEntry {
@@ -55,7 +57,12 @@ impl DcEntry {
                 IpAddr::V4(_) => None,
             })
             .collect();
-        DcEntry { def, v4, v6 }
+        DcEntry {
+            def,
+            v4,
+            v6,
+            live: true,
+        }
     }
 
     pub fn has(&self, family: Family) -> bool {
@@ -95,6 +102,56 @@ impl DcTable {
 
     pub fn get(&self, id: &str) -> Option<u16> {
         self.index.get(id).copied()
+    }
+
+    /// The datacenters that exist, with their index.
+    pub fn live(&self) -> impl Iterator<Item = (usize, &DcEntry)> {
+        self.entries.iter().enumerate().filter(|(_, e)| e.live)
+    }
+
+    /// The table for `dcs`, keeping every index this one gave: a datacenter keeps its index
+    /// while it exists (so services' plans and geo tables stay valid across a drain, a
+    /// weight or an added site); a removed one leaves a place that a new one takes later.
+    /// Also says whether a datacenter that stays moved (its services must be planned again).
+    pub fn update<'a>(&self, dcs: impl IntoIterator<Item = &'a Datacenter>) -> (DcTable, bool) {
+        let mut entries = self.entries.clone();
+        let mut index = HashMap::new();
+        let mut moved = false;
+        let mut new = Vec::new();
+        for dc in dcs {
+            match self.index.get(&dc.id) {
+                Some(&i) => {
+                    moved |= entries[i as usize].def.location != dc.location;
+                    entries[i as usize] = DcEntry::new(dc.clone());
+                    index.insert(dc.id.clone(), i);
+                }
+                None => new.push(dc),
+            }
+        }
+        let mut free = Vec::new();
+        for (i, e) in entries.iter_mut().enumerate() {
+            if e.live && !index.contains_key(&e.def.id) {
+                e.live = false;
+            }
+            if !e.live {
+                free.push(i as u16);
+            }
+        }
+        free.reverse();
+        for dc in new {
+            let i = match free.pop() {
+                Some(i) => {
+                    entries[i as usize] = DcEntry::new(dc.clone());
+                    i
+                }
+                None => {
+                    entries.push(DcEntry::new(dc.clone()));
+                    (entries.len() - 1) as u16
+                }
+            };
+            index.insert(dc.id.clone(), i);
+        }
+        (DcTable { entries, index }, moved)
     }
 }
 

@@ -10,7 +10,7 @@
 //! across rebuilds; a zone or datacenter no longer defined loses its counters (and its
 //! series) at the next build.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,8 +28,8 @@ use crate::zone::{wire_lower, Zone, ZoneFile, ZoneSet};
 pub struct Snapshot {
     /// The zones, indexed (service names included, pointing into `plans`).
     pub zones: Arc<ZoneSet>,
-    /// The services, ready to pick for.
-    pub plans: Arc<[Plan]>,
+    /// The services, ready to pick for, by slot (`Node::service`); `None`: a free slot.
+    pub plans: Arc<[Option<Arc<Plan>>]>,
     /// The datacenters with their weight, state and health.
     pub dcs: Arc<DcTable>,
     /// The GeoIP database (for `explain`; answers use the plans' compiled tables).
@@ -111,25 +111,60 @@ impl QueryCounters {
     }
 }
 
-/// What a snapshot is built from: the definitions, as the state holds them.
+/// What a whole snapshot is built from (`meridian check`, the bootstrap files, tests).
 pub struct Inputs<'a> {
     pub zones: &'a [ZoneFile],
     pub datacenters: &'a [Datacenter],
     pub services: &'a [Service],
 }
 
-/// Builds snapshots, keeping compiled geo tables between builds: a table depends only on
-/// the database and on its services' datacenter places and overrides, so a drain, a
-/// weight or a health change reuses it.
+/// A service's key in the builder: its zone's origin and its absolute name (lower-case wire).
+type ServiceId = (WireName, WireName);
+
+/// Builds snapshots incrementally: it holds the parts of the last one (zone indexes, service
+/// plans, the datacenter table, compiled geo tables, counters) and a change rebuilds only
+/// the part it touches — a zone text re-indexes that zone, a service re-plans that service
+/// (and re-indexes its zone only when it appears or goes), a drain or a weight rebuilds the
+/// small datacenter table and nothing else.
+///
+/// Zone nodes name services by a stable slot (an index into `Snapshot::plans` that a
+/// service keeps while it exists), so a service's new plan needs no re-index.
 pub struct Builder {
     node_id: u64,
     geo: Arc<GeoDb>,
+    /// Geo tables by what they depend on, shared by services with the same places.
     tables: HashMap<GeoKey, Arc<GeoPlan>>,
     /// Query counters by zone origin (lower-case wire form), kept across builds.
     zone_stats: HashMap<WireName, Arc<QueryStats>>,
     /// Answer counters by datacenter id, kept across builds.
     dc_stats: HashMap<String, Arc<Counter>>,
     no_zone: Arc<QueryStats>,
+
+    dcs: Arc<DcTable>,
+    /// Zone files by origin.
+    files: HashMap<WireName, Arc<ZoneFile>>,
+    /// Services by zone: absolute name → slot.
+    zone_services: HashMap<WireName, BTreeMap<WireName, u32>>,
+    /// Every service's slot, and the definition it was planned from.
+    slots: HashMap<ServiceId, u32>,
+    defs: Vec<Option<Service>>,
+    plans: Vec<Option<Arc<Plan>>>,
+    free: Vec<u32>,
+    zones: ZoneSet,
+    /// Zones to index again at the next snapshot.
+    dirty_zones: BTreeSet<WireName>,
+    plans_changed: bool,
+    dcs_changed: bool,
+    problems: Vec<String>,
+    /// The parts of the last snapshot, reused while unchanged.
+    last: Option<Parts>,
+}
+
+#[derive(Clone)]
+struct Parts {
+    zones: Arc<ZoneSet>,
+    plans: Arc<[Option<Arc<Plan>>]>,
+    counters: Arc<QueryCounters>,
 }
 
 impl Builder {
@@ -141,6 +176,19 @@ impl Builder {
             zone_stats: HashMap::new(),
             dc_stats: HashMap::new(),
             no_zone: Arc::new(QueryStats::new()),
+            dcs: Arc::new(DcTable::default()),
+            files: HashMap::new(),
+            zone_services: HashMap::new(),
+            slots: HashMap::new(),
+            defs: Vec::new(),
+            plans: Vec::new(),
+            free: Vec::new(),
+            zones: ZoneSet::default(),
+            dirty_zones: BTreeSet::new(),
+            plans_changed: true,
+            dcs_changed: true,
+            problems: Vec::new(),
+            last: None,
         }
     }
 
@@ -153,116 +201,280 @@ impl Builder {
         }
     }
 
-    /// A new GeoIP database: every table is compiled again at the next build.
+    /// A new GeoIP database: every geo table is compiled again (every service re-planned).
     pub fn set_geo(&mut self, geo: Arc<GeoDb>) {
         self.geo = geo;
         self.tables.clear();
+        self.replan_all();
     }
 
     pub fn geo(&self) -> &Arc<GeoDb> {
         &self.geo
     }
 
-    /// Build a whole snapshot. Every problem is reported, one line each.
+    /// Build a whole snapshot of exactly `inputs` (what the builder held before and the
+    /// inputs do not name is removed). Every problem is reported, one line each.
     pub fn build(&mut self, inputs: &Inputs<'_>) -> Result<Snapshot, Vec<String>> {
-        let mut problems = Vec::new();
+        let (zones, services) = self.held();
+        for (zone, name) in services {
+            self.remove_service(&zone, &name);
+        }
+        for origin in zones {
+            self.remove_zone(&origin);
+        }
+        // Fresh slots and a fresh datacenter table: every service is planned again below.
+        self.plans.clear();
+        self.defs.clear();
+        self.free.clear();
+        self.dcs = Arc::new(DcTable::default());
         for dc in inputs.datacenters {
             if let Err(e) = dc.validate() {
-                problems.push(e.to_string());
+                self.problems.push(e.to_string());
             }
         }
-        let dcs = DcTable::new(inputs.datacenters.iter().cloned());
-        let mut plans = Vec::new();
-        let mut by_zone: HashMap<WireName, Vec<(WireName, u32)>> = HashMap::new();
+        self.set_datacenters(inputs.datacenters.iter());
+        for file in inputs.zones {
+            self.put_zone(Arc::new(file.clone()));
+        }
         let mut seen = HashMap::new();
-        let mut keep = HashMap::new();
         for svc in inputs.services {
-            if let Err(e) = svc.validate(|id| dcs.get(id).is_some()) {
-                problems.push(format!("service {} in {}: {e}", svc.name, svc.zone));
-                continue;
-            }
-            let (zone, name) = match service_name(svc) {
-                Ok(n) => n,
-                Err(e) => {
-                    problems.push(e);
+            if let Ok(id) = service_name(svc) {
+                if seen.insert(id, ()).is_some() {
+                    self.problems.push(format!(
+                        "service {} in {} is defined twice",
+                        svc.name, svc.zone
+                    ));
                     continue;
                 }
-            };
-            if seen.insert(name.clone(), ()).is_some() {
-                problems.push(format!(
-                    "service {} in {} is defined twice",
-                    svc.name, svc.zone
-                ));
-                continue;
             }
-            match Plan::new(svc.clone(), &dcs) {
-                Ok((mut plan, key)) => {
-                    if let Some(key) = key {
-                        // Services with the same key share one table, within a build
-                        // (`keep`) and across builds (`tables`).
-                        let table = match keep.get(&key).or_else(|| self.tables.get(&key)) {
-                            Some(t) => Arc::clone(t),
-                            None => {
-                                let started = std::time::Instant::now();
-                                let t = Arc::new(key.compile(&self.geo));
-                                tracing::info!(
-                                    service = %svc.name,
-                                    orders = t.orders.len(),
-                                    ms = started.elapsed().as_millis() as u64,
-                                    "geo table compiled"
-                                );
-                                t
-                            }
-                        };
-                        keep.insert(key, table.clone());
-                        plan.geo = Some(table);
-                    }
-                    by_zone
-                        .entry(zone)
-                        .or_default()
-                        .push((name, plans.len() as u32));
-                    plans.push(plan);
+            self.put_service(svc);
+        }
+        let (snap, problems) = self.snapshot();
+        if problems.is_empty() {
+            Ok(snap)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The datacenters now (definitions with state and health). Each keeps its index; a
+    /// service is planned again only when one of its datacenters moved.
+    pub fn set_datacenters<'a>(&mut self, dcs: impl IntoIterator<Item = &'a Datacenter>) {
+        let (table, moved) = self.dcs.update(dcs);
+        self.dcs = Arc::new(table);
+        self.dcs_changed = true;
+        if moved {
+            self.replan_all();
+        }
+    }
+
+    fn replan_all(&mut self) {
+        let defs: Vec<Service> = self.defs.iter().flatten().cloned().collect();
+        for svc in &defs {
+            self.put_service(svc);
+        }
+    }
+
+    /// The zones (origins) and services (zone, name as defined) this builder holds: what a
+    /// rebuild from a whole new state must remove when the state no longer has them.
+    pub fn held(&self) -> (Vec<Name>, Vec<(String, String)>) {
+        let zones = self.files.values().map(|f| f.origin.clone()).collect();
+        let services = self
+            .defs
+            .iter()
+            .flatten()
+            .map(|s| (s.zone.clone(), s.name.clone()))
+            .collect();
+        (zones, services)
+    }
+
+    /// A zone's text, new or changed: it is indexed again at the next snapshot.
+    pub fn put_zone(&mut self, file: Arc<ZoneFile>) {
+        let origin = wire_lower(&file.origin);
+        self.files.insert(origin.clone(), file);
+        self.dirty_zones.insert(origin);
+    }
+
+    /// A zone deleted.
+    pub fn remove_zone(&mut self, origin: &Name) {
+        let origin = wire_lower(origin);
+        self.files.remove(&origin);
+        self.dirty_zones.insert(origin);
+    }
+
+    /// A service, new or changed: planned now; its zone is indexed again only when the
+    /// service is new there.
+    pub fn put_service(&mut self, svc: &Service) {
+        let who = || format!("service {} in {}", svc.name, svc.zone);
+        if let Err(e) = svc.validate(|id| self.dcs.get(id).is_some()) {
+            self.problems.push(format!("{}: {e}", who()));
+            return;
+        }
+        let id = match service_name(svc) {
+            Ok(id) => id,
+            Err(e) => {
+                self.problems.push(e);
+                return;
+            }
+        };
+        let plan = match Plan::new(svc.clone(), &self.dcs) {
+            Ok((mut plan, key)) => {
+                if let Some(key) = key {
+                    plan.geo = Some(self.table(key, &svc.name));
                 }
-                Err(e) => problems.push(e.to_string()),
+                Arc::new(plan)
+            }
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return;
+            }
+        };
+        let slot = match self.slots.get(&id) {
+            Some(&slot) => slot,
+            None => {
+                let slot = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.plans.push(None);
+                        self.defs.push(None);
+                        (self.plans.len() - 1) as u32
+                    }
+                };
+                self.slots.insert(id.clone(), slot);
+                self.zone_services
+                    .entry(id.0.clone())
+                    .or_default()
+                    .insert(id.1.clone(), slot);
+                self.dirty_zones.insert(id.0.clone());
+                slot
+            }
+        };
+        self.plans[slot as usize] = Some(plan);
+        self.defs[slot as usize] = Some(svc.clone());
+        self.plans_changed = true;
+    }
+
+    /// A service deleted: its slot is freed and its zone indexed again.
+    pub fn remove_service(&mut self, zone: &str, name: &str) {
+        let probe = Service {
+            zone: zone.into(),
+            name: name.into(),
+            policy: crate::model::PolicyKind::RoundRobin,
+            datacenters: Vec::new(),
+            ttl: 0,
+            answers: None,
+            overrides: Default::default(),
+            on_all_down: Default::default(),
+        };
+        let Ok(id) = service_name(&probe) else {
+            return;
+        };
+        let Some(slot) = self.slots.remove(&id) else {
+            return;
+        };
+        if let Some(m) = self.zone_services.get_mut(&id.0) {
+            m.remove(&id.1);
+            if m.is_empty() {
+                self.zone_services.remove(&id.0);
             }
         }
-        let mut zones = Vec::new();
-        for file in inputs.zones {
-            let origin = wire_lower(&file.origin);
-            let services = by_zone.remove(&origin).unwrap_or_default();
-            match Zone::build(file, &services) {
-                Ok(z) => zones.push(z),
-                Err(e) => problems.push(format!("zone {}: {e}", file.origin)),
+        self.plans[slot as usize] = None;
+        self.defs[slot as usize] = None;
+        self.free.push(slot);
+        self.dirty_zones.insert(id.0);
+        self.plans_changed = true;
+    }
+
+    /// The geo table for a key: shared with every service with the same places.
+    fn table(&mut self, key: GeoKey, service: &str) -> Arc<GeoPlan> {
+        if let Some(t) = self.tables.get(&key) {
+            return t.clone();
+        }
+        let started = std::time::Instant::now();
+        let t = Arc::new(key.compile(&self.geo));
+        tracing::info!(
+            service,
+            orders = t.orders.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "geo table compiled"
+        );
+        self.tables.insert(key, t.clone());
+        t
+    }
+
+    /// The next snapshot: the dirty zones indexed again, every other part shared with the
+    /// last one. The problems met since the last snapshot come with it (a zone that does
+    /// not index keeps its old index; a service that does not plan keeps its old plan).
+    pub fn snapshot(&mut self) -> (Snapshot, Vec<String>) {
+        let zones_changed = !self.dirty_zones.is_empty() || self.last.is_none();
+        if zones_changed {
+            let dirty = std::mem::take(&mut self.dirty_zones);
+            for origin in dirty {
+                let services: Vec<(Box<[u8]>, u32)> = self
+                    .zone_services
+                    .get(&origin)
+                    .map(|m| m.iter().map(|(n, s)| (n.clone(), *s)).collect())
+                    .unwrap_or_default();
+                let Some(file) = self.files.get(&origin) else {
+                    self.zones.remove(&origin);
+                    for (name, _) in services {
+                        self.problems.push(format!(
+                            "service {} has no zone {} loaded",
+                            crate::zone::display(&name),
+                            crate::zone::display(&origin)
+                        ));
+                    }
+                    continue;
+                };
+                match Zone::build(file, &services) {
+                    Ok(z) => self.zones.insert(Arc::new(z)),
+                    Err(e) => self.problems.push(format!("zone {}: {e}", file.origin)),
+                }
             }
         }
-        for (origin, services) in by_zone {
-            for (_, idx) in services {
-                let svc = &plans[idx as usize].service;
-                problems.push(format!(
-                    "service {} in {}: no zone {} is loaded",
-                    svc.name,
-                    svc.zone,
-                    crate::zone::display(&origin)
-                ));
+        let zones = match (&self.last, zones_changed) {
+            (Some(last), false) => last.zones.clone(),
+            _ => Arc::new(self.zones.clone()),
+        };
+        let plans = match (&self.last, self.plans_changed) {
+            (Some(last), false) => last.plans.clone(),
+            _ => self.plans.clone().into(),
+        };
+        let counters = match (&self.last, zones_changed || self.dcs_changed) {
+            (Some(last), false) => last.counters.clone(),
+            _ => {
+                let dcs = self.dcs.clone();
+                Arc::new(self.counters(&zones, &dcs))
             }
+        };
+        if self.plans_changed {
+            // Tables no service uses any more are dropped.
+            let used: std::collections::HashSet<*const GeoPlan> = self
+                .plans
+                .iter()
+                .flatten()
+                .filter_map(|p| p.geo.as_ref().map(Arc::as_ptr))
+                .collect();
+            self.tables.retain(|_, t| used.contains(&Arc::as_ptr(t)));
         }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        // Tables no service uses any more are dropped.
-        self.tables = keep;
-        let zones = Arc::new(ZoneSet::new(zones));
-        let counters = self.counters(&zones, &dcs);
-        Ok(Snapshot {
+        self.plans_changed = false;
+        self.dcs_changed = false;
+        self.last = Some(Parts {
+            zones: zones.clone(),
+            plans: plans.clone(),
+            counters: counters.clone(),
+        });
+        let snap = Snapshot {
             zones,
-            plans: plans.into(),
-            dcs: Arc::new(dcs),
+            plans,
+            dcs: self.dcs.clone(),
             geo: self.geo.clone(),
             nsid: self.node_id.to_string().into_bytes().into(),
             generation: 0,
-            counters: Arc::new(counters),
+            counters,
             published_at: Instant::now(),
-        })
+        };
+        (snap, std::mem::take(&mut self.problems))
     }
 
     /// The counters of these zones and datacenters: the ones they had, new ones for new
@@ -287,7 +499,9 @@ impl Builder {
             .iter()
             .map(|e| {
                 let c = self.dc_stats.remove(&e.def.id).unwrap_or_default();
-                dc_stats.insert(e.def.id.clone(), c.clone());
+                if e.live {
+                    dc_stats.insert(e.def.id.clone(), c.clone());
+                }
                 c
             })
             .collect();
@@ -413,7 +627,10 @@ mod tests {
         };
         let mut builder = Builder::new(1, Arc::new(GeoDb::empty()));
         let first = builder.build(&inputs).expect("build");
-        let table = |s: &Snapshot, i: usize| s.plans[i].geo.clone().expect("geo plan");
+        let table = |s: &Snapshot, i: usize| {
+            let plan = s.plans[i].as_ref().expect("plan");
+            plan.geo.clone().expect("geo plan")
+        };
         assert!(Arc::ptr_eq(&table(&first, 0), &table(&first, 1)));
         assert!(!Arc::ptr_eq(&table(&first, 0), &table(&first, 2)));
         let second = builder.build(&inputs).expect("build");

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use crate::admin::types::ErrorBody;
 use crate::cluster::{Rejection, WriteError};
 
-/// The largest request body accepted (a zone file, a definition).
-pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// The largest request body accepted by default (`[admin] max_body`): a zone of about a
+/// million records.
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Why a request failed; each variant is one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,9 +43,15 @@ pub enum ApiError {
     /// 422: well-formed but invalid (wrong types, unknown fields, bad values).
     #[error("{0}")]
     Unprocessable(String),
-    /// 503: no quorum, no leader in time, or the control plane stopped.
+    /// 503: refused before it was proposed (no leader in time, no quorum): not applied.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: proposed but not seen committed in time: it may still apply.
+    #[error("{0}")]
+    Unknown(String),
+    /// 409: a write with the same `Idempotency-Key` is still under way here.
+    #[error("{0}")]
+    InFlight(String),
     /// 500: a bug.
     #[error("{0}")]
     Internal(String),
@@ -61,7 +68,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Unknown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InFlight(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,10 +78,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let outcome = match self {
+            ApiError::Unknown(_) | ApiError::InFlight(_) => Some("unknown"),
+            _ => None,
+        };
         let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
+                outcome: outcome.map(String::from),
             }),
         )
             .into_response();
@@ -101,9 +114,8 @@ impl From<Rejection> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
-            WriteError::Unavailable(_) | WriteError::Stopped(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            WriteError::NotApplied(_) => ApiError::Unavailable(e.to_string()),
+            WriteError::Unknown(_) => ApiError::Unknown(e.to_string()),
             WriteError::Membership(m) => {
                 let lower = m.to_ascii_lowercase();
                 if lower.contains("not the leader") || lower.contains("no leader") {
@@ -129,10 +141,9 @@ impl From<WriteError> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> ApiError {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "the request body is over the limit of {} MiB",
-                BODY_LIMIT / (1024 * 1024)
-            ))
+            ApiError::PayloadTooLarge(
+                "the request body is over the limit ([admin] max_body, 64 MiB by default)".into(),
+            )
         } else {
             ApiError::BadRequest(format!(
                 "the request body could not be read: {}",
@@ -154,15 +165,28 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// A JSON body: any content type is read as JSON (curl's default form type included).
-/// Syntax errors are 400; a valid JSON document of the wrong shape (wrong type, missing or
-/// unknown field, bad enum value) is 422; both with serde's message and position.
+/// A JSON body, sent as `Content-Type: application/json` (415 otherwise: a browser form
+/// cannot send it cross-site without a preflight). Syntax errors and unknown fields are
+/// 400; valid JSON with a wrong value (wrong type, missing field, bad enum value) is 422;
+/// both with serde's message and position.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send the body as Content-Type: application/json, not {essence:?}"
+            )));
+        }
         let bytes = Bytes::from_request(req, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
@@ -178,6 +202,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
+            Category::Data if e.to_string().starts_with("unknown field") => {
+                ApiError::BadRequest(format!("invalid request body: {e}"))
+            }
             Category::Data => ApiError::Unprocessable(format!("invalid request body: {e}")),
             Category::Syntax | Category::Eof | Category::Io => {
                 ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
@@ -186,8 +213,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// A zone's text: `Content-Type` `text/dns`, `text/plain`, none, or curl's defaults
-/// (`application/x-www-form-urlencoded`, `application/octet-stream`); UTF-8.
+/// A zone's text: `Content-Type` `text/dns` or `text/plain` (or none); UTF-8.
 pub struct ZoneText(pub String);
 
 impl<S: Send + Sync> FromRequest<S> for ZoneText {
@@ -197,13 +223,7 @@ impl<S: Send + Sync> FromRequest<S> for ZoneText {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let essence = ct.split(';').next().unwrap_or("").trim();
-            let ok = matches!(
-                essence,
-                "text/dns"
-                    | "text/plain"
-                    | "application/x-www-form-urlencoded"
-                    | "application/octet-stream"
-            );
+            let ok = matches!(essence, "text/dns" | "text/plain");
             if !ok {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "a zone is RFC 1035 text: send it as Content-Type text/dns or text/plain, not {essence:?}"

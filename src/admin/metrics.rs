@@ -225,6 +225,9 @@ impl Scrape {
             MetricType::Counter,
         )?;
         for (e, c) in dcs.iter().zip(snap.counters.dc_answers.iter()) {
+            if !e.live {
+                continue;
+            }
             labeled_counter(&mut m, &[("datacenter", e.def.id.as_str())], c.sum())?;
         }
         let mut m = enc.encode_descriptor(
@@ -233,7 +236,7 @@ impl Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for e in dcs {
+        for e in dcs.iter().filter(|e| e.live) {
             for (h, name) in [
                 (Health::Healthy, "healthy"),
                 (Health::Unhealthy, "unhealthy"),
@@ -249,7 +252,7 @@ impl Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for e in dcs {
+        for e in dcs.iter().filter(|e| e.live) {
             for (s, name) in [(DcState::Active, "active"), (DcState::Drained, "drained")] {
                 let labels = [("datacenter", e.def.id.as_str()), ("state", name)];
                 labeled_gauge(&mut m, &labels, i64::from(e.def.state == s))?;
@@ -261,7 +264,7 @@ impl Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for e in dcs {
+        for e in dcs.iter().filter(|e| e.live) {
             let labels = [("datacenter", e.def.id.as_str())];
             labeled_gauge(&mut m, &labels, i64::from(e.def.weight))?;
         }

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use crate::cluster::{self, ClusterStatus, Command, Handle, Response, WriteError};
+use crate::cluster::{self, ClusterStatus, Command, Committed, Handle, RaftNode, WriteError};
 use crate::snapshot::SnapshotReader;
 
 pub use error::{ApiError, BODY_LIMIT};
@@ -96,6 +96,9 @@ pub struct AdminContext {
     pub token: Option<String>,
     /// This node's health probe statistics, for `/metrics` (`None`: no probe metrics).
     pub probes: Option<ProbeStatsFn>,
+    /// The log index this node's DNS reflects (from the publisher): a write answers once
+    /// it is there. `None`: writes answer at commit.
+    pub published: Option<tokio::sync::watch::Receiver<Option<u64>>>,
 }
 
 /// Every route of the admin API.
@@ -105,6 +108,8 @@ pub fn router(ctx: AdminContext) -> Router {
         reader: ctx.reader,
         ready: ctx.ready,
         token: ctx.token,
+        published: ctx.published,
+        inflight: Default::default(),
     });
     match ctx.probes {
         Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
@@ -116,7 +121,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The control plane as the routes use it: the cluster [`Handle`], or a fake in tests.
 pub(crate) trait ControlPlane: Send + Sync + 'static {
-    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Response, WriteError>>;
+    fn write(&self, cmd: Command, id: String) -> BoxFuture<'_, Result<Committed, WriteError>>;
     fn state(&self) -> Arc<cluster::State>;
     fn status(&self) -> ClusterStatus;
     fn add_member(
@@ -130,16 +135,16 @@ pub(crate) trait ControlPlane: Send + Sync + 'static {
 }
 
 impl ControlPlane for Handle {
-    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Response, WriteError>> {
-        Box::pin(Handle::write(self, cmd))
+    fn write(&self, cmd: Command, id: String) -> BoxFuture<'_, Result<Committed, WriteError>> {
+        Box::pin(RaftNode::write(self, cmd, id))
     }
 
     fn state(&self) -> Arc<cluster::State> {
-        Handle::state(self)
+        RaftNode::state(self)
     }
 
     fn status(&self) -> ClusterStatus {
-        Handle::status(self)
+        RaftNode::status(self)
     }
 
     fn add_member(
@@ -149,11 +154,11 @@ impl ControlPlane for Handle {
         admin: String,
         voter: bool,
     ) -> BoxFuture<'_, Result<(), WriteError>> {
-        Box::pin(Handle::add_member(self, id, raft, admin, voter))
+        Box::pin(RaftNode::add_member(self, id, raft, admin, voter))
     }
 
     fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>> {
-        Box::pin(Handle::remove_member(self, id))
+        Box::pin(RaftNode::remove_member(self, id))
     }
 }
 
@@ -163,6 +168,9 @@ pub(crate) struct App {
     pub reader: SnapshotReader,
     pub ready: Readiness,
     pub token: Option<String>,
+    pub published: Option<tokio::sync::watch::Receiver<Option<u64>>>,
+    /// `Idempotency-Key`s whose first write is still under way on this node.
+    pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The router over any control plane.
@@ -200,7 +208,8 @@ pub(crate) fn build(mut app: App) -> Router {
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn(write_outcome));
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -213,6 +222,31 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Every error answer to a write says what became of it: `not_applied` unless the error
+/// itself says `unknown` (a write refused by validation or auth was never proposed).
+async fn write_outcome(req: Request, next: Next) -> HttpResponse {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(req).await;
+    if !mutating || response.status().is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return ApiError::Internal("an error answer could not be read".into()).into_response();
+    };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return HttpResponse::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("outcome")
+            .or_insert_with(|| serde_json::Value::from("not_applied"));
+    }
+    let body = serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    HttpResponse::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Mutating calls (anything but GET, HEAD and OPTIONS) need `Authorization: Bearer TOKEN`.

@@ -15,7 +15,7 @@ use crate::admin::types::{
 };
 use crate::admin::App;
 use crate::cluster::state::{canonical_service, canonical_zone};
-use crate::cluster::{Command, Response};
+use crate::cluster::{self, Command, Response};
 use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
 
 type St = State<Arc<App>>;
@@ -24,11 +24,83 @@ type Res<T> = Result<T, ApiError>;
 /// The media type zone text is answered with.
 const TEXT_DNS: &str = "text/dns";
 
-/// Propose a command; a rejection becomes its HTTP error.
-async fn write(app: &App, cmd: Command) -> Res<Response> {
-    match app.cluster.write(cmd).await? {
+/// How long a committed write waits for this node's DNS to show it before it answers.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A write's `Idempotency-Key` header, if it has one.
+pub struct IdempotencyKey(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let Some(v) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = v.to_str().unwrap_or("").trim();
+        if key.is_empty() || key.len() > 255 {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ));
+        }
+        Ok(IdempotencyKey(Some(key.to_string())))
+    }
+}
+
+/// Forgets an in-flight `Idempotency-Key` when its write is done, however it ends.
+struct InFlight<'a>(&'a App, Option<String>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(mut set)) = (&self.1, self.0.inflight.lock()) {
+            set.remove(id);
+        }
+    }
+}
+
+/// Propose a command, wait until this node's DNS shows it, and answer what applying it
+/// said; a rejection becomes its HTTP error. With an `Idempotency-Key`, the request id is
+/// derived from it (and the token), so a retry gets the first attempt's result.
+#[tracing::instrument(level = "info", skip_all, fields(cmd = cmd.name()))]
+async fn write(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<Response> {
+    let (id, _guard) = match &key.0 {
+        Some(k) => {
+            let id = format!("idem:admin:{k}");
+            let fresh = app
+                .inflight
+                .lock()
+                .map(|mut set| set.insert(id.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                return Err(ApiError::InFlight(
+                    "a write with this Idempotency-Key is still under way; its outcome is not known yet"
+                        .into(),
+                ));
+            }
+            (id.clone(), InFlight(app, Some(id)))
+        }
+        None => (cluster::new_request_id(), InFlight(app, None)),
+    };
+    let committed = app.cluster.write(cmd, id).await?;
+    if let Some(published) = &app.published {
+        let mut rx = published.clone();
+        let index = committed.index;
+        let shown =
+            tokio::time::timeout(PUBLISH_WAIT, rx.wait_for(|p| p.is_some_and(|p| p >= index)))
+                .await;
+        if !matches!(shown, Ok(Ok(_))) {
+            tracing::warn!(index, "committed, but this node's DNS does not show it yet");
+        }
+    }
+    match committed.response {
         Response::Rejected { why } => Err(why.into()),
-        r => Ok(r),
+        r => {
+            tracing::info!(index = committed.index, result = ?r, "write committed");
+            Ok(r)
+        }
     }
 }
 
@@ -121,26 +193,49 @@ pub async fn remove_member(
 pub struct DatacenterView {
     #[serde(flatten)]
     pub dc: Datacenter,
-    /// Node id → {up, at_ms, reason}; empty without a health check.
-    pub opinions: std::collections::BTreeMap<u64, crate::cluster::state::Opinion>,
+    /// The log index of its last change (also its `ETag`).
+    pub version: u64,
+    /// Each node's latest health opinion; empty without a health check.
+    pub opinions: Vec<OpinionView>,
 }
 
-fn view(state: &crate::cluster::State, dc: &Datacenter) -> DatacenterView {
+/// One node's latest opinion of a datacenter.
+#[derive(serde::Serialize)]
+pub struct OpinionView {
+    pub node: u64,
+    pub up: bool,
+    /// When the leader logged it (RFC 3339).
+    pub at: String,
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+fn view(state: &crate::cluster::State, entry: &crate::cluster::state::DcEntry) -> DatacenterView {
+    let opinions = state
+        .status(&entry.dc.id)
+        .opinions
+        .iter()
+        .map(|(&node, o)| OpinionView {
+            node,
+            up: o.up,
+            at: humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(o.at_ms),
+            )
+            .to_string(),
+            at_ms: o.at_ms,
+            reason: o.reason.clone(),
+        })
+        .collect();
     DatacenterView {
-        dc: dc.clone(),
-        opinions: state.opinions.get(&dc.id).cloned().unwrap_or_default(),
+        dc: (*entry.dc).clone(),
+        version: entry.version,
+        opinions,
     }
 }
 
 pub async fn list_datacenters(State(app): St) -> Json<Vec<DatacenterView>> {
     let state = app.cluster.state();
-    Json(
-        state
-            .datacenters
-            .values()
-            .map(|d| view(&state, d))
-            .collect(),
-    )
+    Json(state.datacenters().map(|d| view(&state, d)).collect())
 }
 
 fn no_datacenter(id: &str) -> ApiError {
@@ -154,14 +249,14 @@ pub async fn get_datacenter(
     let Path(id) = path?;
     let state = app.cluster.state();
     state
-        .datacenters
-        .get(&id)
+        .datacenter(&id)
         .map(|d| Json(view(&state, d)))
         .ok_or_else(|| no_datacenter(&id))
 }
 
 pub async fn put_datacenter(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<String>, PathRejection>,
     JsonBody(spec): JsonBody<DatacenterSpec>,
 ) -> Res<(StatusCode, Json<Datacenter>)> {
@@ -182,11 +277,12 @@ pub async fn put_datacenter(
             dc: dc.clone(),
             set_state,
         },
+        &key,
     )
     .await?;
     let status = put_status(&r)?;
     // What the state machine stored: the old state unless one was named, the old health.
-    let old = app.cluster.state().datacenters.get(&id).cloned();
+    let old = app.cluster.state().datacenter(&id).map(|e| e.dc.clone());
     dc.state = set_state.unwrap_or_else(|| old.as_ref().map_or(DcState::Active, |o| o.state));
     dc.health = old.map_or(Health::Unknown, |o| o.health);
     Ok((status, Json(dc)))
@@ -194,6 +290,7 @@ pub async fn put_datacenter(
 
 pub async fn patch_datacenter(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<String>, PathRejection>,
     JsonBody(patch): JsonBody<DatacenterPatch>,
 ) -> Res<Json<Datacenter>> {
@@ -217,6 +314,7 @@ pub async fn patch_datacenter(
             weight: patch.weight,
             state: patch.state,
         },
+        &key,
     )
     .await?;
     match r {
@@ -227,10 +325,11 @@ pub async fn patch_datacenter(
 
 pub async fn delete_datacenter(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<StatusCode> {
     let Path(id) = path?;
-    deleted(&write(&app, Command::DeleteDatacenter { id }).await?)
+    deleted(&write(&app, Command::DeleteDatacenter { id }, &key).await?)
 }
 
 /// Recent health and state transitions. Not recorded yet: an empty list.
@@ -242,16 +341,10 @@ pub async fn datacenter_events(
 ) -> Res<Json<Vec<crate::cluster::state::Event>>> {
     let Path(id) = path?;
     let state = app.cluster.state();
-    if !state.datacenters.contains_key(&id) {
+    if state.datacenter(&id).is_none() {
         return Err(no_datacenter(&id));
     }
-    Ok(Json(
-        state
-            .events
-            .get(&id)
-            .map(|e| e.iter().cloned().collect())
-            .unwrap_or_default(),
-    ))
+    Ok(Json(state.status(&id).events.iter().cloned().collect()))
 }
 
 // ---- zones --------------------------------------------------------------------------
@@ -261,7 +354,13 @@ fn zone_text(status: StatusCode, text: String) -> HttpResponse {
 }
 
 pub async fn list_zones(State(app): St) -> Json<Vec<String>> {
-    Json(app.cluster.state().zones.keys().cloned().collect())
+    Json(
+        app.cluster
+            .state()
+            .zones()
+            .map(|(o, _)| o.clone())
+            .collect(),
+    )
 }
 
 pub async fn get_zone(
@@ -273,15 +372,15 @@ pub async fn get_zone(
     let text = app
         .cluster
         .state()
-        .zones
-        .get(&key)
-        .cloned()
+        .zone(&key)
+        .map(|z| z.text.to_string())
         .ok_or_else(|| ApiError::NotFound(format!("no zone {key}")))?;
     Ok(zone_text(StatusCode::OK, text))
 }
 
 pub async fn put_zone(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<String>, PathRejection>,
     ZoneText(text): ZoneText,
 ) -> Res<HttpResponse> {
@@ -293,6 +392,7 @@ pub async fn put_zone(
             origin,
             text: text.clone(),
         },
+        &key,
     )
     .await?;
     Ok(zone_text(put_status(&r)?, text))
@@ -300,11 +400,12 @@ pub async fn put_zone(
 
 pub async fn delete_zone(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<StatusCode> {
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
-    deleted(&write(&app, Command::DeleteZone { origin }).await?)
+    deleted(&write(&app, Command::DeleteZone { origin }, &key).await?)
 }
 
 // ---- services -----------------------------------------------------------------------
@@ -316,14 +417,13 @@ pub async fn list_services(
     let Path(origin) = path?;
     let key = zone_key(&origin)?;
     let state = app.cluster.state();
-    if !state.zones.contains_key(&key) {
+    if state.zone(&key).is_none() {
         return Err(ApiError::NotFound(format!("no zone {key}")));
     }
     let list = state
-        .services
-        .get(&key)
-        .map(|m| m.values().cloned().collect())
-        .unwrap_or_default();
+        .services_in(&key)
+        .map(|(_, s)| (*s.service).clone())
+        .collect();
     Ok(Json(list))
 }
 
@@ -341,20 +441,18 @@ pub async fn get_service(
 ) -> Res<Json<Service>> {
     let (zone, name) = service_key(path)?;
     let state = app.cluster.state();
-    if !state.zones.contains_key(&zone) {
+    if state.zone(&zone).is_none() {
         return Err(ApiError::NotFound(format!("no zone {zone}")));
     }
     state
-        .services
-        .get(&zone)
-        .and_then(|m| m.get(&name))
-        .cloned()
-        .map(Json)
+        .service(&zone, &name)
+        .map(|s| Json((*s.service).clone()))
         .ok_or_else(|| ApiError::NotFound(format!("no service {name} in {zone}")))
 }
 
 pub async fn put_service(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<(String, String)>, PathRejection>,
     JsonBody(spec): JsonBody<ServiceSpec>,
 ) -> Res<(StatusCode, Json<Service>)> {
@@ -383,6 +481,7 @@ pub async fn put_service(
         Command::PutService {
             service: service.clone(),
         },
+        &key,
     )
     .await?;
     Ok((put_status(&r)?, Json(service)))
@@ -390,10 +489,11 @@ pub async fn put_service(
 
 pub async fn delete_service(
     State(app): St,
+    key: IdempotencyKey,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Res<StatusCode> {
     let (zone, name) = service_key(path)?;
-    deleted(&write(&app, Command::DeleteService { zone, name }).await?)
+    deleted(&write(&app, Command::DeleteService { zone, name }, &key).await?)
 }
 
 // ---- explain ------------------------------------------------------------------------

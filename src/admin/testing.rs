@@ -1,21 +1,23 @@
 //! A single-process control plane for tests: commands go straight to `State::apply`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 
 use crate::admin::{build, App, BoxFuture, ControlPlane, Readiness};
-use crate::cluster::{self, ClusterStatus, Command, Member, Response, WriteError};
+use crate::cluster::{self, ClusterStatus, Command, Committed, Member, Response, WriteError};
 use crate::snapshot::{self, Snapshot, SnapshotPublisher};
 
 /// Applies every write at once, like a one-node cluster that always has quorum.
 pub(crate) struct FakeCluster {
     pub state: ArcSwap<cluster::State>,
     pub members: ArcSwap<Vec<Member>>,
-    /// When false, writes answer `Unavailable` (no quorum).
+    /// When false, writes answer `NotApplied` (no quorum).
     pub available: AtomicBool,
+    /// The last log index handed out.
+    pub index: AtomicU64,
 }
 
 impl FakeCluster {
@@ -27,8 +29,10 @@ impl FakeCluster {
                 addr: "127.0.0.1:9053".into(),
                 admin: "127.0.0.1:8053".into(),
                 voter: true,
+                lag: None,
             }]),
             available: AtomicBool::new(true),
+            index: AtomicU64::new(0),
         })
     }
 
@@ -36,22 +40,23 @@ impl FakeCluster {
         if self.available.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            Err(WriteError::Unavailable("no leader".into()))
+            Err(WriteError::NotApplied("no quorum".into()))
         }
     }
 }
 
 impl ControlPlane for Arc<FakeCluster> {
-    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<Response, WriteError>> {
+    fn write(&self, cmd: Command, id: String) -> BoxFuture<'_, Result<Committed, WriteError>> {
         Box::pin(async move {
             self.check()?;
+            let index = self.index.fetch_add(1, Ordering::Relaxed) + 1;
             let mut response = Response::Noop;
             self.state.rcu(|s| {
                 let mut next = (**s).clone();
-                response = next.apply(&cmd, 0);
+                response = next.apply(&cmd, Some(&id), 0, index).0;
                 next
             });
-            Ok(response)
+            Ok(Committed { response, index })
         })
     }
 
@@ -67,6 +72,7 @@ impl ControlPlane for Arc<FakeCluster> {
             members: (**self.members.load()).clone(),
             last_applied: Some(7),
             last_log_index: Some(7),
+            quorum: true,
         }
     }
 
@@ -86,6 +92,7 @@ impl ControlPlane for Arc<FakeCluster> {
                     addr: raft.clone(),
                     admin: admin.clone(),
                     voter,
+                    lag: None,
                 });
                 m
             });
@@ -123,6 +130,8 @@ pub(crate) fn test_api(token: Option<&str>) -> TestApi {
         reader: publisher.reader(),
         ready: ready.clone(),
         token: token.map(str::to_string),
+        published: None,
+        inflight: Default::default(),
     });
     TestApi {
         router,

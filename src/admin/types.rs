@@ -15,6 +15,10 @@ use crate::model::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// For a write: what became of it, `not_applied` (refused before it was proposed) or
+    /// `unknown` (proposed, not seen committed in time: it may still apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// `PUT /datacenters/{id}`: a datacenter's definition. `id` may be left out (it comes from
@@ -38,6 +42,12 @@ pub struct DatacenterSpec {
     /// sent back as a PUT).
     #[serde(default, skip_serializing)]
     pub opinions: Option<serde_json::Value>,
+    /// Ignored: the version a GET shows (send it as `If-Match` instead).
+    #[serde(default, skip_serializing)]
+    pub version: Option<serde_json::Value>,
+    /// Ignored: this node's share of answers, as a GET shows it.
+    #[serde(default, skip_serializing)]
+    pub answers_share: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
 }
@@ -57,6 +67,8 @@ impl DatacenterSpec {
             state: with_state.then_some(dc.state),
             health: None,
             opinions: None,
+            version: None,
+            answers_share: None,
             health_check: dc.health_check.clone(),
         }
     }

@@ -1,22 +1,25 @@
-//! The control plane as the rest of the node sees it: propose a command (on any node: it is
-//! forwarded to the leader), read the applied state, see and change the membership.
+//! The control plane as the rest of the node sees it: a [`Handle`] on this node's
+//! [`RaftNode`] (propose a command on any node, read the applied state, see and change the
+//! membership), and the types its answers use.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::cluster::command::{Command, Response};
-use crate::cluster::state::State;
+pub use crate::cluster::node::RaftNode;
 
-/// Why a write did not go through. Rejections are not errors: they are `Response::Rejected`.
+/// Why a write did not go through, and what became of it. Rejections are not errors: they
+/// are `Response::Rejected`.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// No leader was elected in time, or the leader cannot reach a quorum: 503.
-    #[error("no quorum: {0}")]
-    Unavailable(String),
-    /// The node is shutting down or Raft stopped: 503.
-    #[error("the control plane has stopped: {0}")]
-    Stopped(String),
+    /// Refused before it was proposed (no leader in time, no quorum at the leader): it was
+    /// not applied and will not be. 503, `"outcome": "not_applied"`.
+    #[error("not applied: {0}")]
+    NotApplied(String),
+    /// Proposed, but not seen committed in time: it may still apply. 503,
+    /// `"outcome": "unknown"`.
+    #[error("outcome unknown, the write may still apply: {0}")]
+    Unknown(String),
     /// Bad membership request (unknown node, …): 400/404/409 by message.
     #[error("{0}")]
     Membership(String),
@@ -28,9 +31,11 @@ pub struct Member {
     pub id: u64,
     /// The Raft address.
     pub addr: String,
-    /// The admin API address, when known.
+    /// The admin API address, `""` when unknown.
     pub admin: String,
     pub voter: bool,
+    /// Entries behind the leader, as the leader sees it (`null` on other nodes).
+    pub lag: Option<u64>,
 }
 
 /// What `GET /cluster` shows.
@@ -43,47 +48,20 @@ pub struct ClusterStatus {
     pub last_applied: Option<u64>,
     /// The last log index this node holds (committed or not).
     pub last_log_index: Option<u64>,
+    /// The leader heard from a majority within its election timeout; on a follower,
+    /// whether it hears from a leader.
+    pub quorum: bool,
 }
 
-/// A cheap, clonable handle on the node's Raft instance.
+/// A cheap, clonable handle on the node's Raft instance; every method is [`RaftNode`]'s.
 #[derive(Clone)]
 pub struct Handle {
-    pub(crate) inner: Arc<crate::cluster::node::Inner>,
+    pub(crate) inner: Arc<RaftNode>,
 }
 
-impl Handle {
-    pub fn node_id(&self) -> u64 {
-        self.inner.node_id
-    }
-
-    /// Propose a command and wait until it is committed and applied (on the leader).
-    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
-        self.inner.write(cmd).await
-    }
-
-    /// The state as applied on this node.
-    pub fn state(&self) -> Arc<State> {
-        self.inner.state()
-    }
-
-    pub fn status(&self) -> ClusterStatus {
-        self.inner.status()
-    }
-
-    /// Add a node: first as a learner (it catches up), then as a voter unless `voter` is false.
-    pub async fn add_member(
-        &self,
-        id: u64,
-        raft_addr: String,
-        admin_addr: String,
-        voter: bool,
-    ) -> Result<(), WriteError> {
-        self.inner
-            .add_member(id, raft_addr, admin_addr, voter)
-            .await
-    }
-
-    pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {
-        self.inner.remove_member(id).await
+impl std::ops::Deref for Handle {
+    type Target = RaftNode;
+    fn deref(&self) -> &RaftNode {
+        &self.inner
     }
 }

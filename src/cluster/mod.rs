@@ -14,9 +14,15 @@ pub mod types;
 pub use command::{Command, Rejection, Response};
 pub use state::State;
 pub mod handle;
-pub(crate) mod node;
+pub mod node;
 
+pub use network::Committed;
 pub use node::{start, ClusterConfig, StartError, Started, WRITE_DEADLINE};
-pub use store::Applied;
+pub use store::{Applied, Change};
 
-pub use handle::{ClusterStatus, Handle, Member, WriteError};
+pub use handle::{ClusterStatus, Handle, Member, RaftNode, WriteError};
+
+/// A fresh request id for a write (128 random bits, hex).
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

@@ -78,6 +78,10 @@ pub enum ForwardError {
     /// write may or may not have been applied.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The leader proposed the write but did not see it committed in time: it may still
+    /// apply (503).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
     /// Raft stopped on the node asked (503).
     #[error("the control plane has stopped: {0}")]
     Stopped(String),
@@ -94,7 +98,7 @@ impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
             ForwardError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
-            ForwardError::Unavailable(_) | ForwardError::Stopped(_) => {
+            ForwardError::Unavailable(_) | ForwardError::Unknown(_) | ForwardError::Stopped(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ForwardError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -114,7 +118,66 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// How `/raft/write` performs a write on this node (the node passes a closure that calls
 /// `raft.client_write` and maps errors).
-pub type WriteFn = Arc<dyn Fn(Request) -> BoxFuture<Result<Response, ForwardError>> + Send + Sync>;
+pub type WriteFn = Arc<dyn Fn(Request) -> BoxFuture<Result<Committed, ForwardError>> + Send + Sync>;
+
+/// A committed write: what applying it answered, and its log index (so that the node that
+/// took the request can wait until its own DNS shows it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    pub response: Response,
+    pub index: u64,
+}
+
+/// What `/raft/write` answers: a [`Committed`]; a leader of the first format answered the
+/// bare [`Response`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ForwardReply {
+    Committed(Committed),
+    Bare(serde::de::IgnoredAny),
+}
+
+/// When this node last heard from its peers: the leader's quorum (a majority answered an
+/// AppendEntries within the election timeout) and a follower's "I hear a leader".
+#[derive(Debug, Default)]
+pub struct Contact {
+    /// Peer → when it last answered an AppendEntries without refusing this leader.
+    acked: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
+    /// When this node last accepted an AppendEntries from a leader.
+    heard: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Contact {
+    fn ack(&self, peer: u64) {
+        if let Ok(mut m) = self.acked.lock() {
+            m.insert(peer, std::time::Instant::now());
+        }
+    }
+
+    fn heard_leader(&self) {
+        if let Ok(mut h) = self.heard.lock() {
+            *h = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether `peer` answered within `within`.
+    pub fn acked_within(&self, peer: u64, within: Duration) -> bool {
+        self.acked
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&peer).map(|t| t.elapsed() <= within))
+            .unwrap_or(false)
+    }
+
+    /// Whether a leader was heard within `within`.
+    pub fn heard_within(&self, within: Duration) -> bool {
+        self.heard
+            .lock()
+            .ok()
+            .and_then(|h| h.map(|t| t.elapsed() <= within))
+            .unwrap_or(false)
+    }
+}
 
 /// The body of an error answer to the three Raft RPCs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,6 +198,8 @@ pub struct RpcErrorBody {
 pub struct Network {
     client: reqwest::Client,
     secret: Option<Arc<str>>,
+    /// Who answered lately (shared with the server side).
+    pub contact: Arc<Contact>,
 }
 
 impl Network {
@@ -160,6 +225,7 @@ impl Network {
         Network {
             client,
             secret: secret.map(Arc::from),
+            contact: Arc::new(Contact::default()),
         }
     }
 
@@ -177,8 +243,15 @@ impl Network {
         &self,
         leader_raft_addr: &str,
         req: &Request,
-    ) -> Result<Response, ForwardError> {
-        self.forward(leader_raft_addr, "/raft/write", req).await
+        timeout: Duration,
+    ) -> Result<Option<Committed>, ForwardError> {
+        let reply: ForwardReply = self
+            .forward(leader_raft_addr, "/raft/write", req, timeout)
+            .await?;
+        Ok(match reply {
+            ForwardReply::Committed(c) => Some(c),
+            ForwardReply::Bare(_) => None,
+        })
     }
 
     /// Forward a membership change to the leader at `leader_raft_addr`.
@@ -187,7 +260,7 @@ impl Network {
         leader_raft_addr: &str,
         change: &MemberChange,
     ) -> Result<(), ForwardError> {
-        self.forward(leader_raft_addr, "/raft/members", change)
+        self.forward(leader_raft_addr, "/raft/members", change, FORWARD_TIMEOUT)
             .await
     }
 
@@ -196,22 +269,23 @@ impl Network {
         leader_raft_addr: &str,
         path: &str,
         body: &B,
+        timeout: Duration,
     ) -> Result<R, ForwardError> {
         let url = format!("http://{leader_raft_addr}{path}");
         let unavailable = |e: reqwest::Error| {
             if e.is_connect() {
                 ForwardError::Unavailable(format!("leader at {leader_raft_addr} unreachable: {e}"))
             } else if e.is_timeout() {
-                ForwardError::Unavailable(format!(
+                ForwardError::Unknown(format!(
                     "the leader at {leader_raft_addr} did not answer in time \
-                     (the write may or may not have been applied): {e}"
+                     (the write may still apply): {e}"
                 ))
             } else {
                 ForwardError::Unavailable(format!("forwarding to {leader_raft_addr}: {e}"))
             }
         };
         let resp = self
-            .post(url, FORWARD_TIMEOUT)
+            .post(url, timeout)
             .json(body)
             .send()
             .await
@@ -393,6 +467,11 @@ impl openraft::RaftNetwork<TypeConfig> for PeerClient {
                 rpc_timeout(&option),
             )
             .await;
+        if let Ok(resp) = &r {
+            if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+                self.net.contact.ack(self.target);
+            }
+        }
         match r {
             // Hint: half as many entries.
             Err(RPCError::PayloadTooLarge(_)) => Err(RPCError::PayloadTooLarge(
@@ -437,7 +516,13 @@ impl openraft::RaftNetwork<TypeConfig> for PeerClient {
 /// `raft.append_entries` / `vote` / `install_snapshot`), plus `POST /raft/write`: a client
 /// write forwarded by a follower (body: [`Request`]; answers the [`Response`] after commit, or
 /// a [`ForwardError`]).
-pub fn router(raft: Raft, secret: Option<String>, write: WriteFn, members: MembersFn) -> Router {
+pub fn router(
+    raft: Raft,
+    secret: Option<String>,
+    write: WriteFn,
+    members: MembersFn,
+    contact: Arc<Contact>,
+) -> Router {
     let members = Router::new()
         .route(
             "/raft/members",
@@ -445,7 +530,9 @@ pub fn router(raft: Raft, secret: Option<String>, write: WriteFn, members: Membe
         )
         .with_state(members);
     guarded(
-        raft_routes(raft).merge(write_routes(write)).merge(members),
+        raft_routes(raft, contact)
+            .merge(write_routes(write))
+            .merge(members),
         secret,
     )
 }
@@ -486,12 +573,14 @@ async fn forwarded_members(
     }
 }
 
-fn raft_routes(raft: Raft) -> Router {
-    Router::new()
+fn raft_routes(raft: Raft, contact: Arc<Contact>) -> Router {
+    let append_routes = Router::new()
         .route(
             "/raft/append",
             post(append).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
+        .with_state((raft.clone(), contact));
+    Router::new()
         .route(
             "/raft/vote",
             post(vote).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
@@ -501,6 +590,7 @@ fn raft_routes(raft: Raft) -> Router {
             post(snapshot).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
         .with_state(raft)
+        .merge(append_routes)
 }
 
 fn write_routes(write: WriteFn) -> Router {
@@ -601,11 +691,19 @@ where
 }
 
 async fn append(
-    State(raft): State<Raft>,
+    State((raft, contact)): State<(Raft, Arc<Contact>)>,
     body: Result<Bytes, BytesRejection>,
 ) -> axum::response::Response {
     match parse::<AppendEntriesRequest<TypeConfig>>(body) {
-        Ok(rpc) => answer(raft.append_entries(rpc).await),
+        Ok(rpc) => {
+            let r = raft.append_entries(rpc).await;
+            if let Ok(resp) = &r {
+                if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+                    contact.heard_leader();
+                }
+            }
+            answer(r)
+        }
         Err((status, message)) => rpc_error(status, message, None),
     }
 }
@@ -658,7 +756,7 @@ async fn forwarded_write(
         .into_response();
     }
     match write(req).await {
-        Ok(resp) => (StatusCode::OK, axum::Json(resp)).into_response(),
+        Ok(committed) => (StatusCode::OK, axum::Json(committed)).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -670,6 +768,9 @@ mod tests {
     use openraft::{RaftNetwork, RaftNetworkFactory};
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The forward timeout of the tests.
+    const T: Duration = Duration::from_secs(5);
 
     async fn serve(router: Router) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -691,7 +792,10 @@ mod tests {
                     Command::DeleteZone { origin } if origin == "not.leader." => {
                         Err(ForwardError::NotLeader { leader: Some(3) })
                     }
-                    _ => Ok(Response::Deleted),
+                    _ => Ok(Committed {
+                        response: Response::Deleted,
+                        index: 7,
+                    }),
                 }
             })
         })
@@ -781,13 +885,13 @@ mod tests {
         let wrong = Network::new(Some("nope".into()));
         assert_eq!(
             wrong
-                .forward_write(&addr.to_string(), &req("example.com."))
+                .forward_write(&addr.to_string(), &req("example.com."), T)
                 .await,
             Err(ForwardError::Unauthorized)
         );
         let none = Network::new(None);
         assert_eq!(
-            none.forward_write(&addr.to_string(), &req("example.com."))
+            none.forward_write(&addr.to_string(), &req("example.com."), T)
                 .await,
             Err(ForwardError::Unauthorized)
         );
@@ -795,9 +899,12 @@ mod tests {
         let right = Network::new(Some("s3cret".into()));
         assert_eq!(
             right
-                .forward_write(&addr.to_string(), &req("example.com."))
+                .forward_write(&addr.to_string(), &req("example.com."), T)
                 .await,
-            Ok(Response::Deleted)
+            Ok(Some(Committed {
+                response: Response::Deleted,
+                index: 7
+            }))
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -815,9 +922,12 @@ mod tests {
         let addr = serve(guarded(write_routes(stub(calls.clone())), None)).await;
         let net = Network::new(Some("whatever".into()));
         assert_eq!(
-            net.forward_write(&addr.to_string(), &req("example.com."))
+            net.forward_write(&addr.to_string(), &req("example.com."), T)
                 .await,
-            Ok(Response::Deleted)
+            Ok(Some(Committed {
+                response: Response::Deleted,
+                index: 7
+            }))
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -831,14 +941,14 @@ mod tests {
 
         // The leader's error comes back as itself.
         assert_eq!(
-            net.forward_write(&a, &req("not.leader.")).await,
+            net.forward_write(&a, &req("not.leader."), T).await,
             Err(ForwardError::NotLeader { leader: Some(3) })
         );
         // A newer entry format is refused before it reaches Raft.
         let mut newer = req("example.com.");
         newer.v = FORMAT_VERSION + 1;
         assert!(matches!(
-            net.forward_write(&a, &newer).await,
+            net.forward_write(&a, &newer, T).await,
             Err(ForwardError::BadRequest(_))
         ));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -859,7 +969,7 @@ mod tests {
         // Nobody listening.
         let closed = closed_port().await.to_string();
         assert!(matches!(
-            net.forward_write(&closed, &req("example.com.")).await,
+            net.forward_write(&closed, &req("example.com."), T).await,
             Err(ForwardError::Unavailable(_))
         ));
     }
@@ -992,7 +1102,10 @@ mod tests {
             let r = r.clone();
             Box::pin(async move {
                 match r.client_write(req).await {
-                    Ok(w) => Ok(w.data),
+                    Ok(w) => Ok(Committed {
+                        response: w.data,
+                        index: w.log_id.index,
+                    }),
                     Err(RaftError::APIError(
                         openraft::error::ClientWriteError::ForwardToLeader(f),
                     )) => Err(ForwardError::NotLeader {
@@ -1003,7 +1116,14 @@ mod tests {
             })
         });
         let members: MembersFn = Arc::new(|_| Box::pin(async { Ok(()) }));
-        let app = router(raft.clone(), secret.map(String::from), write, members);
+        let contact = Arc::new(Contact::default());
+        let app = router(
+            raft.clone(),
+            secret.map(String::from),
+            write,
+            members,
+            contact,
+        );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -1065,12 +1185,12 @@ mod tests {
         // A forwarded write, answered after commit.
         let net = Network::new(secret.map(String::from));
         let fwd = net
-            .forward_write(&la.to_string(), &req("example.com."))
+            .forward_write(&la.to_string(), &req("example.com."), T)
             .await;
         assert!(fwd.is_ok(), "{fwd:?}");
         // The follower is not the leader, and says who is.
         assert_eq!(
-            net.forward_write(&fa.to_string(), &req("example.com."))
+            net.forward_write(&fa.to_string(), &req("example.com."), T)
                 .await,
             Err(ForwardError::NotLeader {
                 leader: Some(leader)
@@ -1079,7 +1199,7 @@ mod tests {
         // Without the secret: refused.
         assert_eq!(
             Network::new(None)
-                .forward_write(&la.to_string(), &req("example.com."))
+                .forward_write(&la.to_string(), &req("example.com."), T)
                 .await,
             Err(ForwardError::Unauthorized)
         );
@@ -1112,7 +1232,7 @@ mod tests {
             .await
             .expect("the learner did not catch up");
         let m3 = r3.metrics().borrow().clone();
-        assert_eq!(m3.snapshot.map(|s| s.index), Some(last));
+        assert!(m3.snapshot.map(|s| s.index) >= Some(last), "{m3:?}");
 
         for (_, (r, _)) in nodes {
             let _ = r.shutdown().await;

@@ -9,18 +9,25 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
-use crate::cluster::command::{Command, Response};
+use crate::cluster::command::Command;
 use crate::cluster::handle::{ClusterStatus, Handle, Member, WriteError};
-use crate::cluster::network::{self, ForwardError, MemberChange, Network};
+use crate::cluster::network::{self, Committed, ForwardError, MemberChange, Network};
 use crate::cluster::state::State;
-use crate::cluster::store::{self, Applied, StateMachineStore};
+use crate::cluster::store::{self, Applied, Change, StateMachineStore};
 use crate::cluster::types::{NodeInfo, Raft, Request};
 
 /// How long a write waits for a leader (an election) or for a quorum before it gives up.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How long one forward to the leader may take before the leader is looked up again.
-const FORWARD_WAIT: Duration = Duration::from_millis(1500);
+/// How long a leader that has not heard from a majority, or a follower that has not heard
+/// from a leader, waits before it says it has no quorum: the election timeout.
+const QUORUM_WINDOW: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
+/// How long a write waits for a quorum to come back before it gives up (`not_applied`).
+const NO_QUORUM_WAIT: Duration = Duration::from_millis(800);
+
+const HEARTBEAT_MS: u64 = 200;
+const ELECTION_TIMEOUT_MIN: u64 = 1000;
+const ELECTION_TIMEOUT_MAX: u64 = 2000;
 
 /// What the node needs to start its control plane.
 pub struct ClusterConfig {
@@ -51,13 +58,17 @@ pub struct Started {
     pub handle: Handle,
     /// Serve this on `[raft] listen`.
     pub rpc: axum::Router,
-    /// Every applied state, in order.
+    /// The latest applied state.
     pub applied: tokio::sync::watch::Receiver<Applied>,
+    /// Every apply batch with what it changed, in order: the publisher's feed.
+    pub changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
     /// Whether the store held state when it was opened (a restart).
     pub restarted: bool,
 }
 
-pub(crate) struct Inner {
+/// This node's Raft instance and what it needs to write: the one layer between a route and
+/// openraft. [`Handle`] is a cheap clone of it.
+pub struct RaftNode {
     pub node_id: u64,
     raft: Raft,
     network: Network,
@@ -70,12 +81,15 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
     std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     let (log, sm) = store::open(&dir)?;
     let applied = sm.subscribe();
+    let changes = sm
+        .take_changes()
+        .ok_or_else(|| StartError::Raft("the store's change feed was taken".into()))?;
     let restarted = sm.current().last_applied.is_some();
     let config = openraft::Config {
         cluster_name: "meridian".into(),
-        heartbeat_interval: 200,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN,
+        election_timeout_max: ELECTION_TIMEOUT_MAX,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 200,
@@ -129,7 +143,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         tracing::info!("this node is not an initial peer: waiting to be added with POST /api/v1/cluster/members");
     }
 
-    let inner = Arc::new(Inner {
+    let inner = Arc::new(RaftNode {
         node_id: cfg.node_id,
         raft: raft.clone(),
         network,
@@ -164,72 +178,164 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
             })
         })
     });
-    let rpc = network::router(raft, cfg.secret, write, members);
+    let contact = inner.network.contact.clone();
+    let rpc = network::router(raft, cfg.secret, write, members, contact);
     Ok(Started {
         handle: Handle { inner },
         rpc,
         applied,
+        changes,
         restarted,
     })
 }
 
-impl Inner {
-    /// Propose on this node; if it is not the leader, say who is.
-    async fn propose_here(&self, req: Request) -> Result<Response, ForwardError> {
+impl RaftNode {
+    /// Propose on this node (a forwarded write): fail at once without a quorum, answer
+    /// `Unknown` when the entry may be in the log but was not seen committed in time.
+    async fn propose_here(&self, req: Request) -> Result<Committed, ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.node_id) {
+            return Err(ForwardError::NotLeader {
+                leader: m.current_leader,
+            });
+        }
+        if !self.wait_quorum().await {
+            return Err(ForwardError::Unavailable(
+                "no quorum: the leader has not heard from a majority of the voters".into(),
+            ));
+        }
         match tokio::time::timeout(WRITE_DEADLINE, self.raft.client_write(req)).await {
-            Err(_) => Err(ForwardError::Unavailable(
-                "the leader could not reach a quorum in time".into(),
+            Err(_) => Err(ForwardError::Unknown(
+                "proposed, but not seen committed in time".into(),
             )),
-            Ok(Ok(r)) => Ok(r.data),
+            Ok(Ok(r)) => Ok(Committed {
+                response: r.data,
+                index: r.log_id.index,
+            }),
+            // Leadership was lost meanwhile: the entry may be in the log.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ForwardError::NotLeader {
-                    leader: f.leader_id,
-                })
+                Err(ForwardError::Unknown(format!(
+                    "leadership moved to {:?} while the write was proposed",
+                    f.leader_id
+                )))
             }
-            Ok(Err(RaftError::Fatal(f))) => Err(ForwardError::Stopped(f.to_string())),
-            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+            Ok(Err(RaftError::Fatal(f))) => Err(ForwardError::Unknown(format!(
+                "the control plane stopped while the write was proposed: {f}"
+            ))),
+            Ok(Err(e)) => Err(ForwardError::Unknown(e.to_string())),
         }
     }
 
-    /// Propose a command: here when leading, else at the leader; wait out an election.
+    /// Whether this node has a quorum now: as the leader, a majority of the voters (itself
+    /// included) answered an AppendEntries within the election timeout; as a follower, a
+    /// leader was heard within it.
+    pub fn quorum(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if m.current_leader == Some(self.node_id) {
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let contact = &self.network.contact;
+            let acked = voters
+                .iter()
+                .filter(|&&v| v == self.node_id || contact.acked_within(v, QUORUM_WINDOW))
+                .count();
+            acked * 2 > voters.len()
+        } else {
+            m.current_leader.is_some() && self.network.contact.heard_within(QUORUM_WINDOW)
+        }
+    }
+
+    /// Wait a little for a quorum (one just elected has not heard from everyone yet).
+    async fn wait_quorum(&self) -> bool {
+        let until = Instant::now() + NO_QUORUM_WAIT;
+        loop {
+            if self.quorum() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Propose a command: here when leading, else at the leader; wait out an election (up
+    /// to [`WRITE_DEADLINE`]). The request id makes a repeat harmless: the state machine
+    /// applies an id once. The error says whether the write may still apply.
     #[tracing::instrument(level = "debug", skip_all, fields(cmd = cmd.name()))]
-    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
-        let req = Request::new(cmd);
+    pub async fn write(&self, cmd: Command, id: String) -> Result<Committed, WriteError> {
+        let req = Request::with_id(cmd, id);
         let deadline = Instant::now() + WRITE_DEADLINE;
-        let mut last = String::from("no leader elected");
+        let mut last = String::from("no leader was elected in time");
+        // Whether the entry may be in some leader's log.
+        let mut proposed = false;
+        let outcome = |proposed: bool, why: String| {
+            if proposed {
+                WriteError::Unknown(why)
+            } else {
+                WriteError::NotApplied(why)
+            }
+        };
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(left, self.raft.client_write(req.clone())).await;
-            match attempt {
-                Err(_) => {
-                    last = "no quorum: the write was not committed in time".into();
-                    break;
-                }
-                Ok(Ok(r)) => return Ok(r.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(self.node_id))
-                    {
-                        // One forward waits at most FORWARD_WAIT: a leader cut off without a
-                        // word is replaced by an election meanwhile, and the next round asks
-                        // the new one.
-                        let wait = left.min(FORWARD_WAIT);
-                        let fwd = tokio::time::timeout(
-                            wait,
-                            self.network.forward_write(&node.raft, &req),
-                        );
-                        match fwd.await {
-                            Ok(Ok(r)) => return Ok(r),
-                            Ok(Err(e)) => last = format!("leader {}: {e}", node.raft),
-                            Err(_) => last = format!("leader {} did not answer in time", node.raft),
+            let m = self.raft.metrics().borrow().clone();
+            let leader = m.current_leader;
+            if leader == Some(self.node_id) {
+                match self.propose_here(req.clone()).await {
+                    Ok(c) => return Ok(c),
+                    Err(ForwardError::Unavailable(why)) if !proposed => {
+                        // No quorum at this leader: refused before proposing.
+                        return Err(WriteError::NotApplied(why));
+                    }
+                    Err(ForwardError::NotLeader { .. }) => {}
+                    Err(ForwardError::Unknown(why)) => {
+                        proposed = true;
+                        last = why;
+                        if Instant::now() + Duration::from_millis(200) >= deadline {
+                            break;
                         }
                     }
+                    Err(e) => last = e.to_string(),
                 }
-                Ok(Err(RaftError::Fatal(f))) => return Err(WriteError::Stopped(f.to_string())),
-                Ok(Err(e)) => last = e.to_string(),
+            } else if let Some(node) = leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .cloned()
+                    .filter(|_| l != self.node_id)
+            }) {
+                match self.network.forward_write(&node.raft, &req, left).await {
+                    Ok(Some(c)) => return Ok(c),
+                    Ok(None) => {
+                        // A leader of the first format: no index to wait for.
+                        return Ok(Committed {
+                            response: crate::cluster::Response::Noop,
+                            index: 0,
+                        });
+                    }
+                    Err(ForwardError::NotLeader { .. }) => {
+                        last = format!("{} is no longer the leader", node.raft)
+                    }
+                    Err(ForwardError::Unavailable(why))
+                        if !proposed && why.contains("no quorum") =>
+                    {
+                        return Err(WriteError::NotApplied(why));
+                    }
+                    Err(ForwardError::Unknown(why)) => {
+                        proposed = true;
+                        last = format!("leader {}: {why}", node.raft);
+                    }
+                    Err(ForwardError::Stopped(why)) => last = why,
+                    Err(e) => last = format!("leader {}: {e}", node.raft),
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(WriteError::Unavailable(last))
+        Err(outcome(proposed, last))
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -247,6 +353,11 @@ impl Inner {
                 addr: node.raft.clone(),
                 admin: node.admin.clone(),
                 voter: voters.contains(&id),
+                // Entries behind the leader, as the leader sees it.
+                lag: m.replication.as_ref().map(|r| {
+                    let matched = r.get(&id).cloned().flatten().map_or(0, |l| l.index);
+                    m.last_log_index.unwrap_or(0).saturating_sub(matched)
+                }),
             })
             .collect();
         ClusterStatus {
@@ -256,6 +367,7 @@ impl Inner {
             members,
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
+            quorum: self.quorum(),
         }
     }
 
@@ -303,14 +415,17 @@ impl Inner {
                 .map(|n| n.raft.clone())
         });
         let Some(addr) = addr else {
-            return Err(WriteError::Unavailable("no leader is elected".into()));
+            return Err(WriteError::NotApplied("no leader is elected".into()));
         };
         self.network
             .forward_members(&addr, change)
             .await
             .map_err(|e| match e {
                 ForwardError::BadRequest(m) => WriteError::Membership(m),
-                e => WriteError::Unavailable(e.to_string()),
+                ForwardError::NotLeader { .. } | ForwardError::Unavailable(_) => {
+                    WriteError::NotApplied(e.to_string())
+                }
+                e => WriteError::Unknown(e.to_string()),
             })
     }
 
@@ -326,13 +441,13 @@ impl Inner {
             admin: admin_addr,
         };
         let added = tokio::time::timeout(
-            Duration::from_secs(30),
+            Duration::from_secs(15),
             self.raft.add_learner(id, node, true),
         )
         .await
         .map_err(|_| {
-            MemberError::Write(WriteError::Unavailable(
-                "the new node did not catch up within 30 s".into(),
+            MemberError::Write(WriteError::Unknown(
+                "the new node did not catch up within 15 s".into(),
             ))
         })?;
         membership_result(added)?;
@@ -345,7 +460,7 @@ impl Inner {
             )
             .await
             .map_err(|_| {
-                MemberError::Write(WriteError::Unavailable(
+                MemberError::Write(WriteError::Unknown(
                     "membership change not committed in time".into(),
                 ))
             })?;
@@ -372,7 +487,7 @@ impl Inner {
             tokio::time::timeout(WRITE_DEADLINE, self.raft.change_membership(change, false))
                 .await
                 .map_err(|_| {
-                    MemberError::Write(WriteError::Unavailable(
+                    MemberError::Write(WriteError::Unknown(
                         "membership change not committed in time".into(),
                     ))
                 })?;
@@ -395,7 +510,7 @@ enum MemberError {
 impl MemberError {
     fn into_write(self) -> WriteError {
         match self {
-            MemberError::NotLeader(_) => WriteError::Unavailable("no leader is elected".into()),
+            MemberError::NotLeader(_) => WriteError::NotApplied("no leader is elected".into()),
             MemberError::Write(e) => e,
         }
     }
@@ -412,13 +527,6 @@ fn membership_result<T>(
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
             Err(MemberError::Write(WriteError::Membership(e.to_string())))
         }
-        Err(RaftError::Fatal(f)) => Err(MemberError::Write(WriteError::Stopped(f.to_string()))),
-    }
-}
-
-impl Handle {
-    /// Stop Raft (on SIGTERM).
-    pub async fn shutdown(&self) {
-        self.inner.shutdown().await;
+        Err(RaftError::Fatal(f)) => Err(MemberError::Write(WriteError::Unknown(f.to_string()))),
     }
 }

@@ -1,26 +1,38 @@
 //! The replicated state and its pure, deterministic `apply`: the same commands in the same
 //! order give the same state on every node. Nothing here reads a clock, a file or the
 //! node's GeoIP database.
+//!
+//! The state is a set of persistent maps (`imbl`) of `Arc`ed objects: cloning it is O(1) and
+//! a command copies only the path to what it changes. `apply` validates only what a command
+//! touches (a reverse index from datacenter to its services answers "in use?"; a zone is
+//! checked against its own services) and returns a [`Delta`] naming what it changed, which
+//! the store writes (one key per object) and the publisher turns into the next snapshot.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use hickory_proto::rr::Name;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Rejection, Response};
 use crate::model::{Datacenter, DcState, Health, Service};
-use crate::snapshot::{Builder, Inputs};
-use crate::zone::{parse_zone, ZoneFile};
+use crate::zone::{parse_zone, service_conflict, ZoneFile};
 
-/// The state's own format version (in snapshots and in the store).
-pub const STATE_FORMAT: u32 = 1;
+/// The state's own format version (in snapshots and in the store). 1: one JSON value of the
+/// whole state; 2: one object per key, request records, versions.
+pub const STATE_FORMAT: u32 = 2;
 
 /// How long a node's health opinion counts after it was last reported (three missed
 /// re-affirmations of 30 s): a node that died or was cut off stops counting after that.
 pub const OPINION_FRESH_MS: u64 = 90_000;
 /// Events kept per datacenter.
 pub const MAX_EVENTS: usize = 50;
+/// How long the result of a write with a request id is kept, so that the same request
+/// (a retried forward, a repeated `Idempotency-Key`) gets that result instead of applying twice.
+pub const REQUEST_TTL_MS: u64 = 24 * 3600 * 1000;
+/// The most request records kept (the oldest go first beyond it).
+pub const MAX_REQUESTS: usize = 100_000;
 
 /// One node's latest verdict on a datacenter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,23 +57,114 @@ pub struct Event {
     pub opinions: BTreeMap<u64, Opinion>,
 }
 
+/// A zone: its text as given, parsed once, and the log index of its last change.
+#[derive(Clone, Debug)]
+pub struct ZoneEntry {
+    pub text: Arc<str>,
+    pub file: Arc<ZoneFile>,
+    pub version: u64,
+}
+
+/// A datacenter's definition with its drain state and health verdict (what answers depend
+/// on), and the log index of its last change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DcEntry {
+    pub dc: Arc<Datacenter>,
+    pub version: u64,
+}
+
+/// What answers do not depend on: each node's latest opinion and the recent transitions.
+/// A re-affirmed opinion changes only this, so it is stored but never published.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DcStatus {
+    #[serde(default)]
+    pub opinions: BTreeMap<u64, Opinion>,
+    #[serde(default)]
+    pub events: VecDeque<Event>,
+}
+
+/// A service definition and the log index of its last change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    pub service: Arc<Service>,
+    pub version: u64,
+}
+
+/// The result of a write with a request id, kept for [`REQUEST_TTL_MS`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub at_ms: u64,
+    /// The log index the request was applied at.
+    pub index: u64,
+    pub response: Response,
+}
+
+/// A service's key: canonical zone origin, canonical relative name.
+pub type ServiceKey = (String, String);
+
+/// What one or more applied commands changed. The store writes these keys; the publisher
+/// rebuilds exactly these parts of the snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delta {
+    /// Zones whose text changed, appeared or went away.
+    pub zones: BTreeSet<String>,
+    /// Services defined, replaced or deleted.
+    pub services: BTreeSet<ServiceKey>,
+    /// Datacenters whose definition, state or health changed, appeared or went away.
+    pub datacenters: BTreeSet<String>,
+    /// Datacenters whose opinions or events changed (stored, never published).
+    pub statuses: BTreeSet<String>,
+    /// Request records added or pruned (stored, never published).
+    pub requests: BTreeSet<String>,
+    /// Everything may have changed (a snapshot installed): rebuild all.
+    pub everything: bool,
+}
+
+impl Delta {
+    pub fn merge(&mut self, other: Delta) {
+        self.zones.extend(other.zones);
+        self.services.extend(other.services);
+        self.datacenters.extend(other.datacenters);
+        self.statuses.extend(other.statuses);
+        self.requests.extend(other.requests);
+        self.everything |= other.everything;
+    }
+
+    /// Whether answers may differ: anything but opinions, events and request records.
+    pub fn changes_answers(&self) -> bool {
+        self.everything
+            || !self.zones.is_empty()
+            || !self.services.is_empty()
+            || !self.datacenters.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.changes_answers() && self.statuses.is_empty() && self.requests.is_empty()
+    }
+
+    pub fn everything() -> Delta {
+        Delta {
+            everything: true,
+            ..Delta::default()
+        }
+    }
+}
+
 /// Zones, datacenters and services, as the cluster agrees on them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct State {
-    /// Canonical origin (`example.com.`) → zone text.
-    pub zones: BTreeMap<String, String>,
-    pub datacenters: BTreeMap<String, Datacenter>,
+    /// Canonical origin (`example.com.`) → zone.
+    zones: OrdMap<String, Arc<ZoneEntry>>,
+    datacenters: OrdMap<String, DcEntry>,
+    status: OrdMap<String, Arc<DcStatus>>,
     /// Canonical zone → canonical relative name → service.
-    pub services: BTreeMap<String, BTreeMap<String, Service>>,
-    /// Datacenter → node → that node's latest health opinion.
-    #[serde(default)]
-    pub opinions: BTreeMap<String, BTreeMap<u64, Opinion>>,
-    /// Datacenter → its recent transitions, oldest first.
-    #[serde(default)]
-    pub events: BTreeMap<String, VecDeque<Event>>,
-    /// Zones as parsed (derived from `zones`; rebuilt on load).
-    #[serde(skip)]
-    parsed: BTreeMap<String, Arc<ZoneFile>>,
+    services: OrdMap<String, OrdMap<String, ServiceEntry>>,
+    /// Datacenter → the services that name it (in their list or an override). Derived.
+    users: OrdMap<String, OrdSet<ServiceKey>>,
+    /// Request id → the result it had.
+    requests: OrdMap<String, Arc<RequestRecord>>,
+    /// (applied at, request id), to drop the oldest first. Derived.
+    request_age: OrdSet<(u64, String)>,
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -83,14 +186,6 @@ fn state_event(from: DcState, to: DcState, at_ms: u64) -> Event {
         from: name(from).into(),
         to: name(to).into(),
         opinions: BTreeMap::new(),
-    }
-}
-
-fn push_event(events: &mut BTreeMap<String, VecDeque<Event>>, dc: &str, event: Event) {
-    let list = events.entry(dc.to_string()).or_default();
-    list.push_back(event);
-    while list.len() > MAX_EVENTS {
-        list.pop_front();
     }
 }
 
@@ -128,81 +223,217 @@ pub fn canonical_service(zone: &str, name: &str) -> Result<String, Rejection> {
     Ok(lower.to_string())
 }
 
+/// The absolute name of a service (canonical zone and relative name).
+fn service_fqdn(zone: &str, name: &str) -> Result<Name, Rejection> {
+    let bad = |e: &dyn std::fmt::Display| Rejection::BadRequest(format!("bad name {name}: {e}"));
+    let origin = Name::from_ascii(zone).map_err(|e| bad(&e))?;
+    if name == "@" {
+        return Ok(origin);
+    }
+    Name::from_ascii(name)
+        .map_err(|e| bad(&e))?
+        .append_name(&origin)
+        .map_err(|e| bad(&e))
+}
+
+fn parse_text(origin: &str, text: &str) -> Result<ZoneFile, Rejection> {
+    let name = Name::from_ascii(origin).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+    parse_zone(text, origin, &name).map_err(|e| Rejection::BadRequest(e.to_string()))
+}
+
+/// The datacenters a service names, in its list and its overrides.
+fn named_dcs(s: &Service) -> impl Iterator<Item = &String> {
+    s.datacenters.iter().chain(s.overrides.values().flatten())
+}
+
 impl State {
-    /// Rebuild what is derived (after deserializing).
-    pub fn restore(mut self) -> Result<State, String> {
-        self.parsed.clear();
-        for (origin, text) in &self.zones {
-            let name = Name::from_ascii(origin).map_err(|e| e.to_string())?;
-            let zf = parse_zone(text, origin, &name).map_err(|e| e.to_string())?;
-            self.parsed.insert(origin.clone(), Arc::new(zf));
-        }
-        Ok(self)
-    }
-
-    /// The parsed zones, in origin order.
-    pub fn zone_files(&self) -> Vec<ZoneFile> {
-        self.parsed.values().map(|z| (**z).clone()).collect()
-    }
-
-    pub fn datacenter_list(&self) -> Vec<Datacenter> {
-        self.datacenters.values().cloned().collect()
-    }
-
-    pub fn service_list(&self) -> Vec<Service> {
-        self.services
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect()
-    }
-
-    /// Every service with its zone and name.
-    fn each_service(&self) -> impl Iterator<Item = (&String, &String, &Service)> {
-        self.services
-            .iter()
-            .flat_map(|(z, m)| m.iter().map(move |(n, s)| (z, n, s)))
-    }
+    // ---- reads ----------------------------------------------------------------------
 
     pub fn is_empty(&self) -> bool {
         self.zones.is_empty() && self.datacenters.is_empty() && self.services.is_empty()
     }
 
-    /// Apply one command logged by the leader at `at_ms`. On rejection the state is
-    /// unchanged.
-    pub fn apply(&mut self, cmd: &Command, at_ms: u64) -> Response {
-        if let Command::HealthReport {
-            node,
-            dc,
-            up,
-            reason,
-        } = cmd
-        {
-            // Health changes no definition: no copy, no validation.
-            return self.report(*node, dc, *up, reason, at_ms);
+    pub fn zones(&self) -> impl Iterator<Item = (&String, &Arc<ZoneEntry>)> {
+        self.zones.iter()
+    }
+
+    pub fn zone(&self, origin: &str) -> Option<&Arc<ZoneEntry>> {
+        self.zones.get(origin)
+    }
+
+    pub fn datacenters(&self) -> impl Iterator<Item = &DcEntry> {
+        self.datacenters.values()
+    }
+
+    pub fn datacenter(&self, id: &str) -> Option<&DcEntry> {
+        self.datacenters.get(id)
+    }
+
+    /// Opinions and events of a datacenter (empty when it has none).
+    pub fn status(&self, id: &str) -> Arc<DcStatus> {
+        self.status.get(id).cloned().unwrap_or_default()
+    }
+
+    /// The services of a zone, by canonical relative name.
+    pub fn services_in(&self, zone: &str) -> impl Iterator<Item = (&String, &ServiceEntry)> {
+        self.services.get(zone).into_iter().flat_map(|m| m.iter())
+    }
+
+    pub fn service(&self, zone: &str, name: &str) -> Option<&ServiceEntry> {
+        self.services.get(zone).and_then(|m| m.get(name))
+    }
+
+    /// Every service.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.services.values().flat_map(|m| m.values())
+    }
+
+    pub fn request(&self, id: &str) -> Option<&Arc<RequestRecord>> {
+        self.requests.get(id)
+    }
+
+    pub fn requests(&self) -> impl Iterator<Item = (&String, &Arc<RequestRecord>)> {
+        self.requests.iter()
+    }
+
+    // ---- loading (store, snapshots) --------------------------------------------------
+
+    /// Put a stored zone back (its text is parsed again).
+    pub fn load_zone(&mut self, origin: String, text: &str, version: u64) -> Result<(), String> {
+        let file = parse_text(&origin, text).map_err(|r| r.message().to_string())?;
+        self.zones.insert(
+            origin,
+            Arc::new(ZoneEntry {
+                text: text.into(),
+                file: Arc::new(file),
+                version,
+            }),
+        );
+        Ok(())
+    }
+
+    pub fn load_datacenter(&mut self, entry: DcEntry) {
+        self.datacenters.insert(entry.dc.id.clone(), entry);
+    }
+
+    pub fn load_status(&mut self, id: String, status: DcStatus) {
+        self.status.insert(id, Arc::new(status));
+    }
+
+    pub fn load_service(&mut self, entry: ServiceEntry) {
+        let key = (entry.service.zone.clone(), entry.service.name.clone());
+        for dc in named_dcs(&entry.service) {
+            let mut set = self.users.get(dc).cloned().unwrap_or_default();
+            set.insert(key.clone());
+            self.users.insert(dc.clone(), set);
         }
-        // Work on a copy; keep it only if the result is a state that builds.
-        let mut next = self.clone();
-        let response = match next.change(cmd, at_ms) {
-            Ok(r) => r,
-            Err(why) => return Response::Rejected { why },
+        let mut in_zone = self.services.get(&key.0).cloned().unwrap_or_default();
+        in_zone.insert(key.1, entry);
+        self.services.insert(key.0, in_zone);
+    }
+
+    pub fn load_request(&mut self, id: String, record: RequestRecord) {
+        self.request_age.insert((record.at_ms, id.clone()));
+        self.requests.insert(id, Arc::new(record));
+    }
+
+    // ---- apply ----------------------------------------------------------------------
+
+    /// Apply one command logged by the leader at `at_ms` as entry `index`. On rejection the
+    /// state is unchanged. A command carrying a request id that was already applied is not
+    /// applied again: it gets the first result.
+    pub fn apply(
+        &mut self,
+        cmd: &Command,
+        request_id: Option<&str>,
+        at_ms: u64,
+        index: u64,
+    ) -> (Response, Delta) {
+        let mut delta = Delta::default();
+        self.prune_requests(at_ms, &mut delta);
+        if let Some(id) = request_id {
+            if let Some(done) = self.requests.get(id) {
+                return (done.response.clone(), delta);
+            }
+        }
+        let response = match cmd {
+            Command::HealthReport {
+                node,
+                dc,
+                up,
+                reason,
+            } => self.report(*node, dc, *up, reason, at_ms, &mut delta),
+            _ => {
+                // Work on a copy (O(1)); keep it only when the command is accepted.
+                let mut next = self.clone();
+                let mut changed = Delta::default();
+                match next.change(cmd, at_ms, index, &mut changed) {
+                    Ok(r) => {
+                        next.reassess(at_ms, &mut changed);
+                        *self = next;
+                        delta.merge(changed);
+                        r
+                    }
+                    Err(why) => Response::Rejected { why },
+                }
+            }
         };
-        if let Err(why) = next.validate() {
-            return Response::Rejected { why };
+        if let Some(id) = request_id {
+            self.load_request(
+                id.to_string(),
+                RequestRecord {
+                    at_ms,
+                    index,
+                    response: response.clone(),
+                },
+            );
+            delta.requests.insert(id.to_string());
         }
-        next.reassess(at_ms);
-        *self = next;
-        response
+        (response, delta)
+    }
+
+    /// Drop request records older than [`REQUEST_TTL_MS`], and the oldest beyond
+    /// [`MAX_REQUESTS`].
+    fn prune_requests(&mut self, now_ms: u64, delta: &mut Delta) {
+        while let Some((at, id)) = self.request_age.get_min().cloned() {
+            let expired = now_ms.saturating_sub(at) > REQUEST_TTL_MS;
+            if !expired && self.request_age.len() < MAX_REQUESTS {
+                break;
+            }
+            self.request_age.remove(&(at, id.clone()));
+            self.requests.remove(&id);
+            delta.requests.insert(id);
+        }
+    }
+
+    fn push_event(&mut self, dc: &str, event: Event, delta: &mut Delta) {
+        let mut status = (*self.status(dc)).clone();
+        status.events.push_back(event);
+        while status.events.len() > MAX_EVENTS {
+            status.events.pop_front();
+        }
+        self.status.insert(dc.to_string(), Arc::new(status));
+        delta.statuses.insert(dc.to_string());
     }
 
     /// Record a node's opinion, then work out every datacenter's health again: an opinion
     /// may have aged out since the last entry.
-    fn report(&mut self, node: u64, dc: &str, up: bool, reason: &str, at_ms: u64) -> Response {
+    fn report(
+        &mut self,
+        node: u64,
+        dc: &str,
+        up: bool,
+        reason: &str,
+        at_ms: u64,
+        delta: &mut Delta,
+    ) -> Response {
         if !self.datacenters.contains_key(dc) {
             return Response::Rejected {
                 why: Rejection::NotFound(format!("no datacenter {dc:?}")),
             };
         }
-        self.opinions.entry(dc.to_string()).or_default().insert(
+        let mut status = (*self.status(dc)).clone();
+        status.opinions.insert(
             node,
             Opinion {
                 up,
@@ -210,23 +441,25 @@ impl State {
                 reason: reason.to_string(),
             },
         );
-        self.reassess(at_ms);
+        self.status.insert(dc.to_string(), Arc::new(status));
+        delta.statuses.insert(dc.to_string());
+        self.reassess(at_ms, delta);
         Response::Noop
     }
 
     /// A datacenter is unhealthy when a majority of the nodes with a fresh opinion see it
-    /// down, healthy when they do not, unknown with no fresh opinion.
-    fn reassess(&mut self, now_ms: u64) {
-        self.opinions
-            .retain(|dc, _| self.datacenters.contains_key(dc));
-        self.events
-            .retain(|dc, _| self.datacenters.contains_key(dc));
-        for (id, dc) in self.datacenters.iter_mut() {
-            let fresh: Vec<&Opinion> = self
+    /// down, healthy when they do not, unknown with no fresh opinion. Only datacenters with
+    /// opinions are looked at (the others stay unknown).
+    fn reassess(&mut self, now_ms: u64, delta: &mut Delta) {
+        let ids: Vec<String> = self.status.keys().cloned().collect();
+        for id in ids {
+            let Some(entry) = self.datacenters.get(&id) else {
+                continue;
+            };
+            let status = self.status(&id);
+            let fresh: Vec<&Opinion> = status
                 .opinions
-                .get(id)
-                .into_iter()
-                .flat_map(|m| m.values())
+                .values()
                 .filter(|o| now_ms.saturating_sub(o.at_ms) <= OPINION_FRESH_MS)
                 .collect();
             let down = fresh.iter().filter(|o| !o.up).count();
@@ -235,21 +468,38 @@ impl State {
                 n if down * 2 > n => Health::Unhealthy,
                 _ => Health::Healthy,
             };
-            if health != dc.health {
+            if health != entry.dc.health {
                 let event = Event {
                     at_ms: now_ms,
                     what: "health".into(),
-                    from: health_name(dc.health).into(),
+                    from: health_name(entry.dc.health).into(),
                     to: health_name(health).into(),
-                    opinions: self.opinions.get(id).cloned().unwrap_or_default(),
+                    opinions: status.opinions.clone(),
                 };
-                push_event(&mut self.events, id, event);
+                let mut dc = (*entry.dc).clone();
                 dc.health = health;
+                let version = entry.version;
+                // A verdict is not a change of definition: the version stays.
+                self.datacenters.insert(
+                    id.clone(),
+                    DcEntry {
+                        dc: Arc::new(dc),
+                        version,
+                    },
+                );
+                delta.datacenters.insert(id.clone());
+                self.push_event(&id, event, delta);
             }
         }
     }
 
-    fn change(&mut self, cmd: &Command, at_ms: u64) -> Result<Response, Rejection> {
+    fn change(
+        &mut self,
+        cmd: &Command,
+        at_ms: u64,
+        index: u64,
+        delta: &mut Delta,
+    ) -> Result<Response, Rejection> {
         match cmd {
             Command::PutDatacenter { dc, set_state } => {
                 let mut dc = dc.clone();
@@ -257,23 +507,28 @@ impl State {
                     .map_err(|e| Rejection::Invalid(e.to_string()))?;
                 let existed = match self.datacenters.get(&dc.id) {
                     Some(old) => {
+                        let old = old.dc.clone();
                         dc.state = set_state.unwrap_or(old.state);
                         dc.health = old.health;
                         if dc.state != old.state {
-                            push_event(
-                                &mut self.events,
-                                &dc.id,
-                                state_event(old.state, dc.state, at_ms),
-                            );
+                            self.push_event(&dc.id, state_event(old.state, dc.state, at_ms), delta);
                         }
                         true
                     }
                     None => {
                         dc.state = set_state.unwrap_or(DcState::Active);
+                        dc.health = Health::Unknown;
                         false
                     }
                 };
-                self.datacenters.insert(dc.id.clone(), dc);
+                delta.datacenters.insert(dc.id.clone());
+                self.datacenters.insert(
+                    dc.id.clone(),
+                    DcEntry {
+                        dc: Arc::new(dc),
+                        version: index,
+                    },
+                );
                 Ok(if existed {
                     Response::Replaced
                 } else {
@@ -281,48 +536,76 @@ impl State {
                 })
             }
             Command::PatchDatacenter { id, weight, state } => {
-                let dc = self
+                let entry = self
                     .datacenters
-                    .get_mut(id)
+                    .get(id)
                     .ok_or_else(|| Rejection::NotFound(format!("no datacenter {id:?}")))?;
+                let mut dc = (*entry.dc).clone();
                 if let Some(w) = weight {
                     dc.weight = *w;
                 }
                 if let Some(s) = state {
                     if dc.state != *s {
-                        let event = state_event(dc.state, *s, at_ms);
+                        self.push_event(id, state_event(dc.state, *s, at_ms), delta);
                         dc.state = *s;
-                        push_event(&mut self.events, id, event);
                     }
                 }
                 dc.validate()
                     .map_err(|e| Rejection::Invalid(e.to_string()))?;
+                delta.datacenters.insert(id.clone());
+                let dc = Arc::new(dc);
+                self.datacenters.insert(
+                    id.clone(),
+                    DcEntry {
+                        dc: dc.clone(),
+                        version: index,
+                    },
+                );
                 Ok(Response::Updated {
-                    dc: Box::new(dc.clone()),
+                    dc: Box::new((*dc).clone()),
                 })
             }
             Command::DeleteDatacenter { id } => {
                 if !self.datacenters.contains_key(id) {
                     return Err(Rejection::NotFound(format!("no datacenter {id:?}")));
                 }
-                if let Some((zone, name, _)) = self.each_service().find(|(_, _, s)| {
-                    s.datacenters.contains(id) || s.overrides.values().any(|l| l.contains(id))
-                }) {
+                if let Some((zone, name)) = self.users.get(id).and_then(|s| s.get_min()) {
                     return Err(Rejection::Conflict(format!(
                         "datacenter {id:?} is used by service {name} in {zone}"
                     )));
                 }
                 self.datacenters.remove(id);
+                self.users.remove(id);
+                if self.status.remove(id).is_some() {
+                    delta.statuses.insert(id.clone());
+                }
+                delta.datacenters.insert(id.clone());
                 Ok(Response::Deleted)
             }
             Command::PutZone { origin, text } => {
                 let key = canonical_zone(origin)?;
-                let name =
-                    Name::from_ascii(&key).map_err(|e| Rejection::BadRequest(e.to_string()))?;
-                let zf = parse_zone(text, &key, &name)
-                    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
-                let existed = self.zones.insert(key.clone(), text.clone()).is_some();
-                self.parsed.insert(key, Arc::new(zf));
+                let file = parse_text(&key, text)?;
+                // The zone must still hold each of its services.
+                for (name, _) in self.services_in(&key) {
+                    let fqdn = service_fqdn(&key, name)?;
+                    if let Some(what) = service_conflict(&file, &fqdn) {
+                        return Err(Rejection::Invalid(format!(
+                            "zone {key}: service {name} conflicts with {what} in the new text"
+                        )));
+                    }
+                }
+                let existed = self
+                    .zones
+                    .insert(
+                        key.clone(),
+                        Arc::new(ZoneEntry {
+                            text: text.as_str().into(),
+                            file: Arc::new(file),
+                            version: index,
+                        }),
+                    )
+                    .is_some();
+                delta.zones.insert(key);
                 Ok(if existed {
                     Response::Replaced
                 } else {
@@ -334,33 +617,45 @@ impl State {
                 if !self.zones.contains_key(&key) {
                     return Err(Rejection::NotFound(format!("no zone {key}")));
                 }
-                if let Some(name) = self.services.get(&key).and_then(|m| m.keys().next()) {
+                if let Some(name) = self.services_in(&key).next().map(|(n, _)| n) {
                     return Err(Rejection::Conflict(format!(
                         "zone {key} still has service {name}; delete its services first"
                     )));
                 }
                 self.zones.remove(&key);
-                self.parsed.remove(&key);
+                delta.zones.insert(key);
                 Ok(Response::Deleted)
             }
             Command::PutService { service } => {
                 let zone = canonical_zone(&service.zone)?;
                 let name = canonical_service(&zone, &service.name)?;
-                if !self.zones.contains_key(&zone) {
+                let Some(entry) = self.zones.get(&zone) else {
                     return Err(Rejection::NotFound(format!("no zone {zone}")));
-                }
+                };
                 service
                     .validate(|id| self.datacenters.contains_key(id))
                     .map_err(|e| Rejection::Invalid(e.to_string()))?;
+                if service.datacenters.len() > crate::policy::MAX_SERVICE_DCS {
+                    return Err(Rejection::Invalid(format!(
+                        "service {name} in {zone}: more than {} datacenters",
+                        crate::policy::MAX_SERVICE_DCS
+                    )));
+                }
+                let fqdn = service_fqdn(&zone, &name)?;
+                if let Some(what) = service_conflict(&entry.file, &fqdn) {
+                    return Err(Rejection::Invalid(format!(
+                        "service {name} in {zone} conflicts with {what} in the zone"
+                    )));
+                }
                 let mut svc = service.clone();
                 svc.zone = zone.clone();
                 svc.name = name.clone();
-                let existed = self
-                    .services
-                    .entry(zone)
-                    .or_default()
-                    .insert(name, svc)
-                    .is_some();
+                let existed = self.remove_service(&zone, &name).is_some();
+                self.load_service(ServiceEntry {
+                    service: Arc::new(svc),
+                    version: index,
+                });
+                delta.services.insert((zone, name));
                 Ok(if existed {
                     Response::Replaced
                 } else {
@@ -370,12 +665,9 @@ impl State {
             Command::DeleteService { zone, name } => {
                 let zone = canonical_zone(zone)?;
                 let name = canonical_service(&zone, name)?;
-                let in_zone = self.services.get_mut(&zone);
-                match in_zone.and_then(|m| m.remove(&name)) {
+                match self.remove_service(&zone, &name) {
                     Some(_) => {
-                        if self.services.get(&zone).is_some_and(|m| m.is_empty()) {
-                            self.services.remove(&zone);
-                        }
+                        delta.services.insert((zone, name));
                         Ok(Response::Deleted)
                     }
                     None => Err(Rejection::NotFound(format!("no service {name} in {zone}"))),
@@ -390,30 +682,24 @@ impl State {
                     return Ok(Response::Noop);
                 }
                 for (origin, text) in zones {
-                    self.change(
-                        &Command::PutZone {
-                            origin: origin.clone(),
-                            text: text.clone(),
-                        },
-                        at_ms,
-                    )?;
+                    let cmd = Command::PutZone {
+                        origin: origin.clone(),
+                        text: text.clone(),
+                    };
+                    self.change(&cmd, at_ms, index, delta)?;
                 }
                 for dc in datacenters {
-                    self.change(
-                        &Command::PutDatacenter {
-                            dc: dc.clone(),
-                            set_state: Some(dc.state),
-                        },
-                        at_ms,
-                    )?;
+                    let cmd = Command::PutDatacenter {
+                        dc: dc.clone(),
+                        set_state: Some(dc.state),
+                    };
+                    self.change(&cmd, at_ms, index, delta)?;
                 }
                 for service in services {
-                    self.change(
-                        &Command::PutService {
-                            service: service.clone(),
-                        },
-                        at_ms,
-                    )?;
+                    let cmd = Command::PutService {
+                        service: service.clone(),
+                    };
+                    self.change(&cmd, at_ms, index, delta)?;
                 }
                 Ok(Response::Imported)
             }
@@ -421,21 +707,28 @@ impl State {
         }
     }
 
-    /// The whole state must build into a snapshot (service names clash with no CNAME, sit
-    /// under no delegation, …). Checked without the GeoIP database, which nodes may differ on.
-    fn validate(&self) -> Result<(), Rejection> {
-        let zones = self.zone_files();
-        let dcs = self.datacenter_list();
-        let services = self.service_list();
-        let mut builder = Builder::new(0, Arc::new(crate::geo::GeoDb::empty()));
-        builder
-            .build(&Inputs {
-                zones: &zones,
-                datacenters: &dcs,
-                services: &services,
-            })
-            .map(|_| ())
-            .map_err(|problems| Rejection::Invalid(problems.join("; ")))
+    /// Remove a service and its reverse-index entries.
+    fn remove_service(&mut self, zone: &str, name: &str) -> Option<ServiceEntry> {
+        let mut in_zone = self.services.get(zone)?.clone();
+        let old = in_zone.remove(name)?;
+        if in_zone.is_empty() {
+            self.services.remove(zone);
+        } else {
+            self.services.insert(zone.to_string(), in_zone);
+        }
+        let key = (zone.to_string(), name.to_string());
+        for dc in named_dcs(&old.service) {
+            if let Some(set) = self.users.get(dc) {
+                let mut set = set.clone();
+                set.remove(&key);
+                if set.is_empty() {
+                    self.users.remove(dc);
+                } else {
+                    self.users.insert(dc.clone(), set);
+                }
+            }
+        }
+        Some(old)
     }
 }
 
@@ -445,7 +738,7 @@ mod tests {
     use crate::model::{Health, PolicyKind};
 
     const ZONE: &str =
-        "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\n";
+        "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\nsub IN NS ns.elsewhere.\n";
 
     fn dc(id: &str) -> Datacenter {
         crate::model::fixtures::datacenter(id, 1.0, 2.0, "192.0.2.9")
@@ -455,30 +748,30 @@ mod tests {
         crate::model::fixtures::service("Example.COM", name, PolicyKind::GeoNearest, dcs)
     }
 
+    fn ap(s: &mut State, cmd: &Command, at_ms: u64) -> Response {
+        s.apply(cmd, None, at_ms, 1).0
+    }
+
     fn base() -> State {
         let mut s = State::default();
         let zone = Command::PutZone {
             origin: "example.com".into(),
             text: ZONE.into(),
         };
-        assert_eq!(s.apply(&zone, 0), Response::Created);
-        assert_eq!(
-            s.apply(
-                &Command::PutDatacenter {
-                    dc: dc("lon"),
-                    set_state: None
-                },
-                0
-            ),
-            Response::Created
-        );
+        assert_eq!(ap(&mut s, &zone, 0), Response::Created);
+        let put = Command::PutDatacenter {
+            dc: dc("lon"),
+            set_state: None,
+        };
+        assert_eq!(ap(&mut s, &put, 0), Response::Created);
         s
     }
 
     #[test]
     fn put_replaces_without_undoing_a_drain() {
         let mut s = base();
-        let r = s.apply(
+        let r = ap(
+            &mut s,
             &Command::PatchDatacenter {
                 id: "lon".into(),
                 weight: None,
@@ -487,7 +780,8 @@ mod tests {
             0,
         );
         assert!(matches!(r, Response::Updated { .. }));
-        let r = s.apply(
+        let r = ap(
+            &mut s,
             &Command::PutDatacenter {
                 dc: dc("lon"),
                 set_state: None,
@@ -495,13 +789,14 @@ mod tests {
             0,
         );
         assert_eq!(r, Response::Replaced);
-        assert_eq!(s.datacenters["lon"].state, DcState::Drained);
+        assert_eq!(s.datacenter("lon").expect("lon").dc.state, DcState::Drained);
     }
 
     #[test]
     fn rejected_commands_change_nothing() {
         let mut s = base();
-        let r = s.apply(
+        let r = ap(
+            &mut s,
             &Command::PutService {
                 service: svc("www", &["nope"]),
             },
@@ -516,16 +811,19 @@ mod tests {
             ),
             "{r:?}"
         );
-        // a service on a CNAME name cannot build
-        let r = s.apply(
-            &Command::PutService {
-                service: svc("old", &["lon"]),
-            },
-            0,
-        );
-        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
-        assert!(s.services.is_empty());
-        let r = s.apply(
+        for bad in ["old", "OLD.example.com.", "x.sub", "ns1"] {
+            let r = ap(
+                &mut s,
+                &Command::PutService {
+                    service: svc(bad, &["lon"]),
+                },
+                0,
+            );
+            assert!(matches!(r, Response::Rejected { .. }), "{bad}: {r:?}");
+        }
+        assert_eq!(s.services().count(), 0);
+        let r = ap(
+            &mut s,
             &Command::PutZone {
                 origin: "example.com".into(),
                 text: "garbage".into(),
@@ -538,30 +836,45 @@ mod tests {
                 why: Rejection::BadRequest(_)
             }
         ));
-        assert_eq!(s.zones["example.com."], ZONE);
+        assert_eq!(&*s.zone("example.com.").expect("zone").text, ZONE);
+    }
+
+    #[test]
+    fn a_zone_text_that_would_clash_with_a_service_is_refused() {
+        let mut s = base();
+        let put = Command::PutService {
+            service: svc("www", &["lon"]),
+        };
+        assert_eq!(ap(&mut s, &put, 0), Response::Created);
+        let clash = format!("{ZONE}www IN CNAME ns1\n");
+        let r = ap(
+            &mut s,
+            &Command::PutZone {
+                origin: "example.com.".into(),
+                text: clash,
+            },
+            0,
+        );
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
     }
 
     #[test]
     fn datacenter_in_use_cannot_be_deleted() {
         let mut s = base();
-        assert_eq!(
-            s.apply(
-                &Command::PutService {
-                    service: svc("www", &["lon"])
-                },
-                0
-            ),
-            Response::Created
-        );
-        assert!(s.services["example.com."].contains_key("www"));
-        let r = s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0);
+        let put = Command::PutService {
+            service: svc("www", &["lon"]),
+        };
+        assert_eq!(ap(&mut s, &put, 0), Response::Created);
+        assert!(s.service("example.com.", "www").is_some());
+        let r = ap(&mut s, &Command::DeleteDatacenter { id: "lon".into() }, 0);
         assert!(matches!(
             r,
             Response::Rejected {
                 why: Rejection::Conflict(_)
             }
         ));
-        let r = s.apply(
+        let r = ap(
+            &mut s,
             &Command::DeleteZone {
                 origin: "EXAMPLE.com.".into(),
             },
@@ -573,18 +886,13 @@ mod tests {
                 why: Rejection::Conflict(_)
             }
         ));
+        let del = Command::DeleteService {
+            zone: "example.com".into(),
+            name: "WWW".into(),
+        };
+        assert_eq!(ap(&mut s, &del, 0), Response::Deleted);
         assert_eq!(
-            s.apply(
-                &Command::DeleteService {
-                    zone: "example.com".into(),
-                    name: "WWW".into()
-                },
-                0
-            ),
-            Response::Deleted
-        );
-        assert_eq!(
-            s.apply(&Command::DeleteDatacenter { id: "lon".into() }, 0),
+            ap(&mut s, &Command::DeleteDatacenter { id: "lon".into() }, 0),
             Response::Deleted
         );
     }
@@ -597,21 +905,21 @@ mod tests {
             datacenters: vec![dc("lon")],
             services: vec![svc("www", &["missing"])],
         };
-        assert!(matches!(s.apply(&bad, 0), Response::Rejected { .. }));
+        assert!(matches!(ap(&mut s, &bad, 0), Response::Rejected { .. }));
         assert!(s.is_empty());
         let good = Command::Import {
             zones: vec![("example.com".into(), ZONE.into())],
             datacenters: vec![dc("lon")],
             services: vec![svc("www", &["lon"])],
         };
-        assert_eq!(s.apply(&good, 0), Response::Imported);
-        assert_eq!(s.apply(&good, 0), Response::Noop);
+        assert_eq!(ap(&mut s, &good, 0), Response::Imported);
+        assert_eq!(ap(&mut s, &good, 0), Response::Noop);
     }
 
     #[test]
     fn health_is_the_majority_of_fresh_opinions() {
         let mut s = base();
-        let h = |s: &State| s.datacenters["lon"].health;
+        let h = |s: &State| s.datacenter("lon").expect("lon").dc.health;
         assert_eq!(h(&s), Health::Unknown);
         let report = |node, up| Command::HealthReport {
             node,
@@ -619,21 +927,27 @@ mod tests {
             up,
             reason: String::new(),
         };
-        s.apply(&report(1, true), 1_000);
-        s.apply(&report(2, true), 1_000);
-        s.apply(&report(3, false), 1_000);
+        ap(&mut s, &report(1, true), 1_000);
+        ap(&mut s, &report(2, true), 1_000);
+        let (_, delta) = s.apply(&report(3, false), None, 1_000, 9);
+        assert!(
+            !delta.changes_answers(),
+            "an opinion that changes no verdict publishes nothing: {delta:?}"
+        );
         assert_eq!(h(&s), Health::Healthy, "one node alone cannot drain a site");
-        s.apply(&report(2, false), 2_000);
+        let (_, delta) = s.apply(&report(2, false), None, 2_000, 10);
+        assert!(delta.datacenters.contains("lon"));
         assert_eq!(h(&s), Health::Unhealthy);
         // node 3's and 2's opinions age out; node 1 keeps re-affirming up
-        s.apply(&report(1, true), 2_000 + OPINION_FRESH_MS);
+        ap(&mut s, &report(1, true), 2_000 + OPINION_FRESH_MS);
         assert_eq!(h(&s), Health::Healthy);
-        let events = &s.events["lon"];
+        let events = &s.status("lon").events;
         assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(events[1].to, "unhealthy");
         assert_eq!(events[1].opinions.len(), 3);
         // a report about an unknown datacenter is a rejection, not an error
-        let r = s.apply(
+        let r = ap(
+            &mut s,
             &Command::HealthReport {
                 node: 1,
                 dc: "nope".into(),
@@ -646,18 +960,38 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_through_json() {
+    fn a_request_id_applies_once_and_answers_the_first_result_again() {
         let mut s = base();
-        s.apply(
-            &Command::PutService {
-                service: svc("@", &["lon"]),
+        let put = Command::PutService {
+            service: svc("www", &["lon"]),
+        };
+        let (first, d1) = s.apply(&put, Some("req-1"), 10, 5);
+        assert_eq!(first, Response::Created);
+        assert!(d1.services.contains(&("example.com.".into(), "www".into())));
+        let (again, d2) = s.apply(&put, Some("req-1"), 11, 6);
+        assert_eq!(again, Response::Created, "the first result, not Replaced");
+        assert!(!d2.changes_answers());
+        assert_eq!(s.service("example.com.", "www").expect("www").version, 5);
+        // a day later the record is gone and the same id applies again
+        let (later, _) = s.apply(&put, Some("req-1"), 11 + REQUEST_TTL_MS + 1, 7);
+        assert_eq!(later, Response::Replaced);
+    }
+
+    #[test]
+    fn a_command_touches_only_what_it_names() {
+        let mut s = base();
+        let (_, d) = s.apply(
+            &Command::PatchDatacenter {
+                id: "lon".into(),
+                weight: Some(5),
+                state: None,
             },
+            None,
             0,
+            3,
         );
-        let json = serde_json::to_vec(&s).expect("ser");
-        let back: State = serde_json::from_slice(&json).expect("de");
-        let back = back.restore().expect("restore");
-        assert_eq!(back.zone_files().len(), 1);
-        assert_eq!(back.services.len(), 1);
+        assert_eq!(d.datacenters, BTreeSet::from(["lon".to_string()]));
+        assert!(d.zones.is_empty() && d.services.is_empty());
+        assert_eq!(s.datacenter("lon").expect("lon").version, 3);
     }
 }

@@ -1,27 +1,37 @@
 //! Where the control plane keeps what it must not lose: the Raft log, the vote, the committed
-//! log id, the applied state and the last snapshot, in one sled database (`DATA_DIR/raft`).
+//! log id and the applied state, one key per object, in one sled database (`DATA_DIR/raft`).
 //!
 //! Layout (every value is JSON, so a newer binary can still read what an older one wrote):
 //!
 //! - tree `meta`: `format` (the store format, [`STORE_FORMAT`], as decimal text), `vote`,
 //!   `committed`, `last_purged` (log ids).
 //! - tree `log`: one [`Entry`] per key, the key being the index as a big-endian `u64`.
-//! - tree `sm`: `state` — `{format, last_applied, membership, state}`, written after every
-//!   apply batch, so that a restarted node answers DNS from its own state at once, quorum or
-//!   not; `snapshot` (the snapshot's bytes, `{format, state}`) and `snapshot_meta`.
+//! - tree `objects` (format 2): `applied` (`{format, last_applied, membership}`), and one key
+//!   per object: `z/ORIGIN` (a zone's text and version), `d/ID` (a datacenter), `t/ID` (its
+//!   opinions and events), `s/ZONE\0NAME` (a service), `r/ID` (a request's result). An apply
+//!   batch writes the keys its commands touched and `applied` in one sled batch, so a write
+//!   costs what it changed, never the whole state.
+//! - tree `sm` (format 1, read once and converted): `state`, the whole state as one value.
+//!
+//! Raft snapshots are not stored: one is the state at its last applied entry, serialized
+//! when openraft asks for it (the objects in the store are that state).
 //!
 //! Durability: an append is acknowledged to Raft only once flushed; a vote is flushed before
-//! `save_vote` returns; the state machine is flushed after each batch and each snapshot install.
+//! `save_vote` returns; the state machine is flushed after each batch and each snapshot
+//! install. Failing closed: after each of those flushes the acknowledged high-water mark
+//! (vote, last log index, last applied) is written to `DATA_DIR/raft.ack` and synced; a
+//! store that opens below its mark lost something it had acknowledged (a damaged file that
+//! sled silently rolled back) and is refused with a message naming it.
 
 // openraft's StorageError is large, and it is what every trait method here returns: the
 // helpers return it too rather than box it only to unbox it at the trait boundary.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -30,30 +40,34 @@ use openraft::{
     StorageIOError,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::cluster::command::Response;
-use crate::cluster::state::{State, STATE_FORMAT};
+use crate::cluster::state::{
+    DcEntry, DcStatus, Delta, Event, Opinion, RequestRecord, ServiceEntry, State, STATE_FORMAT,
+};
 use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
 };
+use crate::model::{Datacenter, Service};
 
-/// The newest store layout this binary writes and reads.
-pub const STORE_FORMAT: u32 = 1;
+/// The newest store layout this binary writes and reads (1: the state as one value; 2: one
+/// key per object).
+pub const STORE_FORMAT: u32 = 2;
 
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 16 << 20;
 
 const TREE_META: &str = "meta";
 const TREE_LOG: &str = "log";
-const TREE_SM: &str = "sm";
+const TREE_SM_V1: &str = "sm";
+const TREE_OBJECTS: &str = "objects";
 const KEY_FORMAT: &str = "format";
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
-const KEY_STATE: &str = "state";
-const KEY_SNAPSHOT: &str = "snapshot";
-const KEY_SNAPSHOT_META: &str = "snapshot_meta";
+const KEY_STATE_V1: &str = "state";
+const KEY_APPLIED: &str = "applied";
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +98,28 @@ pub enum StoreError {
     },
     #[error("the store in {} is damaged: {what}", dir.display())]
     Corrupt { dir: PathBuf, what: String },
+    #[error(
+        "the store in {} lost data it had acknowledged ({what}; {} says more was on disk): a damaged file was rolled back. \
+         This node must not rejoin with it. Restore the directory from a backup, or move it aside \
+         (`mv {} {}.damaged`) so that the node starts empty and catches up from the cluster",
+        dir.display(), mark.display(), dir.display(), dir.display()
+    )]
+    LostAcknowledged {
+        dir: PathBuf,
+        mark: PathBuf,
+        what: String,
+    },
     #[error("cannot read or write the store in {}: {source}", dir.display())]
     Io {
         dir: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    #[error("cannot read or write {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -100,8 +131,98 @@ pub struct Applied {
     pub last_applied: Option<u64>,
 }
 
+/// One apply batch (or a snapshot installed), for the publisher: the state after it and
+/// what it changed.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub state: Arc<State>,
+    pub last_applied: Option<u64>,
+    pub delta: Delta,
+}
+
+/// The acknowledged high-water mark, kept beside the store (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Ack {
+    vote: Option<Vote>,
+    /// The last log index acknowledged as appended (after truncation: what is left).
+    log_last: Option<u64>,
+    /// The last applied index made durable.
+    applied: Option<u64>,
+}
+
+/// Writes [`Ack`] in place and syncs it: one small write, no rename.
+struct AckFile {
+    ack: std::sync::Mutex<(Ack, Option<std::fs::File>)>,
+}
+
+impl AckFile {
+    fn open(path: PathBuf) -> Result<(AckFile, Option<Ack>), StoreError> {
+        let file_err = |source| StoreError::File {
+            path: path.clone(),
+            source,
+        };
+        let existing = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let ack: Ack = serde_json::from_str(text.trim_end_matches(['\0', ' ', '\n']))
+                    .map_err(|e| StoreError::Corrupt {
+                        dir: path.clone(),
+                        what: format!("the acknowledgement mark does not parse: {e}"),
+                    })?;
+                Some(ack)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(file_err(e)),
+        };
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(file_err)?
+        };
+        let ack = existing.clone().unwrap_or_default();
+        Ok((
+            AckFile {
+                ack: std::sync::Mutex::new((ack, Some(file))),
+            },
+            existing,
+        ))
+    }
+
+    /// Change the mark and make it durable. Called after the store's own flush.
+    fn update(&self, f: impl FnOnce(&mut Ack)) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut guard = self
+            .ack
+            .lock()
+            .map_err(|_| std::io::Error::other("ack mark lock poisoned"))?;
+        let (ack, file) = &mut *guard;
+        let before = ack.clone();
+        f(ack);
+        if *ack == before {
+            return Ok(());
+        }
+        let Some(file) = file.as_mut() else {
+            return Ok(());
+        };
+        let mut text = serde_json::to_vec(&*ack).map_err(std::io::Error::other)?;
+        // A fixed size, so that an older, longer mark leaves no tail.
+        if text.len() < 512 {
+            text.resize(512, b' ');
+        }
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.write_all(&text)?;
+        file.sync_data()
+    }
+}
+
 /// Open (or create) the store in `dir` (e.g. `DATA_DIR/raft`). Refuses, with a clear error, a
-/// store written by a newer format than this binary knows.
+/// store written by a newer format than this binary knows, and one that lost anything it had
+/// acknowledged. A format-1 store is converted to format 2 on the way.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let io = |source| StoreError::Io {
         dir: dir.to_path_buf(),
@@ -111,8 +232,8 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         dir: dir.to_path_buf(),
         what,
     };
-    // The control-plane state is small and read from memory (the state machine keeps it);
-    // sled's default 1 GiB page cache would only grow the node's RSS.
+    // The state machine keeps the state in memory; sled's default 1 GiB page cache would
+    // only grow the node's RSS.
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(SLED_CACHE_BYTES)
@@ -121,8 +242,9 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             dir: dir.to_path_buf(),
             source,
         })?;
+    restrict_permissions(dir);
     let meta = db.open_tree(TREE_META).map_err(io)?;
-    match meta.get(KEY_FORMAT).map_err(io)? {
+    let found = match meta.get(KEY_FORMAT).map_err(io)? {
         Some(v) => {
             let found = std::str::from_utf8(&v)
                 .ok()
@@ -140,59 +262,110 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
                     supported: STORE_FORMAT,
                 });
             }
+            found
         }
-        None => {
-            meta.insert(KEY_FORMAT, STORE_FORMAT.to_string().as_bytes())
-                .map_err(io)?;
-            db.flush().map_err(io)?;
-        }
-    }
-    let log = db.open_tree(TREE_LOG).map_err(io)?;
-    let sm = db.open_tree(TREE_SM).map_err(io)?;
-
-    let data = match sm.get(KEY_STATE).map_err(io)? {
-        None => SmData::default(),
-        Some(bytes) => {
-            let header: Header =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("sm/state: {e}")))?;
-            if header.format > STATE_FORMAT {
-                return Err(StoreError::NewerState {
-                    dir: dir.to_path_buf(),
-                    found: header.format,
-                    supported: STATE_FORMAT,
-                });
-            }
-            let blob: SmBlobIn =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("sm/state: {e}")))?;
-            let state = blob
-                .state
-                .restore()
-                .map_err(|e| corrupt(format!("sm/state does not rebuild: {e}")))?;
-            SmData {
-                state: Arc::new(state),
-                last_applied: blob.last_applied,
-                membership: blob.membership,
-            }
-        }
+        None => STORE_FORMAT,
     };
+    let log = db.open_tree(TREE_LOG).map_err(io)?;
+    let objects = db.open_tree(TREE_OBJECTS).map_err(io)?;
 
-    let (tx, _) = watch::channel(data.applied());
+    if found < 2 {
+        upgrade_v1(dir, &db, &objects)?;
+    }
+    if found != STORE_FORMAT || meta.get(KEY_FORMAT).map_err(io)?.is_none() {
+        meta.insert(KEY_FORMAT, STORE_FORMAT.to_string().as_bytes())
+            .map_err(io)?;
+        db.flush().map_err(io)?;
+    }
+
+    let data = load_objects(dir, &objects)?;
     let log_store = LogStore {
         db: db.clone(),
         log,
         meta,
+        ack: None,
     };
+
+    // Fail closed: compare what is on disk with what was acknowledged.
+    let mark_path = dir.join("meridian.ack");
+    let (ack_file, mark) = AckFile::open(mark_path.clone())?;
+    let ack_file = Arc::new(ack_file);
+    if let Some(mark) = mark {
+        let lost = |what: String| StoreError::LostAcknowledged {
+            dir: dir.to_path_buf(),
+            mark: mark_path.clone(),
+            what,
+        };
+        let vote: Option<Vote> = log_store
+            .read_meta(KEY_VOTE, ErrorSubject::Vote)
+            .map_err(|e| corrupt(e.to_string()))?;
+        if let Some(acked) = mark.vote {
+            if vote.is_none_or(|v| v < acked) {
+                return Err(lost(format!(
+                    "the vote is {vote:?}, {acked} was acknowledged"
+                )));
+            }
+        }
+        let last_purged: Option<LogId> = log_store
+            .read_meta(KEY_LAST_PURGED, ErrorSubject::Logs)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let last_in_log = match log_store.log.last().map_err(io)? {
+            Some((k, _)) => key_index(&k),
+            None => None,
+        };
+        let log_last = last_in_log.max(last_purged.map(|l| l.index));
+        let applied = data.last_applied.map(|l| l.index);
+        if let Some(acked) = mark.log_last {
+            // Applied entries may have been purged from the log: they count as held.
+            if log_last.max(applied) < Some(acked) {
+                return Err(lost(format!(
+                    "the log ends at {log_last:?}, {acked} was acknowledged"
+                )));
+            }
+        }
+        if mark.applied > applied {
+            return Err(lost(format!(
+                "the state is applied up to {applied:?}, {:?} was acknowledged",
+                mark.applied
+            )));
+        }
+    }
+    let log_store = LogStore {
+        ack: Some(ack_file.clone()),
+        ..log_store
+    };
+
+    let (tx, _) = watch::channel(data.applied());
+    let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let _ = changes_tx.send(Change {
+        state: data.state.clone(),
+        last_applied: data.last_applied.map(|l| l.index),
+        delta: Delta::everything(),
+    });
     let sm_store = StateMachineStore {
         inner: Arc::new(SmInner {
             db,
-            sm,
+            objects,
             data: Mutex::new(data),
             tx,
-            snapshot_counter: AtomicU64::new(0),
-            snapshot_lock: Mutex::new(()),
+            changes: changes_tx,
+            changes_rx: std::sync::Mutex::new(Some(changes_rx)),
+            ack: ack_file,
         }),
     };
     Ok((log_store, sm_store))
+}
+
+/// The store holds health-check URLs and (later) keys: only the node's user may read it.
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let mode = if e.path().is_dir() { 0o700 } else { 0o600 };
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode));
+        }
+    }
 }
 
 /// Only the format of a JSON blob, read before the rest so that a newer blob is refused
@@ -202,30 +375,338 @@ struct Header {
     format: u32,
 }
 
-#[derive(Serialize)]
-struct SmBlobOut<'a> {
+/// `applied` in tree `objects`.
+#[derive(Serialize, Deserialize)]
+struct AppliedRecord {
     format: u32,
-    last_applied: &'a Option<LogId>,
-    membership: &'a StoredMembership,
-    state: &'a State,
-}
-
-#[derive(Deserialize)]
-struct SmBlobIn {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    state: State,
 }
 
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    format: u32,
-    state: &'a State,
+/// A zone as stored.
+#[derive(Serialize, Deserialize)]
+struct ZoneRecord {
+    text: String,
+    version: u64,
 }
 
+/// The state as format 1 kept it (the `sm/state` blob, and format-1 snapshots).
 #[derive(Deserialize)]
-struct SnapshotIn {
-    state: State,
+struct StateV1 {
+    #[serde(default)]
+    zones: BTreeMap<String, String>,
+    #[serde(default)]
+    datacenters: BTreeMap<String, Datacenter>,
+    #[serde(default)]
+    services: BTreeMap<String, BTreeMap<String, Service>>,
+    #[serde(default)]
+    opinions: BTreeMap<String, BTreeMap<u64, Opinion>>,
+    #[serde(default)]
+    events: BTreeMap<String, std::collections::VecDeque<Event>>,
+}
+
+impl StateV1 {
+    fn into_state(self, version: u64) -> Result<State, String> {
+        let mut state = State::default();
+        for (origin, text) in self.zones {
+            state.load_zone(origin, &text, version)?;
+        }
+        for (_, dc) in self.datacenters {
+            state.load_datacenter(DcEntry {
+                dc: Arc::new(dc),
+                version,
+            });
+        }
+        let mut status: BTreeMap<String, DcStatus> = BTreeMap::new();
+        for (id, opinions) in self.opinions {
+            status.entry(id).or_default().opinions = opinions;
+        }
+        for (id, events) in self.events {
+            status.entry(id).or_default().events = events;
+        }
+        for (id, s) in status {
+            state.load_status(id, s);
+        }
+        for service in self.services.into_values().flat_map(|m| m.into_values()) {
+            state.load_service(ServiceEntry {
+                service: Arc::new(service),
+                version,
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// A Raft snapshot's bytes (format 2).
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
+    format: u32,
+    zones: Vec<(String, ZoneRecord)>,
+    datacenters: Vec<DcEntry>,
+    status: Vec<(String, DcStatus)>,
+    services: Vec<ServiceEntry>,
+    requests: Vec<(String, RequestRecord)>,
+}
+
+impl SnapshotV2 {
+    fn of(state: &State) -> SnapshotV2 {
+        SnapshotV2 {
+            format: STATE_FORMAT,
+            zones: state
+                .zones()
+                .map(|(o, z)| {
+                    let record = ZoneRecord {
+                        text: z.text.to_string(),
+                        version: z.version,
+                    };
+                    (o.clone(), record)
+                })
+                .collect(),
+            datacenters: state.datacenters().cloned().collect(),
+            status: state
+                .datacenters()
+                .map(|d| (d.dc.id.clone(), (*state.status(&d.dc.id)).clone()))
+                .filter(|(_, s)| *s != DcStatus::default())
+                .collect(),
+            services: state.services().cloned().collect(),
+            requests: state
+                .requests()
+                .map(|(id, r)| (id.clone(), (**r).clone()))
+                .collect(),
+        }
+    }
+
+    fn into_state(self) -> Result<State, String> {
+        let mut state = State::default();
+        for (origin, z) in self.zones {
+            state.load_zone(origin, &z.text, z.version)?;
+        }
+        for d in self.datacenters {
+            state.load_datacenter(d);
+        }
+        for (id, s) in self.status {
+            state.load_status(id, s);
+        }
+        for s in self.services {
+            state.load_service(s);
+        }
+        for (id, r) in self.requests {
+            state.load_request(id, r);
+        }
+        Ok(state)
+    }
+}
+
+/// Read a snapshot's bytes, format 1 or 2.
+fn decode_snapshot(bytes: &[u8], version: u64) -> Result<State, String> {
+    let header: Header = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if header.format > STATE_FORMAT {
+        return Err(format!(
+            "written by a newer Meridian (state format {}; this binary reads up to {STATE_FORMAT}): upgrade this binary",
+            header.format
+        ));
+    }
+    if header.format < 2 {
+        #[derive(Deserialize)]
+        struct SnapshotV1 {
+            state: StateV1,
+        }
+        let v1: SnapshotV1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        return v1.state.into_state(version);
+    }
+    let v2: SnapshotV2 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    v2.into_state()
+}
+
+fn zone_key(origin: &str) -> Vec<u8> {
+    format!("z/{origin}").into_bytes()
+}
+fn dc_key(id: &str) -> Vec<u8> {
+    format!("d/{id}").into_bytes()
+}
+fn status_key(id: &str) -> Vec<u8> {
+    format!("t/{id}").into_bytes()
+}
+fn service_key(zone: &str, name: &str) -> Vec<u8> {
+    format!("s/{zone}\0{name}").into_bytes()
+}
+fn request_key(id: &str) -> Vec<u8> {
+    format!("r/{id}").into_bytes()
+}
+
+/// Every object of `state` into `batch` (a snapshot installed, a format-1 store converted).
+fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json::Error> {
+    let mut delta = Delta::default();
+    delta.zones.extend(state.zones().map(|(o, _)| o.clone()));
+    delta
+        .datacenters
+        .extend(state.datacenters().map(|d| d.dc.id.clone()));
+    delta.statuses = delta.datacenters.clone();
+    delta.services.extend(
+        state
+            .services()
+            .map(|s| (s.service.zone.clone(), s.service.name.clone())),
+    );
+    delta
+        .requests
+        .extend(state.requests().map(|(id, _)| id.clone()));
+    changed_objects(state, &delta, batch)
+}
+
+/// The keys `delta` names, as `state` has them now (removed when it has them no more).
+fn changed_objects(
+    state: &State,
+    delta: &Delta,
+    batch: &mut sled::Batch,
+) -> Result<(), serde_json::Error> {
+    for origin in &delta.zones {
+        match state.zone(origin) {
+            Some(z) => batch.insert(
+                zone_key(origin),
+                serde_json::to_vec(&ZoneRecord {
+                    text: z.text.to_string(),
+                    version: z.version,
+                })?,
+            ),
+            None => batch.remove(zone_key(origin)),
+        }
+    }
+    for id in &delta.datacenters {
+        match state.datacenter(id) {
+            Some(d) => batch.insert(dc_key(id), serde_json::to_vec(d)?),
+            None => batch.remove(dc_key(id)),
+        }
+    }
+    for id in &delta.statuses {
+        let status = state.status(id);
+        if state.datacenter(id).is_some() && *status != DcStatus::default() {
+            batch.insert(status_key(id), serde_json::to_vec(&*status)?);
+        } else {
+            batch.remove(status_key(id));
+        }
+    }
+    for (zone, name) in &delta.services {
+        match state.service(zone, name) {
+            Some(s) => batch.insert(service_key(zone, name), serde_json::to_vec(s)?),
+            None => batch.remove(service_key(zone, name)),
+        }
+    }
+    for id in &delta.requests {
+        match state.request(id) {
+            Some(r) => batch.insert(request_key(id), serde_json::to_vec(&**r)?),
+            None => batch.remove(request_key(id)),
+        }
+    }
+    Ok(())
+}
+
+/// Convert a format-1 store (one `sm/state` value) to one key per object, in one batch.
+fn upgrade_v1(dir: &Path, db: &sled::Db, objects: &sled::Tree) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let corrupt = |what: String| StoreError::Corrupt {
+        dir: dir.to_path_buf(),
+        what,
+    };
+    let sm = db.open_tree(TREE_SM_V1).map_err(io)?;
+    let Some(bytes) = sm.get(KEY_STATE_V1).map_err(io)? else {
+        return Ok(());
+    };
+    let header: Header =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("sm/state: {e}")))?;
+    if header.format > 1 {
+        return Err(StoreError::NewerState {
+            dir: dir.to_path_buf(),
+            found: header.format,
+            supported: STATE_FORMAT,
+        });
+    }
+    #[derive(Deserialize)]
+    struct BlobV1 {
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        state: StateV1,
+    }
+    let blob: BlobV1 =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("sm/state: {e}")))?;
+    let version = blob.last_applied.map_or(0, |l| l.index);
+    let state = blob
+        .state
+        .into_state(version)
+        .map_err(|e| corrupt(format!("sm/state does not rebuild: {e}")))?;
+    let mut batch = sled::Batch::default();
+    all_objects(&state, &mut batch).map_err(|e| corrupt(e.to_string()))?;
+    let applied = AppliedRecord {
+        format: STATE_FORMAT,
+        last_applied: blob.last_applied,
+        membership: blob.membership,
+    };
+    batch.insert(
+        KEY_APPLIED,
+        serde_json::to_vec(&applied).map_err(|e| corrupt(e.to_string()))?,
+    );
+    objects.apply_batch(batch).map_err(io)?;
+    db.flush().map_err(io)?;
+    db.drop_tree(TREE_SM_V1).map_err(io)?;
+    db.flush().map_err(io)?;
+    tracing::info!(dir = %dir.display(), "store converted from format 1 to 2 (one key per object)");
+    Ok(())
+}
+
+/// The state machine as stored: every object, and what was applied.
+fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt {
+        dir: dir.to_path_buf(),
+        what,
+    };
+    let mut data = SmData::default();
+    let mut state = State::default();
+    for item in objects.iter() {
+        let (k, v) = item.map_err(|source| StoreError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let bad = |e: &dyn std::fmt::Display| corrupt(format!("objects/{key}: {e}"));
+        if key == KEY_APPLIED {
+            let header: Header = serde_json::from_slice(&v).map_err(|e| bad(&e))?;
+            if header.format > STATE_FORMAT {
+                return Err(StoreError::NewerState {
+                    dir: dir.to_path_buf(),
+                    found: header.format,
+                    supported: STATE_FORMAT,
+                });
+            }
+            let a: AppliedRecord = serde_json::from_slice(&v).map_err(|e| bad(&e))?;
+            data.last_applied = a.last_applied;
+            data.membership = a.membership;
+        } else if let Some(origin) = key.strip_prefix("z/") {
+            let z: ZoneRecord = serde_json::from_slice(&v).map_err(|e| bad(&e))?;
+            state
+                .load_zone(origin.to_string(), &z.text, z.version)
+                .map_err(|e| bad(&e))?;
+        } else if key.starts_with("d/") {
+            state.load_datacenter(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if let Some(id) = key.strip_prefix("t/") {
+            state.load_status(
+                id.to_string(),
+                serde_json::from_slice(&v).map_err(|e| bad(&e))?,
+            );
+        } else if key.starts_with("s/") {
+            state.load_service(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if let Some(id) = key.strip_prefix("r/") {
+            state.load_request(
+                id.to_string(),
+                serde_json::from_slice(&v).map_err(|e| bad(&e))?,
+            );
+        } else {
+            return Err(corrupt(format!("unknown key objects/{key}")));
+        }
+    }
+    data.state = Arc::new(state);
+    Ok(data)
 }
 
 fn sled_err(e: sled::Error) -> AnyError {
@@ -251,6 +732,8 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// The acknowledged high-water mark (absent only while the store is being opened).
+    ack: Option<Arc<AckFile>>,
 }
 
 impl LogStore {
@@ -288,6 +771,20 @@ impl LogStore {
             .await
             .map_err(|e| io_err(subject, ErrorVerb::Write, sled_err(e)))?;
         Ok(())
+    }
+
+    /// Move the acknowledged mark (after a flush that made it true).
+    fn acknowledge(
+        &self,
+        subject: ErrorSubject<u64>,
+        f: impl FnOnce(&mut Ack),
+    ) -> Result<(), StorageError> {
+        match &self.ack {
+            Some(ack) => ack
+                .update(f)
+                .map_err(|e| io_err(subject, ErrorVerb::Write, AnyError::new(&e))),
+            None => Ok(()),
+        }
     }
 
     fn decode_entry(index: Option<u64>, value: &[u8]) -> Result<Entry, StorageError> {
@@ -384,7 +881,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)?;
-        self.flush(ErrorSubject::Vote).await
+        self.flush(ErrorSubject::Vote).await?;
+        self.acknowledge(ErrorSubject::Vote, |a| a.vote = Some(*vote))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -413,7 +911,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
+            last = Some(entry.log_id.index);
             let bytes = serde_json::to_vec(&entry).map_err(|e| {
                 io_err(
                     ErrorSubject::Log(entry.log_id),
@@ -427,8 +927,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, sled_err(e)))?;
         // Acknowledge only what is on disk.
-        match self.db.flush_async().await {
-            Ok(_) => {
+        let flushed = match self.db.flush_async().await {
+            Ok(_) => self
+                .acknowledge(ErrorSubject::Logs, |a| {
+                    a.log_last = a.log_last.max(last);
+                })
+                .map_err(|e| sled::Error::Io(std::io::Error::other(e.to_string()))),
+            Err(e) => Err(e),
+        };
+        match flushed {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -441,6 +949,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Lower the mark first: a mark below the log is safe, one above it is not.
+        self.acknowledge(ErrorSubject::Logs, |a| {
+            a.log_last = a.log_last.min(log_id.index.checked_sub(1));
+        })?;
         self.remove_range(index_key(log_id.index)..)?;
         self.flush(ErrorSubject::Logs).await
     }
@@ -469,25 +981,38 @@ impl SmData {
         }
     }
 
-    fn blob(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&SmBlobOut {
+    fn record(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&AppliedRecord {
             format: STATE_FORMAT,
-            last_applied: &self.last_applied,
-            membership: &self.membership,
-            state: &self.state,
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
         })
+    }
+
+    /// The Raft snapshot of this state: its bytes and meta.
+    fn snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>), serde_json::Error> {
+        let snapshot_id = match &self.last_applied {
+            Some(l) => format!("{}-{}", l.leader_id.term, l.index),
+            None => "0-none".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        Ok((meta, serde_json::to_vec(&SnapshotV2::of(&self.state))?))
     }
 }
 
 struct SmInner {
     db: sled::Db,
-    sm: sled::Tree,
+    objects: sled::Tree,
     /// Held across a whole apply or install, so that they are serialized.
     data: Mutex<SmData>,
     tx: watch::Sender<Applied>,
-    snapshot_counter: AtomicU64,
-    /// Serializes writes of the stored snapshot.
-    snapshot_lock: Mutex<()>,
+    changes: mpsc::UnboundedSender<Change>,
+    changes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    ack: Arc<AckFile>,
 }
 
 impl SmInner {
@@ -495,60 +1020,61 @@ impl SmInner {
         self.db
             .flush_async()
             .await
-            .map_err(|e| io_err(subject, ErrorVerb::Write, sled_err(e)))?;
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, sled_err(e)))?;
         Ok(())
     }
 
-    fn read_snapshot_meta(&self) -> Result<Option<SnapshotMeta>, StorageError> {
-        let read = |e: AnyError| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
-        match self
-            .sm
-            .get(KEY_SNAPSHOT_META)
-            .map_err(|e| read(sled_err(e)))?
-        {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| read(AnyError::new(&e))),
-        }
-    }
-
-    /// Add the snapshot (meta and bytes) to `batch`.
-    fn snapshot_into(
-        batch: &mut sled::Batch,
-        meta: &SnapshotMeta,
-        data: &[u8],
+    /// Write `batch` with the applied record, flush, move the mark, then show the new state.
+    async fn commit(
+        &self,
+        data: &mut SmData,
+        next: SmData,
+        mut batch: sled::Batch,
+        delta: Delta,
+        subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError> {
-        let meta_bytes = serde_json::to_vec(meta).map_err(|e| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                AnyError::new(&e),
-            )
-        })?;
-        batch.insert(KEY_SNAPSHOT_META, meta_bytes);
-        batch.insert(KEY_SNAPSHOT, data);
-        Ok(())
-    }
-
-    fn publish(&self, data: &SmData) {
+        let write = |e: AnyError| io_err(subject.clone(), ErrorVerb::Write, e);
+        batch.insert(
+            KEY_APPLIED,
+            next.record().map_err(|e| write(AnyError::new(&e)))?,
+        );
+        self.objects
+            .apply_batch(batch)
+            .map_err(|e| write(sled_err(e)))?;
+        self.flush(subject.clone()).await?;
+        let applied = next.last_applied.map(|l| l.index);
+        self.ack
+            .update(|a| a.applied = a.applied.max(applied))
+            .map_err(|e| write(AnyError::new(&e)))?;
+        *data = next;
         self.tx.send_replace(data.applied());
+        let _ = self.changes.send(Change {
+            state: data.state.clone(),
+            last_applied: applied,
+            delta,
+        });
+        Ok(())
     }
 }
 
-/// The state machine: the applied [`State`], its last applied log id and membership, and the
-/// last snapshot. Clones share the same state.
+/// The state machine: the applied [`State`], its last applied log id and membership. Clones
+/// share the same state.
 #[derive(Clone)]
 pub struct StateMachineStore {
     inner: Arc<SmInner>,
 }
 
 impl StateMachineStore {
-    /// Every time entries are applied (or a snapshot installed), the new state and last
-    /// applied log index are sent here; the node's publisher rebuilds the DNS snapshot from it.
-    /// Subscribe before starting Raft.
+    /// The latest applied state, whenever entries are applied (or a snapshot installed).
+    /// Intermediate states may be skipped: for readers of the state, not of changes.
     pub fn subscribe(&self) -> watch::Receiver<Applied> {
         self.inner.tx.subscribe()
+    }
+
+    /// Every apply batch with what it changed, in order, starting with the state as opened
+    /// (as a change of everything): the publisher's feed. Taken once.
+    pub fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
+        self.inner.changes_rx.lock().ok()?.take()
     }
 
     /// The state as of the last apply (for reads by the admin API); cheap.
@@ -559,53 +1085,18 @@ impl StateMachineStore {
 
 /// Builds a snapshot of the state machine as it was when the builder was made.
 pub struct StoreSnapshotBuilder {
-    inner: Arc<SmInner>,
     view: SmData,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StoreSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let counter = self.inner.snapshot_counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot_id = match &self.view.last_applied {
-            Some(l) => format!("{}-{}-{counter}", l.leader_id.term, l.index),
-            None => format!("0-none-{counter}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.view.last_applied,
-            last_membership: self.view.membership.clone(),
-            snapshot_id,
-        };
-        let write = |e: AnyError| {
+        let (meta, data) = self.view.snapshot().map_err(|e| {
             io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorSubject::Snapshot(None),
                 ErrorVerb::Write,
-                e,
+                AnyError::new(&e),
             )
-        };
-        let data = serde_json::to_vec(&SnapshotOut {
-            format: STATE_FORMAT,
-            state: &self.view.state,
-        })
-        .map_err(|e| write(AnyError::new(&e)))?;
-
-        {
-            let _guard = self.inner.snapshot_lock.lock().await;
-            // Never replace a newer stored snapshot (one installed meanwhile) with this one.
-            let stored = self.inner.read_snapshot_meta()?;
-            let newer_stored = stored.is_some_and(|s| s.last_log_id > meta.last_log_id);
-            if !newer_stored {
-                let mut batch = sled::Batch::default();
-                SmInner::snapshot_into(&mut batch, &meta, &data)?;
-                self.inner
-                    .sm
-                    .apply_batch(batch)
-                    .map_err(|e| write(sled_err(e)))?;
-                self.inner
-                    .flush(ErrorSubject::Snapshot(Some(meta.signature())))
-                    .await?;
-            }
-        }
-
+        })?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -628,6 +1119,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut data = self.inner.data.lock().await;
         let mut next = data.clone();
+        let mut state = (*next.state).clone();
+        let mut delta = Delta::default();
         let mut responses = Vec::new();
         for entry in entries {
             let response = match entry.payload {
@@ -648,7 +1141,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         )
                         .into());
                     }
-                    Arc::make_mut(&mut next.state).apply(&req.cmd, req.at_ms)
+                    let (response, d) =
+                        state.apply(&req.cmd, req.id.as_deref(), req.at_ms, entry.log_id.index);
+                    delta.merge(d);
+                    response
                 }
             };
             next.last_applied = Some(entry.log_id);
@@ -657,26 +1153,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if responses.is_empty() {
             return Ok(responses);
         }
-
-        let write = |e: AnyError| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e);
-        let blob = next.blob().map_err(|e| write(AnyError::new(&e)))?;
+        next.state = Arc::new(state);
+        let mut batch = sled::Batch::default();
+        changed_objects(&next.state, &delta, &mut batch).map_err(|e| {
+            io_err(
+                ErrorSubject::StateMachine,
+                ErrorVerb::Write,
+                AnyError::new(&e),
+            )
+        })?;
         self.inner
-            .sm
-            .insert(KEY_STATE, blob)
-            .map_err(|e| write(sled_err(e)))?;
-        self.inner.flush(ErrorSubject::StateMachine).await?;
-
-        *data = next;
-        self.inner.publish(&data);
+            .commit(&mut data, next, batch, delta, ErrorSubject::StateMachine)
+            .await?;
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let view = self.inner.data.lock().await.clone();
-        StoreSnapshotBuilder {
-            inner: self.inner.clone(),
-            view,
-        }
+        StoreSnapshotBuilder { view }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -690,22 +1184,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let bytes = snapshot.into_inner();
-        let read = |e: AnyError| io_err(subject(), ErrorVerb::Read, e);
-        let header: Header = serde_json::from_slice(&bytes).map_err(|e| read(AnyError::new(&e)))?;
-        if header.format > STATE_FORMAT {
-            return Err(read(AnyError::error(format!(
-                "snapshot {} was written by a newer Meridian (state format {}; this binary reads up to {}): upgrade this binary",
-                meta.snapshot_id, header.format, STATE_FORMAT
-            ))));
-        }
-        let parsed: SnapshotIn =
-            serde_json::from_slice(&bytes).map_err(|e| read(AnyError::new(&e)))?;
-        let state = parsed.state.restore().map_err(|e| {
-            read(AnyError::error(format!(
-                "snapshot state does not rebuild: {e}"
-            )))
+        let version = meta.last_log_id.map_or(0, |l| l.index);
+        let state = decode_snapshot(&bytes, version).map_err(|e| {
+            io_err(
+                subject(),
+                ErrorVerb::Read,
+                AnyError::error(format!("snapshot {}: {e}", meta.snapshot_id)),
+            )
         })?;
-
         let mut data = self.inner.data.lock().await;
         let next = SmData {
             state: Arc::new(state),
@@ -713,47 +1199,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             membership: meta.last_membership.clone(),
         };
         let write = |e: AnyError| io_err(subject(), ErrorVerb::Write, e);
-        let blob = next.blob().map_err(|e| write(AnyError::new(&e)))?;
-        {
-            let _guard = self.inner.snapshot_lock.lock().await;
-            // State and snapshot in one atomic batch.
-            let mut batch = sled::Batch::default();
-            batch.insert(KEY_STATE, blob);
-            SmInner::snapshot_into(&mut batch, meta, &bytes)?;
-            self.inner
-                .sm
-                .apply_batch(batch)
-                .map_err(|e| write(sled_err(e)))?;
-            self.inner.flush(subject()).await?;
+        // Replace every object: remove what the snapshot does not have.
+        let mut batch = sled::Batch::default();
+        for item in self.inner.objects.iter() {
+            let (k, _) = item.map_err(|e| write(sled_err(e)))?;
+            batch.remove(k);
         }
-
-        *data = next;
-        self.inner.publish(&data);
-        Ok(())
+        all_objects(&next.state, &mut batch).map_err(|e| write(AnyError::new(&e)))?;
+        self.inner
+            .commit(&mut data, next, batch, Delta::everything(), subject())
+            .await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let _guard = self.inner.snapshot_lock.lock().await;
-        let Some(meta) = self.inner.read_snapshot_meta()? else {
+        let view = self.inner.data.lock().await.clone();
+        if view.last_applied.is_none() {
             return Ok(None);
-        };
-        let read = |e: AnyError| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                e,
-            )
-        };
-        let data = self
-            .inner
-            .sm
-            .get(KEY_SNAPSHOT)
-            .map_err(|e| read(sled_err(e)))?
-            .ok_or_else(|| read(AnyError::error("snapshot metadata without snapshot data")))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
-        }))
+        }
+        let mut builder = StoreSnapshotBuilder { view };
+        builder.build_snapshot().await.map(Some)
     }
 }
 
@@ -773,6 +1237,11 @@ mod tests {
     const ZONE: &str = "$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 900 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/log-v1.json");
 
+    /// The whole state as JSON, to compare two states.
+    fn dump(state: &State) -> serde_json::Value {
+        serde_json::to_value(SnapshotV2::of(state)).expect("json")
+    }
+
     fn lid(term: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, 1), index)
     }
@@ -791,6 +1260,7 @@ mod tests {
                 v: FORMAT_VERSION,
                 at_ms: 1_700_000_000_000 + index,
                 cmd,
+                id: None,
             }),
         }
     }
@@ -993,7 +1463,7 @@ mod tests {
             let applied = rx.borrow_and_update().clone();
             assert_eq!(applied.last_applied, Some(6));
             assert_eq!(sm.current().last_applied, Some(6));
-            before = serde_json::to_value(&*applied.state).expect("json");
+            before = dump(&applied.state);
             // An entry may be rejected by the state: an answer, not an error.
             let r = sm
                 .apply([normal(1, 7, put_dc("bad", "192.0.2.11")), blank(1, 8)])
@@ -1005,16 +1475,9 @@ mod tests {
         let (_log, mut sm) = open_ok(dir.path());
         let now = sm.current();
         assert_eq!(now.last_applied, Some(8));
-        assert_eq!(
-            serde_json::to_value(&*now.state).expect("json")["zones"],
-            before["zones"]
-        );
-        assert_eq!(
-            now.state.zone_files().len(),
-            1,
-            "derived data rebuilt on open"
-        );
-        assert!(now.state.services["example.com."].contains_key("www"));
+        assert_eq!(dump(&now.state)["zones"], before["zones"]);
+        assert_eq!(now.state.zones().count(), 1, "derived data rebuilt on open");
+        assert!(now.state.service("example.com.", "www").is_some());
         let (last, mem) = sm.applied_state().await.expect("applied");
         assert_eq!(last, Some(lid(1, 8)));
         assert_eq!(mem.log_id(), &Some(lid(1, 2)));
@@ -1037,7 +1500,7 @@ mod tests {
             .expect("build");
         assert_eq!(snap.meta.last_log_id, Some(lid(1, 6)));
         assert!(
-            snap.meta.snapshot_id.starts_with("1-6-"),
+            snap.meta.snapshot_id.starts_with("1-6"),
             "{}",
             snap.meta.snapshot_id
         );
@@ -1065,15 +1528,12 @@ mod tests {
                 (last, mem),
                 (snap.meta.last_log_id, snap.meta.last_membership.clone())
             );
-            assert_eq!(
-                serde_json::to_value(&*dst.current().state).expect("json"),
-                serde_json::to_value(&*src.current().state).expect("json")
-            );
+            assert_eq!(dump(&dst.current().state), dump(&src.current().state));
         }
         // After a restart: the state and the snapshot are both still there.
         let (_log, mut dst) = open_ok(dst_dir.path());
         assert_eq!(dst.current().last_applied, Some(6));
-        assert_eq!(dst.current().state.zone_files().len(), 1);
+        assert_eq!(dst.current().state.zones().count(), 1);
         let cur = dst
             .get_current_snapshot()
             .await
@@ -1124,7 +1584,7 @@ mod tests {
                 err,
                 StoreError::NewerFormat {
                     found: 99,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),
@@ -1132,7 +1592,7 @@ mod tests {
         );
         let msg = err.to_string();
         assert!(
-            msg.contains("was written by a newer Meridian (format 99; this binary reads up to 1): upgrade this binary"),
+            msg.contains("was written by a newer Meridian (format 99; this binary reads up to 2): upgrade this binary"),
             "{msg}"
         );
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
@@ -1197,17 +1657,24 @@ mod tests {
         let now = sm.current();
         assert_eq!(now.last_applied, Some(6));
         let state = &now.state;
-        assert_eq!(state.zones.keys().collect::<Vec<_>>(), vec!["example.com."]);
         assert_eq!(
-            state.datacenters.keys().collect::<Vec<_>>(),
+            state.zones().map(|(o, _)| o.as_str()).collect::<Vec<_>>(),
+            vec!["example.com."]
+        );
+        assert_eq!(
+            state
+                .datacenters()
+                .map(|d| d.dc.id.as_str())
+                .collect::<Vec<_>>(),
             vec!["lon", "nyc"]
         );
+        let dc = |id: &str| state.datacenter(id).expect("dc").dc.clone();
         assert_eq!(
-            state.datacenters["nyc"].addresses,
+            dc("nyc").addresses,
             vec!["198.51.100.10".parse::<std::net::IpAddr>().expect("ip")]
         );
-        assert_eq!(state.datacenters["lon"].state, DcState::Active);
-        let www = &state.services["example.com."]["www"];
+        assert_eq!(dc("lon").state, DcState::Active);
+        let www = &state.service("example.com.", "www").expect("www").service;
         assert_eq!(www.zone, "example.com.");
         assert_eq!(www.datacenters, vec!["lon", "nyc"]);
         assert_eq!(www.policy, PolicyKind::GeoNearest);

@@ -32,6 +32,12 @@ pub struct Request {
     /// state machine uses, so that applying is deterministic.
     pub at_ms: u64,
     pub cmd: Command,
+    /// Who asked, once: a write's request id (random per API call, or derived from its
+    /// `Idempotency-Key`). The state machine applies an id once and answers a repeat with
+    /// the first result, so a forward sent twice, or a retried write, never applies twice.
+    /// Absent in entries older binaries wrote; older binaries ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Request {
@@ -43,6 +49,15 @@ impl Request {
             v: FORMAT_VERSION,
             at_ms,
             cmd,
+            id: None,
+        }
+    }
+
+    /// The same, with a request id.
+    pub fn with_id(cmd: Command, id: String) -> Request {
+        Request {
+            id: Some(id),
+            ..Request::new(cmd)
         }
     }
 }

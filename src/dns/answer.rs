@@ -95,7 +95,10 @@ struct Trace {
 #[inline]
 pub fn record(snap: &Snapshot, outcome: &Outcome, w: Worker) {
     let counters = &snap.counters;
-    let plan = outcome.service.and_then(|i| snap.plans.get(i as usize));
+    let plan = outcome
+        .service
+        .and_then(|i| snap.plans.get(i as usize))
+        .and_then(Option::as_deref);
     let policy = match plan.map(|p| p.service.policy) {
         None => metrics::Policy::None,
         Some(PolicyKind::RoundRobin) => metrics::Policy::RoundRobin,
@@ -319,7 +322,7 @@ fn service(
     w: &mut Writer<'_>,
     trace: &mut Trace,
 ) -> u8 {
-    let Some(plan) = snap.plans.get(idx as usize) else {
+    let Some(plan) = snap.plans.get(idx as usize).and_then(Option::as_deref) else {
         return rcode::SERVFAIL;
     };
     trace.service = Some(idx);

@@ -2,6 +2,8 @@
 //! delegation cuts, CNAMEs and wildcards worked out when the index is built, so that a query
 //! is a few hash look-ups over borrowed byte slices and never allocates.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use hickory_proto::rr::{Name, RData, Record};
@@ -240,20 +242,30 @@ impl Zone {
     }
 }
 
-/// All zones a node serves, found by longest suffix.
-#[derive(Debug, Default)]
+/// All zones a node serves, found by longest suffix. Each zone is an `Arc`, so the next
+/// snapshot's set shares every zone that did not change.
+#[derive(Clone, Debug, Default)]
 pub struct ZoneSet {
-    zones: HashMap<Box<[u8]>, Zone>,
+    zones: HashMap<Arc<[u8]>, Arc<Zone>>,
 }
 
 impl ZoneSet {
     pub fn new(zones: impl IntoIterator<Item = Zone>) -> ZoneSet {
-        ZoneSet {
-            zones: zones
-                .into_iter()
-                .map(|z| (z.origin_wire.clone(), z))
-                .collect(),
+        let mut set = ZoneSet::default();
+        for z in zones {
+            set.insert(Arc::new(z));
         }
+        set
+    }
+
+    /// Add or replace a zone (by its origin).
+    pub fn insert(&mut self, zone: Arc<Zone>) {
+        self.zones.insert(zone.origin_wire.clone().into(), zone);
+    }
+
+    /// Remove the zone with this origin (lower-case wire form).
+    pub fn remove(&mut self, origin: &[u8]) {
+        self.zones.remove(origin);
     }
 
     /// The zone with the longest origin that `name` (lower-case wire form) is at or under.
@@ -261,7 +273,7 @@ impl ZoneSet {
         let mut rest = name;
         loop {
             if let Some(z) = self.zones.get(rest) {
-                return Some(z);
+                return Some(&**z);
             }
             if rest.len() <= 1 {
                 return None;
@@ -279,7 +291,7 @@ impl ZoneSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Zone> {
-        self.zones.values()
+        self.zones.values().map(|z| &**z)
     }
 
     pub fn len(&self) -> usize {
@@ -373,4 +385,26 @@ fn encode_rdata(record: &Record) -> Result<Rdata, IndexError> {
             Rdata::Raw(buf.into_boxed_slice())
         }
     })
+}
+
+/// Why a service could not sit at `name` in this zone file: a CNAME or address records at
+/// the name, or a delegation at or above it (the service would never be reached). `None`
+/// when it can. One pass over the records, without building the index: what the state
+/// machine checks before it accepts a service or a zone text.
+pub fn service_conflict(file: &ZoneFile, name: &Name) -> Option<&'static str> {
+    use hickory_proto::rr::RecordType;
+    for record in &file.records {
+        let rt = record.record_type();
+        if record.name == *name {
+            match rt {
+                RecordType::CNAME => return Some("a CNAME"),
+                RecordType::A | RecordType::AAAA => return Some("A or AAAA records"),
+                _ => {}
+            }
+        }
+        if rt == RecordType::NS && record.name != file.origin && record.name.zone_of(name) {
+            return Some("a delegation at or above it");
+        }
+    }
+    None
 }

@@ -7,7 +7,8 @@ pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
 mod index;
 
 pub use index::{
-    is_subdomain, parent, rtype, wire, wire_lower, IndexError, Node, Rdata, RrSet, Zone, ZoneSet,
+    is_subdomain, parent, rtype, service_conflict, wire, wire_lower, IndexError, Node, Rdata,
+    RrSet, Zone, ZoneSet,
 };
 
 /// A wire name as presentation text (for messages).

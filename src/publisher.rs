@@ -1,0 +1,145 @@
+//! The one writer of the data plane's snapshot. It is fed every apply batch of the state
+//! machine with what it changed (a [`Delta`]), and new GeoIP databases; it hands only the
+//! changed parts to the incremental [`Builder`] (a zone text re-indexes that zone, a drain
+//! rebuilds the small datacenter table) and publishes the result. A batch that changed
+//! nothing an answer depends on (a re-affirmed health opinion, a membership entry) publishes
+//! nothing. After each batch it says which log index the data plane now reflects, so that a
+//! write can answer once its node's DNS shows it.
+
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::state::Delta;
+use crate::cluster::{Change, State};
+use crate::geo::GeoDb;
+use crate::snapshot::{Builder, SnapshotPublisher};
+
+/// What else changes the snapshot.
+pub enum Update {
+    /// A new GeoIP database was opened.
+    Geo(Arc<GeoDb>),
+    /// Something readiness depends on changed: call `on_publish` again.
+    Recheck,
+}
+
+/// Called after every batch with the state it reflects (readiness, metrics).
+pub type OnPublish = Box<dyn Fn(&State, Option<u64>) + Send>;
+
+/// Hand `delta` (against `state`) to the builder.
+fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
+    if delta.everything {
+        builder.set_datacenters(state.datacenters().map(|e| &*e.dc));
+        let (zones, services) = builder.held();
+        for (zone, name) in services {
+            if state.service(&zone, &name).is_none() {
+                builder.remove_service(&zone, &name);
+            }
+        }
+        for origin in zones {
+            if state.zone(&origin.to_ascii()).is_none() {
+                builder.remove_zone(&origin);
+            }
+        }
+        for (_, z) in state.zones() {
+            builder.put_zone(z.file.clone());
+        }
+        for s in state.services() {
+            builder.put_service(&s.service);
+        }
+        return;
+    }
+    if !delta.datacenters.is_empty() {
+        builder.set_datacenters(state.datacenters().map(|e| &*e.dc));
+    }
+    for origin in &delta.zones {
+        match state.zone(origin) {
+            Some(z) => builder.put_zone(z.file.clone()),
+            None => match Name::from_ascii(origin) {
+                Ok(name) => builder.remove_zone(&name),
+                Err(e) => tracing::error!(origin, error = %e, "a removed zone has a bad name"),
+            },
+        }
+    }
+    for (zone, name) in &delta.services {
+        match state.service(zone, name) {
+            Some(s) => builder.put_service(&s.service),
+            None => builder.remove_service(zone, name),
+        }
+    }
+}
+
+/// Run the publisher until the change feed closes.
+pub async fn run(
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    mut updates: mpsc::Receiver<Update>,
+    mut builder: Builder,
+    publisher: SnapshotPublisher,
+    published: watch::Sender<Option<u64>>,
+    on_publish: OnPublish,
+) {
+    let mut state = Arc::new(State::default());
+    let mut last_applied = None;
+    loop {
+        let mut delta = Delta::default();
+        let mut geo_changed = false;
+        tokio::select! {
+            change = changes.recv() => {
+                let Some(first) = change else { return };
+                let mut latest = first;
+                delta.merge(std::mem::take(&mut latest.delta));
+                // Everything that is waiting goes into one snapshot.
+                while let Ok(mut more) = changes.try_recv() {
+                    delta.merge(std::mem::take(&mut more.delta));
+                    latest = more;
+                }
+                state = latest.state;
+                last_applied = latest.last_applied;
+            }
+            update = updates.recv() => match update {
+                Some(Update::Geo(db)) => {
+                    builder.set_geo(db);
+                    geo_changed = true;
+                }
+                Some(Update::Recheck) => {}
+                None => return,
+            },
+        }
+        if delta.changes_answers() || geo_changed {
+            let st = state.clone();
+            let started = std::time::Instant::now();
+            // Indexing a changed zone is plain CPU work (seconds for a million records): off
+            // the runtime's threads, so Raft heartbeats and the API keep their pace.
+            let built = tokio::task::spawn_blocking(move || {
+                feed(&mut builder, &st, &delta);
+                let result = builder.snapshot();
+                (builder, result)
+            })
+            .await;
+            let (snap, problems);
+            (builder, (snap, problems)) = match built {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "snapshot build failed; the publisher stops");
+                    return;
+                }
+            };
+            if !problems.is_empty() {
+                tracing::error!(
+                    problems = %problems.join("; "),
+                    "parts of the applied state do not build; they keep their last form"
+                );
+            }
+            publisher.publish(snap);
+            tracing::debug!(
+                generation = publisher.current().generation,
+                applied = ?last_applied,
+                us = started.elapsed().as_micros() as u64,
+                "snapshot published"
+            );
+        }
+        published.send_replace(last_applied);
+        on_publish(&state, last_applied);
+    }
+}
