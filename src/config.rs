@@ -57,6 +57,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_GEOIP_DATABASE: &str = "geoip/GeoIP2-City-Test.mmdb";
 /// Bootstrap directory of the built-in config, relative to the current directory.
 pub const DEFAULT_BOOTSTRAP_DIR: &str = "zones";
+/// `[admin] max_body` when unset: a zone of about a million records fits.
+pub const DEFAULT_ADMIN_MAX_BODY: usize = 64 * 1024 * 1024;
+
 /// Environment variable holding the admin token when the config names none.
 pub const ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
 
@@ -75,6 +78,8 @@ pub struct NodeConfig {
     pub admin_listen: SocketAddr,
     /// Bearer token that mutating admin calls must carry; `None`: no token configured.
     pub admin_token: Option<String>,
+    /// The largest admin request body, in bytes (`[admin] max_body`, 64 MiB by default).
+    pub admin_max_body: usize,
     /// Raft RPC listen address.
     pub raft_listen: SocketAddr,
     /// The initial voters, by node id. May omit this node (it joins later).
@@ -200,6 +205,7 @@ struct AdminSpec {
     listen: Spanned<String>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    max_body: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +278,7 @@ impl NodeConfig {
             dns_listen: vec![DEFAULT_DNS_LISTEN],
             admin_listen: DEFAULT_ADMIN_LISTEN,
             admin_token: env_admin_token(),
+            admin_max_body: DEFAULT_ADMIN_MAX_BODY,
             raft_listen: DEFAULT_RAFT_LISTEN,
             raft_peers: BTreeMap::from([(DEFAULT_NODE_ID, DEFAULT_RAFT_LISTEN)]),
             raft_secret: None,
@@ -396,6 +403,18 @@ impl Cx<'_> {
         }
 
         let admin_listen = self.addr("[admin] listen", &spec.admin.listen)?;
+        let admin_max_body = match &spec.admin.max_body {
+            None => DEFAULT_ADMIN_MAX_BODY,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(b) if b >= 1024 => b,
+                _ => {
+                    return Err(self.invalid(
+                        n.span(),
+                        "[admin] max_body must be a number of bytes, at least 1024",
+                    ))
+                }
+            },
+        };
         let raft_listen = self.addr("[raft] listen", &spec.raft.listen)?;
         if admin_listen == raft_listen {
             return Err(self.invalid(
@@ -462,6 +481,7 @@ impl Cx<'_> {
             dns_listen,
             admin_listen,
             admin_token,
+            admin_max_body,
             raft_listen,
             raft_peers,
             raft_secret,

@@ -269,6 +269,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         token: config.admin_token.clone(),
         probes: Some(probe_stats),
         published: Some(published),
+        max_body: config.admin_max_body,
     });
     let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
     // DNS is listening: the publish of a loaded state may now say ready.

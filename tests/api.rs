@@ -299,11 +299,15 @@ fn datacenter_put_creates_201_replaces_200_and_patch_validates() {
         r#"{}"#,
         r#"{"weight": 5000}"#,
         r#"{"state": "asleep"}"#,
-        r#"{"wieght": 5}"#,
     ] {
         let got = send_raw("PATCH", path, "application/json", bad);
         expect_error(&format!("PATCH {bad}"), got, 422);
     }
+    // An unknown field is 400; every error answer to a write says it was not applied.
+    let got = send_raw("PATCH", path, "application/json", r#"{"wieght": 5}"#);
+    let body: Value = serde_json::from_str(&got.1).expect("json");
+    expect_error("PATCH wieght", got, 400);
+    assert_eq!(body["outcome"], "not_applied", "{body}");
     assert_eq!(
         get(path).1["weight"],
         250,
@@ -653,11 +657,16 @@ fn errors_are_json_bad_json_400_wrong_type_422_unknown_route_404() {
         r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["not-an-ip"]}"#,
         r#"{"location": {"lat": 1, "lon": 0}}"#,
         r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"], "weight": -1}"#,
-        r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"], "colour": "red"}"#,
     ] {
         let got = send_raw("PUT", path, "application/json", wrong);
         expect_error(&format!("PUT {wrong}"), got, 422);
     }
+    let unknown = r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"], "colour": "red"}"#;
+    let got = send_raw("PUT", path, "application/json", unknown);
+    expect_error("unknown field", got, 400);
+    // JSON must say so.
+    let got = send_raw("PUT", path, "text/plain", r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"]}"#);
+    expect_error("text/plain JSON", got, 415);
     assert_eq!(get(path).0, 404, "nothing half-applied");
     for (method, p) in [
         ("GET", "/api/v1/nope"),
@@ -719,8 +728,8 @@ fn put_large(path: &str, len: usize) -> (u16, String) {
 #[test]
 fn body_over_the_limit_is_413_json() {
     let msg = expect_error(
-        "5 MiB zone",
-        put_large("/api/v1/zones/big.test", 5 << 20),
+        "a zone over the 64 MiB default",
+        put_large("/api/v1/zones/big.test", (64 << 20) + 4096),
         413,
     );
     assert!(msg.contains("limit"), "{msg}");

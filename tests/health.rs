@@ -219,7 +219,7 @@ fn failed_sites_leave_the_answers_and_come_back() {
     );
     let (_, dc) = http_get(nodes[2].admin, "/api/v1/datacenters/lon").expect("dc");
     let dc: serde_json::Value = serde_json::from_str(&dc).expect("json");
-    assert_eq!(dc["opinions"].as_object().map(|o| o.len()), Some(3), "{dc}");
+    assert_eq!(dc["opinions"].as_array().map(|o| o.len()), Some(3), "{dc}");
 }
 
 /// The figure for the health issue's note, not a CI test: detection-to-drain time over 20

@@ -464,9 +464,9 @@ impl Lab {
         let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", &path, None, None))?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let up = v["opinions"]
-            .as_object()?
+            .as_array()?
             .iter()
-            .map(|(k, o)| Some((k.parse().ok()?, o["up"].as_bool()?)))
+            .map(|o| Some((o["node"].as_u64()?, o["up"].as_bool()?)))
             .collect::<Option<_>>()?;
         Some(View {
             health: v["health"].as_str()?.to_string(),
@@ -480,7 +480,10 @@ impl Lab {
         let path = format!("/api/v1/datacenters/{dc}");
         let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", &path, None, None))?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let o = &v["opinions"][id.to_string()];
+        let o = v["opinions"]
+            .as_array()?
+            .iter()
+            .find(|o| o["node"].as_u64() == Some(id as u64))?;
         Some((
             o["up"].as_bool()?,
             o["reason"].as_str().unwrap_or("").to_string(),

@@ -99,6 +99,8 @@ pub struct AdminContext {
     /// The log index this node's DNS reflects (from the publisher): a write answers once
     /// it is there. `None`: writes answer at commit.
     pub published: Option<tokio::sync::watch::Receiver<Option<u64>>>,
+    /// The largest request body (`[admin] max_body`).
+    pub max_body: usize,
 }
 
 /// Every route of the admin API.
@@ -110,6 +112,7 @@ pub fn router(ctx: AdminContext) -> Router {
         token: ctx.token,
         published: ctx.published,
         inflight: Default::default(),
+        max_body: ctx.max_body,
     });
     match ctx.probes {
         Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
@@ -171,6 +174,7 @@ pub(crate) struct App {
     pub published: Option<tokio::sync::watch::Receiver<Option<u64>>>,
     /// `Idempotency-Key`s whose first write is still under way on this node.
     pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub max_body: usize,
 }
 
 /// The router over any control plane.
@@ -212,7 +216,7 @@ pub(crate) fn build(mut app: App) -> Router {
         .layer(middleware::from_fn(write_outcome));
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(app.max_body))
         .with_state(app)
 }
 

@@ -132,6 +132,7 @@ pub(crate) fn test_api(token: Option<&str>) -> TestApi {
         token: token.map(str::to_string),
         published: None,
         inflight: Default::default(),
+        max_body: crate::admin::BODY_LIMIT,
     });
     TestApi {
         router,
