@@ -295,11 +295,7 @@ fn datacenter_put_creates_201_replaces_200_and_patch_validates() {
     assert_eq!(dc["weight"], 250);
     assert_eq!(get(path).1["weight"], 250);
 
-    for bad in [
-        r#"{}"#,
-        r#"{"weight": 5000}"#,
-        r#"{"state": "asleep"}"#,
-    ] {
+    for bad in [r#"{}"#, r#"{"weight": 5000}"#, r#"{"state": "asleep"}"#] {
         let got = send_raw("PATCH", path, "application/json", bad);
         expect_error(&format!("PATCH {bad}"), got, 422);
     }
@@ -661,11 +657,17 @@ fn errors_are_json_bad_json_400_wrong_type_422_unknown_route_404() {
         let got = send_raw("PUT", path, "application/json", wrong);
         expect_error(&format!("PUT {wrong}"), got, 422);
     }
-    let unknown = r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"], "colour": "red"}"#;
+    let unknown =
+        r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"], "colour": "red"}"#;
     let got = send_raw("PUT", path, "application/json", unknown);
     expect_error("unknown field", got, 400);
     // JSON must say so.
-    let got = send_raw("PUT", path, "text/plain", r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"]}"#);
+    let got = send_raw(
+        "PUT",
+        path,
+        "text/plain",
+        r#"{"location": {"lat": 1, "lon": 0}, "addresses": ["192.0.2.1"]}"#,
+    );
     expect_error("text/plain JSON", got, 415);
     assert_eq!(get(path).0, 404, "nothing half-applied");
     for (method, p) in [

@@ -154,6 +154,13 @@ impl Collector for Scrape {
         )?;
         gauge(
             &mut enc,
+            "meridian_raft_quorum",
+            "1 when this node has a quorum: as the leader, a majority answered within the election timeout; as a follower, it hears from a leader.",
+            None,
+            u64::from(status.quorum),
+        )?;
+        gauge(
+            &mut enc,
             "meridian_raft_last_applied",
             "Index of the last log entry applied on this node.",
             None,

@@ -154,7 +154,7 @@ impl Contact {
         }
     }
 
-    fn heard_leader(&self) {
+    pub fn heard_leader(&self) {
         if let Ok(mut h) = self.heard.lock() {
             *h = Some(std::time::Instant::now());
         }

@@ -22,6 +22,9 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a leader that has not heard from a majority, or a follower that has not heard
 /// from a leader, waits before it says it has no quorum: the election timeout.
 const QUORUM_WINDOW: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
+/// How long a follower may go without hearing from a leader (its own leadership counts)
+/// before it says it has no quorum: two election timeouts, time for an election to end.
+const FOLLOWER_QUORUM_WINDOW: Duration = Duration::from_millis(2 * ELECTION_TIMEOUT_MAX);
 /// How long a write waits for a quorum to come back before it gives up (`not_applied`).
 const NO_QUORUM_WAIT: Duration = Duration::from_millis(800);
 
@@ -179,6 +182,21 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         })
     });
     let contact = inner.network.contact.clone();
+    // A leader with a quorum counts as hearing from a leader: when it steps down, it is
+    // not taken for a node cut off.
+    let leading = Arc::downgrade(&inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(node) = leading.upgrade() else {
+                return;
+            };
+            let m = node.raft.metrics().borrow().clone();
+            if m.current_leader == Some(node.node_id) && node.quorum() {
+                node.network.contact.heard_leader();
+            }
+        }
+    });
     let rpc = network::router(raft, cfg.secret, write, members, contact);
     Ok(Started {
         handle: Handle { inner },
@@ -241,7 +259,7 @@ impl RaftNode {
                 .count();
             acked * 2 > voters.len()
         } else {
-            m.current_leader.is_some() && self.network.contact.heard_within(QUORUM_WINDOW)
+            m.current_leader.is_some() && self.network.contact.heard_within(FOLLOWER_QUORUM_WINDOW)
         }
     }
 
@@ -269,6 +287,8 @@ impl RaftNode {
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
         let mut proposed = false;
+        // When a node without a quorum gives up.
+        let mut started_without_leader: Option<Instant> = None;
         let outcome = |proposed: bool, why: String| {
             if proposed {
                 WriteError::Unknown(why)
@@ -327,6 +347,21 @@ impl RaftNode {
                     }
                     Err(ForwardError::Stopped(why)) => last = why,
                     Err(e) => last = format!("leader {}: {e}", node.raft),
+                }
+            }
+            // A node that has heard from no leader for longer than an election takes knows
+            // it has no quorum: it gives up after a short wait instead of the whole deadline.
+            if leader != Some(self.node_id)
+                && !proposed
+                && !self.network.contact.heard_within(FOLLOWER_QUORUM_WINDOW)
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let fast = Instant::now() + NO_QUORUM_WAIT.min(left);
+                let give_up = *started_without_leader.get_or_insert(fast);
+                if Instant::now() >= give_up {
+                    return Err(WriteError::NotApplied(
+                        "no quorum: this node has heard from no leader for longer than an election takes".into(),
+                    ));
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -377,11 +377,26 @@ pub fn http(
     body: Option<(&str, &str)>,
     token: Option<&str>,
 ) -> Option<(u16, String)> {
+    http_with(addr, method, path, body, token, &[])
+}
+
+/// [`http`] with extra headers.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     let (ctype, data) = body.unwrap_or(("application/json", ""));
     if body.is_some() || method != "GET" {
@@ -467,6 +482,44 @@ impl ClusterNode {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// SIGSTOP: the process holds its sockets but answers nothing (a hung or paused node).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ClusterNode::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for the process to end; SIGKILL after `limit`.
+    pub fn stop(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        None
     }
 
     pub fn healthy(&self) -> bool {
