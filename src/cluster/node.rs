@@ -82,6 +82,11 @@ pub struct RaftNode {
 pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
     let dir = cfg.data_dir.join("raft");
     std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    {
+        // The store holds what operators would not publish (health-check URLs, keys).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
     let (log, sm) = store::open(&dir)?;
     let applied = sm.subscribe();
     let changes = sm

@@ -162,6 +162,8 @@ impl AckFile {
             source,
         };
         let existing = match std::fs::read(&path) {
+            // Created, but nothing acknowledged yet.
+            Ok(bytes) if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) => None,
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let ack: Ack = serde_json::from_str(text.trim_end_matches(['\0', ' ', '\n']))
@@ -1686,6 +1688,70 @@ mod tests {
                 raft: "10.0.0.2:7000".into(),
                 admin: "10.0.0.2:8080".into()
             })
+        );
+    }
+
+    #[test]
+    fn a_format_1_store_is_converted_to_one_key_per_object() {
+        // What a format-1 binary left: meta/format 1 and the whole state in sm/state.
+        let dir = temp();
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            db.open_tree(TREE_META)
+                .expect("meta")
+                .insert(KEY_FORMAT, "1")
+                .expect("format");
+            let blob = serde_json::json!({
+                "format": 1,
+                "last_applied": lid(1, 6),
+                "membership": StoredMembership::default(),
+                "state": {
+                    "zones": {"example.com.": ZONE},
+                    "datacenters": {
+                        "lon": dc("lon", "192.0.2.10"),
+                        "nyc": Datacenter { state: DcState::Drained, ..dc("nyc", "198.51.100.10") },
+                    },
+                    "services": {"example.com.": {"www": match put_service() {
+                        Command::PutService { service } => Service { zone: "example.com.".into(), ..service },
+                        _ => unreachable!(),
+                    }}},
+                    "opinions": {"lon": {"1": {"up": true, "at_ms": 5, "reason": "ok"}}},
+                    "events": {},
+                },
+            });
+            db.open_tree(TREE_SM_V1)
+                .expect("sm")
+                .insert(KEY_STATE_V1, serde_json::to_vec(&blob).expect("json"))
+                .expect("state");
+            db.flush().expect("flush");
+        }
+        let check = |sm: &StateMachineStore| {
+            let now = sm.current();
+            assert_eq!(now.last_applied, Some(6));
+            let st = &now.state;
+            assert_eq!(st.zones().count(), 1);
+            assert_eq!(
+                st.datacenter("nyc").expect("nyc").dc.state,
+                DcState::Drained
+            );
+            assert!(st.service("example.com.", "www").is_some());
+            assert!(st.status("lon").opinions[&1].up);
+        };
+        {
+            let (_log, sm) = open_ok(dir.path());
+            check(&sm);
+        }
+        // Converted once: format 2 on disk, the old tree gone, the same state again.
+        let (log, sm) = open_ok(dir.path());
+        check(&sm);
+        assert_eq!(
+            log.meta.get(KEY_FORMAT).expect("read").as_deref(),
+            Some(b"2".as_slice())
+        );
+        let names = log.db.tree_names();
+        assert!(
+            !names.iter().any(|n| n.as_ref() == TREE_SM_V1.as_bytes()),
+            "{names:?}"
         );
     }
 
