@@ -27,8 +27,8 @@ pub enum Update {
 /// Called after every batch with the state it reflects (readiness, metrics).
 pub type OnPublish = Box<dyn Fn(&State, Option<u64>) + Send>;
 
-/// Hand `delta` (against `state`) to the builder.
-fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
+/// Hand `delta` (against `state`) to the builder: only what it names is rebuilt.
+pub fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
     if delta.everything {
         builder.set_datacenters(state.datacenters().map(|e| &*e.dc));
         let (zones, services) = builder.held();

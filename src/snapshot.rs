@@ -83,21 +83,23 @@ pub struct QueryCounters {
     /// Per zone, sorted by [`ZoneKey`].
     by_key: Box<[(ZoneKey, Arc<QueryStats>)]>,
     /// Per zone, sorted by origin: (origin as text, lower case with the final dot, counters).
-    pub zones: Box<[(String, Arc<QueryStats>)]>,
+    /// Shared between snapshots until a zone comes or goes.
+    pub zones: Arc<[(String, Arc<QueryStats>)]>,
     /// Queries in none of our zones (REFUSED), and errors answered before any zone was
     /// looked up (FORMERR, NOTIMP, BADVERS).
     pub no_zone: Arc<QueryStats>,
     /// How many answers had each datacenter's addresses, indexed like `Snapshot::dcs`.
-    pub dc_answers: Box<[Arc<Counter>]>,
+    /// Shared between snapshots until a datacenter comes or goes.
+    pub dc_answers: Arc<[Arc<Counter>]>,
 }
 
 impl QueryCounters {
     fn empty(no_zone: Arc<QueryStats>) -> QueryCounters {
         QueryCounters {
             by_key: Box::new([]),
-            zones: Box::new([]),
+            zones: Arc::new([]),
             no_zone,
-            dc_answers: Box::new([]),
+            dc_answers: Arc::new([]),
         }
     }
 
@@ -158,6 +160,15 @@ pub struct Builder {
     problems: Vec<String>,
     /// The parts of the last snapshot, reused while unchanged.
     last: Option<Parts>,
+    /// Each indexed zone's address (its [`ZoneKey`]) by origin, and its counters by key.
+    zone_addr: HashMap<WireName, ZoneKey>,
+    zone_keys: BTreeMap<usize, Arc<QueryStats>>,
+    /// Zones came or went: the per-zone label list is made again.
+    zone_set_changed: bool,
+    /// A plan was replaced or removed: a geo table may be unused now.
+    prune_tables: bool,
+    /// Datacenters came or went: the answer counters are lined up again.
+    dc_set_changed: bool,
 }
 
 #[derive(Clone)]
@@ -189,6 +200,11 @@ impl Builder {
             dcs_changed: true,
             problems: Vec::new(),
             last: None,
+            zone_addr: HashMap::new(),
+            zone_keys: BTreeMap::new(),
+            zone_set_changed: true,
+            prune_tables: false,
+            dc_set_changed: true,
         }
     }
 
@@ -205,6 +221,7 @@ impl Builder {
     pub fn set_geo(&mut self, geo: Arc<GeoDb>) {
         self.geo = geo;
         self.tables.clear();
+        self.prune_tables = true;
         self.replan_all();
     }
 
@@ -227,6 +244,7 @@ impl Builder {
         self.defs.clear();
         self.free.clear();
         self.dcs = Arc::new(DcTable::default());
+        self.dc_set_changed = true;
         for dc in inputs.datacenters {
             if let Err(e) = dc.validate() {
                 self.problems.push(e.to_string());
@@ -261,6 +279,12 @@ impl Builder {
     /// service is planned again only when one of its datacenters moved.
     pub fn set_datacenters<'a>(&mut self, dcs: impl IntoIterator<Item = &'a Datacenter>) {
         let (table, moved) = self.dcs.update(dcs);
+        self.dc_set_changed |= table.entries.len() != self.dcs.entries.len()
+            || table
+                .entries
+                .iter()
+                .zip(self.dcs.entries.iter())
+                .any(|(a, b)| a.live != b.live || a.def.id != b.def.id);
         self.dcs = Arc::new(table);
         self.dcs_changed = true;
         if moved {
@@ -349,7 +373,8 @@ impl Builder {
                 slot
             }
         };
-        self.plans[slot as usize] = Some(plan);
+        let old = self.plans[slot as usize].replace(plan);
+        self.prune_tables |= old.is_some_and(|o| o.geo.is_some());
         self.defs[slot as usize] = Some(svc.clone());
         self.plans_changed = true;
     }
@@ -378,7 +403,9 @@ impl Builder {
                 self.zone_services.remove(&id.0);
             }
         }
-        self.plans[slot as usize] = None;
+        self.prune_tables |= self.plans[slot as usize]
+            .take()
+            .is_some_and(|o| o.geo.is_some());
         self.defs[slot as usize] = None;
         self.free.push(slot);
         self.dirty_zones.insert(id.0);
@@ -417,6 +444,11 @@ impl Builder {
                     .unwrap_or_default();
                 let Some(file) = self.files.get(&origin) else {
                     self.zones.remove(&origin);
+                    if let Some(old) = self.zone_addr.remove(&origin) {
+                        self.zone_keys.remove(&old.0);
+                        self.zone_stats.remove(&origin);
+                        self.zone_set_changed = true;
+                    }
                     for (name, _) in services {
                         self.problems.push(format!(
                             "service {} has no zone {} loaded",
@@ -427,7 +459,19 @@ impl Builder {
                     continue;
                 };
                 match Zone::build(file, &services) {
-                    Ok(z) => self.zones.insert(Arc::new(z)),
+                    Ok(z) => {
+                        let z = Arc::new(z);
+                        let key = ZoneKey::of(&z);
+                        match self.zone_addr.insert(origin.clone(), key) {
+                            Some(old) => {
+                                self.zone_keys.remove(&old.0);
+                            }
+                            None => self.zone_set_changed = true,
+                        }
+                        let stats = self.zone_stats.entry(origin.clone()).or_default().clone();
+                        self.zone_keys.insert(key.0, stats);
+                        self.zones.insert(z);
+                    }
                     Err(e) => self.problems.push(format!("zone {}: {e}", file.origin)),
                 }
             }
@@ -440,14 +484,12 @@ impl Builder {
             (Some(last), false) => last.plans.clone(),
             _ => self.plans.clone().into(),
         };
-        let counters = match (&self.last, zones_changed || self.dcs_changed) {
-            (Some(last), false) => last.counters.clone(),
-            _ => {
-                let dcs = self.dcs.clone();
-                Arc::new(self.counters(&zones, &dcs))
-            }
+        let last_counters = self.last.as_ref().map(|l| l.counters.clone());
+        let counters = match (last_counters, zones_changed || self.dc_set_changed) {
+            (Some(last), false) => last,
+            (last, _) => Arc::new(self.counters(last.as_deref(), &zones)),
         };
-        if self.plans_changed {
+        if std::mem::take(&mut self.prune_tables) {
             // Tables no service uses any more are dropped.
             let used: std::collections::HashSet<*const GeoPlan> = self
                 .plans
@@ -459,6 +501,8 @@ impl Builder {
         }
         self.plans_changed = false;
         self.dcs_changed = false;
+        self.zone_set_changed = false;
+        self.dc_set_changed = false;
         self.last = Some(Parts {
             zones: zones.clone(),
             plans: plans.clone(),
@@ -477,38 +521,56 @@ impl Builder {
         (snap, std::mem::take(&mut self.problems))
     }
 
-    /// The counters of these zones and datacenters: the ones they had, new ones for new
-    /// names; the counters of those gone are dropped.
-    fn counters(&mut self, zones: &ZoneSet, dcs: &DcTable) -> QueryCounters {
-        let mut zone_stats = HashMap::with_capacity(zones.len());
-        let mut by_key = Vec::with_capacity(zones.len());
-        let mut labels = Vec::with_capacity(zones.len());
-        for zone in zones.iter() {
-            let origin: WireName = zone.origin_wire().into();
-            let stats = self.zone_stats.remove(&origin).unwrap_or_default();
-            by_key.push((ZoneKey::of(zone), stats.clone()));
-            labels.push((zone.origin().to_string(), stats.clone()));
-            zone_stats.insert(origin, stats);
-        }
-        by_key.sort_by_key(|e| e.0 .0);
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        self.zone_stats = zone_stats;
-        let mut dc_stats = HashMap::with_capacity(dcs.entries.len());
-        let dc_answers = dcs
-            .entries
+    /// The counters of the indexed zones and of the datacenters: the ones they had, new
+    /// ones for new names. What did not come or go is shared with `last`; the per-zone
+    /// look-up (by zone address) is lined up again, which is a copy of pointers.
+    fn counters(&mut self, last: Option<&QueryCounters>, zones: &ZoneSet) -> QueryCounters {
+        let by_key: Box<[(ZoneKey, Arc<QueryStats>)]> = self
+            .zone_keys
             .iter()
-            .map(|e| {
-                let c = self.dc_stats.remove(&e.def.id).unwrap_or_default();
-                if e.live {
-                    dc_stats.insert(e.def.id.clone(), c.clone());
-                }
-                c
-            })
+            .map(|(&k, s)| (ZoneKey(k), s.clone()))
             .collect();
-        self.dc_stats = dc_stats;
+        let labels = match last {
+            Some(l) if !self.zone_set_changed => l.zones.clone(),
+            _ => {
+                let mut labels: Vec<(String, Arc<QueryStats>)> = zones
+                    .iter()
+                    .map(|z| {
+                        let stats = self
+                            .zone_keys
+                            .get(&ZoneKey::of(z).0)
+                            .cloned()
+                            .unwrap_or_default();
+                        (z.origin().to_string(), stats)
+                    })
+                    .collect();
+                labels.sort_by(|a, b| a.0.cmp(&b.0));
+                labels.into()
+            }
+        };
+        let dc_answers = match last {
+            Some(l) if !self.dc_set_changed => l.dc_answers.clone(),
+            _ => {
+                let mut dc_stats = HashMap::with_capacity(self.dcs.entries.len());
+                let answers: Arc<[Arc<Counter>]> = self
+                    .dcs
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let c = self.dc_stats.remove(&e.def.id).unwrap_or_default();
+                        if e.live {
+                            dc_stats.insert(e.def.id.clone(), c.clone());
+                        }
+                        c
+                    })
+                    .collect();
+                self.dc_stats = dc_stats;
+                answers
+            }
+        };
         QueryCounters {
-            by_key: by_key.into(),
-            zones: labels.into(),
+            by_key,
+            zones: labels,
             no_zone: self.no_zone.clone(),
             dc_answers,
         }
