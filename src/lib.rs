@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod dns;

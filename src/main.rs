@@ -39,6 +39,20 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Make a CA and certificates for trying mTLS out: ca.crt/ca.key, nodeN.crt/nodeN.key
+    /// (DNS SAN node-N; server and client use) and admin.crt/admin.key (server use only).
+    /// A directory that already holds ca.crt and ca.key keeps its CA (renewal).
+    Certs {
+        /// Where to write the PEM files (created when missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// How many node certificates (node1 … nodeN)
+        #[arg(long, value_name = "N")]
+        nodes: u64,
+        /// A further name or address every certificate names (besides 127.0.0.1, ::1, localhost)
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+    },
     /// The answer a client would get, and why (offline: reads the config and its files).
     Explain {
         #[arg(long, value_name = "FILE")]
@@ -136,6 +150,23 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
+            }
+        }
+        Command::Certs { dir, nodes, hosts } => {
+            match meridian::certs::generate(&dir, nodes, &hosts) {
+                Ok(w) => {
+                    if !w.new_ca {
+                        println!("kept the CA in {}", dir.display());
+                    }
+                    for f in w.files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian certs: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Check { config } => {
