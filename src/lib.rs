@@ -31,5 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;
+pub mod serve;
 pub mod snapshot;
+pub mod tls;
 pub mod zone;

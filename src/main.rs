@@ -202,7 +202,7 @@ fn init_tracing(level: &str) {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| {
             EnvFilter::new(format!(
-                "{level},hickory_proto=warn,openraft=warn,sled=warn"
+                "{level},hickory_proto=warn,openraft=warn,openraft::replication=off,openraft::network=off,openraft::engine::handler::replication_handler=off,sled=warn"
             ))
         });
     tracing_subscriber::fmt()

@@ -31,6 +31,10 @@ pub struct ClusterConfig {
     /// The initial voters (only they initialise a new cluster).
     pub peers: BTreeMap<u64, String>,
     pub secret: Option<String>,
+    /// `[raft] tls`: mutual TLS for RPCs and forwards (`None`: plain HTTP).
+    pub tls: Option<crate::tls::Tls>,
+    /// `[raft] max_snapshot`: the largest snapshot this node receives, in bytes.
+    pub max_snapshot: u64,
 }
 
 /// Why the control plane could not start.
@@ -83,7 +87,12 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
     }
     .validate()
     .map_err(|e| StartError::Config(e.to_string()))?;
-    let network = Network::new(cfg.secret.clone());
+    let transport = network::Transport {
+        secret: cfg.secret.clone(),
+        tls: cfg.tls.clone(),
+        max_snapshot: cfg.max_snapshot,
+    };
+    let network = Network::with_transport(&transport);
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(config),
@@ -164,7 +173,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
             })
         })
     });
-    let rpc = network::router(raft, cfg.secret, write, members);
+    let rpc = network::router_with(raft, &transport, write, members);
     Ok(Started {
         handle: Handle { inner },
         rpc,
@@ -215,7 +224,7 @@ impl Inner {
                         let wait = left.min(FORWARD_WAIT);
                         let fwd = tokio::time::timeout(
                             wait,
-                            self.network.forward_write(&node.raft, &req),
+                            self.network.forward_write_to(f.leader_id, &node.raft, &req),
                         );
                         match fwd.await {
                             Ok(Ok(r)) => return Ok(r),
@@ -306,7 +315,7 @@ impl Inner {
             return Err(WriteError::Unavailable("no leader is elected".into()));
         };
         self.network
-            .forward_members(&addr, change)
+            .forward_members_to(leader, &addr, change)
             .await
             .map_err(|e| match e {
                 ForwardError::BadRequest(m) => WriteError::Membership(m),
@@ -321,6 +330,23 @@ impl Inner {
         admin_addr: String,
         voter: bool,
     ) -> Result<(), MemberError> {
+        // A node that cannot be reached, or is not who it says (its certificate), is not
+        // added: the membership stays as it was.
+        let already = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some();
+        if !already {
+            self.network.probe(id, &raft_addr).await.map_err(|e| {
+                MemberError::Write(WriteError::Unavailable(format!(
+                    "node {id} at {raft_addr}: {e}"
+                )))
+            })?;
+        }
         let node = NodeInfo {
             raft: raft_addr,
             admin: admin_addr,
