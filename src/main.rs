@@ -36,6 +36,9 @@ enum Command {
         /// Print what would change and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Trust only this CA (PEM) for an https:// admin URL; the host is verified too
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             admin,
             token,
             dry_run,
+            cacert,
             paths,
         } => {
             let Some(token) = token.or_else(|| std::env::var("MERIDIAN_ADMIN_TOKEN").ok()) else {
@@ -114,7 +118,13 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(&e.into()),
             };
-            match runtime.block_on(meridian::apply::apply(&admin, &token, &paths, dry_run)) {
+            match runtime.block_on(meridian::apply::apply_with_ca(
+                &admin,
+                &token,
+                &paths,
+                dry_run,
+                cacert.as_deref(),
+            )) {
                 Ok(report) => {
                     print!("{report}");
                     ExitCode::SUCCESS

@@ -258,6 +258,26 @@ fn read_material(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Mat
     })
 }
 
+/// A client of an HTTPS admin API (`apply`, `export`, `explain --admin`): with `cacert`, only
+/// the CA in that PEM file is trusted (the host in the URL is verified as always).
+pub fn trust_only(
+    builder: reqwest::ClientBuilder,
+    cacert: Option<&Path>,
+) -> Result<reqwest::ClientBuilder, TlsError> {
+    let Some(path) = cacert else {
+        return Ok(builder);
+    };
+    let mut builder = builder.tls_built_in_root_certs(false);
+    for der in read_certs(path)? {
+        let cert = reqwest::Certificate::from_der(&der).map_err(|e| TlsError::BadCa {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
 /// Identity of each file: device, inode, size and modification time.
 type Fingerprint = Vec<Option<(u64, u64, u64, std::time::SystemTime)>>;
 
