@@ -752,14 +752,14 @@ mod tests {
             "http://127.0.0.1:8053/",
             "http://127.0.0.1:8053/api/v1/",
         ] {
-            let api = Api::new(admin, TOKEN).expect("url");
+            let api = Api::new(admin, TOKEN, None).expect("url");
             assert_eq!(
                 api.url(&["zones", "example.com."]).as_str(),
                 "http://127.0.0.1:8053/api/v1/zones/example.com.",
                 "{admin}"
             );
         }
-        let api = Api::new("http://h:1/prefix", TOKEN).expect("url");
+        let api = Api::new("http://h:1/prefix", TOKEN, None).expect("url");
         assert_eq!(
             api.url(&["zones", "x", "services", "@"]).as_str(),
             "http://h:1/prefix/api/v1/zones/x/services/@"
