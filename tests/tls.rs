@@ -359,6 +359,27 @@ fn raft_handshake_needs_a_node_certificate_of_the_cluster_ca() {
     assert_eq!((rc, status), (0, 200), "{body}");
     assert_eq!(body, r#"{"node_id":1}"#);
 
+    // A member may not speak in another node's name: a vote request for node 3 sent with
+    // node 2's certificate is refused (and the term does not move).
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(c.client.join("ca.crt"))
+        .arg("--cert")
+        .arg(c.client.join("node2.crt"))
+        .arg("--key")
+        .arg(c.client.join("node2.key"))
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"vote":{"leader_id":{"term":1000001,"node_id":3},"committed":false},"last_log_id":null}"#)
+        .arg(format!("https://{raft}/raft/vote")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n403"), "{text}");
+    let (_, body) = https(c, c.nodes[0].admin, "GET", "/api/v1/cluster", None);
+    let term = serde_json::from_str::<serde_json::Value>(&body).expect("json")["term"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(term < 1000, "term {term}");
+
     // No certificate: the handshake fails (no HTTP status at all).
     let (rc, status, _) = raft_probe(c, raft, None);
     assert_eq!((status, rc != 0), (0, true));

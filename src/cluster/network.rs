@@ -1546,6 +1546,105 @@ mod tests {
         }
     }
 
+    /// InstallSnapshot: JSON only, from a committed leader vote not older than this node's,
+    /// chunks in order (or the last one again), up to `max_snapshot` in all; every refusal
+    /// before openraft buffers anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn install_snapshot_takes_ordered_chunks_from_the_leader_within_the_cap() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(openraft::Config::default().validate().expect("config"));
+        let (log, sm) = crate::cluster::store::open(tmp.path()).expect("store");
+        let raft = Raft::new(2, config, Network::new(None), log, sm)
+            .await
+            .expect("raft");
+        let transport = Transport {
+            max_snapshot: 1000,
+            ..Transport::default()
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let members: MembersFn = Arc::new(|_| Box::pin(async { Ok(()) }));
+        let app = router_with(raft.clone(), &transport, stub(calls), members);
+        let addr = serve(app).await;
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/raft/snapshot");
+        let send = |vote: openraft::Vote<u64>, offset: u64, len: usize| {
+            let rpc = InstallSnapshotRequest::<TypeConfig> {
+                vote,
+                meta: openraft::SnapshotMeta {
+                    snapshot_id: "s1".into(),
+                    ..Default::default()
+                },
+                offset,
+                data: vec![7; len],
+                done: false,
+            };
+            let req = http.post(&url).json(&rpc);
+            async move {
+                let resp = req.send().await.expect("send");
+                let status = resp.status();
+                let body: RpcErrorBody = resp.json().await.unwrap_or(RpcErrorBody {
+                    message: String::new(),
+                    raft: None,
+                });
+                (status, body)
+            }
+        };
+        let leader = openraft::Vote::new_committed(1, 1);
+        // This node voted for node 1 in term 1 (as it would before node 1 leads).
+        raft.vote(VoteRequest::new(openraft::Vote::new(1, 1), None))
+            .await
+            .expect("vote");
+        raft.wait(Some(Duration::from_secs(5)))
+            .metrics(|m| m.vote.leader_id().term == 1, "voted")
+            .await
+            .expect("vote seen");
+
+        // Not JSON: 415, whatever the body.
+        let resp = http
+            .post(&url)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        // A candidate's vote, not a leader's.
+        let (status, _) = send(openraft::Vote::new(1, 1), 0, 10).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // A huge offset: past the cap, refused before anything is buffered.
+        assert_eq!(
+            send(leader, 1 << 40, 3).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            send(leader, u64::MAX, 3).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        // Not at the start: a mismatch the leader answers by starting over at 0.
+        let (status, body) = send(leader, 500, 3).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{}", body.message);
+        assert!(
+            body.raft.is_some() && body.message.contains("mismatch"),
+            "{}",
+            body.message
+        );
+        // In order.
+        assert_eq!(send(leader, 0, 10).await.0, StatusCode::OK);
+        assert_eq!(send(leader, 500, 3).await.0, StatusCode::CONFLICT);
+        assert_eq!(send(leader, 5, 10).await.0, StatusCode::CONFLICT);
+        assert_eq!(send(leader, 10, 10).await.0, StatusCode::OK);
+        // The last chunk again (its answer was lost): taken.
+        assert_eq!(send(leader, 10, 10).await.0, StatusCode::OK);
+        // Past the cap, as one chunk or in all.
+        assert_eq!(send(leader, 20, 990).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(send(leader, 0, 1001).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(send(leader, 20, 980).await.0, StatusCode::OK);
+        // An older leader than the one this node follows.
+        let (status, _) = send(openraft::Vote::new_committed(0, 3), 0, 10).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let _ = raft.shutdown().await;
+    }
+
     /// One node: a real Raft on a sled store in `dir`, its router served on a loopback port.
     async fn real_node(
         id: u64,
