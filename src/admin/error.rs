@@ -154,7 +154,8 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// A JSON body: any content type is read as JSON (curl's default form type included).
+/// A JSON body: it must say `Content-Type: application/json` (415 otherwise: a browser's
+/// cross-site form cannot send that without a CORS preflight, DESIGN.md v2).
 /// Syntax errors are 400; a valid JSON document of the wrong shape (wrong type, missing or
 /// unknown field, bad enum value) is 422; both with serde's message and position.
 pub struct JsonBody<T>(pub T);
@@ -163,6 +164,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "a JSON body must be sent as Content-Type: application/json, not {essence:?}"
+            )));
+        }
         let bytes = Bytes::from_request(req, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
