@@ -655,3 +655,29 @@ fn write_latency_mtls_vs_plain() {
         );
     }
 }
+
+#[test]
+fn adding_a_node_nobody_runs_fails_within_15_s() {
+    let c = cluster();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let before = member_ids(c);
+    let body = format!(r#"{{"id": 9, "addr": "{closed}", "admin": "", "voter": true}}"#);
+    let started = Instant::now();
+    let (s, answer) = https(
+        c,
+        c.nodes[1].admin,
+        "POST",
+        "/api/v1/cluster/members",
+        Some(&body),
+    );
+    assert_eq!(s, 503, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(member_ids(c), before);
+}

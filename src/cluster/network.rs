@@ -86,7 +86,10 @@ const MAX_SNAPSHOT_CHUNK_BODY: usize = 64 * 1024 * 1024;
 /// The default of `[raft] max_snapshot`: the largest snapshot a node receives.
 pub const DEFAULT_MAX_SNAPSHOT: u64 = 1 << 30;
 /// How long [`Network::probe`] waits for a node's answer.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long [`Network::probe`] waits for a node's port to accept connections (a node added
+/// right after it was started). With [`PROBE_TIMEOUT`], within the 15 s an add may take.
+const PROBE_CONNECT_WAIT: Duration = Duration::from_secs(8);
 /// How long idle pooled connections to a peer are kept: less than the server's header-read
 /// timeout, so that a pooled connection is never one the server is closing.
 const POOL_IDLE: Duration = Duration::from_secs(10);
@@ -429,6 +432,29 @@ impl Network {
     /// certificate of the cluster's CA naming `node-<id>` — before it is added. Within
     /// [`PROBE_TIMEOUT`]; an error says what failed.
     pub async fn probe(&self, id: u64, raft_addr: &str) -> Result<(), ForwardError> {
+        // A node started a moment ago may not listen yet: wait (bounded) for its port first.
+        let deadline = Instant::now() + PROBE_CONNECT_WAIT;
+        loop {
+            let attempt =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(raft_addr))
+                    .await;
+            match attempt {
+                Ok(Ok(_)) => break,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Ok(Err(e)) => {
+                    return Err(ForwardError::Unavailable(format!(
+                        "node {id} at {raft_addr} unreachable: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(ForwardError::Unavailable(format!(
+                        "node {id} at {raft_addr} unreachable: connect timed out"
+                    )))
+                }
+            }
+        }
         let answer: ProbeAnswer = tokio::time::timeout(
             PROBE_TIMEOUT,
             self.forward_with(
