@@ -664,7 +664,7 @@ fn adding_a_node_nobody_runs_fails_within_15_s() {
         l.local_addr().expect("addr")
     };
     let before = member_ids(c);
-    let body = format!(r#"{{"id": 9, "addr": "{closed}", "admin": "", "voter": true}}"#);
+    let body = format!(r#"{{"id": 9, "addr": "{closed}", "admin": "{closed}", "voter": true}}"#);
     let started = Instant::now();
     let (s, answer) = https(
         c,
