@@ -16,6 +16,8 @@ if [ "${1:-}" = "stop" ]; then
 fi
 
 cargo build --release --quiet
+# Certificates for Raft mTLS and the HTTPS admin API (kept across runs; the CA is reused).
+[ -f cluster/certs/ca.crt ] || ./target/release/meridian certs --dir cluster/certs --nodes 3 >/dev/null
 for n in 1 2 3; do
   ./target/release/meridian serve --config "cluster/node$n.toml" >"cluster/data/node$n.log" 2>&1 &
   echo $! >"cluster/data/node$n.pid"
@@ -23,9 +25,9 @@ done
 for n in 1 2 3; do
   port=$((8052 + n))
   for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    curl -fs --cacert cluster/certs/ca.crt "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  echo "node $n: $(curl -s "http://127.0.0.1:$port/healthz" || echo 'not ready')"
+  echo "node $n: $(curl -s --cacert cluster/certs/ca.crt "https://127.0.0.1:$port/healthz" || echo 'not ready')"
 done
-curl -s http://127.0.0.1:8053/api/v1/cluster; echo
+curl -s --cacert cluster/certs/ca.crt https://127.0.0.1:8053/api/v1/cluster; echo

@@ -132,8 +132,20 @@ pub async fn apply(
     paths: &[PathBuf],
     dry_run: bool,
 ) -> anyhow::Result<ApplyReport> {
+    apply_with_ca(admin, token, paths, dry_run, None).await
+}
+
+/// [`apply`] to an HTTPS admin API whose certificate chains to the CA in `cacert` (PEM; only
+/// that CA is trusted) and names the URL's host.
+pub async fn apply_with_ca(
+    admin: &str,
+    token: &str,
+    paths: &[PathBuf],
+    dry_run: bool,
+    cacert: Option<&Path>,
+) -> anyhow::Result<ApplyReport> {
     let inputs = Inputs::read(paths)?;
-    let api = Api::new(admin, token)?;
+    let api = Api::new(admin, token, cacert)?;
     let mut report = ApplyReport {
         dry_run,
         changes: Vec::new(),
@@ -419,7 +431,7 @@ struct Api {
 }
 
 impl Api {
-    fn new(admin: &str, token: &str) -> anyhow::Result<Api> {
+    fn new(admin: &str, token: &str, cacert: Option<&Path>) -> anyhow::Result<Api> {
         let admin = admin.trim();
         let with_scheme = if admin.contains("://") {
             admin.to_string()
@@ -438,9 +450,10 @@ impl Api {
             format!("{path}/api/v1")
         };
         base.set_path(&path);
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
-            .no_proxy()
+            .no_proxy();
+        let client = crate::tls::trust_only(builder, cacert)?
             .build()
             .context("the HTTP client could not be built")?;
         Ok(Api {
@@ -750,14 +763,14 @@ mod tests {
             "http://127.0.0.1:8053/",
             "http://127.0.0.1:8053/api/v1/",
         ] {
-            let api = Api::new(admin, TOKEN).expect("url");
+            let api = Api::new(admin, TOKEN, None).expect("url");
             assert_eq!(
                 api.url(&["zones", "example.com."]).as_str(),
                 "http://127.0.0.1:8053/api/v1/zones/example.com.",
                 "{admin}"
             );
         }
-        let api = Api::new("http://h:1/prefix", TOKEN).expect("url");
+        let api = Api::new("http://h:1/prefix", TOKEN, None).expect("url");
         assert_eq!(
             api.url(&["zones", "x", "services", "@"]).as_str(),
             "http://h:1/prefix/api/v1/zones/x/services/@"

@@ -12,11 +12,14 @@
 //! [admin]
 //! listen = "127.0.0.1:8053"
 //! token_file = "token"                 # or token = "…"; else env MERIDIAN_ADMIN_TOKEN
+//! tls = { cert = "admin.crt", key = "admin.key" }   # optional: HTTPS only
 //!
 //! [raft]
 //! listen = "127.0.0.1:9053"
 //! peers = { "1" = "127.0.0.1:9053", "2" = "127.0.0.1:9054" }   # the initial voters
 //! secret_file = "raft-secret"          # or secret = "…"; optional
+//! tls = { cert = "node1.crt", key = "node1.key", ca = "ca.crt" }   # optional: mutual TLS
+//! max_snapshot = "1GiB"                # the largest snapshot received (bytes or KiB/MiB/GiB)
 //!
 //! [geoip]                              # optional
 //! database = "GeoIP2-City-Test.mmdb"   # or a list: ["v4.mmdb", "v6.mmdb"]
@@ -38,6 +41,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::tls::TlsFiles;
+
+/// Default of `[raft] max_snapshot`: 1 GiB.
+pub const DEFAULT_MAX_SNAPSHOT: u64 = 1 << 30;
 
 /// Node id of the built-in single-node config.
 pub const DEFAULT_NODE_ID: u64 = 1;
@@ -86,6 +94,12 @@ pub struct NodeConfig {
     pub raft_peers: BTreeMap<u64, SocketAddr>,
     /// Shared secret every Raft RPC must carry; `None`: none.
     pub raft_secret: Option<String>,
+    /// `[raft] tls`: mutual TLS between nodes (certificate, key, CA); `None`: plain HTTP.
+    pub raft_tls: Option<TlsFiles>,
+    /// `[raft] max_snapshot`: the largest snapshot this node receives, in bytes.
+    pub raft_max_snapshot: u64,
+    /// `[admin] tls`: the admin API over HTTPS only (certificate and key; no CA).
+    pub admin_tls: Option<TlsFiles>,
     /// GeoIP (mmdb) files, e.g. one IPv4 and one IPv6; empty when `[geoip]` is absent.
     pub geoip_databases: Vec<PathBuf>,
     /// Directory imported on the first start of a new cluster; `None`: import nothing.
@@ -103,6 +117,9 @@ impl fmt::Debug for NodeConfig {
             .field("raft_listen", &self.raft_listen)
             .field("raft_peers", &self.raft_peers)
             .field("raft_secret", &Redacted(&self.raft_secret))
+            .field("raft_tls", &self.raft_tls)
+            .field("raft_max_snapshot", &self.raft_max_snapshot)
+            .field("admin_tls", &self.admin_tls)
             .field("geoip_databases", &self.geoip_databases)
             .field("bootstrap_dir", &self.bootstrap_dir)
             .finish()
@@ -206,6 +223,7 @@ struct AdminSpec {
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
     max_body: Option<Spanned<i64>>,
+    tls: Option<Spanned<TlsSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +233,17 @@ struct RaftSpec {
     peers: BTreeMap<String, Spanned<String>>,
     secret: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
+    tls: Option<Spanned<TlsSpec>>,
+    max_snapshot: Option<Spanned<toml::Value>>,
+}
+
+/// `{ cert = "…", key = "…", ca = "…" }` (`ca` only for `[raft]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSpec {
+    cert: String,
+    key: String,
+    ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +311,9 @@ impl NodeConfig {
             raft_listen: DEFAULT_RAFT_LISTEN,
             raft_peers: BTreeMap::from([(DEFAULT_NODE_ID, DEFAULT_RAFT_LISTEN)]),
             raft_secret: None,
+            raft_tls: None,
+            raft_max_snapshot: DEFAULT_MAX_SNAPSHOT,
+            admin_tls: None,
             geoip_databases: vec![PathBuf::from(DEFAULT_GEOIP_DATABASE)],
             bootstrap_dir: Some(PathBuf::from(DEFAULT_BOOTSTRAP_DIR)),
         }
@@ -448,6 +480,40 @@ impl Cx<'_> {
             ("[raft] secret_file", spec.raft.secret_file.as_ref()),
         )?;
 
+        let raft_tls = match &spec.raft.tls {
+            None => None,
+            Some(t) => {
+                if t.get_ref().ca.is_none() {
+                    return Err(self.invalid(
+                        t.span(),
+                        "[raft] tls: `ca` is required: peers are verified against it (mutual TLS)",
+                    ));
+                }
+                Some(self.tls_files("[raft] tls", t)?)
+            }
+        };
+        let admin_tls = match &spec.admin.tls {
+            None => None,
+            Some(t) => {
+                if t.get_ref().ca.is_some() {
+                    return Err(self.invalid(
+                        t.span(),
+                        "[admin] tls: `ca` is not used (the admin API asks no client certificate); remove it",
+                    ));
+                }
+                Some(self.tls_files("[admin] tls", t)?)
+            }
+        };
+        let raft_max_snapshot = match &spec.raft.max_snapshot {
+            None => DEFAULT_MAX_SNAPSHOT,
+            Some(v) => parse_size(v.get_ref()).ok_or_else(|| {
+                self.invalid(
+                    v.span(),
+                    "[raft] max_snapshot: give a size in bytes (1073741824) or with a unit (\"1GiB\", \"512MiB\")",
+                )
+            })?,
+        };
+
         let geoip_databases = match &spec.geoip {
             None => Vec::new(),
             Some(geoip) => {
@@ -485,6 +551,9 @@ impl Cx<'_> {
             raft_listen,
             raft_peers,
             raft_secret,
+            raft_tls,
+            raft_max_snapshot,
+            admin_tls,
             geoip_databases,
             bootstrap_dir,
         })
@@ -616,6 +685,19 @@ impl Cx<'_> {
         }
     }
 
+    fn tls_files(&self, key: &str, spec: &Spanned<TlsSpec>) -> Result<TlsFiles, ConfigError> {
+        let t = spec.get_ref();
+        let span = spec.span();
+        Ok(TlsFiles {
+            cert: self.resolve(&format!("{key}.cert"), &t.cert, span.clone())?,
+            key: self.resolve(&format!("{key}.key"), &t.key, span.clone())?,
+            ca: match &t.ca {
+                Some(ca) => Some(self.resolve(&format!("{key}.ca"), ca, span)?),
+                None => None,
+            },
+        })
+    }
+
     fn path(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
         self.resolve(key, value.get_ref(), value.span())
     }
@@ -625,6 +707,29 @@ impl Cx<'_> {
             return Err(self.invalid(span, format!("{key}: empty path")));
         }
         Ok(self.base.join(value))
+    }
+}
+
+/// A size: an integer number of bytes, or a string with a binary unit (`"1GiB"`, `"512 MiB"`,
+/// `"64KiB"`, `"100B"`); at least 1.
+fn parse_size(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok().filter(|n| *n > 0),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let n: u64 = s[..digits].parse().ok()?;
+            let unit: u64 = match s[digits..].trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "TiB" => 1 << 40,
+                _ => return None,
+            };
+            n.checked_mul(unit).filter(|n| *n > 0)
+        }
+        _ => None,
     }
 }
 
@@ -1088,5 +1193,64 @@ peers = { "1" = "127.0.0.1:9053" }
         }
         assert_eq!(raft[0].len(), 3);
         assert!(raft.iter().all(|peers| *peers == raft[0]));
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+node_id = 1
+[dns]
+listen = ["127.0.0.1:1053"]
+[admin]
+listen = "127.0.0.1:8053"
+"#;
+
+    fn parse(admin_extra: &str, raft_extra: &str) -> Result<NodeConfig, ConfigError> {
+        let text = format!(
+            "{BASE}{admin_extra}\n[raft]\nlisten = \"127.0.0.1:9053\"\npeers = {{ \"1\" = \"127.0.0.1:9053\" }}\n{raft_extra}\n"
+        );
+        from_toml_with_env(&text, "node.toml", Path::new("/etc/meridian"), None)
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_file() {
+        let c = parse(
+            "tls = { cert = \"admin.crt\", key = \"/k/admin.key\" }",
+            "tls = { cert = \"node1.crt\", key = \"node1.key\", ca = \"ca.crt\" }\nmax_snapshot = \"512MiB\"",
+        )
+        .expect("valid");
+        let raft = c.raft_tls.expect("raft tls");
+        assert_eq!(raft.cert, PathBuf::from("/etc/meridian/node1.crt"));
+        assert_eq!(raft.ca, Some(PathBuf::from("/etc/meridian/ca.crt")));
+        let admin = c.admin_tls.expect("admin tls");
+        assert_eq!(admin.key, PathBuf::from("/k/admin.key"));
+        assert_eq!(admin.ca, None);
+        assert_eq!(c.raft_max_snapshot, 512 << 20);
+        let c = parse("", "").expect("valid");
+        assert_eq!((c.raft_tls, c.admin_tls), (None, None));
+        assert_eq!(c.raft_max_snapshot, DEFAULT_MAX_SNAPSHOT);
+    }
+
+    #[test]
+    fn tls_errors() {
+        let e = parse("", "tls = { cert = \"a\", key = \"b\" }").expect_err("no ca");
+        assert!(e.to_string().contains("`ca` is required"), "{e}");
+        let e = parse("tls = { cert = \"a\", key = \"b\", ca = \"c\" }", "").expect_err("ca");
+        assert!(e.to_string().contains("[admin] tls"), "{e}");
+        let e = parse("", "tls = { cert = \"a\", key = \"b\", ca = \"c\", x = 1 }").expect_err("x");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        for bad in ["0", "-5", "\"1 GB\"", "\"lots\"", "1.5"] {
+            let e = parse("", &format!("max_snapshot = {bad}")).expect_err(bad);
+            assert!(e.to_string().contains("max_snapshot"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse("", "max_snapshot = 4096")
+                .expect("int")
+                .raft_max_snapshot,
+            4096
+        );
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod dns;
@@ -31,5 +32,7 @@ pub mod model;
 pub mod node;
 pub mod policy;
 pub mod publisher;
+pub mod serve;
 pub mod snapshot;
+pub mod tls;
 pub mod zone;

@@ -36,8 +36,25 @@ enum Command {
         /// Print what would change and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Trust only this CA (PEM) for an https:// admin URL; the host is verified too
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+    /// Make a CA and certificates for trying mTLS out: ca.crt/ca.key, nodeN.crt/nodeN.key
+    /// (DNS SAN node-N; server and client use) and admin.crt/admin.key (server use only).
+    /// A directory that already holds ca.crt and ca.key keeps its CA (renewal).
+    Certs {
+        /// Where to write the PEM files (created when missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// How many node certificates (node1 … nodeN)
+        #[arg(long, value_name = "N")]
+        nodes: u64,
+        /// A further name or address every certificate names (besides 127.0.0.1, ::1, localhost)
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
     },
     /// The answer a client would get, and why (offline: reads the config and its files).
     Explain {
@@ -87,6 +104,7 @@ fn main() -> ExitCode {
             admin,
             token,
             dry_run,
+            cacert,
             paths,
         } => {
             let Some(token) = token.or_else(|| std::env::var("MERIDIAN_ADMIN_TOKEN").ok()) else {
@@ -100,7 +118,13 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(&e.into()),
             };
-            match runtime.block_on(meridian::apply::apply(&admin, &token, &paths, dry_run)) {
+            match runtime.block_on(meridian::apply::apply_with_ca(
+                &admin,
+                &token,
+                &paths,
+                dry_run,
+                cacert.as_deref(),
+            )) {
                 Ok(report) => {
                     print!("{report}");
                     ExitCode::SUCCESS
@@ -138,6 +162,23 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Certs { dir, nodes, hosts } => {
+            match meridian::certs::generate(&dir, nodes, &hosts) {
+                Ok(w) => {
+                    if !w.new_ca {
+                        println!("kept the CA in {}", dir.display());
+                    }
+                    for f in w.files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian certs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => {
             let result = meridian::node::config_from(config.as_deref())
                 .and_then(|c| meridian::node::load(&c).map_err(Into::into));
@@ -171,7 +212,7 @@ fn init_tracing(level: &str) {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| {
             EnvFilter::new(format!(
-                "{level},hickory_proto=warn,openraft=warn,sled=warn"
+                "{level},hickory_proto=warn,openraft=warn,openraft::replication=off,openraft::network=off,openraft::engine::handler::replication_handler=off,sled=warn"
             ))
         });
     tracing_subscriber::fmt()

@@ -160,6 +160,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // TLS material is read now (a bad file stops the start) and re-read when it changes.
+    let load_tls = |files: &Option<crate::tls::TlsFiles>, what: &'static str| {
+        let tls = files.clone().map(crate::tls::Tls::load).transpose();
+        let tls = tls.with_context(|| format!("[{what}] tls"))?;
+        if let Some(t) = &tls {
+            t.spawn_watch(what);
+        }
+        anyhow::Ok(tls)
+    };
+    let raft_tls = load_tls(&config.raft_tls, "raft")?;
+    let admin_tls = load_tls(&config.admin_tls, "admin")?;
     let geo = Arc::new(open_geo(&config)?);
     tracing::info!(geoip = %geo.describe(), "GeoIP database loaded");
 
@@ -174,11 +185,25 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .map(|(id, a)| (*id, a.to_string()))
             .collect(),
         secret: config.raft_secret.clone(),
+        tls: raft_tls.clone(),
+        max_snapshot: config.raft_max_snapshot,
     })
     .await
     .context("cannot start the control plane")?;
     let handle = started.handle.clone();
-    let raft_task = tokio::spawn(serve_http(raft_listener, started.rpc, "raft"));
+    let raft_mode = cluster::network::Transport {
+        secret: config.raft_secret.clone(),
+        tls: raft_tls,
+        max_snapshot: config.raft_max_snapshot,
+    }
+    .listener(config.raft_listen);
+    let raft_task = tokio::spawn(crate::serve::serve(
+        raft_listener,
+        started.rpc,
+        raft_mode,
+        crate::serve::Limits::RAFT,
+        "raft",
+    ));
 
     // The builder keeps the query counters across snapshots; the first, empty one counts
     // into them too.
@@ -271,7 +296,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         published: Some(published),
         max_body: config.admin_max_body,
     });
-    let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
+    let admin_mode = match admin_tls {
+        Some(t) => crate::serve::Transport::Tls(t),
+        None => crate::serve::Transport::Plain,
+    };
+    let admin_task = tokio::spawn(crate::serve::serve(
+        admin_listener,
+        admin,
+        admin_mode,
+        crate::serve::Limits::ADMIN,
+        "admin",
+    ));
     // DNS is listening: the publish of a loaded state may now say ready.
     gate.dns_listening.store(true, Ordering::Release);
     let _ = updates.send(publisher::Update::Recheck).await;
@@ -494,12 +529,6 @@ fn fingerprint(
             })
         })
         .collect()
-}
-
-async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, what: &'static str) {
-    if let Err(e) = axum::serve(listener, router).await {
-        tracing::error!(error = %e, what, "HTTP server stopped");
-    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

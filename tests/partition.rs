@@ -351,7 +351,7 @@ impl Lab {
         for i in 1..=3u8 {
             let (dns, admin, raft) = (addr(i, 53), addr(i, 8053), addr(i, 9053));
             let config = format!(
-                "node_id = {i}\ndata_dir = \"data{i}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
+                "node_id = {i}\ndata_dir = \"data{i}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n# Raft across addresses other than loopback needs TLS or a secret.\nsecret = \"partition-test\"\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
                 geoip_db().display()
             );
             let path = dir.join(format!("node{i}.toml"));

@@ -286,18 +286,35 @@ async fn bad_json_is_400_and_wrong_shapes_are_422() {
     let r = send_json(&t.router, Method::PUT, uri, dc_body(123.0)).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     r.error();
-    // JSON must say so: a form (what a cross-site page can send) is 415.
+    // JSON must say so: curl's default form type, text/plain (what a cross-site form can
+    // send) and no type at all are 415, saying nothing was applied.
+    for ct in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        None,
+    ] {
+        let r = call(
+            &t.router,
+            Method::PUT,
+            uri,
+            Some(TOKEN),
+            ct,
+            dc_body(51.5).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
+        assert_eq!(r.json()["outcome"], "not_applied");
+    }
     let r = call(
         &t.router,
         Method::PUT,
         uri,
         Some(TOKEN),
-        Some("application/x-www-form-urlencoded"),
+        Some("application/json; charset=utf-8"),
         dc_body(51.5).to_string(),
     )
     .await;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text());
-    assert_eq!(r.json()["outcome"], "not_applied");
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
 }
 
 #[tokio::test]

@@ -9,9 +9,24 @@
 //! | `POST /raft/vote`     | `VoteRequest`                 | `VoteResponse`               |
 //! | `POST /raft/snapshot` | `InstallSnapshotRequest`      | `InstallSnapshotResponse`    |
 //! | `POST /raft/write`    | [`Request`] (a forwarded write) | [`Response`] (after commit) |
+//! | `POST /raft/members`  | [`MemberChange`] (forwarded)  | `null` (after commit)        |
+//! | `POST /raft/probe`    | `{}`                          | [`ProbeAnswer`] (who answers) |
 //!
-//! When a secret is configured every request carries it in [`SECRET_HEADER`]; a request
-//! without it or with a wrong one is answered 401 before its body is read.
+//! Every POST must say `Content-Type: application/json` (415 otherwise). When a secret is
+//! configured every request carries it in [`SECRET_HEADER`]; a request without it or with a
+//! wrong one is answered 401 before its body is read.
+//!
+//! With mutual TLS ([`Transport::tls`], served by [`crate::serve`]) a peer is the node its
+//! certificate names (DNS SAN `node-N`): only current members are served (any peer of the
+//! cluster's CA while this node belongs to no cluster yet, so that it can be added), and a
+//! Raft RPC must come from the node it claims to be from (the candidate of a vote, the
+//! leader of an append or a snapshot chunk). Outgoing connections verify that the server's
+//! certificate chains to the CA and names `node-<target id>`.
+//!
+//! InstallSnapshot chunks are taken in order only (each at the offset where the last one
+//! ended, or the last one again), from the leader of the current term or a newer one, up to
+//! [`Transport::max_snapshot`] bytes in all; anything else is refused before openraft sees
+//! it (a `SnapshotMismatch`, so that the leader starts over at offset 0).
 //!
 //! Errors are never sent as 200. The three Raft RPCs answer an [`RpcErrorBody`]: a
 //! `RaftError` from openraft (409 for a snapshot mismatch, 503 when Raft has stopped, 500
@@ -19,15 +34,16 @@
 //! `RemoteError`; 400/401/413 carry only a message. `/raft/write` answers a [`ForwardError`]
 //! (see [`ForwardError::status`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -46,6 +62,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::Response;
 use crate::cluster::types::{NodeInfo, Raft, Request, TypeConfig, FORMAT_VERSION};
+use crate::serve::Peer;
+use crate::tls::Tls;
 
 /// The header that carries `[raft] secret`.
 pub const SECRET_HEADER: &str = "x-meridian-raft-secret";
@@ -63,6 +81,22 @@ const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 256 * 1024 * 1024;
 /// Body limit of `/raft/vote`.
 const MAX_VOTE_BODY: usize = 64 * 1024;
+/// Body limit of `/raft/snapshot`: one chunk (openraft sends 3 MiB, about 12 MiB as JSON).
+const MAX_SNAPSHOT_CHUNK_BODY: usize = 64 * 1024 * 1024;
+/// The default of `[raft] max_snapshot`: the largest snapshot a node receives.
+pub const DEFAULT_MAX_SNAPSHOT: u64 = 1 << 30;
+/// How long [`Network::probe`] waits for a node's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long [`Network::probe`] waits for a node's port to accept connections (a node added
+/// right after it was started). With [`PROBE_TIMEOUT`], within the 15 s an add may take.
+const PROBE_CONNECT_WAIT: Duration = Duration::from_secs(8);
+/// How long idle pooled connections to a peer are kept: less than the server's header-read
+/// timeout, so that a pooled connection is never one the server is closing.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+/// A peer failing this long is logged as down.
+const DOWN_AFTER: Duration = Duration::from_secs(1);
+/// How often a peer that stays down is mentioned again.
+const DOWN_REMINDER: Duration = Duration::from_secs(60);
 
 type NodeId = u64;
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -88,6 +122,9 @@ pub enum ForwardError {
     /// The raft secret was missing or wrong (401).
     #[error("rejected: wrong or missing raft secret")]
     Unauthorized,
+    /// The peer's certificate names no member of the cluster (403).
+    #[error("rejected: {0}")]
+    Forbidden(String),
     /// The request body is not a request this node accepts (400).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -102,6 +139,7 @@ impl ForwardError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ForwardError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ForwardError::Forbidden(_) => StatusCode::FORBIDDEN,
             ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -137,26 +175,36 @@ enum ForwardReply {
     Bare(serde::de::IgnoredAny),
 }
 
+impl ForwardReply {
+    fn committed(self) -> Option<Committed> {
+        match self {
+            ForwardReply::Committed(c) => Some(c),
+            ForwardReply::Bare(_) => None,
+        }
+    }
+}
+
 /// When this node last heard from its peers: the leader's quorum (a majority answered an
 /// AppendEntries within the election timeout) and a follower's "I hear a leader".
 #[derive(Debug, Default)]
 pub struct Contact {
     /// Peer → when it last answered an AppendEntries without refusing this leader.
-    acked: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
+    acked: std::sync::Mutex<HashMap<u64, Instant>>,
     /// When this node last accepted an AppendEntries from a leader.
-    heard: std::sync::Mutex<Option<std::time::Instant>>,
+    heard: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Contact {
     fn ack(&self, peer: u64) {
         if let Ok(mut m) = self.acked.lock() {
-            m.insert(peer, std::time::Instant::now());
+            m.insert(peer, Instant::now());
         }
     }
 
+    /// A leader was heard from (or this node leads with a quorum).
     pub fn heard_leader(&self) {
         if let Ok(mut h) = self.heard.lock() {
-            *h = Some(std::time::Instant::now());
+            *h = Some(Instant::now());
         }
     }
 
@@ -192,18 +240,104 @@ pub struct RpcErrorBody {
 // Client side
 // ---------------------------------------------------------------------------------------------
 
-/// The Raft RPC client side: one pooled `reqwest::Client` shared by every peer connection,
-/// with connect and request timeouts.
+/// How this node's Raft traffic is protected, for both sides: the client ([`Network`]) and
+/// the server ([`router_with`], served by [`crate::serve`]).
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// `[raft] secret`: sent with every RPC and required of every RPC.
+    pub secret: Option<String>,
+    /// `[raft] tls`: mutual TLS material (with a CA).
+    pub tls: Option<Tls>,
+    /// `[raft] max_snapshot`: the largest snapshot this node receives, in bytes.
+    pub max_snapshot: u64,
+}
+
+impl Default for Transport {
+    fn default() -> Transport {
+        Transport {
+            secret: None,
+            tls: None,
+            max_snapshot: DEFAULT_MAX_SNAPSHOT,
+        }
+    }
+}
+
+impl Transport {
+    /// How the Raft listener accepts connections for this transport, said in the log at
+    /// start: mutual TLS; or plain HTTP from any address with a secret (which crosses the
+    /// network in the clear); or, with neither, plain HTTP from loopback peers only.
+    pub fn listener(&self, listen: std::net::SocketAddr) -> crate::serve::Transport {
+        match (&self.tls, &self.secret) {
+            (Some(tls), _) => {
+                tracing::info!(%listen, ca = ?tls.files().ca, "Raft over mutual TLS");
+                crate::serve::Transport::Tls(tls.clone())
+            }
+            (None, Some(_)) => {
+                tracing::warn!(
+                    %listen,
+                    "Raft over plain HTTP: [raft] secret and every command cross the network in the clear \
+                     and can be replayed; set [raft] tls (meridian certs makes certificates)"
+                );
+                crate::serve::Transport::Plain
+            }
+            (None, None) => {
+                tracing::warn!(
+                    %listen,
+                    "Raft has neither [raft] tls nor [raft] secret: it serves loopback peers only"
+                );
+                crate::serve::Transport::LoopbackOnly
+            }
+        }
+    }
+
+    /// Plain HTTP with an optional secret (as before TLS).
+    pub fn plain(secret: Option<String>) -> Transport {
+        Transport {
+            secret,
+            ..Transport::default()
+        }
+    }
+}
+
+/// What `/raft/probe` answers: which node this is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    pub node_id: u64,
+}
+
+/// The Raft RPC client side: pooled `reqwest` clients with connect and request timeouts.
+/// Plain HTTP: one client for every peer. Mutual TLS: one client per peer, which connects to
+/// `https://node-N:PORT` with `node-N` resolved to the peer's address, so that the server's
+/// certificate is verified to name `node-N`.
 #[derive(Clone)]
 pub struct Network {
     client: reqwest::Client,
     secret: Option<Arc<str>>,
+    tls: Option<rustls::ClientConfig>,
+    /// The clients of each peer (mutual TLS), by (node id, address).
+    peers: Arc<Mutex<HashMap<(u64, String), reqwest::Client>>>,
+    /// Which peers are failing, for logs that say so once (not once per retry).
+    liveness: Arc<Mutex<HashMap<u64, Liveness>>>,
     /// Who answered lately (shared with the server side).
     pub contact: Arc<Contact>,
 }
 
+/// One peer's recent failures.
+#[derive(Default)]
+struct Liveness {
+    failing_since: Option<Instant>,
+    /// When the peer was last logged as down (`None`: not logged).
+    logged: Option<Instant>,
+}
+
 impl Network {
+    /// Plain HTTP, with an optional secret.
     pub fn new(secret: Option<String>) -> Network {
+        Network::with_transport(&Transport::plain(secret))
+    }
+
+    pub fn with_transport(transport: &Transport) -> Network {
+        let secret = transport.secret.clone();
         if let Some(s) = &secret {
             if reqwest::header::HeaderValue::from_str(s).is_err() {
                 tracing::error!(
@@ -211,47 +345,148 @@ impl Network {
                 );
             }
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Raft traffic goes straight to the peer, whatever HTTP_PROXY says.
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot build the raft HTTP client, using defaults");
-                reqwest::Client::new()
+        let tls = transport
+            .tls
+            .as_ref()
+            .and_then(|t| match t.client_config() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the raft TLS client configuration");
+                    None
+                }
             });
+        let client = Network::builder(tls.as_ref()).build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the raft HTTP client, using defaults");
+            reqwest::Client::new()
+        });
         Network {
             client,
             secret: secret.map(Arc::from),
-            contact: Arc::new(Contact::default()),
+            tls,
+            peers: Arc::default(),
+            liveness: Arc::default(),
+            contact: Arc::default(),
         }
     }
 
-    fn post(&self, url: String, timeout: Duration) -> reqwest::RequestBuilder {
-        let b = self.client.post(url).timeout(timeout);
+    fn builder(tls: Option<&rustls::ClientConfig>) -> reqwest::ClientBuilder {
+        let b = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(POOL_IDLE)
+            // Raft traffic goes straight to the peer, whatever HTTP_PROXY says.
+            .no_proxy();
+        match tls {
+            Some(c) => b.use_preconfigured_tls(c.clone()),
+            None => b,
+        }
+    }
+
+    /// The client and base URL for node `target` (when known) at `addr`.
+    fn endpoint(&self, target: Option<u64>, addr: &str) -> (reqwest::Client, String) {
+        let Some(tls) = &self.tls else {
+            return (self.client.clone(), format!("http://{addr}"));
+        };
+        let sock = addr.parse::<std::net::SocketAddr>();
+        let (Some(id), Ok(sock)) = (target, sock) else {
+            // Without a node id the certificate must name the address (or host) itself.
+            return (self.client.clone(), format!("https://{addr}"));
+        };
+        let name = crate::certs::node_name(id);
+        let key = (id, addr.to_string());
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match peers.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Network::builder(Some(tls))
+                    .resolve(&name, sock)
+                    .build()
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot build the raft HTTPS client");
+                        self.client.clone()
+                    });
+                // Addresses change rarely; drop the clients of a node's old address.
+                peers.retain(|(i, _), _| *i != id);
+                peers.insert(key, c.clone());
+                c
+            }
+        };
+        (client, format!("https://{name}:{}", sock.port()))
+    }
+
+    fn post(
+        &self,
+        target: Option<u64>,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let (client, base) = self.endpoint(target, addr);
+        let b = client.post(format!("{base}{path}")).timeout(timeout);
         match &self.secret {
             Some(s) => b.header(SECRET_HEADER, &**s),
             None => b,
         }
     }
 
+    /// Note the outcome of an RPC to `target`; a peer that starts or stops failing is
+    /// logged once, and a reminder once a minute while it stays down.
+    fn note(&self, target: NodeId, addr: &str, failure: Option<&dyn std::fmt::Display>) {
+        let mut all = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let l = all.entry(target).or_default();
+        match failure {
+            None => {
+                if let (Some(since), Some(_)) = (l.failing_since, l.logged) {
+                    tracing::info!(peer = target, %addr, down_s = since.elapsed().as_secs(), "raft peer reachable again");
+                }
+                *l = Liveness::default();
+            }
+            Some(e) => {
+                let now = Instant::now();
+                let since = *l.failing_since.get_or_insert(now);
+                let due = match l.logged {
+                    None => now.duration_since(since) >= DOWN_AFTER,
+                    Some(at) => now.duration_since(at) >= DOWN_REMINDER,
+                };
+                if due {
+                    if l.logged.is_none() {
+                        tracing::warn!(peer = target, %addr, error = %e, "raft peer unreachable");
+                    } else {
+                        tracing::warn!(peer = target, %addr, error = %e, down_s = since.elapsed().as_secs(), "raft peer still unreachable");
+                    }
+                    l.logged = Some(now);
+                }
+            }
+        }
+    }
+
     /// Forward a write to the leader at `leader_raft_addr` (its `ip:port` Raft address) over
-    /// the same pooled client; used by followers.
+    /// the same pooled client; used by followers. With TLS the leader's certificate must name
+    /// the address; prefer [`Network::forward_write_to`].
     pub async fn forward_write(
         &self,
         leader_raft_addr: &str,
         req: &Request,
         timeout: Duration,
     ) -> Result<Option<Committed>, ForwardError> {
+        self.forward_write_to(None, leader_raft_addr, req, timeout)
+            .await
+    }
+
+    /// Forward a write to the leader, node `leader` at `leader_raft_addr`, waiting at most
+    /// `timeout` for its answer (after which the outcome is unknown). `None`: a leader of
+    /// the first format answered without the log index.
+    pub async fn forward_write_to(
+        &self,
+        leader: Option<u64>,
+        leader_raft_addr: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Option<Committed>, ForwardError> {
         let reply: ForwardReply = self
-            .forward(leader_raft_addr, "/raft/write", req, timeout)
+            .forward_with(leader, leader_raft_addr, "/raft/write", req, timeout)
             .await?;
-        Ok(match reply {
-            ForwardReply::Committed(c) => Some(c),
-            ForwardReply::Bare(_) => None,
-        })
+        Ok(reply.committed())
     }
 
     /// Forward a membership change to the leader at `leader_raft_addr`.
@@ -260,32 +495,104 @@ impl Network {
         leader_raft_addr: &str,
         change: &MemberChange,
     ) -> Result<(), ForwardError> {
-        self.forward(leader_raft_addr, "/raft/members", change, FORWARD_TIMEOUT)
+        self.forward(None, leader_raft_addr, "/raft/members", change)
             .await
+    }
+
+    /// Forward a membership change to the leader, node `leader` at `leader_raft_addr`.
+    pub async fn forward_members_to(
+        &self,
+        leader: Option<u64>,
+        leader_raft_addr: &str,
+        change: &MemberChange,
+    ) -> Result<(), ForwardError> {
+        self.forward(leader, leader_raft_addr, "/raft/members", change)
+            .await
+    }
+
+    /// Check that node `id` answers at `raft_addr` as itself — over mutual TLS, with a
+    /// certificate of the cluster's CA naming `node-<id>` — before it is added. Within
+    /// [`PROBE_TIMEOUT`]; an error says what failed.
+    pub async fn probe(&self, id: u64, raft_addr: &str) -> Result<(), ForwardError> {
+        // A node started a moment ago may not listen yet: wait (bounded) for its port first.
+        let deadline = Instant::now() + PROBE_CONNECT_WAIT;
+        loop {
+            let attempt =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(raft_addr))
+                    .await;
+            match attempt {
+                Ok(Ok(_)) => break,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Ok(Err(e)) => {
+                    return Err(ForwardError::Unavailable(format!(
+                        "node {id} at {raft_addr} unreachable: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(ForwardError::Unavailable(format!(
+                        "node {id} at {raft_addr} unreachable: connect timed out"
+                    )))
+                }
+            }
+        }
+        let answer: ProbeAnswer = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            self.forward_with(
+                Some(id),
+                raft_addr,
+                "/raft/probe",
+                &serde_json::json!({}),
+                PROBE_TIMEOUT,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            ForwardError::Unavailable(format!("node {id} at {raft_addr} did not answer in time"))
+        })??;
+        if answer.node_id != id {
+            return Err(ForwardError::Unavailable(format!(
+                "{raft_addr} is node {}, not node {id}",
+                answer.node_id
+            )));
+        }
+        Ok(())
     }
 
     async fn forward<B: Serialize, R: DeserializeOwned>(
         &self,
+        target: Option<u64>,
+        leader_raft_addr: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ForwardError> {
+        self.forward_with(target, leader_raft_addr, path, body, FORWARD_TIMEOUT)
+            .await
+    }
+
+    async fn forward_with<B: Serialize, R: DeserializeOwned>(
+        &self,
+        target: Option<u64>,
         leader_raft_addr: &str,
         path: &str,
         body: &B,
         timeout: Duration,
     ) -> Result<R, ForwardError> {
-        let url = format!("http://{leader_raft_addr}{path}");
         let unavailable = |e: reqwest::Error| {
-            if e.is_connect() {
-                ForwardError::Unavailable(format!("leader at {leader_raft_addr} unreachable: {e}"))
-            } else if e.is_timeout() {
+            let e = ErrorChain(&e);
+            if e.0.is_connect() {
+                ForwardError::Unavailable(format!("{leader_raft_addr} unreachable: {e}"))
+            } else if e.0.is_timeout() {
                 ForwardError::Unknown(format!(
-                    "the leader at {leader_raft_addr} did not answer in time \
-                     (the write may still apply): {e}"
+                    "{leader_raft_addr} did not answer in time (the write may still apply): {e}"
                 ))
             } else {
                 ForwardError::Unavailable(format!("forwarding to {leader_raft_addr}: {e}"))
             }
         };
         let resp = self
-            .post(url, timeout)
+            .post(target, leader_raft_addr, path, timeout)
             .json(body)
             .send()
             .await
@@ -295,7 +602,7 @@ impl Network {
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 ForwardError::Unavailable(format!(
-                    "the leader at {leader_raft_addr} answered an unreadable response: {e}"
+                    "{leader_raft_addr} answered an unreadable response: {e}"
                 ))
             });
         }
@@ -305,10 +612,31 @@ impl Network {
         Err(match status {
             StatusCode::UNAUTHORIZED => ForwardError::Unauthorized,
             _ => ForwardError::Unavailable(format!(
-                "the leader at {leader_raft_addr} answered {status}: {}",
+                "{leader_raft_addr} answered {status}: {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(512)])
             )),
         })
+    }
+}
+
+/// An error with its sources, `a: b: c` (reqwest's own message hides the TLS reason).
+struct ErrorChain<'a>(&'a reqwest::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        let mut last = String::new();
+        for _ in 0..8 {
+            let Some(s) = source else { break };
+            let text = s.to_string();
+            if text != last {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 
@@ -353,10 +681,14 @@ impl PeerClient {
         A: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}{}", self.node.raft, path);
         let map_err = |e: reqwest::Error| -> RpcError<E> {
+            let chain = Msg(format!(
+                "{action} to {}: {}",
+                self.node.raft,
+                ErrorChain(&e)
+            ));
             if e.is_connect() {
-                RPCError::Unreachable(Unreachable::new(&e))
+                RPCError::Unreachable(Unreachable::new(&chain))
             } else if e.is_timeout() {
                 match id {
                     Some(id) => RPCError::Timeout(Timeout {
@@ -365,22 +697,34 @@ impl PeerClient {
                         target: self.target,
                         timeout,
                     }),
-                    None => RPCError::Network(NetworkError::new(&e)),
+                    None => RPCError::Network(NetworkError::new(&chain)),
                 }
             } else {
-                RPCError::Network(NetworkError::new(&e))
+                RPCError::Network(NetworkError::new(&chain))
             }
         };
-        let resp = self
-            .net
-            .post(url, timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(map_err)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(map_err)?;
+        let result = async {
+            let resp = self
+                .net
+                .post(Some(self.target), &self.node.raft, path, timeout)
+                .json(body)
+                .send()
+                .await
+                .map_err(map_err)?;
+            let status = resp.status();
+            let bytes = resp.bytes().await.map_err(map_err)?;
+            Ok((status, bytes))
+        }
+        .await;
+        let (status, bytes) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.net.note(self.target, &self.node.raft, Some(&e));
+                return Err(e);
+            }
+        };
         if status.is_success() {
+            self.net.note(self.target, &self.node.raft, None);
             return serde_json::from_slice(&bytes).map_err(|e| {
                 RPCError::Network(NetworkError::new(&Msg(format!(
                     "{action} to {}: unreadable answer: {e}",
@@ -388,7 +732,14 @@ impl PeerClient {
                 ))))
             });
         }
-        Err(self.error_answer(action, status, &bytes))
+        let e = self.error_answer(action, status, &bytes);
+        // A peer that refuses this node is as good as down; any other answer means it is up.
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            self.net.note(self.target, &self.node.raft, Some(&e));
+        } else {
+            self.net.note(self.target, &self.node.raft, None);
+        }
+        Err(e)
     }
 
     /// Map a non-2xx answer.
@@ -423,8 +774,11 @@ impl PeerClient {
             self.node.raft
         ));
         match status {
-            // A secret mismatch will not fix itself by retrying at once: back off.
-            StatusCode::UNAUTHORIZED => RPCError::Unreachable(Unreachable::new(&msg)),
+            // A secret mismatch or a refused certificate will not fix itself by retrying at
+            // once: back off.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                RPCError::Unreachable(Unreachable::new(&msg))
+            }
             StatusCode::PAYLOAD_TOO_LARGE if action == RPCTypes::AppendEntries => {
                 RPCError::PayloadTooLarge(
                     PayloadTooLarge::new_entries_hint(1).with_source_error(&msg),
@@ -515,13 +869,25 @@ impl openraft::RaftNetwork<TypeConfig> for PeerClient {
 /// The server side, served on `[raft] listen` by the node: routes for the three RPCs (calling
 /// `raft.append_entries` / `vote` / `install_snapshot`), plus `POST /raft/write`: a client
 /// write forwarded by a follower (body: [`Request`]; answers the [`Response`] after commit, or
-/// a [`ForwardError`]).
-pub fn router(
+/// a [`ForwardError`]). Plain HTTP with an optional secret; see [`router_with`].
+pub fn router(raft: Raft, secret: Option<String>, write: WriteFn, members: MembersFn) -> Router {
+    router_with(
+        raft,
+        &Transport::plain(secret),
+        write,
+        members,
+        Arc::default(),
+    )
+}
+
+/// [`router`] for a [`Transport`]: with TLS, every request must come from a member's
+/// certificate (served by [`crate::serve`] with the same material).
+pub fn router_with(
     raft: Raft,
-    secret: Option<String>,
+    transport: &Transport,
     write: WriteFn,
     members: MembersFn,
-    contact: Arc<Contact>,
+    transport_contact: Arc<Contact>,
 ) -> Router {
     let members = Router::new()
         .route(
@@ -529,12 +895,162 @@ pub fn router(
             post(forwarded_members).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
         )
         .with_state(members);
-    guarded(
-        raft_routes(raft, contact)
-            .merge(write_routes(write))
-            .merge(members),
-        secret,
-    )
+    let probe = Router::new()
+        .route(
+            "/raft/probe",
+            post(probe).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
+        )
+        .with_state(raft.clone());
+    let rpc = RpcState {
+        raft: raft.clone(),
+        contact: transport_contact,
+        snapshots: Arc::default(),
+        max_snapshot: transport.max_snapshot,
+    };
+    let identity = IdentityCheck {
+        raft,
+        required: transport.tls.is_some(),
+    };
+    let app = raft_routes(rpc)
+        .merge(write_routes(write))
+        .merge(members)
+        .merge(probe)
+        .layer(axum::middleware::from_fn_with_state(identity, check_peer))
+        .layer(axum::middleware::from_fn(require_json));
+    guarded(app, transport.secret.clone())
+}
+
+/// What the three Raft RPC routes share.
+#[derive(Clone)]
+struct RpcState {
+    raft: Raft,
+    /// Who answered lately: an accepted AppendEntries means a leader is heard.
+    contact: Arc<Contact>,
+    snapshots: Arc<Mutex<Option<Receiving>>>,
+    max_snapshot: u64,
+}
+
+/// The snapshot being received: its id, where the next chunk starts and where the last one
+/// started (a chunk sent again after a lost answer is taken too).
+struct Receiving {
+    id: String,
+    next: u64,
+    last: u64,
+}
+
+/// Whether this node belongs to a cluster that has node `id` as a member (voter or
+/// learner). A node that belongs to no cluster yet serves any peer of the CA: it is being
+/// added.
+fn is_member(raft: &Raft, id: u64) -> bool {
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let m = membership.membership();
+    m.nodes().next().is_none() || m.get_node(&id).is_some()
+}
+
+#[derive(Clone)]
+struct IdentityCheck {
+    raft: Raft,
+    /// Mutual TLS: every request must carry a member's certificate.
+    required: bool,
+}
+
+/// The refusal of a request, in the answer shape of its route.
+fn refuse(path: &str, status: StatusCode, message: String) -> axum::response::Response {
+    if path == "/raft/write" || path == "/raft/members" {
+        let e = match status {
+            StatusCode::FORBIDDEN => ForwardError::Forbidden(message),
+            StatusCode::UNAUTHORIZED => ForwardError::Unauthorized,
+            _ => ForwardError::BadRequest(message),
+        };
+        (status, axum::Json(e)).into_response()
+    } else {
+        rpc_error(status, message, None)
+    }
+}
+
+/// Over mutual TLS: serve only members' certificates.
+async fn check_peer(
+    State(check): State<IdentityCheck>,
+    req: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    if !check.required {
+        return next.run(req).await;
+    }
+    let peer = req.extensions().get::<Peer>().copied();
+    let refusal = match peer {
+        Some(Peer {
+            authenticated: true,
+            node_id: Some(id),
+            ..
+        }) => {
+            if is_member(&check.raft, id) {
+                None
+            } else {
+                Some(format!("node {id} is not a member of this cluster"))
+            }
+        }
+        Some(Peer {
+            authenticated: true,
+            node_id: None,
+            ..
+        }) => Some("the client certificate names no node (a DNS SAN node-N)".to_string()),
+        _ => Some("no client certificate".to_string()),
+    };
+    match refusal {
+        None => next.run(req).await,
+        Some(why) => {
+            tracing::debug!(peer = ?peer, path = %req.uri().path(), why, "raft request refused");
+            refuse(req.uri().path(), StatusCode::FORBIDDEN, why)
+        }
+    }
+}
+
+/// Every POST must be `application/json` (a browser's cross-site form cannot send that
+/// without a preflight).
+async fn require_json(req: axum::extract::Request, next: Next) -> axum::response::Response {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if req.method() == axum::http::Method::POST && !json {
+        return refuse(
+            req.uri().path(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a raft request body must be sent as Content-Type: application/json".into(),
+        );
+    }
+    next.run(req).await
+}
+
+/// Over mutual TLS, a Raft RPC must come from the node it names as its sender: the refusal
+/// when it does not.
+fn wrong_sender(
+    peer: &Option<Extension<Peer>>,
+    sender: Option<NodeId>,
+    what: &str,
+) -> Option<axum::response::Response> {
+    match peer {
+        Some(Extension(Peer {
+            authenticated: true,
+            node_id,
+            ..
+        })) if *node_id != sender => Some(rpc_error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} in the name of node {sender:?} from the certificate of node {node_id:?}"
+            ),
+            None,
+        )),
+        _ => None,
+    }
+}
+
+async fn probe(State(raft): State<Raft>) -> axum::response::Response {
+    let node_id = raft.metrics().borrow().id;
+    (StatusCode::OK, axum::Json(ProbeAnswer { node_id })).into_response()
 }
 
 /// A membership change, forwarded by a follower to the leader.
@@ -573,24 +1089,21 @@ async fn forwarded_members(
     }
 }
 
-fn raft_routes(raft: Raft, contact: Arc<Contact>) -> Router {
-    let append_routes = Router::new()
+fn raft_routes(state: RpcState) -> Router {
+    Router::new()
         .route(
             "/raft/append",
             post(append).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
-        .with_state((raft.clone(), contact));
-    Router::new()
         .route(
             "/raft/vote",
             post(vote).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
         )
         .route(
             "/raft/snapshot",
-            post(snapshot).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_CHUNK_BODY)),
         )
-        .with_state(raft)
-        .merge(append_routes)
+        .with_state(state)
 }
 
 fn write_routes(write: WriteFn) -> Router {
@@ -691,15 +1204,20 @@ where
 }
 
 async fn append(
-    State((raft, contact)): State<(Raft, Arc<Contact>)>,
+    State(st): State<RpcState>,
+    peer: Option<Extension<Peer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> axum::response::Response {
     match parse::<AppendEntriesRequest<TypeConfig>>(body) {
         Ok(rpc) => {
-            let r = raft.append_entries(rpc).await;
+            if let Some(r) = wrong_sender(&peer, rpc.vote.leader_id().voted_for(), "AppendEntries")
+            {
+                return r;
+            }
+            let r = st.raft.append_entries(rpc).await;
             if let Ok(resp) = &r {
                 if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-                    contact.heard_leader();
+                    st.contact.heard_leader();
                 }
             }
             answer(r)
@@ -709,23 +1227,108 @@ async fn append(
 }
 
 async fn vote(
-    State(raft): State<Raft>,
+    State(st): State<RpcState>,
+    peer: Option<Extension<Peer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> axum::response::Response {
     match parse::<VoteRequest<NodeId>>(body) {
-        Ok(rpc) => answer(raft.vote(rpc).await),
+        Ok(rpc) => {
+            if let Some(r) = wrong_sender(&peer, rpc.vote.leader_id().voted_for(), "a vote request")
+            {
+                return r;
+            }
+            answer(st.raft.vote(rpc).await)
+        }
         Err((status, message)) => rpc_error(status, message, None),
     }
 }
 
+/// A snapshot chunk answered `SnapshotMismatch`: the leader starts over at offset 0.
+fn mismatch(expect: (String, u64), got: (String, u64)) -> axum::response::Response {
+    let m = openraft::error::SnapshotMismatch {
+        expect: openraft::SnapshotSegmentId {
+            id: expect.0,
+            offset: expect.1,
+        },
+        got: openraft::SnapshotSegmentId {
+            id: got.0,
+            offset: got.1,
+        },
+    };
+    answer::<InstallSnapshotResponse<NodeId>, _>(Err(RaftError::APIError(
+        InstallSnapshotError::SnapshotMismatch(m),
+    )))
+}
+
 async fn snapshot(
-    State(raft): State<Raft>,
+    State(st): State<RpcState>,
+    peer: Option<Extension<Peer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> axum::response::Response {
-    match parse::<InstallSnapshotRequest<TypeConfig>>(body) {
-        Ok(rpc) => answer(raft.install_snapshot(rpc).await),
-        Err((status, message)) => rpc_error(status, message, None),
+    let rpc = match parse::<InstallSnapshotRequest<TypeConfig>>(body) {
+        Ok(rpc) => rpc,
+        Err((status, message)) => return rpc_error(status, message, None),
+    };
+    let sender = rpc.vote.leader_id().voted_for();
+    if let Some(r) = wrong_sender(&peer, sender, "InstallSnapshot") {
+        return r;
     }
+    // From the leader of this node's term or of a newer one only.
+    let current = st.raft.metrics().borrow().vote;
+    if !rpc.vote.is_committed() || rpc.vote < current {
+        return rpc_error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "InstallSnapshot from node {sender:?} with vote {}: not the current leader ({current})",
+                rpc.vote
+            ),
+            None,
+        );
+    }
+    let id = rpc.meta.snapshot_id.clone();
+    let (offset, done) = (rpc.offset, rpc.done);
+    let end = offset.checked_add(rpc.data.len() as u64);
+    if end.is_none_or(|e| e > st.max_snapshot) {
+        tracing::warn!(
+            snapshot = %id, offset, max = st.max_snapshot,
+            "InstallSnapshot refused: larger than [raft] max_snapshot"
+        );
+        return rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the snapshot would exceed [raft] max_snapshot ({} bytes) on this node",
+                st.max_snapshot
+            ),
+            None,
+        );
+    }
+    {
+        let recv = st.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let in_order = offset == 0
+            || recv.as_ref().is_some_and(|r| {
+                r.id == id && (offset == r.next || (offset == r.last && end == Some(r.next)))
+            });
+        if !in_order {
+            let expect = match recv.as_ref() {
+                Some(r) => (r.id.clone(), r.next),
+                None => (id.clone(), 0),
+            };
+            return mismatch(expect, (id, offset));
+        }
+    }
+    let result = st.raft.install_snapshot(rpc).await;
+    if result.is_ok() {
+        let mut recv = st.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        *recv = match (done, end) {
+            (false, Some(next)) => Some(Receiving {
+                id,
+                next,
+                last: offset,
+            }),
+            _ => None,
+        };
+    }
+    answer(result)
 }
 
 async fn forwarded_write(
@@ -1083,6 +1686,111 @@ mod tests {
         }
     }
 
+    /// InstallSnapshot: JSON only, from a committed leader vote not older than this node's,
+    /// chunks in order (or the last one again), up to `max_snapshot` in all; every refusal
+    /// before openraft buffers anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn install_snapshot_takes_ordered_chunks_from_the_leader_within_the_cap() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(openraft::Config::default().validate().expect("config"));
+        let (log, sm) = crate::cluster::store::open(tmp.path()).expect("store");
+        let raft = Raft::new(2, config, Network::new(None), log, sm)
+            .await
+            .expect("raft");
+        let transport = Transport {
+            max_snapshot: 1000,
+            ..Transport::default()
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let members: MembersFn = Arc::new(|_| Box::pin(async { Ok(()) }));
+        let app = router_with(
+            raft.clone(),
+            &transport,
+            stub(calls),
+            members,
+            Arc::default(),
+        );
+        let addr = serve(app).await;
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/raft/snapshot");
+        let send = |vote: openraft::Vote<u64>, offset: u64, len: usize| {
+            let rpc = InstallSnapshotRequest::<TypeConfig> {
+                vote,
+                meta: openraft::SnapshotMeta {
+                    snapshot_id: "s1".into(),
+                    ..Default::default()
+                },
+                offset,
+                data: vec![7; len],
+                done: false,
+            };
+            let req = http.post(&url).json(&rpc);
+            async move {
+                let resp = req.send().await.expect("send");
+                let status = resp.status();
+                let body: RpcErrorBody = resp.json().await.unwrap_or(RpcErrorBody {
+                    message: String::new(),
+                    raft: None,
+                });
+                (status, body)
+            }
+        };
+        let leader = openraft::Vote::new_committed(1, 1);
+        // This node voted for node 1 in term 1 (as it would before node 1 leads).
+        raft.vote(VoteRequest::new(openraft::Vote::new(1, 1), None))
+            .await
+            .expect("vote");
+        raft.wait(Some(Duration::from_secs(5)))
+            .metrics(|m| m.vote.leader_id().term == 1, "voted")
+            .await
+            .expect("vote seen");
+
+        // Not JSON: 415, whatever the body.
+        let resp = http
+            .post(&url)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        // A candidate's vote, not a leader's.
+        let (status, _) = send(openraft::Vote::new(1, 1), 0, 10).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // A huge offset: past the cap, refused before anything is buffered.
+        assert_eq!(
+            send(leader, 1 << 40, 3).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            send(leader, u64::MAX, 3).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        // Not at the start: a mismatch the leader answers by starting over at 0.
+        let (status, body) = send(leader, 500, 3).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{}", body.message);
+        assert!(
+            body.raft.is_some() && body.message.contains("mismatch"),
+            "{}",
+            body.message
+        );
+        // In order.
+        assert_eq!(send(leader, 0, 10).await.0, StatusCode::OK);
+        assert_eq!(send(leader, 500, 3).await.0, StatusCode::CONFLICT);
+        assert_eq!(send(leader, 5, 10).await.0, StatusCode::CONFLICT);
+        assert_eq!(send(leader, 10, 10).await.0, StatusCode::OK);
+        // The last chunk again (its answer was lost): taken.
+        assert_eq!(send(leader, 10, 10).await.0, StatusCode::OK);
+        // Past the cap, as one chunk or in all.
+        assert_eq!(send(leader, 20, 990).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(send(leader, 0, 1001).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(send(leader, 20, 980).await.0, StatusCode::OK);
+        // An older leader than the one this node follows.
+        let (status, _) = send(openraft::Vote::new_committed(0, 3), 0, 10).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let _ = raft.shutdown().await;
+    }
+
     /// One node: a real Raft on a sled store in `dir`, its router served on a loopback port.
     async fn real_node(
         id: u64,
@@ -1116,14 +1824,7 @@ mod tests {
             })
         });
         let members: MembersFn = Arc::new(|_| Box::pin(async { Ok(()) }));
-        let contact = Arc::new(Contact::default());
-        let app = router(
-            raft.clone(),
-            secret.map(String::from),
-            write,
-            members,
-            contact,
-        );
+        let app = router(raft.clone(), secret.map(String::from), write, members);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -41,6 +41,10 @@ pub struct ClusterConfig {
     /// The initial voters (only they initialise a new cluster).
     pub peers: BTreeMap<u64, String>,
     pub secret: Option<String>,
+    /// `[raft] tls`: mutual TLS for RPCs and forwards (`None`: plain HTTP).
+    pub tls: Option<crate::tls::Tls>,
+    /// `[raft] max_snapshot`: the largest snapshot this node receives, in bytes.
+    pub max_snapshot: u64,
 }
 
 /// Why the control plane could not start.
@@ -105,7 +109,12 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
     }
     .validate()
     .map_err(|e| StartError::Config(e.to_string()))?;
-    let network = Network::new(cfg.secret.clone());
+    let transport = network::Transport {
+        secret: cfg.secret.clone(),
+        tls: cfg.tls.clone(),
+        max_snapshot: cfg.max_snapshot,
+    };
+    let network = Network::with_transport(&transport);
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(config),
@@ -202,7 +211,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
             }
         }
     });
-    let rpc = network::router(raft, cfg.secret, write, members, contact);
+    let rpc = network::router_with(raft, &transport, write, members, contact);
     Ok(Started {
         handle: Handle { inner },
         rpc,
@@ -329,7 +338,11 @@ impl RaftNode {
                     .cloned()
                     .filter(|_| l != self.node_id)
             }) {
-                match self.network.forward_write(&node.raft, &req, left).await {
+                match self
+                    .network
+                    .forward_write_to(leader, &node.raft, &req, left)
+                    .await
+                {
                     Ok(Some(c)) => return Ok(c),
                     Ok(None) => {
                         // A leader of the first format: no index to wait for.
@@ -458,7 +471,7 @@ impl RaftNode {
             return Err(WriteError::NotApplied("no leader is elected".into()));
         };
         self.network
-            .forward_members(&addr, change)
+            .forward_members_to(leader, &addr, change)
             .await
             .map_err(|e| match e {
                 ForwardError::BadRequest(m) => WriteError::Membership(m),
@@ -476,6 +489,23 @@ impl RaftNode {
         admin_addr: String,
         voter: bool,
     ) -> Result<(), MemberError> {
+        // A node that cannot be reached, or is not who it says (its certificate), is not
+        // added: the membership stays as it was.
+        let already = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some();
+        if !already {
+            self.network.probe(id, &raft_addr).await.map_err(|e| {
+                MemberError::Write(WriteError::NotApplied(format!(
+                    "node {id} at {raft_addr}: {e}"
+                )))
+            })?;
+        }
         let node = NodeInfo {
             raft: raft_addr,
             admin: admin_addr,
