@@ -10,6 +10,7 @@
 //! - [`policy`]: round-robin, weighted and geo-nearest picks over prepared tables.
 //! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
 //! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
+//! - [`dnstap`]: the query log: per-worker queues to one Frame Streams writer thread.
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
@@ -22,6 +23,7 @@ pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod dnstap;
 pub mod explain;
 pub mod health;
 

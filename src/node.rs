@@ -239,11 +239,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
     let mut tcp_tasks = Vec::new();
+    let dnstap = crate::dnstap::start_logged(config.dnstap.as_ref())?;
+    let tcp_tap = dnstap.as_ref().map(crate::dnstap::Dnstap::tap);
     for addr in &config.dns_listen {
         let sockets = udp::bind_group(*addr, threads)
             .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
         udp_threads.extend(
-            udp::spawn(sockets, reader.clone(), stop.clone())
+            udp::spawn(sockets, reader.clone(), stop.clone(), dnstap.as_ref())
                 .context("cannot start UDP workers")?,
         );
         let listener =
@@ -252,6 +254,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             listener,
             pool.clone(),
             reader.clone(),
+            tcp_tap.clone(),
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
@@ -289,6 +292,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
     });
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), joined).await;
+    crate::dnstap::finish_within(dnstap, std::time::Duration::from_secs(3)).await;
     Ok(())
 }
 

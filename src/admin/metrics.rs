@@ -43,6 +43,7 @@ pub(crate) async fn metrics(
         status: app.cluster.status(),
         snap: Arc::clone(&app.reader.load()),
         probes: probes.map(|Extension(p)| (p.0)()).unwrap_or_default(),
+        dnstap: crate::dnstap::stats(),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
@@ -75,6 +76,7 @@ struct Scrape {
     status: ClusterStatus,
     snap: Arc<Snapshot>,
     probes: Vec<ProbeStats>,
+    dnstap: crate::dnstap::Stats,
 }
 
 type Res = Result<(), fmt::Error>;
@@ -175,7 +177,8 @@ impl Collector for Scrape {
         )?;
         self.queries(&mut enc)?;
         self.datacenters(&mut enc)?;
-        self.probes(&mut enc)
+        self.probes(&mut enc)?;
+        self.dnstap(&mut enc)
     }
 }
 
@@ -266,6 +269,31 @@ impl Scrape {
             labeled_gauge(&mut m, &labels, i64::from(e.def.weight))?;
         }
         Ok(())
+    }
+
+    /// The dnstap query log: events dropped, and the socket reader's connection.
+    fn dnstap(&self, enc: &mut DescriptorEncoder<'_>) -> Res {
+        enc.encode_descriptor(
+            "meridian_dnstap_dropped",
+            "Queries not written to the dnstap log (its queue was full, no reader was connected, or the output failed).",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.dropped, None)?;
+        enc.encode_descriptor(
+            "meridian_dnstap_connections",
+            "Frame Streams handshakes completed with the dnstap socket reader.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.connections, None)?;
+        gauge(
+            enc,
+            "meridian_dnstap_connected",
+            "A dnstap socket reader is connected.",
+            None,
+            u64::from(self.dnstap.connected),
+        )
     }
 
     /// This node's own probes: latency histogram, failures, verdict.
