@@ -13,6 +13,7 @@
 //! - [`dnstap`]: the query log: per-worker queues to one Frame Streams writer thread.
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
+//! - [`service`]: systemd readiness (`sd_notify`) and SIGHUP as a reload request.
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
 
 // Lock types are denied only where queries run (dns, policy, geo); see clippy.toml.
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;
+pub mod service;
 pub mod snapshot;
 pub mod zone;

@@ -141,6 +141,9 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, problems: &mut Vec<Str
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     raise_fd_limit();
     let ready = Readiness::default();
+    // SIGHUP asks for a reload (subscribe with `service.reloads()`); systemd hears READY=1
+    // when `ready` is set.
+    let service = crate::service::Service::start(ready.clone()).context("cannot catch SIGHUP")?;
 
     // Claim the admin and Raft ports first.
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
@@ -273,6 +276,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("stopping");
+    service.stopping();
     stop.store(true, Ordering::Relaxed);
     for t in tcp_tasks {
         t.abort();
