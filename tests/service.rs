@@ -117,3 +117,108 @@ fn sd_notify_ready_once_healthz_says_200_and_sighup_reloads() {
     let msg = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg:?}");
 }
+
+#[test]
+fn help_describes_every_flag_default_environment_variable_and_signal() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("run meridian --help");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let serve = help(&["serve"]);
+    for needle in [
+        "--config <FILE>",
+        "127.0.0.1:1053",
+        "127.0.0.1:8053",
+        "127.0.0.1:9053",
+        "./data",
+        "./geoip/GeoIP2-City-Test.mmdb",
+        "./zones",
+        "MERIDIAN_ADMIN_TOKEN",
+        "RUST_LOG",
+        "MERIDIAN_LOG_FORMAT",
+        "SIGTERM",
+        "SIGINT",
+        "SIGHUP",
+    ] {
+        assert!(
+            serve.contains(needle),
+            "serve --help lacks {needle}:\n{serve}"
+        );
+    }
+    let apply = help(&["apply"]);
+    for needle in [
+        "--admin <URL>",
+        "--token",
+        "--dry-run",
+        "MERIDIAN_ADMIN_TOKEN",
+    ] {
+        assert!(
+            apply.contains(needle),
+            "apply --help lacks {needle}:\n{apply}"
+        );
+    }
+    for cmd in ["check", "explain", "apply"] {
+        let text = help(&[cmd]);
+        assert!(text.contains("MERIDIAN_LOG_FORMAT"), "{cmd}:\n{text}");
+        assert!(text.contains("RUST_LOG"), "{cmd}:\n{text}");
+    }
+    let explain = help(&["explain"]);
+    assert!(
+        explain.contains("--json") && explain.contains("offline"),
+        "{explain}"
+    );
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_when_asked() {
+    let setup = Setup {
+        files: &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DCS),
+            ("services.toml", SERVICES),
+        ],
+        extra_config: "",
+    };
+    // The harness sends stderr to a file: no colour codes there.
+    let mut text = Node::spawn(&setup, &[]);
+    text.wait_healthy(Duration::from_secs(30));
+    let mut json = Node::spawn(&setup, &[("MERIDIAN_LOG_FORMAT", "json")]);
+    json.wait_healthy(Duration::from_secs(30));
+    for node in [&mut text, &mut json] {
+        let status = node.terminate(Duration::from_secs(10)).expect("exits");
+        assert!(status.success(), "{status}");
+    }
+    let log = text.log();
+    assert!(log.contains("node ready"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a file:\n{log}");
+
+    let log = json.log();
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        messages.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m == "node ready: state published"),
+        "{log}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["check", "--config", "/nonexistent.toml"])
+        .env("MERIDIAN_LOG_FORMAT", "xml")
+        .output()
+        .expect("run meridian");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MERIDIAN_LOG_FORMAT"), "{err}");
+}
