@@ -11,6 +11,7 @@
 //! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
 //! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
 //! - [`dnstap`]: the query log: per-worker queues to one Frame Streams writer thread.
+//! - [`degraded`]: silent degradations made loud (GeoIP without coordinates, fail-open).
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
 //! - [`service`]: systemd readiness (`sd_notify`) and SIGHUP as a reload request.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod apply;
 pub mod cluster;
 pub mod config;
+pub mod degraded;
 pub mod dns;
 pub mod dnstap;
 pub mod explain;

@@ -206,6 +206,10 @@ fn main() -> ExitCode {
                 .and_then(|c| meridian::node::load(&c).map_err(Into::into));
             match result {
                 Ok((loaded, _, _)) => {
+                    // What works but not as the operator expects: said, not fatal.
+                    for w in meridian::degraded::geo_warnings(&loaded.geo, &loaded.services) {
+                        eprintln!("warning: {w}");
+                    }
                     println!(
                         "ok: {} zone(s), {} datacenter(s), {} service(s)",
                         loaded.zones.len(),

@@ -269,6 +269,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         probes: Some(probe_stats),
     });
     let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
+    // Logs a geo_nearest service without coordinates and a service failing open.
+    let degraded_task = tokio::spawn(crate::degraded::watch(reader.clone()));
     // DNS is listening: the publish of a loaded state may now say ready.
     gate.dns_listening.store(true, Ordering::Release);
     let _ = updates.send(Update::Recheck).await;
@@ -282,6 +284,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         t.abort();
     }
     admin_task.abort();
+    degraded_task.abort();
     geo_watch.abort();
     health_task.abort();
     if let Some(t) = import_task {

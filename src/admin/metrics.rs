@@ -178,6 +178,7 @@ impl Collector for Scrape {
         self.queries(&mut enc)?;
         self.datacenters(&mut enc)?;
         self.probes(&mut enc)?;
+        self.fail_open(&mut enc)?;
         self.dnstap(&mut enc)
     }
 }
@@ -267,6 +268,23 @@ impl Scrape {
         for e in dcs {
             let labels = [("datacenter", e.def.id.as_str())];
             labeled_gauge(&mut m, &labels, i64::from(e.def.weight))?;
+        }
+        Ok(())
+    }
+
+    /// Per service: whether it fails open now (no eligible datacenter: it answers with all).
+    fn fail_open(&self, enc: &mut DescriptorEncoder<'_>) -> Res {
+        let mut m = enc.encode_descriptor(
+            "meridian_service_fail_open",
+            "1 while a service fails open: none of its datacenters is eligible (drained, unhealthy, or weight 0 for weighted), so it answers with all of them.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for plan in self.snap.plans.iter() {
+            let (zone, name) = (&plan.service.zone, &plan.service.name);
+            let on = crate::policy::fails_open(plan, &self.snap.dcs);
+            let labels = [("zone", zone.as_str()), ("service", name.as_str())];
+            labeled_gauge(&mut m, &labels, i64::from(on))?;
         }
         Ok(())
     }
