@@ -20,7 +20,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, LazyLock, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,16 +33,22 @@ use crate::metrics;
 /// The Frame Streams content type of dnstap.
 pub const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
 /// Events one tap may have waiting for the writer. At 100,000 queries a second on one
-/// worker this is 40 ms of traffic, well above the writer's wake-up latency.
+/// worker this is 40 ms of traffic: four of the writer's rounds, and it is woken sooner
+/// (at [`WAKE_AT`]) when traffic is heavy.
 pub const QUEUE: usize = 4096;
+/// A tap with this many events waiting wakes the writer rather than let it sleep out its
+/// round: below it, the query path does nothing but push.
+const WAKE_AT: usize = QUEUE / 4;
 /// A buffer that grew beyond this (a large TCP answer) is freed rather than pooled.
 const POOLED_MAX: usize = 8 << 10;
 /// The first size of a pooled buffer: a query and a typical answer.
 const BUF_START: usize = 1024;
-/// How often the output is flushed while events keep coming.
+/// How often the output is flushed (a full buffer is written at once).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// How long the writer sleeps with nothing to do (a tap wakes it sooner).
-const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long the writer sleeps between two rounds over the queues (a tap that fills up wakes
+/// it sooner). Waking per query or per batch would cost a system call or two on each; a
+/// round every 10 ms costs nothing measurable, idle or busy.
+const ROUND: Duration = Duration::from_millis(10);
 /// Bound on every socket read and write, so a stalled reader cannot hold the writer.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and longest wait between two connection attempts to the reader.
@@ -61,6 +67,8 @@ const FSTRM_CONTENT_TYPE: u32 = 0x01;
 
 /// Events dropped: a full queue, no reader connected, or an output that failed.
 static DROPPED: LazyLock<metrics::Counter> = LazyLock::new(metrics::Counter::new);
+/// Events handed to the output (flushed to the file or the socket).
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
 /// Completed handshakes with a socket reader.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 /// Whether a socket reader is connected now (always false for a file).
@@ -71,6 +79,8 @@ static CONNECTED: AtomicBool = AtomicBool::new(false);
 pub struct Stats {
     /// Events not logged (each is a query, with its response when it had one).
     pub dropped: u64,
+    /// Events flushed to the output.
+    pub written: u64,
     /// Frame Streams handshakes completed with a socket reader since start.
     pub connections: u64,
     /// A socket reader is connected now.
@@ -81,6 +91,7 @@ pub struct Stats {
 pub fn stats() -> Stats {
     Stats {
         dropped: DROPPED.sum(),
+        written: WRITTEN.load(Ordering::Relaxed),
         connections: CONNECTIONS.load(Ordering::Relaxed),
         connected: CONNECTED.load(Ordering::Relaxed),
     }
@@ -328,13 +339,12 @@ impl Tap {
         }
     }
 
-    /// Wake the writer if it sleeps: call after logging a batch (or one TCP query).
+    /// Call after logging a batch (or one TCP query): wakes the writer early when this
+    /// tap's queue is filling up; otherwise the writer's next round takes the events.
     #[inline]
     pub fn wake(&self) {
-        // Pairs with the writer's fence between announcing sleep and its last look at the
-        // queues: either it sees our events, or we see it sleeping.
-        fence(Ordering::SeqCst);
-        if self.shared.sleeping.load(Ordering::Relaxed)
+        if self.lane.events.len() >= WAKE_AT
+            && self.shared.sleeping.load(Ordering::Relaxed)
             && self.shared.sleeping.swap(false, Ordering::AcqRel)
         {
             if let Some(t) = self.shared.writer.get() {
@@ -359,14 +369,15 @@ fn write_loop(
         }
         let stopping = shared.stop.load(Ordering::Acquire);
         sink.tick();
-        let mut written = 0usize;
+        let (mut written, mut busy) = (0usize, false);
         for lane in &lanes {
             // A bounded share per lane and round, so one busy worker cannot starve another.
-            for _ in 0..QUEUE {
+            let mut n = 0;
+            while n < QUEUE {
                 let Some(event) = lane.events.pop() else {
                     break;
                 };
-                written += 1;
+                n += 1;
                 sink.write(encoder.event(&event));
                 let mut buf = event.buf;
                 if buf.capacity() <= POOLED_MAX {
@@ -374,24 +385,22 @@ fn write_loop(
                     let _ = lane.free.push(buf);
                 }
             }
+            written += n;
+            busy |= n >= WAKE_AT;
         }
-        if written > 0 && last_flush.elapsed() < FLUSH_EVERY {
-            continue;
+        if stopping || last_flush.elapsed() >= FLUSH_EVERY {
+            sink.flush();
+            last_flush = Instant::now();
         }
-        sink.flush();
-        last_flush = Instant::now();
-        if written > 0 {
-            continue;
-        }
-        if stopping {
+        if stopping && written == 0 {
             break;
         }
-        shared.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if lanes.iter().all(|l| l.events.is_empty()) && !shared.stop.load(Ordering::Acquire) {
-            std::thread::park_timeout(IDLE_WAIT);
+        // Heavy traffic: go round again at once. Otherwise sleep out the round.
+        if !busy && !stopping {
+            shared.sleeping.store(true, Ordering::Release);
+            std::thread::park_timeout(ROUND);
+            shared.sleeping.store(false, Ordering::Relaxed);
         }
-        shared.sleeping.store(false, Ordering::Relaxed);
     }
     sink.finish();
 }
@@ -467,7 +476,10 @@ impl FileSink {
     fn flush(&mut self) {
         if let Some(out) = self.out.as_mut() {
             match out.flush() {
-                Ok(()) => self.pending = 0,
+                Ok(()) => {
+                    WRITTEN.fetch_add(self.pending, Ordering::Relaxed);
+                    self.pending = 0;
+                }
                 Err(e) => self.fail(&e),
             }
         }
@@ -551,7 +563,10 @@ impl SocketSink {
     fn flush(&mut self) {
         if let Some(conn) = self.conn.as_mut() {
             match conn.flush() {
-                Ok(()) => self.pending = 0,
+                Ok(()) => {
+                    WRITTEN.fetch_add(self.pending, Ordering::Relaxed);
+                    self.pending = 0;
+                }
                 Err(e) => self.lost(&e),
             }
         }

@@ -224,6 +224,13 @@ fn dnstap_socket_handshakes_with_fstrm_capture_and_reconnects() {
     let t = node.dig(&["+tcp", "www.example.com", "A"]);
     assert_eq!(t.status, "NOERROR", "{}", t.raw);
 
+    // Both reached the reader (the log is flushed every 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(node.admin, "meridian_dnstap_written_total") < Some(2.0) {
+        assert!(Instant::now() < deadline, "not written:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // The reader goes away and another takes its place: the node connects to it.
     stop(&mut reader);
     let mut reader = capture(&sock, &second);

@@ -299,6 +299,13 @@ impl Scrape {
         )?
         .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.dropped, None)?;
         enc.encode_descriptor(
+            "meridian_dnstap_written",
+            "Queries written to the dnstap log (flushed to the file or the socket reader).",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.written, None)?;
+        enc.encode_descriptor(
             "meridian_dnstap_connections",
             "Frame Streams handshakes completed with the dnstap socket reader.",
             None,
