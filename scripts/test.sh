@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+# dnstap-read (BIND's dnstap reader) is in bind9-dnsutils on Debian 12; fstrm_capture in fstrm-bin.
+command -v dnstap-read >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v fstrm_capture >/dev/null 2>&1 || need+=(fstrm-bin)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 [ -x /usr/sbin/unbound ] || need+=(unbound)
 [ -x /usr/sbin/knotd ] || need+=(knot)

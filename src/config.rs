@@ -26,6 +26,11 @@
 //!
 //! [bootstrap]                          # optional; absent: nothing is imported
 //! dir = "zones"
+//!
+//! [dnstap]                             # optional query log; absent: none
+//! file = "queries.dnstap"              # or socket = "/run/meridian/dnstap.sock"
+//! identity = "ns1"                     # default: the host name
+//! version = "meridian 0.1.0"           # default: "meridian VERSION"
 //! ```
 //!
 //! [`NodeConfig::load`] reads and validates a file; errors read `FILE:LINE: message` (or
@@ -70,6 +75,8 @@ pub const DEFAULT_ADMIN_MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Environment variable holding the admin token when the config names none.
 pub const ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
+/// The longest path a unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_UNIX_PATH: usize = 107;
 
 /// A validated node configuration. Paths are resolved (relative to the config file's
 /// directory, or to the current directory for [`NodeConfig::defaults`]) but not checked
@@ -104,6 +111,26 @@ pub struct NodeConfig {
     pub geoip_databases: Vec<PathBuf>,
     /// Directory imported on the first start of a new cluster; `None`: import nothing.
     pub bootstrap_dir: Option<PathBuf>,
+    /// The dnstap query log; `None`: queries are not logged.
+    pub dnstap: Option<DnstapConfig>,
+}
+
+/// Where the dnstap query log goes (`[dnstap]`), and what each message says it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnstapConfig {
+    pub sink: DnstapSink,
+    /// `identity` of every message (default: the host name).
+    pub identity: String,
+    /// `version` of every message (default: `meridian VERSION`).
+    pub version: String,
+}
+
+/// A dnstap destination: a file written from scratch at start, or a reader's unix socket
+/// that the node connects to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnstapSink {
+    File(PathBuf),
+    Socket(PathBuf),
 }
 
 impl fmt::Debug for NodeConfig {
@@ -122,6 +149,7 @@ impl fmt::Debug for NodeConfig {
             .field("admin_tls", &self.admin_tls)
             .field("geoip_databases", &self.geoip_databases)
             .field("bootstrap_dir", &self.bootstrap_dir)
+            .field("dnstap", &self.dnstap)
             .finish()
     }
 }
@@ -208,6 +236,7 @@ struct FileSpec {
     raft: RaftSpec,
     geoip: Option<GeoipSpec>,
     bootstrap: Option<BootstrapSpec>,
+    dnstap: Option<Spanned<DnstapSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +320,15 @@ struct BootstrapSpec {
     dir: Spanned<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnstapSpec {
+    socket: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    version: Option<Spanned<String>>,
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading and validation.
 
@@ -316,6 +354,7 @@ impl NodeConfig {
             admin_tls: None,
             geoip_databases: vec![PathBuf::from(DEFAULT_GEOIP_DATABASE)],
             bootstrap_dir: Some(PathBuf::from(DEFAULT_BOOTSTRAP_DIR)),
+            dnstap: None,
         }
     }
 
@@ -342,6 +381,20 @@ impl NodeConfig {
     pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<NodeConfig, ConfigError> {
         from_toml_with_env(text, file, base, env_admin_token())
     }
+}
+
+/// This machine's host name, the default dnstap identity (`meridian` when it has none).
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "meridian".to_string())
+}
+
+/// The default dnstap version: `meridian` and this build's version.
+fn default_dnstap_version() -> String {
+    format!("meridian {}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The admin token from the environment; an unset or empty variable is none.
@@ -541,6 +594,11 @@ impl Cx<'_> {
             Some(bootstrap) => Some(self.path("[bootstrap] dir", &bootstrap.dir)?),
         };
 
+        let dnstap = match &spec.dnstap {
+            None => None,
+            Some(dnstap) => Some(self.dnstap(dnstap)?),
+        };
+
         Ok(NodeConfig {
             node_id,
             data_dir,
@@ -556,6 +614,53 @@ impl Cx<'_> {
             admin_tls,
             geoip_databases,
             bootstrap_dir,
+            dnstap,
+        })
+    }
+
+    /// `[dnstap]`: exactly one of `socket` and `file`; identity and version default.
+    fn dnstap(&self, spec: &Spanned<DnstapSpec>) -> Result<DnstapConfig, ConfigError> {
+        let table = spec.get_ref();
+        let sink = match (&table.socket, &table.file) {
+            (Some(_), Some(file)) => {
+                return Err(self.invalid(
+                    file.span(),
+                    "[dnstap] file: socket is set too; give only one of them",
+                ))
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    spec.span(),
+                    "[dnstap]: give socket = \"/path/to/unix.sock\" or file = \"queries.dnstap\"",
+                ))
+            }
+            (Some(socket), None) => {
+                let path = self.path("[dnstap] socket", socket)?;
+                if path.as_os_str().len() > MAX_UNIX_PATH {
+                    return Err(self.invalid(
+                        socket.span(),
+                        format!(
+                            "[dnstap] socket: {} is longer than a unix socket path may be ({MAX_UNIX_PATH} bytes)",
+                            path.display()
+                        ),
+                    ));
+                }
+                DnstapSink::Socket(path)
+            }
+            (None, Some(file)) => DnstapSink::File(self.path("[dnstap] file", file)?),
+        };
+        let text = |key: &str, value: &Option<Spanned<String>>, default: fn() -> String| match value
+        {
+            None => Ok(default()),
+            Some(v) if v.get_ref().trim().is_empty() => {
+                Err(self.invalid(v.span(), format!("[dnstap] {key}: empty")))
+            }
+            Some(v) => Ok(v.get_ref().clone()),
+        };
+        Ok(DnstapConfig {
+            sink,
+            identity: text("identity", &table.identity, host_name)?,
+            version: text("version", &table.version, default_dnstap_version)?,
         })
     }
 
@@ -1193,6 +1298,62 @@ peers = { "1" = "127.0.0.1:9053" }
         }
         assert_eq!(raft[0].len(), 3);
         assert!(raft.iter().all(|peers| *peers == raft[0]));
+    }
+
+    #[test]
+    fn dnstap_file_with_defaults() {
+        let c = parse(&format!("{MINIMAL}\n[dnstap]\nfile = \"q.dnstap\"\n")).expect("valid");
+        let d = c.dnstap.expect("dnstap");
+        assert_eq!(
+            d.sink,
+            DnstapSink::File(PathBuf::from("/etc/meridian/q.dnstap"))
+        );
+        assert_eq!(d.identity, host_name());
+        assert!(!d.identity.is_empty());
+        assert_eq!(d.version, format!("meridian {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(parse(MINIMAL).expect("valid").dnstap, None);
+    }
+
+    #[test]
+    fn dnstap_socket_with_identity_and_version() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[dnstap]\nsocket = \"/run/dt.sock\"\nidentity = \"ns1\"\nversion = \"v9\"\n"
+        ))
+        .expect("valid");
+        let d = c.dnstap.expect("dnstap");
+        assert_eq!(d.sink, DnstapSink::Socket(PathBuf::from("/run/dt.sock")));
+        assert_eq!((d.identity.as_str(), d.version.as_str()), ("ns1", "v9"));
+    }
+
+    #[test]
+    fn dnstap_needs_exactly_one_sink_and_known_keys() {
+        let base = MINIMAL.lines().count() + 2;
+        let e = parse_err(&format!("{MINIMAL}\n[dnstap]\nidentity = \"x\"\n"));
+        assert!(
+            e.contains("give socket = ") && e.starts_with("node.toml:"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[dnstap]\nsocket = \"/a.sock\"\nfile = \"b\"\n"
+        ));
+        assert_eq!(
+            e,
+            format!(
+                "node.toml:{}: [dnstap] file: socket is set too; give only one of them",
+                base + 2
+            )
+        );
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[dnstap]\nfile = \"b\"\nformat = \"x\"\n"
+        ));
+        assert!(e.contains("unknown field `format`"), "{e}");
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[dnstap]\nfile = \"b\"\nidentity = \" \"\n"
+        ));
+        assert!(e.ends_with("[dnstap] identity: empty"), "{e}");
+        let long = format!("/{}", "x".repeat(120));
+        let e = parse_err(&format!("{MINIMAL}\n[dnstap]\nsocket = \"{long}\"\n"));
+        assert!(e.contains("longer than a unix socket path"), "{e}");
     }
 }
 

@@ -10,8 +10,11 @@
 //! - [`policy`]: round-robin, weighted and geo-nearest picks over prepared tables.
 //! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
 //! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
+//! - [`dnstap`]: the query log: per-worker queues to one Frame Streams writer thread.
+//! - [`degraded`]: silent degradations made loud (GeoIP without coordinates, fail-open).
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`admin`]: the HTTP admin API (`/healthz` for now).
+//! - [`service`]: systemd readiness (`sd_notify`) and SIGHUP as a reload request.
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
 
 // Lock types are denied only where queries run (dns, policy, geo); see clippy.toml.
@@ -22,7 +25,9 @@ pub mod apply;
 pub mod certs;
 pub mod cluster;
 pub mod config;
+pub mod degraded;
 pub mod dns;
+pub mod dnstap;
 pub mod explain;
 pub mod health;
 
@@ -33,6 +38,7 @@ pub mod node;
 pub mod policy;
 pub mod publisher;
 pub mod serve;
+pub mod service;
 pub mod snapshot;
 pub mod tls;
 pub mod zone;

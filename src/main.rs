@@ -5,8 +5,51 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Said after every subcommand's help: how logging is chosen.
+const LOG_ENV_HELP: &str = "\
+Environment:
+  MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins): \"debug\",
+                          \"meridian=debug,openraft=info\"… Default: info for serve, warn
+                          for the other commands.
+  MERIDIAN_LOG_FORMAT     \"text\" (the default; colours only when stderr is a terminal) or
+                          \"json\" (one JSON object per line). Logs go to stderr.";
+
+const APPLY_HELP: &str = "\
+Environment:
+  MERIDIAN_ADMIN_TOKEN    The bearer token when --token is not given.
+  MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins). Default: warn.
+  MERIDIAN_LOG_FORMAT     \"text\" (the default) or \"json\". Logs go to stderr.";
+
+const SERVE_HELP: &str = "\
+Without --config, a single-node cluster for trying it out: DNS on 127.0.0.1:1053 (UDP and
+TCP), admin API on 127.0.0.1:8053, Raft on 127.0.0.1:9053, data in ./data, GeoIP database
+./geoip/GeoIP2-City-Test.mmdb, and on the first start the example zones, datacenters.toml
+and services.toml of ./zones imported into the cluster.
+
+Environment:
+  MERIDIAN_ADMIN_TOKEN    The admin API's bearer token when the config names none
+                          ([admin] token or token_file). Without any, writes are refused.
+  MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins): \"debug\",
+                          \"meridian=debug,openraft=info\"… Default: info.
+  MERIDIAN_LOG_FORMAT     \"text\" (the default; colours only when stderr is a terminal) or
+                          \"json\" (one JSON object per line). Logs go to stderr.
+  NOTIFY_SOCKET           Set by systemd for Type=notify: READY=1 is sent there once
+                          /healthz says 200, STOPPING=1 when the node stops.
+
+Signals:
+  SIGTERM, SIGINT  Stop: DNS stops, the dnstap log is flushed, Raft shuts down; exit 0.
+  SIGHUP           A reload request: logged (\"reload requested\"); the node keeps running.
+
+/healthz answers 200 once the node serves DNS with its state loaded; /metrics is Prometheus
+text. See README.md for the config file (every key) and the admin API.";
+
 #[derive(Parser)]
-#[command(name = "meridian", version, about = "GeoDNS authoritative name server")]
+#[command(
+    name = "meridian",
+    version,
+    about = "GeoDNS authoritative name server",
+    after_help = LOG_ENV_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,22 +58,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (with no --config: a single-node server on the built-in defaults).
+    #[command(after_help = SERVE_HELP)]
     Serve {
+        /// The node config (TOML); relative paths in it are relative to the file. Default:
+        /// the built-in single-node config described below
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Validate a node config and its zone directory; exit 1 with `file:line: message`.
+    ///
+    /// It only reads: it opens no store and binds no port, so it runs beside a live node
+    /// with the same config. Warnings (such as a geo_nearest service over a GeoIP database
+    /// without coordinates) are printed and do not fail the check.
+    #[command(after_help = LOG_ENV_HELP)]
     Check {
+        /// The node config to check. Default: the built-in single-node config (./zones,
+        /// ./geoip/GeoIP2-City-Test.mmdb)
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Push zone files, datacenters.toml and services.toml through the admin API
     /// (idempotent: unchanged objects are not sent).
+    #[command(after_help = APPLY_HELP)]
     Apply {
         /// The admin API, e.g. http://127.0.0.1:8053
         #[arg(long, value_name = "URL")]
         admin: String,
-        /// The bearer token (default: env MERIDIAN_ADMIN_TOKEN)
+        /// The bearer token. Default: env MERIDIAN_ADMIN_TOKEN
         #[arg(long)]
         token: Option<String>,
         /// Print what would change and change nothing
@@ -39,6 +93,7 @@ enum Command {
         /// Trust only this CA (PEM) for an https:// admin URL; the host is verified too
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
+        /// Zone files (NAME.zone), datacenters.toml, services.toml, or directories of them
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -56,8 +111,12 @@ enum Command {
         #[arg(long = "host", value_name = "NAME")]
         hosts: Vec<String>,
     },
-    /// The answer a client would get, and why (offline: reads the config and its files).
+    /// The answer a client would get, and why (offline: reads the config and its files,
+    /// not a live node's state).
+    #[command(after_help = LOG_ENV_HELP)]
     Explain {
+        /// The node config whose zones, datacenters, services and GeoIP database are read.
+        /// Default: the built-in single-node config (./zones, ./geoip)
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The name asked for, e.g. www.example.com
@@ -76,11 +135,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A node logs what it does; the one-shot commands only what goes wrong.
-    init_tracing(if matches!(cli.command, Command::Serve { .. }) {
+    let level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
     } else {
         "warn"
-    });
+    };
+    if let Err(e) = init_tracing(level) {
+        eprintln!("meridian: {e}");
+        return ExitCode::FAILURE;
+    }
     match cli.command {
         Command::Serve { config } => {
             let config = match meridian::node::config_from(config.as_deref()) {
@@ -184,6 +247,10 @@ fn main() -> ExitCode {
                 .and_then(|c| meridian::node::load(&c).map_err(Into::into));
             match result {
                 Ok((loaded, _, _)) => {
+                    // What works but not as the operator expects: said, not fatal.
+                    for w in meridian::degraded::geo_warnings(&loaded.geo, &loaded.services) {
+                        eprintln!("warning: {w}");
+                    }
                     println!(
                         "ok: {} zone(s), {} datacenter(s), {} service(s)",
                         loaded.zones.len(),
@@ -206,7 +273,10 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_tracing(level: &str) {
+/// Logs to stderr: plain text (coloured only on a terminal, so files and journals get no
+/// escape codes) or, with `MERIDIAN_LOG_FORMAT=json`, one JSON object per line.
+fn init_tracing(level: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MERIDIAN_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
@@ -215,8 +285,18 @@ fn init_tracing(level: &str) {
                 "{level},hickory_proto=warn,openraft=warn,openraft::replication=off,openraft::network=off,openraft::engine::handler::replication_handler=off,sled=warn"
             ))
         });
-    tracing_subscriber::fmt()
+    let format = std::env::var("MERIDIAN_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format.trim().to_ascii_lowercase().as_str() {
+        "" | "text" => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        "json" => builder.json().with_ansi(false).init(),
+        other => {
+            return Err(format!(
+                "MERIDIAN_LOG_FORMAT is {other:?}; it takes \"text\" or \"json\""
+            ))
+        }
+    }
+    Ok(())
 }

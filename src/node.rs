@@ -142,6 +142,9 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, problems: &mut Vec<Str
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     raise_fd_limit();
     let ready = Readiness::default();
+    // SIGHUP asks for a reload (subscribe with `service.reloads()`); systemd hears READY=1
+    // when `ready` is set.
+    let service = crate::service::Service::start(ready.clone()).context("cannot catch SIGHUP")?;
 
     // Claim the admin and Raft ports first.
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
@@ -271,11 +274,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
     let mut tcp_tasks = Vec::new();
+    let dnstap = crate::dnstap::start_logged(config.dnstap.as_ref())?;
+    let tcp_tap = dnstap.as_ref().map(crate::dnstap::Dnstap::tap);
     for addr in &config.dns_listen {
         let sockets = udp::bind_group(*addr, threads)
             .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
         udp_threads.extend(
-            udp::spawn(sockets, reader.clone(), stop.clone())
+            udp::spawn(sockets, reader.clone(), stop.clone(), dnstap.as_ref())
                 .context("cannot start UDP workers")?,
         );
         let listener =
@@ -284,6 +289,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             listener,
             pool.clone(),
             reader.clone(),
+            tcp_tap.clone(),
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
@@ -307,6 +313,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         crate::serve::Limits::ADMIN,
         "admin",
     ));
+    // Logs a geo_nearest service without coordinates and a service failing open.
+    let degraded_task = tokio::spawn(crate::degraded::watch(reader.clone()));
     // DNS is listening: the publish of a loaded state may now say ready.
     gate.dns_listening.store(true, Ordering::Release);
     let _ = updates.send(publisher::Update::Recheck).await;
@@ -314,11 +322,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("stopping");
+    service.stopping();
     stop.store(true, Ordering::Relaxed);
     for t in tcp_tasks {
         t.abort();
     }
     admin_task.abort();
+    degraded_task.abort();
     geo_watch.abort();
     health_task.abort();
     if let Some(t) = import_task {
@@ -333,6 +343,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
     });
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), joined).await;
+    crate::dnstap::finish_within(dnstap, std::time::Duration::from_secs(3)).await;
     Ok(())
 }
 

@@ -431,6 +431,27 @@ pub fn pick(
     out
 }
 
+/// Whether a service fails open now: for A or for AAAA, no datacenter is eligible
+/// (drained, unhealthy, or weight 0 for `weighted`), so it answers with all of them. A
+/// service with `on_all_down = "none"` never does. This runs the real pick, for a client
+/// with no location (geo overrides only reorder, so the outcome is the same for every
+/// client); it is for metrics and logs, off the query path.
+pub fn fails_open(plan: &Plan, dcs: &DcTable) -> bool {
+    let mut rng = rand::rng();
+    [
+        (Family::V4, IpAddr::from([0u8; 4])),
+        (Family::V6, IpAddr::from([0u8; 16])),
+    ]
+    .into_iter()
+    // A family none of its datacenters has is NODATA, not failing open.
+    .filter(|&(family, _)| {
+        plan.members
+            .iter()
+            .any(|&m| dcs.entries.get(m as usize).is_some_and(|e| e.has(family)))
+    })
+    .any(|(family, client)| pick(plan, dcs, family, client, 0, &mut rng).failed_open)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +527,37 @@ mod tests {
         let (plan, _) = Plan::new(s, &dcs).expect("plan");
         let p = pick(&plan, &dcs, Family::V4, ip("127.0.0.1"), 0, &mut rng);
         assert!(p.as_slice().is_empty());
+    }
+
+    #[test]
+    fn fails_open_says_what_pick_does() {
+        let mut dcs = table();
+        let (plan, _) = Plan::new(service(PolicyKind::Weighted), &dcs).expect("plan");
+        assert!(!fails_open(&plan, &dcs));
+        // No datacenter with IPv6: AAAA is NODATA, not a failure.
+        let v4 = crate::model::fixtures::service(
+            "example.com",
+            "v4",
+            PolicyKind::RoundRobin,
+            &["lon", "nyc"],
+        );
+        let (v4, _) = Plan::new(v4, &dcs).expect("plan");
+        assert!(!fails_open(&v4, &dcs));
+        // Weight 0 everywhere: nobody is eligible for `weighted`, but round robin is fine.
+        for e in dcs.entries.iter_mut() {
+            e.def.weight = 0;
+        }
+        assert!(fails_open(&plan, &dcs));
+        let (rr, _) = Plan::new(service(PolicyKind::RoundRobin), &dcs).expect("plan");
+        assert!(!fails_open(&rr, &dcs));
+        for e in dcs.entries.iter_mut() {
+            e.def.health = Health::Unhealthy;
+        }
+        assert!(fails_open(&rr, &dcs));
+        let mut s = service(PolicyKind::RoundRobin);
+        s.on_all_down = OnAllDown::None;
+        let (none, _) = Plan::new(s, &dcs).expect("plan");
+        assert!(!fails_open(&none, &dcs), "NODATA is not failing open");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub(crate) async fn metrics(
         status: app.cluster.status(),
         snap: Arc::clone(&app.reader.load()),
         probes: probes.map(|Extension(p)| (p.0)()).unwrap_or_default(),
+        dnstap: crate::dnstap::stats(),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
@@ -75,6 +76,7 @@ struct Scrape {
     status: ClusterStatus,
     snap: Arc<Snapshot>,
     probes: Vec<ProbeStats>,
+    dnstap: crate::dnstap::Stats,
 }
 
 type Res = Result<(), fmt::Error>;
@@ -182,7 +184,9 @@ impl Collector for Scrape {
         )?;
         self.queries(&mut enc)?;
         self.datacenters(&mut enc)?;
-        self.probes(&mut enc)
+        self.probes(&mut enc)?;
+        self.fail_open(&mut enc)?;
+        self.dnstap(&mut enc)
     }
 }
 
@@ -276,6 +280,55 @@ impl Scrape {
             labeled_gauge(&mut m, &labels, i64::from(e.def.weight))?;
         }
         Ok(())
+    }
+
+    /// Per service: whether it fails open now (no eligible datacenter: it answers with all).
+    fn fail_open(&self, enc: &mut DescriptorEncoder<'_>) -> Res {
+        let mut m = enc.encode_descriptor(
+            "meridian_service_fail_open",
+            "1 while a service fails open: none of its datacenters is eligible (drained, unhealthy, or weight 0 for weighted), so it answers with all of them.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for plan in self.snap.plans.iter().flatten() {
+            let (zone, name) = (&plan.service.zone, &plan.service.name);
+            let on = crate::policy::fails_open(plan, &self.snap.dcs);
+            let labels = [("zone", zone.as_str()), ("service", name.as_str())];
+            labeled_gauge(&mut m, &labels, i64::from(on))?;
+        }
+        Ok(())
+    }
+
+    /// The dnstap query log: events dropped, and the socket reader's connection.
+    fn dnstap(&self, enc: &mut DescriptorEncoder<'_>) -> Res {
+        enc.encode_descriptor(
+            "meridian_dnstap_dropped",
+            "Queries not written to the dnstap log (its queue was full, no reader was connected, or the output failed).",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.dropped, None)?;
+        enc.encode_descriptor(
+            "meridian_dnstap_written",
+            "Queries written to the dnstap log (flushed to the file or the socket reader).",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.written, None)?;
+        enc.encode_descriptor(
+            "meridian_dnstap_connections",
+            "Frame Streams handshakes completed with the dnstap socket reader.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.dnstap.connections, None)?;
+        gauge(
+            enc,
+            "meridian_dnstap_connected",
+            "A dnstap socket reader is connected.",
+            None,
+            u64::from(self.dnstap.connected),
+        )
     }
 
     /// This node's own probes: latency histogram, failures, verdict.

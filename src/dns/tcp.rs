@@ -16,6 +16,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::dns::answer::{answer, record, Client, Transport};
 use crate::dns::request;
+use crate::dnstap::{self, Protocol, Tap};
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
 
@@ -162,8 +163,14 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Accept connections until the task is dropped.
-pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReader) {
+/// Accept connections until the task is dropped. With a query log, every connection logs
+/// into `tap` (the TCP path's one queue).
+pub async fn serve(
+    listener: TcpListener,
+    pool: Arc<Pool>,
+    reader: SnapshotReader,
+    tap: Option<Tap>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -184,12 +191,13 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReade
         };
         let pool = pool.clone();
         let reader = reader.clone();
+        let tap = tap.clone();
         tokio::spawn(async move {
             let Some((permit, idx)) = pool.admit().await else {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            if let Err(e) = connection(stream, peer, &pool, idx, &reader).await {
+            if let Err(e) = connection(stream, peer, &pool, idx, &reader, tap.as_ref()).await {
                 tracing::debug!(error = %e, %peer, "tcp connection ended");
             }
             pool.slots[idx].active.store(FREE, Ordering::Release);
@@ -204,6 +212,7 @@ async fn connection(
     pool: &Pool,
     idx: usize,
     reader: &SnapshotReader,
+    tap: Option<&Tap>,
 ) -> std::io::Result<()> {
     let slot = &pool.slots[idx];
     let mut inbuf = Vec::with_capacity(512);
@@ -211,6 +220,11 @@ async fn connection(
     let client = Client {
         source: peer.ip(),
         transport: Transport::Tcp,
+    };
+    // The address the client connected to, for the query log.
+    let server = match tap {
+        Some(_) => stream.local_addr()?,
+        None => peer,
     };
     loop {
         let woken = slot.wake.notified();
@@ -229,6 +243,10 @@ async fn connection(
             Ok(Err(e)) => return Err(e),
             Ok(Ok(true)) => {}
         }
+        let received = match tap {
+            Some(_) => dnstap::now(),
+            None => std::time::Duration::ZERO,
+        };
         // Fresh activity, unless an eviction already claimed the slot.
         let seen = slot.active.load(Ordering::Acquire);
         if seen == CLOSING
@@ -241,6 +259,10 @@ async fn connection(
         }
         // A message too broken to answer closes the connection (RFC 7766 §6.2.2 leaves it to us).
         let Some(req) = request::parse(&inbuf) else {
+            if let Some(tap) = tap {
+                tap.log(Protocol::Tcp, peer, server, received, &inbuf, None);
+                tap.wake();
+            }
             return Ok(());
         };
         let outcome = {
@@ -250,6 +272,11 @@ async fn connection(
             record(&snap, &outcome, metrics::worker());
             outcome
         };
+        if let Some(tap) = tap {
+            let reply = (&out[..outcome.len], dnstap::now());
+            tap.log(Protocol::Tcp, peer, server, received, &inbuf, Some(reply));
+            tap.wake();
+        }
         let len = (outcome.len as u16).to_be_bytes();
         stream.write_all(&len).await?;
         stream.write_all(&out[..outcome.len]).await?;

@@ -18,6 +18,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::dns::answer::{answer, record, Client, Transport};
 use crate::dns::request;
+use crate::dnstap::{self, Dnstap, Protocol, Tap};
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
 
@@ -92,23 +93,26 @@ pub fn worker_count() -> usize {
 }
 
 /// Start one worker per socket; each must be bound to the same address (see [`bind`]).
-/// They stop within [`STOP_POLL`] of `stop`.
+/// They stop within [`STOP_POLL`] of `stop`. With a query log, each worker logs into a tap
+/// of its own.
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     reader: SnapshotReader,
     stop: Arc<AtomicBool>,
+    dnstap: Option<&Dnstap>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     sockets
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
-            let wildcard = socket.local_addr()?.ip().is_unspecified();
+            let local = socket.local_addr()?;
             let reader = reader.clone();
             let stop = stop.clone();
+            let tap = dnstap.map(Dnstap::tap);
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
-                    let mut batch = Batch::new(wildcard);
+                    let mut batch = Batch::new(local, tap);
                     // This thread's own slot in every counter.
                     let slot = metrics::claim_worker();
                     while !stop.load(Ordering::Relaxed) {
@@ -128,6 +132,10 @@ struct Cmsg([u8; CMSG_ROOM]);
 /// raw pointers into the buffers; they are filled in anew before each call.
 struct Batch {
     wildcard: bool,
+    /// The socket's address (for a wildcard, the port the replies' addresses go with).
+    local: SocketAddr,
+    /// The query log's queue, when queries are logged.
+    tap: Option<Tap>,
     inbufs: Vec<[u8; RECV_BUF]>,
     outbufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -140,7 +148,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(wildcard: bool) -> Batch {
+    fn new(local: SocketAddr, tap: Option<Tap>) -> Batch {
         // SAFETY: all-zero is a valid value of these plain C structs.
         let zeroed_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -149,7 +157,9 @@ impl Batch {
             iov_len: 0,
         };
         Batch {
-            wildcard,
+            wildcard: local.ip().is_unspecified(),
+            local,
+            tap,
             inbufs: vec![[0u8; RECV_BUF]; BATCH],
             outbufs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
             addrs: vec![zeroed_addr; BATCH],
@@ -211,6 +221,11 @@ impl Batch {
             return;
         }
         let snap = reader.load();
+        // The query log: one look and one clock reading per batch.
+        let received = match self.tap {
+            Some(_) => dnstap::now(),
+            None => Duration::ZERO,
+        };
         let mut m = 0;
         for i in 0..n as usize {
             let len = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
@@ -218,6 +233,18 @@ impl Batch {
                 continue;
             };
             let Some(req) = request::parse(&self.inbufs[i][..len]) else {
+                if let Some(tap) = &self.tap {
+                    let server =
+                        server_addr(self.local, self.wildcard, &self.hdrs[i], &self.cmsgs[i]);
+                    tap.log(
+                        Protocol::Udp,
+                        src,
+                        server,
+                        received,
+                        &self.inbufs[i][..len],
+                        None,
+                    );
+                }
                 continue;
             };
             let client = Client {
@@ -226,6 +253,18 @@ impl Batch {
             };
             let outcome = answer(&snap, &req, &client, &mut self.outbufs[i]);
             record(&snap, &outcome, slot);
+            if let Some(tap) = &self.tap {
+                let server = server_addr(self.local, self.wildcard, &self.hdrs[i], &self.cmsgs[i]);
+                let reply = (&self.outbufs[i][..outcome.len], dnstap::now());
+                tap.log(
+                    Protocol::Udp,
+                    src,
+                    server,
+                    received,
+                    &self.inbufs[i][..len],
+                    Some(reply),
+                );
+            }
             self.out_iovs[m] = libc::iovec {
                 iov_base: self.outbufs[i].as_mut_ptr().cast(),
                 iov_len: outcome.len,
@@ -251,6 +290,9 @@ impl Batch {
             }
             m += 1;
         }
+        if let Some(tap) = &self.tap {
+            tap.wake();
+        }
         let mut sent = 0;
         while sent < m {
             // SAFETY: as for recvmmsg; out_hdrs[sent..m] point at filled buffers of this
@@ -271,6 +313,57 @@ impl Batch {
             }
         }
     }
+}
+
+/// The address a datagram came to: the socket's, or on a wildcard socket the destination
+/// the kernel reported with it.
+fn server_addr(
+    local: SocketAddr,
+    wildcard: bool,
+    hdr: &libc::mmsghdr,
+    control: &Cmsg,
+) -> SocketAddr {
+    if !wildcard {
+        return local;
+    }
+    let got = hdr.msg_hdr.msg_controllen.min(CMSG_ROOM);
+    match destination(&control.0[..got]) {
+        Some(ip) => SocketAddr::new(ip, local.port()),
+        None => local,
+    }
+}
+
+/// The destination address in a datagram's packet-info control message.
+fn destination(received: &[u8]) -> Option<IpAddr> {
+    let hdr = std::mem::size_of::<libc::cmsghdr>();
+    let mut pos = 0;
+    while pos + hdr <= received.len() {
+        // SAFETY: the bytes at `pos` are a cmsghdr written by the kernel (bounds checked).
+        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(received[pos..].as_ptr().cast()) };
+        let len = c.cmsg_len as usize;
+        if len < hdr || pos + len > received.len() {
+            return None;
+        }
+        let data = &received[pos + hdr..pos + len];
+        if c.cmsg_level == libc::IPPROTO_IP
+            && c.cmsg_type == libc::IP_PKTINFO
+            && data.len() >= std::mem::size_of::<libc::in_pktinfo>()
+        {
+            // SAFETY: the data is an in_pktinfo (checked length); unaligned access.
+            let pi: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+            return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
+        }
+        if c.cmsg_level == libc::IPPROTO_IPV6
+            && c.cmsg_type == libc::IPV6_PKTINFO
+            && data.len() >= std::mem::size_of::<libc::in6_pktinfo>()
+        {
+            // SAFETY: the data is an in6_pktinfo (checked length); unaligned access.
+            let pi: libc::in6_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+            return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
+        }
+        pos += (len + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1);
+    }
+    None
 }
 
 /// The source address of a datagram.

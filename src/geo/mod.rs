@@ -211,6 +211,12 @@ impl GeoDb {
         })
     }
 
+    /// Whether any record has coordinates. A Country edition has none: `geo_nearest` then
+    /// has no distances to go by (only its country/continent overrides).
+    pub fn has_coordinates(&self) -> bool {
+        self.locations.iter().any(|l| l.coords.is_some())
+    }
+
     /// The metadata `build_epoch` (seconds since 1970) of the newest file; 0 when empty.
     pub fn build_epoch(&self) -> u64 {
         self.build_epoch

@@ -100,6 +100,13 @@ impl Node {
     }
 
     pub fn start(setup: &Setup<'_>) -> Node {
+        let mut node = Node::spawn(setup, &[]);
+        node.wait_healthy(Duration::from_secs(30));
+        node
+    }
+
+    /// Start a node with extra environment variables, without waiting for it to be ready.
+    pub fn spawn(setup: &Setup<'_>, env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
@@ -125,11 +132,12 @@ impl Node {
                 .arg("serve")
                 .arg("--config")
                 .arg(&config_path)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log),
         );
         let log_path = dir.path().join("node.log");
-        let mut node = Node {
+        Node {
             dir,
             at: NodeRef {
                 dns,
@@ -138,12 +146,10 @@ impl Node {
                 log_path,
             },
             child: Some(child),
-        };
-        node.wait_healthy(Duration::from_secs(30));
-        node
+        }
     }
 
-    fn wait_healthy(&mut self, limit: Duration) {
+    pub fn wait_healthy(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
@@ -157,6 +163,19 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("meridian not healthy within {limit:?}:\n{}", self.log());
+    }
+
+    /// Send a signal to the node (while it runs).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = self.child.as_ref() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
+    /// Whether the node's process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// Send SIGTERM and wait (bounded) for the exit status.
