@@ -1339,11 +1339,18 @@ mod tests {
             .expect("tempdir")
     }
 
+    /// Open, retrying for a while: a dropped sled database releases its file lock from a
+    /// background thread, a moment after the drop.
     fn open_ok(dir: &Path) -> (LogStore, StateMachineStore) {
-        match open(dir) {
-            Ok(s) => s,
-            Err(e) => panic!("open {}: {e}", dir.display()),
+        let mut last = None;
+        for _ in 0..50 {
+            match open(dir) {
+                Ok(s) => return s,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        panic!("open {}: {last:?}", dir.display())
     }
 
     fn indexes(entries: &[Entry]) -> Vec<u64> {
