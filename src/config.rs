@@ -8,6 +8,8 @@
 //!
 //! [dns]
 //! listen = ["127.0.0.1:1053", "[::1]:1053"]
+//! # Response rate limiting, off when absent; every key optional (these are the defaults).
+//! rate_limit = { responses_per_second = 20, slip = 2, ipv4_prefix = 24, ipv6_prefix = 56 }
 //!
 //! [admin]
 //! listen = "127.0.0.1:8053"
@@ -60,6 +62,40 @@ pub const DEFAULT_BOOTSTRAP_DIR: &str = "zones";
 /// Environment variable holding the admin token when the config names none.
 pub const ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
 
+/// Response rate limiting (`[dns] rate_limit`), as in Knot's and NSD's RRL: UDP replies to
+/// one client network in one response class beyond `responses_per_second` (with a burst of
+/// one second's worth) are dropped, every `slip`-th of them sent truncated instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Replies per second per client network and response class (the burst is one
+    /// second's worth). For comparison, NSD's `rrl-ratelimit` defaults to 200 and Knot's
+    /// RRL documentation uses 200 in its example.
+    pub responses_per_second: u32,
+    /// Every `slip`-th limited reply goes out truncated (TC, no records) so that a real
+    /// client retries over TCP; the rest are dropped. 0: all dropped; 1: all truncated.
+    pub slip: u32,
+    /// Clients in one IPv4 network of this prefix length share their limits.
+    pub ipv4_prefix: u8,
+    /// Clients in one IPv6 network of this prefix length share their limits.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            responses_per_second: 20,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+        }
+    }
+}
+
+/// The largest `responses_per_second`: beyond it a limit protects nothing.
+pub const MAX_RESPONSES_PER_SECOND: u32 = 1_000_000;
+/// The largest `slip` (BIND's bound too).
+pub const MAX_SLIP: u32 = 10;
+
 /// A validated node configuration. Paths are resolved (relative to the config file's
 /// directory, or to the current directory for [`NodeConfig::defaults`]) but not checked
 /// for existence.
@@ -85,6 +121,8 @@ pub struct NodeConfig {
     pub geoip_databases: Vec<PathBuf>,
     /// Directory imported on the first start of a new cluster; `None`: import nothing.
     pub bootstrap_dir: Option<PathBuf>,
+    /// Response rate limiting of UDP replies; `None` (the default): off.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -100,6 +138,7 @@ impl fmt::Debug for NodeConfig {
             .field("raft_secret", &Redacted(&self.raft_secret))
             .field("geoip_databases", &self.geoip_databases)
             .field("bootstrap_dir", &self.bootstrap_dir)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -192,6 +231,16 @@ struct FileSpec {
 #[serde(deny_unknown_fields)]
 struct DnsSpec {
     listen: Spanned<Vec<Spanned<String>>>,
+    rate_limit: Option<RateLimitSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSpec {
+    responses_per_second: Option<Spanned<i64>>,
+    slip: Option<Spanned<i64>>,
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +326,7 @@ impl NodeConfig {
             raft_secret: None,
             geoip_databases: vec![PathBuf::from(DEFAULT_GEOIP_DATABASE)],
             bootstrap_dir: Some(PathBuf::from(DEFAULT_BOOTSTRAP_DIR)),
+            rate_limit: None,
         }
     }
 
@@ -395,6 +445,11 @@ impl Cx<'_> {
             dns_listen.push(addr);
         }
 
+        let rate_limit = match &spec.dns.rate_limit {
+            None => None,
+            Some(spec) => Some(self.rate_limit(spec)?),
+        };
+
         let admin_listen = self.addr("[admin] listen", &spec.admin.listen)?;
         let raft_listen = self.addr("[raft] listen", &spec.raft.listen)?;
         if admin_listen == raft_listen {
@@ -467,6 +522,55 @@ impl Cx<'_> {
             raft_secret,
             geoip_databases,
             bootstrap_dir,
+            rate_limit,
+        })
+    }
+
+    /// `[dns] rate_limit`: each key within its range, the defaults for those left out.
+    fn rate_limit(&self, spec: &RateLimitSpec) -> Result<RateLimit, ConfigError> {
+        let d = RateLimit::default();
+        let int = |key: &str, v: &Option<Spanned<i64>>, min: i64, max: i64, default: i64| {
+            let Some(v) = v else {
+                return Ok(default);
+            };
+            let n = *v.get_ref();
+            if n < min || n > max {
+                return Err(self.invalid(
+                    v.span(),
+                    format!("[dns] rate_limit.{key}: {n} is out of range ({min} to {max})"),
+                ));
+            }
+            Ok(n)
+        };
+        Ok(RateLimit {
+            responses_per_second: int(
+                "responses_per_second",
+                &spec.responses_per_second,
+                1,
+                i64::from(MAX_RESPONSES_PER_SECOND),
+                i64::from(d.responses_per_second),
+            )? as u32,
+            slip: int(
+                "slip",
+                &spec.slip,
+                0,
+                i64::from(MAX_SLIP),
+                i64::from(d.slip),
+            )? as u32,
+            ipv4_prefix: int(
+                "ipv4_prefix",
+                &spec.ipv4_prefix,
+                0,
+                32,
+                i64::from(d.ipv4_prefix),
+            )? as u8,
+            ipv6_prefix: int(
+                "ipv6_prefix",
+                &spec.ipv6_prefix,
+                0,
+                128,
+                i64::from(d.ipv6_prefix),
+            )? as u8,
         })
     }
 
@@ -1014,6 +1118,52 @@ peers = { "1" = "127.0.0.1:9053" }
         // The public entry point reads the real environment.
         let c = NodeConfig::from_toml(MINIMAL, "n.toml", base).unwrap();
         assert_eq!(c.admin_token, env_admin_token());
+    }
+
+    #[test]
+    fn rate_limit_is_off_by_default_and_every_key_optional() {
+        assert_eq!(parse(MINIMAL).unwrap().rate_limit, None);
+        assert_eq!(NodeConfig::defaults().rate_limit, None);
+        let with = |table: &str| {
+            MINIMAL.replace(
+                "listen = [\"127.0.0.1:1053\"]",
+                &format!("listen = [\"127.0.0.1:1053\"]\nrate_limit = {table}"),
+            )
+        };
+        assert_eq!(
+            parse(&with("{}")).unwrap().rate_limit,
+            Some(RateLimit {
+                responses_per_second: 20,
+                slip: 2,
+                ipv4_prefix: 24,
+                ipv6_prefix: 56
+            })
+        );
+        let c = parse(&with(
+            "{ responses_per_second = 200, slip = 0, ipv6_prefix = 64 }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                responses_per_second: 200,
+                slip: 0,
+                ipv4_prefix: 24,
+                ipv6_prefix: 64
+            })
+        );
+        let e = parse_err(&with("{ ipv4_prefix = 33 }"));
+        assert!(e.starts_with("node.toml:5: "), "{e}");
+        assert!(
+            e.contains("ipv4_prefix: 33 is out of range (0 to 32)"),
+            "{e}"
+        );
+        let e = parse_err(&with("{ responses_per_second = 0 }"));
+        assert!(e.contains("responses_per_second: 0 is out of range"), "{e}");
+        let e = parse_err(&with("{ slip = 11 }"));
+        assert!(e.contains("slip: 11 is out of range (0 to 10)"), "{e}");
+        let e = parse_err(&with("{ rate = 5 }"));
+        assert!(e.contains("unknown field `rate`"), "{e}");
     }
 
     #[test]

@@ -225,6 +225,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    let dns_options = crate::dns::Options {
+        rate_limit: config.rate_limit,
+    };
+    if let Some(rl) = &config.rate_limit {
+        tracing::info!(
+            responses_per_second = rl.responses_per_second,
+            slip = rl.slip,
+            ipv4_prefix = rl.ipv4_prefix,
+            ipv6_prefix = rl.ipv6_prefix,
+            "response rate limiting on (UDP)"
+        );
+    }
     let threads = udp::worker_count();
     let mut udp_threads = Vec::new();
     let pool = tcp::Pool::new(tcp::TcpLimits::default());
@@ -243,7 +255,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let sockets = udp::bind_group(*addr, threads)
             .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
         udp_threads.extend(
-            udp::spawn(sockets, reader.clone(), stop.clone())
+            udp::spawn(sockets, reader.clone(), stop.clone(), dns_options)
                 .context("cannot start UDP workers")?,
         );
         let listener =

@@ -174,6 +174,21 @@ impl Collector for Scrape {
             status.members.len() as u64,
         )?;
         self.queries(&mut enc)?;
+        let rrl = crate::metrics::rrl();
+        enc.encode_descriptor(
+            "meridian_rrl_dropped",
+            "UDP replies response rate limiting dropped.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&rrl.dropped.sum(), None)?;
+        enc.encode_descriptor(
+            "meridian_rrl_slipped",
+            "UDP replies response rate limiting sent truncated instead (slipped).",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&rrl.slipped.sum(), None)?;
         self.datacenters(&mut enc)?;
         self.probes(&mut enc)
     }

@@ -7,8 +7,16 @@
 pub mod answer;
 pub mod encode;
 pub mod request;
+pub mod rrl;
 pub mod tcp;
 pub mod udp;
 
 pub use answer::{answer, Client, Outcome, Transport};
 pub use request::parse;
+
+/// How a node's listeners treat queries beyond answering them (from `[dns]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Response rate limiting of UDP replies; `None`: off.
+    pub rate_limit: Option<crate::config::RateLimit>,
+}

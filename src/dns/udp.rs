@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::dns::answer::{answer, record, Client, Transport};
+use crate::dns::answer::{answer, record, slip, Client, Transport};
 use crate::dns::request;
+use crate::dns::rrl::{Limiter, Verdict};
+use crate::dns::Options;
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
 
@@ -97,6 +99,7 @@ pub fn spawn(
     sockets: Vec<UdpSocket>,
     reader: SnapshotReader,
     stop: Arc<AtomicBool>,
+    options: Options,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     sockets
         .into_iter()
@@ -108,7 +111,7 @@ pub fn spawn(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
-                    let mut batch = Batch::new(wildcard);
+                    let mut batch = Batch::new(wildcard, options);
                     // This thread's own slot in every counter.
                     let slot = metrics::claim_worker();
                     while !stop.load(Ordering::Relaxed) {
@@ -128,6 +131,8 @@ struct Cmsg([u8; CMSG_ROOM]);
 /// raw pointers into the buffers; they are filled in anew before each call.
 struct Batch {
     wildcard: bool,
+    /// This worker's own rate limiter, when response rate limiting is on.
+    rrl: Option<Limiter>,
     inbufs: Vec<[u8; RECV_BUF]>,
     outbufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -140,7 +145,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(wildcard: bool) -> Batch {
+    fn new(wildcard: bool, options: Options) -> Batch {
         // SAFETY: all-zero is a valid value of these plain C structs.
         let zeroed_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -150,6 +155,7 @@ impl Batch {
         };
         Batch {
             wildcard,
+            rrl: options.rate_limit.map(Limiter::new),
             inbufs: vec![[0u8; RECV_BUF]; BATCH],
             outbufs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
             addrs: vec![zeroed_addr; BATCH],
@@ -211,6 +217,7 @@ impl Batch {
             return;
         }
         let snap = reader.load();
+        let now_ms = self.rrl.as_ref().map_or(0, Limiter::now);
         let mut m = 0;
         for i in 0..n as usize {
             let len = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
@@ -226,9 +233,23 @@ impl Batch {
             };
             let outcome = answer(&snap, &req, &client, &mut self.outbufs[i]);
             record(&snap, &outcome, slot);
+            let mut len = outcome.len;
+            if let Some(rrl) = self.rrl.as_mut() {
+                match rrl.check(src.ip(), &req, &outcome, now_ms) {
+                    Verdict::Send => {}
+                    Verdict::Slip => {
+                        len = slip(&req, &outcome, &mut self.outbufs[i]);
+                        metrics::rrl().slipped.inc(slot);
+                    }
+                    Verdict::Drop => {
+                        metrics::rrl().dropped.inc(slot);
+                        continue;
+                    }
+                }
+            }
             self.out_iovs[m] = libc::iovec {
                 iov_base: self.outbufs[i].as_mut_ptr().cast(),
-                iov_len: outcome.len,
+                iov_len: len,
             };
             let namelen = self.hdrs[i].msg_hdr.msg_namelen;
             let h = &mut self.out_hdrs[m].msg_hdr;

@@ -82,7 +82,8 @@ pub fn geoip_db() -> PathBuf {
 pub struct Setup<'a> {
     pub files: &'a [(&'a str, &'a str)],
     /// Extra TOML appended to the generated config; one with its own `[geoip]` section
-    /// replaces the default database.
+    /// replaces the default database, and the keys of a `[dns]` section in it join the
+    /// generated `[dns]` table.
     pub extra_config: &'a str,
 }
 
@@ -113,9 +114,9 @@ impl Node {
         } else {
             format!("[geoip]\ndatabase = \"{}\"\n", geoip_db().display())
         };
+        let (dns_extra, extra) = split_dns_section(setup.extra_config);
         let config = format!(
-            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n{geoip}\n[bootstrap]\ndir = \"zones\"\n{}\n",
-            setup.extra_config
+            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n{dns_extra}\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n{geoip}\n[bootstrap]\ndir = \"zones\"\n{extra}\n"
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -141,6 +142,11 @@ impl Node {
         };
         node.wait_healthy(Duration::from_secs(30));
         node
+    }
+
+    /// The node's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
     }
 
     fn wait_healthy(&mut self, limit: Duration) {
@@ -183,6 +189,26 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+/// The body of a `[dns]` section in `extra` (up to the next table), and the rest.
+fn split_dns_section(extra: &str) -> (String, String) {
+    let mut dns = String::new();
+    let mut rest = String::new();
+    let mut in_dns = false;
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_dns = t == "[dns]";
+            if in_dns {
+                continue;
+            }
+        }
+        let to = if in_dns { &mut dns } else { &mut rest };
+        to.push_str(line);
+        to.push('\n');
+    }
+    (dns, rest)
 }
 
 /// Spawn a child that the kernel kills if this test process dies first.
