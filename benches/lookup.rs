@@ -90,6 +90,7 @@ fn lookup(c: &mut Criterion) {
     let client = Client {
         source: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 77)),
         transport: Transport::Udp,
+        cookie: meridian::dns::Cookie::None,
     };
     let static_q = query("static.example.com", 1, &[]);
     let nx_q = query("nope.example.com", 1, &[]);

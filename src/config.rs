@@ -10,6 +10,7 @@
 //! listen = ["127.0.0.1:1053", "[::1]:1053"]
 //! # Response rate limiting, off when absent; every key optional (these are the defaults).
 //! rate_limit = { responses_per_second = 20, slip = 2, ipv4_prefix = 24, ipv6_prefix = 56 }
+//! cookies = true                       # DNS cookies (RFC 7873, RFC 9018); the default
 //!
 //! [admin]
 //! listen = "127.0.0.1:8053"
@@ -123,6 +124,8 @@ pub struct NodeConfig {
     pub bootstrap_dir: Option<PathBuf>,
     /// Response rate limiting of UDP replies; `None` (the default): off.
     pub rate_limit: Option<RateLimit>,
+    /// DNS cookies (RFC 7873): on by default; off, the COOKIE option is ignored.
+    pub cookies: bool,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -139,6 +142,7 @@ impl fmt::Debug for NodeConfig {
             .field("geoip_databases", &self.geoip_databases)
             .field("bootstrap_dir", &self.bootstrap_dir)
             .field("rate_limit", &self.rate_limit)
+            .field("cookies", &self.cookies)
             .finish()
     }
 }
@@ -232,6 +236,7 @@ struct FileSpec {
 struct DnsSpec {
     listen: Spanned<Vec<Spanned<String>>>,
     rate_limit: Option<RateLimitSpec>,
+    cookies: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +332,7 @@ impl NodeConfig {
             geoip_databases: vec![PathBuf::from(DEFAULT_GEOIP_DATABASE)],
             bootstrap_dir: Some(PathBuf::from(DEFAULT_BOOTSTRAP_DIR)),
             rate_limit: None,
+            cookies: true,
         }
     }
 
@@ -523,6 +529,7 @@ impl Cx<'_> {
             geoip_databases,
             bootstrap_dir,
             rate_limit,
+            cookies: spec.dns.cookies.unwrap_or(true),
         })
     }
 
@@ -1164,6 +1171,17 @@ peers = { "1" = "127.0.0.1:9053" }
         assert!(e.contains("slip: 11 is out of range (0 to 10)"), "{e}");
         let e = parse_err(&with("{ rate = 5 }"));
         assert!(e.contains("unknown field `rate`"), "{e}");
+    }
+
+    #[test]
+    fn cookies_are_on_by_default() {
+        assert!(parse(MINIMAL).unwrap().cookies);
+        assert!(NodeConfig::defaults().cookies);
+        let off = MINIMAL.replace(
+            "listen = [\"127.0.0.1:1053\"]",
+            "listen = [\"127.0.0.1:1053\"]\ncookies = false",
+        );
+        assert!(!parse(&off).unwrap().cookies);
     }
 
     #[test]

@@ -227,6 +227,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let dns_options = crate::dns::Options {
         rate_limit: config.rate_limit,
+        cookies: config.cookies,
     };
     if let Some(rl) = &config.rate_limit {
         tracing::info!(
@@ -264,6 +265,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             listener,
             pool.clone(),
             reader.clone(),
+            dns_options,
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }

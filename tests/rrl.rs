@@ -89,6 +89,8 @@ struct Tally {
     reply_bytes: usize,
     /// Truncated replies that carried a record or lost the question.
     bad_slips: usize,
+    /// Replies with a COOKIE option.
+    cookies: usize,
 }
 
 /// Send `n` copies of `packet` (each with its own ID) from `from`, as fast as the loopback
@@ -111,6 +113,9 @@ fn burst(server: SocketAddr, from: Ipv4Addr, n: u16, packet: &[u8]) -> Tally {
             last = Instant::now();
             let r = &buf[..len];
             t.reply_bytes += len;
+            if reply_cookie(r).is_some() {
+                t.cookies += 1;
+            }
             if r[2] & 0x02 != 0 {
                 t.truncated += 1;
                 let clean = u16_at(r, 6) == 0
@@ -291,4 +296,53 @@ fn rrl_is_off_by_default() {
         &query(0, "www.example.net", 1, None),
     );
     assert_eq!((t.full, t.truncated), (500, 0), "{t:?}");
+}
+
+/// The COOKIE option's data at the end of a reply (it is the OPT's last option).
+fn reply_cookie(reply: &[u8]) -> Option<[u8; 24]> {
+    let n = reply.len();
+    let head = reply.get(n.checked_sub(28)?..n - 24)?;
+    (head == [0, 10, 0, 24]).then(|| reply[n - 24..].try_into().ok())?
+}
+
+#[test]
+fn rrl_a_client_with_a_valid_server_cookie_is_answered_throughout() {
+    let _turn = turn();
+    let node = limited();
+    let from = Ipv4Addr::new(127, 7, 0, 1);
+    let client = [0x5a; 8];
+    // Learn a server cookie.
+    let sock = UdpSocket::bind((from, 0)).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    sock.send_to(&query(1, "www.example.net", 1, Some(&client)), node.dns)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a reply with a cookie");
+    let cookie = reply_cookie(&buf[..n]).expect("a COOKIE option in the reply");
+    assert_eq!(cookie[..8], client);
+    // A burst with it: never limited.
+    let t = burst(
+        node.dns,
+        from,
+        2000,
+        &query(0, "www.example.net", 1, Some(&cookie)),
+    );
+    eprintln!("with a valid cookie: {t:?}");
+    assert_eq!((t.full, t.truncated), (2000, 0), "{t:?}");
+    // The same burst from another network with a forged server cookie: limited as if it
+    // had none.
+    let mut forged = cookie;
+    forged[23] ^= 0xff;
+    let t = burst(
+        node.dns,
+        Ipv4Addr::new(127, 8, 0, 1),
+        2000,
+        &query(0, "www.example.net", 1, Some(&forged)),
+    );
+    eprintln!("with a forged cookie: {t:?}");
+    assert!(t.full < 100, "{t:?}");
+    assert!(t.truncated > 800, "{t:?}");
+    // A slipped reply still carries a fresh cookie, so the client can come back with it.
+    assert_eq!(t.cookies, t.full + t.truncated, "{t:?}");
 }

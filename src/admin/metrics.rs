@@ -388,6 +388,7 @@ mod tests {
         let client = Client {
             source: "192.0.2.99".parse().expect("ip"),
             transport: Transport::Udp,
+            cookie: crate::dns::Cookie::None,
         };
         let mut out = Vec::new();
         let outcome = answer(snap, &req, &client, &mut out);

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use crate::dns::cookie::Cookie;
 use crate::dns::encode::{opt_len, EcsEcho, OptOut, Section, Writer};
 use crate::dns::request::{Kind, NameBuf, Question, Request};
 use crate::metrics::{self, Worker};
@@ -46,6 +47,9 @@ pub enum Transport {
 pub struct Client {
     pub source: IpAddr,
     pub transport: Transport,
+    /// The COOKIE option the reply carries ([`crate::dns::cookie::check`]; `None` when
+    /// cookies are off or the query had none).
+    pub cookie: Cookie,
 }
 
 /// The response class a reply is rate limited under (as in Knot's and NSD's RRL): replies
@@ -185,19 +189,29 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
             scope_prefix: 0,
             addr: c.addr,
         }),
+        cookie: match &client.cookie {
+            Cookie::Reply(c) => Some(&c[..]),
+            Cookie::None | Cookie::Malformed => None,
+        },
     });
-    let code: u16 = match req.kind {
+    // A malformed COOKIE option is FORMERR (RFC 7873 §5.2.2).
+    let kind = match (req.kind, client.cookie) {
+        (Kind::Query, Cookie::Malformed) => Kind::FormErr,
+        (k, _) => k,
+    };
+    let code: u16 = match kind {
         Kind::FormErr => rcode::FORMERR as u16,
         Kind::NotImp => rcode::NOTIMP as u16,
         Kind::BadVers => rcode::BADVERS,
         Kind::Query => 0,
     };
-    if req.kind != Kind::Query {
+    if kind != Kind::Query {
         if let Some(o) = opt.as_mut() {
             o.ext_rcode = (code >> 4) as u8;
-            if req.kind == Kind::BadVers {
+            if kind == Kind::BadVers {
                 o.nsid = None;
                 o.ecs = None;
+                o.cookie = None;
             }
         }
         let olen = opt_len(opt.as_ref());

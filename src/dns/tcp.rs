@@ -15,7 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::dns::answer::{answer, record, Client, Transport};
+use crate::dns::cookie::{self, Cookie};
 use crate::dns::request;
+use crate::dns::Options;
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
 
@@ -163,7 +165,12 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 }
 
 /// Accept connections until the task is dropped.
-pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReader) {
+pub async fn serve(
+    listener: TcpListener,
+    pool: Arc<Pool>,
+    reader: SnapshotReader,
+    options: Options,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -189,7 +196,7 @@ pub async fn serve(listener: TcpListener, pool: Arc<Pool>, reader: SnapshotReade
                 return;
             };
             let _ = stream.set_nodelay(true);
-            if let Err(e) = connection(stream, peer, &pool, idx, &reader).await {
+            if let Err(e) = connection(stream, peer, &pool, idx, &reader, options).await {
                 tracing::debug!(error = %e, %peer, "tcp connection ended");
             }
             pool.slots[idx].active.store(FREE, Ordering::Release);
@@ -204,13 +211,15 @@ async fn connection(
     pool: &Pool,
     idx: usize,
     reader: &SnapshotReader,
+    options: Options,
 ) -> std::io::Result<()> {
     let slot = &pool.slots[idx];
     let mut inbuf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
-    let client = Client {
+    let mut client = Client {
         source: peer.ip(),
         transport: Transport::Tcp,
+        cookie: Cookie::None,
     };
     loop {
         let woken = slot.wake.notified();
@@ -245,6 +254,11 @@ async fn connection(
         };
         let outcome = {
             let snap = reader.load();
+            if options.cookies {
+                let now = cookie::unix_now();
+                client.cookie =
+                    cookie::check(&snap.cookies, req.edns.as_ref(), peer.ip(), now).reply;
+            }
             let outcome = answer(&snap, &req, &client, &mut out);
             // TCP tasks move between threads: they share the common slot.
             record(&snap, &outcome, metrics::worker());

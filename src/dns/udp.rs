@@ -17,6 +17,7 @@ use std::time::Duration;
 use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::dns::answer::{answer, record, slip, Client, Transport};
+use crate::dns::cookie::{self, Checked, Cookie};
 use crate::dns::request;
 use crate::dns::rrl::{Limiter, Verdict};
 use crate::dns::Options;
@@ -133,6 +134,8 @@ struct Batch {
     wildcard: bool,
     /// This worker's own rate limiter, when response rate limiting is on.
     rrl: Option<Limiter>,
+    /// DNS cookies are on.
+    cookies: bool,
     inbufs: Vec<[u8; RECV_BUF]>,
     outbufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -156,6 +159,7 @@ impl Batch {
         Batch {
             wildcard,
             rrl: options.rate_limit.map(Limiter::new),
+            cookies: options.cookies,
             inbufs: vec![[0u8; RECV_BUF]; BATCH],
             outbufs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
             addrs: vec![zeroed_addr; BATCH],
@@ -218,6 +222,7 @@ impl Batch {
         }
         let snap = reader.load();
         let now_ms = self.rrl.as_ref().map_or(0, Limiter::now);
+        let now_secs = if self.cookies { cookie::unix_now() } else { 0 };
         let mut m = 0;
         for i in 0..n as usize {
             let len = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
@@ -227,14 +232,24 @@ impl Batch {
             let Some(req) = request::parse(&self.inbufs[i][..len]) else {
                 continue;
             };
+            let checked = if self.cookies {
+                cookie::check(&snap.cookies, req.edns.as_ref(), src.ip(), now_secs)
+            } else {
+                Checked {
+                    reply: Cookie::None,
+                    valid: false,
+                }
+            };
             let client = Client {
                 source: src.ip(),
                 transport: Transport::Udp,
+                cookie: checked.reply,
             };
             let outcome = answer(&snap, &req, &client, &mut self.outbufs[i]);
             record(&snap, &outcome, slot);
             let mut len = outcome.len;
-            if let Some(rrl) = self.rrl.as_mut() {
+            // A valid server cookie proves the source address: nothing to limit.
+            if let Some(rrl) = self.rrl.as_mut().filter(|_| !checked.valid) {
                 match rrl.check(src.ip(), &req, &outcome, now_ms) {
                     Verdict::Send => {}
                     Verdict::Slip => {
