@@ -1,9 +1,10 @@
 //! DNS over TCP (RFC 7766): length-prefixed messages, answered in order on each connection.
 //!
 //! Connections are a bounded resource: at most [`TcpLimits::max_connections`] are open;
-//! each must deliver a whole query within the idle timeout or is closed; and when every
-//! place is taken, the connection idle the longest is closed to make room, so hundreds of
-//! idle or slow clients cannot keep a new one from being answered.
+//! each must deliver a whole query, and take each reply, within the idle timeout or is
+//! closed; and when every place is taken, the connection idle the longest is closed to make
+//! room (whether it is waiting for a query or for its client to read a reply), so hundreds
+//! of idle, slow or non-reading clients cannot keep a new one from being answered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,8 +266,26 @@ async fn connection(
             outcome
         };
         let len = (outcome.len as u16).to_be_bytes();
-        stream.write_all(&len).await?;
-        stream.write_all(&out[..outcome.len]).await?;
+        let write = async {
+            stream.write_all(&len).await?;
+            stream.write_all(&out[..outcome.len]).await
+        };
+        // A client that does not read its replies must not hold its place for ever: the
+        // write has the idle timeout too, and an eviction stops it.
+        let written = tokio::select! {
+            r = tokio::time::timeout(pool.limits.idle_timeout, write) => r.ok(),
+            _ = &mut woken => None,
+        };
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => {
+                // Reset rather than close: a graceful close would leave the unsent replies
+                // queued in the kernel for a client that does not read them.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return Ok(());
+            }
+        }
     }
 }
 
