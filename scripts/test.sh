@@ -9,6 +9,7 @@ command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 [ -x /usr/sbin/unbound ] || need+=(unbound)
 [ -x /usr/sbin/knotd ] || need+=(knot)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

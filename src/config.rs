@@ -15,6 +15,7 @@
 //! [admin]
 //! listen = "127.0.0.1:8053"
 //! token_file = "token"                 # or token = "…"; else env MERIDIAN_ADMIN_TOKEN
+//! hosts = ["meridian.example.com"]     # names the API may be reached by (Host header)
 //!
 //! [raft]
 //! listen = "127.0.0.1:9053"
@@ -126,6 +127,13 @@ pub struct NodeConfig {
     pub rate_limit: Option<RateLimit>,
     /// DNS cookies (RFC 7873): on by default; off, the COOKIE option is ignored.
     pub cookies: bool,
+    /// Names the admin API may be reached by (its `Host` header), besides address literals
+    /// and `localhost`: any other is refused, so that a web page cannot reach the API by
+    /// rebinding its own name to the node's address.
+    pub admin_hosts: Vec<String>,
+    /// What is allowed but unwise (a token file others can read…), one line each: `serve`
+    /// logs them at start, `check` shows them.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -143,6 +151,8 @@ impl fmt::Debug for NodeConfig {
             .field("bootstrap_dir", &self.bootstrap_dir)
             .field("rate_limit", &self.rate_limit)
             .field("cookies", &self.cookies)
+            .field("admin_hosts", &self.admin_hosts)
+            .field("warnings", &self.warnings)
             .finish()
     }
 }
@@ -254,6 +264,7 @@ struct AdminSpec {
     listen: Spanned<String>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +344,8 @@ impl NodeConfig {
             bootstrap_dir: Some(PathBuf::from(DEFAULT_BOOTSTRAP_DIR)),
             rate_limit: None,
             cookies: true,
+            admin_hosts: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -457,6 +470,21 @@ impl Cx<'_> {
         };
 
         let admin_listen = self.addr("[admin] listen", &spec.admin.listen)?;
+        let mut admin_hosts = Vec::new();
+        for name in spec.admin.hosts.iter().flatten() {
+            let n = name.get_ref().trim();
+            let ok = !n.is_empty()
+                && n.len() <= 253
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err(self.invalid(
+                    name.span(),
+                    format!("[admin] hosts: {n:?} is not a host name (no port, no scheme)"),
+                ));
+            }
+            admin_hosts.push(n.to_ascii_lowercase());
+        }
         let raft_listen = self.addr("[raft] listen", &spec.raft.listen)?;
         if admin_listen == raft_listen {
             return Err(self.invalid(
@@ -489,6 +517,15 @@ impl Cx<'_> {
             ("[raft] secret", spec.raft.secret.as_ref()),
             ("[raft] secret_file", spec.raft.secret_file.as_ref()),
         )?;
+        let mut warnings = Vec::new();
+        for (key, file) in [
+            ("[admin] token_file", spec.admin.token_file.as_ref()),
+            ("[raft] secret_file", spec.raft.secret_file.as_ref()),
+        ] {
+            if let Some(file) = file {
+                warnings.extend(self.loose_mode(key, file));
+            }
+        }
 
         let geoip_databases = match &spec.geoip {
             None => Vec::new(),
@@ -530,6 +567,8 @@ impl Cx<'_> {
             bootstrap_dir,
             rate_limit,
             cookies: spec.dns.cookies.unwrap_or(true),
+            admin_hosts,
+            warnings,
         })
     }
 
@@ -705,6 +744,20 @@ impl Cx<'_> {
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// A warning when a secret's file can be read (or written) by its group or others.
+    fn loose_mode(&self, key: &str, file: &Spanned<String>) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(key, file).ok()?;
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{}: {key}: {} is readable by its group or others (mode {mode:04o}); `chmod 600` it",
+                self.at(Some(file.span())),
+                path.display()
+            )
+        })
     }
 
     fn path(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
@@ -1092,6 +1145,43 @@ peers = { "1" = "127.0.0.1:9053" }
     }
 
     #[test]
+    fn secret_files_others_can_read_are_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("modes");
+        let token = dir.join("token");
+        let secret = dir.join("raft-secret");
+        std::fs::write(&token, "t0ken\n").expect("write");
+        std::fs::write(&secret, "s3cret\n").expect("write");
+        let text = MINIMAL
+            .replace(
+                "listen = \"127.0.0.1:8053\"",
+                "listen = \"127.0.0.1:8053\"\ntoken_file = \"token\"",
+            )
+            .replace(
+                "listen = \"127.0.0.1:9053\"",
+                "listen = \"127.0.0.1:9053\"\nsecret_file = \"raft-secret\"",
+            );
+        let load = || from_toml_with_env(&text, "node.toml", &dir, None).expect("valid");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(load().warnings.is_empty(), "{:?}", load().warnings);
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let w = load().warnings;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("node.toml:7: [admin] token_file: "),
+            "{w:?}"
+        );
+        assert!(w[0].contains("(mode 0644)"), "{w:?}");
+        assert!(
+            w[1].contains("[raft] secret_file") && w[1].contains("(mode 0640)"),
+            "{w:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn empty_token_is_an_error() {
         let text = MINIMAL.replace(
             "listen = \"127.0.0.1:8053\"\n",
@@ -1171,6 +1261,26 @@ peers = { "1" = "127.0.0.1:9053" }
         assert!(e.contains("slip: 11 is out of range (0 to 10)"), "{e}");
         let e = parse_err(&with("{ rate = 5 }"));
         assert!(e.contains("unknown field `rate`"), "{e}");
+    }
+
+    #[test]
+    fn admin_hosts_are_names() {
+        assert!(parse(MINIMAL).unwrap().admin_hosts.is_empty());
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "listen = \"127.0.0.1:8053\"",
+                &format!("listen = \"127.0.0.1:8053\"\nhosts = {v}"),
+            )
+        };
+        let c = parse(&with("[\"Meridian.Example.com\", \"dns-admin\"]")).unwrap();
+        assert_eq!(c.admin_hosts, ["meridian.example.com", "dns-admin"]);
+        let e = parse_err(&with("[\"example.com:8053\"]"));
+        assert!(
+            e.contains("[admin] hosts: \"example.com:8053\" is not a host name"),
+            "{e}"
+        );
+        let e = parse_err(&with("[\"\"]"));
+        assert!(e.contains("is not a host name"), "{e}");
     }
 
     #[test]

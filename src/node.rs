@@ -275,6 +275,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ready: ready.clone(),
         token: config.admin_token.clone(),
         probes: Some(probe_stats),
+        hosts: config.admin_hosts.clone(),
     });
     let admin_task = tokio::spawn(serve_http(admin_listener, admin, "admin"));
     // DNS is listening: the publish of a loaded state may now say ready.
@@ -622,8 +623,12 @@ async fn shutdown_signal() {
 
 /// The config `serve` and `check` use: the file, or the built-in defaults.
 pub fn config_from(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
-    match path {
-        Some(p) => NodeConfig::load(p).map_err(|e| anyhow::anyhow!("{e}")),
-        None => Ok(NodeConfig::defaults()),
+    let config = match path {
+        Some(p) => NodeConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => NodeConfig::defaults(),
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
+    Ok(config)
 }

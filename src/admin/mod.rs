@@ -8,7 +8,9 @@
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
 mod error;
+mod host;
 mod metrics;
+mod redact;
 mod routes;
 mod types;
 
@@ -96,6 +98,9 @@ pub struct AdminContext {
     pub token: Option<String>,
     /// This node's health probe statistics, for `/metrics` (`None`: no probe metrics).
     pub probes: Option<ProbeStatsFn>,
+    /// Names (`[admin] hosts`) requests may carry in `Host` besides address literals and
+    /// `localhost`; any other is refused (DNS rebinding).
+    pub hosts: Vec<String>,
 }
 
 /// Every route of the admin API.
@@ -106,10 +111,11 @@ pub fn router(ctx: AdminContext) -> Router {
         ready: ctx.ready,
         token: ctx.token,
     });
-    match ctx.probes {
+    let router = match ctx.probes {
         Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
         None => router,
-    }
+    };
+    host::layer(router, host::AllowedHosts::new(&ctx.hosts))
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

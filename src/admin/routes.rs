@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
 
@@ -13,7 +13,7 @@ use crate::admin::error::{ApiError, JsonBody, ZoneText};
 use crate::admin::types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ExplainQuery, GeoInfo, MemberRequest, ServiceSpec,
 };
-use crate::admin::App;
+use crate::admin::{redact, App};
 use crate::cluster::state::{canonical_service, canonical_zone};
 use crate::cluster::{Command, Response};
 use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
@@ -125,20 +125,33 @@ pub struct DatacenterView {
     pub opinions: std::collections::BTreeMap<u64, crate::cluster::state::Opinion>,
 }
 
-fn view(state: &crate::cluster::State, dc: &Datacenter) -> DatacenterView {
-    DatacenterView {
-        dc: dc.clone(),
-        opinions: state.opinions.get(&dc.id).cloned().unwrap_or_default(),
+/// `reveal`: the caller holds the write token and sees the health-check URL as it is;
+/// anyone else sees its credentials masked ([`redact`]).
+fn view(state: &crate::cluster::State, dc: &Datacenter, reveal: bool) -> DatacenterView {
+    let mut dc = dc.clone();
+    let mut opinions = state.opinions.get(&dc.id).cloned().unwrap_or_default();
+    if !reveal {
+        dc.health_check = dc.health_check.as_ref().map(redact::health_check);
     }
+    for o in opinions.values_mut() {
+        o.reason = redact::text(&o.reason);
+    }
+    DatacenterView { dc, opinions }
 }
 
-pub async fn list_datacenters(State(app): St) -> Json<Vec<DatacenterView>> {
+/// Whether a read carries the write token (and may see credentials).
+fn holds_token(app: &App, headers: &HeaderMap) -> bool {
+    crate::admin::check_token(app.token.as_deref(), headers.get(header::AUTHORIZATION)).is_ok()
+}
+
+pub async fn list_datacenters(State(app): St, headers: HeaderMap) -> Json<Vec<DatacenterView>> {
     let state = app.cluster.state();
+    let reveal = holds_token(&app, &headers);
     Json(
         state
             .datacenters
             .values()
-            .map(|d| view(&state, d))
+            .map(|d| view(&state, d, reveal))
             .collect(),
     )
 }
@@ -149,14 +162,16 @@ fn no_datacenter(id: &str) -> ApiError {
 
 pub async fn get_datacenter(
     State(app): St,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<Json<DatacenterView>> {
     let Path(id) = path?;
     let state = app.cluster.state();
+    let reveal = holds_token(&app, &headers);
     state
         .datacenters
         .get(&id)
-        .map(|d| Json(view(&state, d)))
+        .map(|d| Json(view(&state, d, reveal)))
         .ok_or_else(|| no_datacenter(&id))
 }
 
@@ -245,13 +260,15 @@ pub async fn datacenter_events(
     if !state.datacenters.contains_key(&id) {
         return Err(no_datacenter(&id));
     }
-    Ok(Json(
-        state
-            .events
-            .get(&id)
-            .map(|e| e.iter().cloned().collect())
-            .unwrap_or_default(),
-    ))
+    let mut events: Vec<crate::cluster::state::Event> = state
+        .events
+        .get(&id)
+        .map(|e| e.iter().cloned().collect())
+        .unwrap_or_default();
+    for o in events.iter_mut().flat_map(|e| e.opinions.values_mut()) {
+        o.reason = redact::text(&o.reason);
+    }
+    Ok(Json(events))
 }
 
 // ---- zones --------------------------------------------------------------------------
