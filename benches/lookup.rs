@@ -90,6 +90,7 @@ fn lookup(c: &mut Criterion) {
     let client = Client {
         source: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 77)),
         transport: Transport::Udp,
+        cookie: meridian::dns::Cookie::None,
     };
     let static_q = query("static.example.com", 1, &[]);
     let nx_q = query("nope.example.com", 1, &[]);
@@ -163,6 +164,40 @@ fn lookup(c: &mut Criterion) {
                     black_box(who),
                     0,
                     &mut rng,
+                )
+            })
+        });
+    }
+    // What response rate limiting and a DNS cookie add to a query: one bucket look-up, and
+    // one SipHash-2-4 to check the cookie a client sent back.
+    {
+        use meridian::dns::cookie;
+        use meridian::dns::rrl::Limiter;
+        let req = parse(&static_q).expect("query parses");
+        let outcome = answer(&snap, &req, &client, &mut out);
+        let mut rrl = Limiter::new(meridian::config::RateLimit {
+            responses_per_second: 1_000_000,
+            ..Default::default()
+        });
+        let now = rrl.now();
+        g.bench_function("rrl_check", |b| {
+            b.iter(|| rrl.check(black_box(client.source), &req, &outcome, now))
+        });
+        let client_cookie = [1, 2, 3, 4, 5, 6, 7, 8];
+        let t = cookie::unix_now();
+        let server = cookie::make(&snap.cookies.current, &client_cookie, client.source, t);
+        let option = [&[0u8, 10, 0, 24][..], &client_cookie, &server].concat();
+        let cookie_q = query("static.example.com", 1, &option);
+        let req = parse(&cookie_q).expect("query parses");
+        let checked = cookie::check(&snap.cookies, req.edns.as_ref(), client.source, t);
+        assert!(checked.valid, "the cookie validates");
+        g.bench_function("cookie_check", |b| {
+            b.iter(|| {
+                cookie::check(
+                    &snap.cookies,
+                    black_box(req.edns.as_ref()),
+                    client.source,
+                    t,
                 )
             })
         });

@@ -8,11 +8,15 @@
 //!
 //! [dns]
 //! listen = ["127.0.0.1:1053", "[::1]:1053"]
+//! # Response rate limiting, off when absent; every key optional (these are the defaults).
+//! rate_limit = { responses_per_second = 20, slip = 2, ipv4_prefix = 24, ipv6_prefix = 56 }
+//! cookies = true                       # DNS cookies (RFC 7873, RFC 9018); the default
 //!
 //! [admin]
 //! listen = "127.0.0.1:8053"
 //! token_file = "token"                 # or token = "…"; else env MERIDIAN_ADMIN_TOKEN
 //! tls = { cert = "admin.crt", key = "admin.key" }   # optional: HTTPS only
+//! hosts = ["meridian.example.com"]     # names the API may be reached by (Host header)
 //!
 //! [raft]
 //! listen = "127.0.0.1:9053"
@@ -78,6 +82,40 @@ pub const ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
 /// The longest path a unix socket address holds (`sun_path` is 108 bytes with its NUL).
 const MAX_UNIX_PATH: usize = 107;
 
+/// Response rate limiting (`[dns] rate_limit`), as in Knot's and NSD's RRL: UDP replies to
+/// one client network in one response class beyond `responses_per_second` (with a burst of
+/// one second's worth) are dropped, every `slip`-th of them sent truncated instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Replies per second per client network and response class (the burst is one
+    /// second's worth). For comparison, NSD's `rrl-ratelimit` defaults to 200 and Knot's
+    /// RRL documentation uses 200 in its example.
+    pub responses_per_second: u32,
+    /// Every `slip`-th limited reply goes out truncated (TC, no records) so that a real
+    /// client retries over TCP; the rest are dropped. 0: all dropped; 1: all truncated.
+    pub slip: u32,
+    /// Clients in one IPv4 network of this prefix length share their limits.
+    pub ipv4_prefix: u8,
+    /// Clients in one IPv6 network of this prefix length share their limits.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            responses_per_second: 20,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+        }
+    }
+}
+
+/// The largest `responses_per_second`: beyond it a limit protects nothing.
+pub const MAX_RESPONSES_PER_SECOND: u32 = 1_000_000;
+/// The largest `slip` (BIND's bound too).
+pub const MAX_SLIP: u32 = 10;
+
 /// A validated node configuration. Paths are resolved (relative to the config file's
 /// directory, or to the current directory for [`NodeConfig::defaults`]) but not checked
 /// for existence.
@@ -111,6 +149,17 @@ pub struct NodeConfig {
     pub geoip_databases: Vec<PathBuf>,
     /// Directory imported on the first start of a new cluster; `None`: import nothing.
     pub bootstrap_dir: Option<PathBuf>,
+    /// Response rate limiting of UDP replies; `None` (the default): off.
+    pub rate_limit: Option<RateLimit>,
+    /// DNS cookies (RFC 7873): on by default; off, the COOKIE option is ignored.
+    pub cookies: bool,
+    /// Names the admin API may be reached by (its `Host` header), besides address literals
+    /// and `localhost`: any other is refused, so that a web page cannot reach the API by
+    /// rebinding its own name to the node's address.
+    pub admin_hosts: Vec<String>,
+    /// What is allowed but unwise (a token file others can read…), one line each: `serve`
+    /// logs them at start, `check` shows them.
+    pub warnings: Vec<String>,
     /// The dnstap query log; `None`: queries are not logged.
     pub dnstap: Option<DnstapConfig>,
 }
@@ -150,6 +199,10 @@ impl fmt::Debug for NodeConfig {
             .field("geoip_databases", &self.geoip_databases)
             .field("bootstrap_dir", &self.bootstrap_dir)
             .field("dnstap", &self.dnstap)
+            .field("rate_limit", &self.rate_limit)
+            .field("cookies", &self.cookies)
+            .field("admin_hosts", &self.admin_hosts)
+            .field("warnings", &self.warnings)
             .finish()
     }
 }
@@ -243,6 +296,17 @@ struct FileSpec {
 #[serde(deny_unknown_fields)]
 struct DnsSpec {
     listen: Spanned<Vec<Spanned<String>>>,
+    rate_limit: Option<RateLimitSpec>,
+    cookies: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSpec {
+    responses_per_second: Option<Spanned<i64>>,
+    slip: Option<Spanned<i64>>,
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +317,7 @@ struct AdminSpec {
     token_file: Option<Spanned<String>>,
     max_body: Option<Spanned<i64>>,
     tls: Option<Spanned<TlsSpec>>,
+    hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,6 +420,10 @@ impl NodeConfig {
             geoip_databases: vec![PathBuf::from(DEFAULT_GEOIP_DATABASE)],
             bootstrap_dir: Some(PathBuf::from(DEFAULT_BOOTSTRAP_DIR)),
             dnstap: None,
+            rate_limit: None,
+            cookies: true,
+            admin_hosts: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -487,6 +556,11 @@ impl Cx<'_> {
             dns_listen.push(addr);
         }
 
+        let rate_limit = match &spec.dns.rate_limit {
+            None => None,
+            Some(spec) => Some(self.rate_limit(spec)?),
+        };
+
         let admin_listen = self.addr("[admin] listen", &spec.admin.listen)?;
         let admin_max_body = match &spec.admin.max_body {
             None => DEFAULT_ADMIN_MAX_BODY,
@@ -500,6 +574,21 @@ impl Cx<'_> {
                 }
             },
         };
+        let mut admin_hosts = Vec::new();
+        for name in spec.admin.hosts.iter().flatten() {
+            let n = name.get_ref().trim();
+            let ok = !n.is_empty()
+                && n.len() <= 253
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err(self.invalid(
+                    name.span(),
+                    format!("[admin] hosts: {n:?} is not a host name (no port, no scheme)"),
+                ));
+            }
+            admin_hosts.push(n.to_ascii_lowercase());
+        }
         let raft_listen = self.addr("[raft] listen", &spec.raft.listen)?;
         if admin_listen == raft_listen {
             return Err(self.invalid(
@@ -532,6 +621,15 @@ impl Cx<'_> {
             ("[raft] secret", spec.raft.secret.as_ref()),
             ("[raft] secret_file", spec.raft.secret_file.as_ref()),
         )?;
+        let mut warnings = Vec::new();
+        for (key, file) in [
+            ("[admin] token_file", spec.admin.token_file.as_ref()),
+            ("[raft] secret_file", spec.raft.secret_file.as_ref()),
+        ] {
+            if let Some(file) = file {
+                warnings.extend(self.loose_mode(key, file));
+            }
+        }
 
         let raft_tls = match &spec.raft.tls {
             None => None,
@@ -615,6 +713,58 @@ impl Cx<'_> {
             geoip_databases,
             bootstrap_dir,
             dnstap,
+            rate_limit,
+            cookies: spec.dns.cookies.unwrap_or(true),
+            admin_hosts,
+            warnings,
+        })
+    }
+
+    /// `[dns] rate_limit`: each key within its range, the defaults for those left out.
+    fn rate_limit(&self, spec: &RateLimitSpec) -> Result<RateLimit, ConfigError> {
+        let d = RateLimit::default();
+        let int = |key: &str, v: &Option<Spanned<i64>>, min: i64, max: i64, default: i64| {
+            let Some(v) = v else {
+                return Ok(default);
+            };
+            let n = *v.get_ref();
+            if n < min || n > max {
+                return Err(self.invalid(
+                    v.span(),
+                    format!("[dns] rate_limit.{key}: {n} is out of range ({min} to {max})"),
+                ));
+            }
+            Ok(n)
+        };
+        Ok(RateLimit {
+            responses_per_second: int(
+                "responses_per_second",
+                &spec.responses_per_second,
+                1,
+                i64::from(MAX_RESPONSES_PER_SECOND),
+                i64::from(d.responses_per_second),
+            )? as u32,
+            slip: int(
+                "slip",
+                &spec.slip,
+                0,
+                i64::from(MAX_SLIP),
+                i64::from(d.slip),
+            )? as u32,
+            ipv4_prefix: int(
+                "ipv4_prefix",
+                &spec.ipv4_prefix,
+                0,
+                32,
+                i64::from(d.ipv4_prefix),
+            )? as u8,
+            ipv6_prefix: int(
+                "ipv6_prefix",
+                &spec.ipv6_prefix,
+                0,
+                128,
+                i64::from(d.ipv6_prefix),
+            )? as u8,
         })
     }
 
@@ -800,6 +950,20 @@ impl Cx<'_> {
                 Some(ca) => Some(self.resolve(&format!("{key}.ca"), ca, span)?),
                 None => None,
             },
+        })
+    }
+
+    /// A warning when a secret's file can be read (or written) by its group or others.
+    fn loose_mode(&self, key: &str, file: &Spanned<String>) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(key, file).ok()?;
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{}: {key}: {} is readable by its group or others (mode {mode:04o}); `chmod 600` it",
+                self.at(Some(file.span())),
+                path.display()
+            )
         })
     }
 
@@ -1211,6 +1375,43 @@ peers = { "1" = "127.0.0.1:9053" }
     }
 
     #[test]
+    fn secret_files_others_can_read_are_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("modes");
+        let token = dir.join("token");
+        let secret = dir.join("raft-secret");
+        std::fs::write(&token, "t0ken\n").expect("write");
+        std::fs::write(&secret, "s3cret\n").expect("write");
+        let text = MINIMAL
+            .replace(
+                "listen = \"127.0.0.1:8053\"",
+                "listen = \"127.0.0.1:8053\"\ntoken_file = \"token\"",
+            )
+            .replace(
+                "listen = \"127.0.0.1:9053\"",
+                "listen = \"127.0.0.1:9053\"\nsecret_file = \"raft-secret\"",
+            );
+        let load = || from_toml_with_env(&text, "node.toml", &dir, None).expect("valid");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(load().warnings.is_empty(), "{:?}", load().warnings);
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let w = load().warnings;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("node.toml:7: [admin] token_file: "),
+            "{w:?}"
+        );
+        assert!(w[0].contains("(mode 0644)"), "{w:?}");
+        assert!(
+            w[1].contains("[raft] secret_file") && w[1].contains("(mode 0640)"),
+            "{w:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn empty_token_is_an_error() {
         let text = MINIMAL.replace(
             "listen = \"127.0.0.1:8053\"\n",
@@ -1244,6 +1445,83 @@ peers = { "1" = "127.0.0.1:9053" }
         // The public entry point reads the real environment.
         let c = NodeConfig::from_toml(MINIMAL, "n.toml", base).unwrap();
         assert_eq!(c.admin_token, env_admin_token());
+    }
+
+    #[test]
+    fn rate_limit_is_off_by_default_and_every_key_optional() {
+        assert_eq!(parse(MINIMAL).unwrap().rate_limit, None);
+        assert_eq!(NodeConfig::defaults().rate_limit, None);
+        let with = |table: &str| {
+            MINIMAL.replace(
+                "listen = [\"127.0.0.1:1053\"]",
+                &format!("listen = [\"127.0.0.1:1053\"]\nrate_limit = {table}"),
+            )
+        };
+        assert_eq!(
+            parse(&with("{}")).unwrap().rate_limit,
+            Some(RateLimit {
+                responses_per_second: 20,
+                slip: 2,
+                ipv4_prefix: 24,
+                ipv6_prefix: 56
+            })
+        );
+        let c = parse(&with(
+            "{ responses_per_second = 200, slip = 0, ipv6_prefix = 64 }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                responses_per_second: 200,
+                slip: 0,
+                ipv4_prefix: 24,
+                ipv6_prefix: 64
+            })
+        );
+        let e = parse_err(&with("{ ipv4_prefix = 33 }"));
+        assert!(e.starts_with("node.toml:5: "), "{e}");
+        assert!(
+            e.contains("ipv4_prefix: 33 is out of range (0 to 32)"),
+            "{e}"
+        );
+        let e = parse_err(&with("{ responses_per_second = 0 }"));
+        assert!(e.contains("responses_per_second: 0 is out of range"), "{e}");
+        let e = parse_err(&with("{ slip = 11 }"));
+        assert!(e.contains("slip: 11 is out of range (0 to 10)"), "{e}");
+        let e = parse_err(&with("{ rate = 5 }"));
+        assert!(e.contains("unknown field `rate`"), "{e}");
+    }
+
+    #[test]
+    fn admin_hosts_are_names() {
+        assert!(parse(MINIMAL).unwrap().admin_hosts.is_empty());
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "listen = \"127.0.0.1:8053\"",
+                &format!("listen = \"127.0.0.1:8053\"\nhosts = {v}"),
+            )
+        };
+        let c = parse(&with("[\"Meridian.Example.com\", \"dns-admin\"]")).unwrap();
+        assert_eq!(c.admin_hosts, ["meridian.example.com", "dns-admin"]);
+        let e = parse_err(&with("[\"example.com:8053\"]"));
+        assert!(
+            e.contains("[admin] hosts: \"example.com:8053\" is not a host name"),
+            "{e}"
+        );
+        let e = parse_err(&with("[\"\"]"));
+        assert!(e.contains("is not a host name"), "{e}");
+    }
+
+    #[test]
+    fn cookies_are_on_by_default() {
+        assert!(parse(MINIMAL).unwrap().cookies);
+        assert!(NodeConfig::defaults().cookies);
+        let off = MINIMAL.replace(
+            "listen = [\"127.0.0.1:1053\"]",
+            "listen = [\"127.0.0.1:1053\"]\ncookies = false",
+        );
+        assert!(!parse(&off).unwrap().cookies);
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub fn explain(
         &Client {
             source: client,
             transport: Transport::Tcp,
+            cookie: crate::dns::Cookie::None,
         },
         &mut out,
     );

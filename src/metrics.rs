@@ -192,6 +192,22 @@ impl fmt::Debug for Counter {
     }
 }
 
+/// What response rate limiting did to UDP replies, over the whole process (a node has one
+/// set of listeners).
+#[derive(Debug, Default)]
+pub struct RrlCounters {
+    /// Replies not sent.
+    pub dropped: Counter,
+    /// Replies sent truncated instead (slipped).
+    pub slipped: Counter,
+}
+
+/// The process's response rate limiting counters.
+pub fn rrl() -> &'static RrlCounters {
+    static RRL: OnceLock<RrlCounters> = OnceLock::new();
+    RRL.get_or_init(RrlCounters::default)
+}
+
 /// The `qtype` label values: the common types, and `other` for the rest.
 pub const QTYPES: [&str; 13] = [
     "A", "AAAA", "CNAME", "MX", "NS", "SOA", "TXT", "SRV", "CAA", "PTR", "DS", "ANY", "other",

@@ -260,6 +260,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    let dns_options = crate::dns::Options {
+        rate_limit: config.rate_limit,
+        cookies: config.cookies,
+    };
+    if let Some(rl) = &config.rate_limit {
+        tracing::info!(
+            responses_per_second = rl.responses_per_second,
+            slip = rl.slip,
+            ipv4_prefix = rl.ipv4_prefix,
+            ipv6_prefix = rl.ipv6_prefix,
+            "response rate limiting on (UDP)"
+        );
+    }
     let threads = udp::worker_count();
     let mut udp_threads = Vec::new();
     let pool = tcp::Pool::new(tcp::TcpLimits::default());
@@ -280,8 +293,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let sockets = udp::bind_group(*addr, threads)
             .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
         udp_threads.extend(
-            udp::spawn(sockets, reader.clone(), stop.clone(), dnstap.as_ref())
-                .context("cannot start UDP workers")?,
+            udp::spawn(
+                sockets,
+                reader.clone(),
+                stop.clone(),
+                dnstap.as_ref(),
+                dns_options,
+            )
+            .context("cannot start UDP workers")?,
         );
         let listener =
             bind_tcp(*addr).with_context(|| format!("cannot bind DNS (TCP) to {addr}"))?;
@@ -290,6 +309,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             pool.clone(),
             reader.clone(),
             tcp_tap.clone(),
+            dns_options,
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
@@ -301,6 +321,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         probes: Some(probe_stats),
         published: Some(published),
         max_body: config.admin_max_body,
+        hosts: config.admin_hosts.clone(),
     });
     let admin_mode = match admin_tls {
         Some(t) => crate::serve::Transport::Tls(t),
@@ -589,8 +610,12 @@ async fn shutdown_signal() {
 
 /// The config `serve` and `check` use: the file, or the built-in defaults.
 pub fn config_from(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
-    match path {
-        Some(p) => NodeConfig::load(p).map_err(|e| anyhow::anyhow!("{e}")),
-        None => Ok(NodeConfig::defaults()),
+    let config = match path {
+        Some(p) => NodeConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => NodeConfig::defaults(),
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
+    Ok(config)
 }

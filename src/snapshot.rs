@@ -42,6 +42,50 @@ pub struct Snapshot {
     pub counters: Arc<QueryCounters>,
     /// When this snapshot was published (built, until it is).
     pub published_at: Instant,
+    /// The secrets DNS server cookies (RFC 9018) are made and checked with: the cluster's,
+    /// so that every node accepts every node's cookies.
+    pub cookies: Arc<CookieSecrets>,
+}
+
+/// The length of a server cookie secret: a SipHash-2-4 key (RFC 9018 §4.4).
+pub const COOKIE_SECRET_LEN: usize = 16;
+
+/// The cluster's DNS cookie secrets. Cookies are made with `current` and accepted under
+/// either: after a rotation, a cookie made with the old secret stays valid for the rest of
+/// its hour (a server cookie is never accepted more than an hour after it was made, so
+/// `previous` may stay until the next rotation).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CookieSecrets {
+    pub current: [u8; COOKIE_SECRET_LEN],
+    pub previous: Option<[u8; COOKIE_SECRET_LEN]>,
+}
+
+impl CookieSecrets {
+    /// A fresh random secret, with no previous one.
+    pub fn random() -> CookieSecrets {
+        CookieSecrets {
+            current: rand::random(),
+            previous: None,
+        }
+    }
+
+    /// Rotate: a new random current secret, the current one kept as previous.
+    pub fn rotated(&self) -> CookieSecrets {
+        CookieSecrets {
+            current: rand::random(),
+            previous: Some(self.current),
+        }
+    }
+}
+
+impl std::fmt::Debug for CookieSecrets {
+    /// Never the secrets themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieSecrets")
+            .field("current", &"<redacted>")
+            .field("previous", &self.previous.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Snapshot {
@@ -56,6 +100,7 @@ impl Snapshot {
             generation: 0,
             counters: Arc::new(QueryCounters::empty(Arc::new(QueryStats::new()))),
             published_at: Instant::now(),
+            cookies: Arc::new(CookieSecrets::random()),
         }
     }
 }
@@ -169,6 +214,9 @@ pub struct Builder {
     prune_tables: bool,
     /// Datacenters came or went: the answer counters are lined up again.
     dc_set_changed: bool,
+    /// The cookie secrets every snapshot gets: random for this process until the cluster's
+    /// are set with [`Builder::set_cookie_secrets`].
+    cookies: Arc<CookieSecrets>,
 }
 
 #[derive(Clone)]
@@ -205,6 +253,7 @@ impl Builder {
             zone_set_changed: true,
             prune_tables: false,
             dc_set_changed: true,
+            cookies: Arc::new(CookieSecrets::random()),
         }
     }
 
@@ -213,11 +262,28 @@ impl Builder {
     pub fn empty(&self) -> Snapshot {
         Snapshot {
             counters: Arc::new(QueryCounters::empty(self.no_zone.clone())),
+            cookies: self.cookies.clone(),
             ..Snapshot::empty(self.node_id)
         }
     }
 
     /// A new GeoIP database: every geo table is compiled again (every service re-planned).
+    /// The cluster's cookie secrets (from the replicated state), for the next build.
+    /// Returns whether they changed (then the next snapshot must be built to use them).
+    pub fn set_cookie_secrets(&mut self, secrets: &CookieSecrets) -> bool {
+        if *self.cookies == *secrets {
+            return false;
+        }
+        self.cookies = Arc::new(secrets.clone());
+        true
+    }
+
+    /// The cookie secrets the next build uses.
+    pub fn cookie_secrets(&self) -> &Arc<CookieSecrets> {
+        &self.cookies
+    }
+
+    /// A new GeoIP database: every table is compiled again at the next build.
     pub fn set_geo(&mut self, geo: Arc<GeoDb>) {
         self.geo = geo;
         self.tables.clear();
@@ -517,6 +583,7 @@ impl Builder {
             generation: 0,
             counters,
             published_at: Instant::now(),
+            cookies: self.cookies.clone(),
         };
         (snap, std::mem::take(&mut self.problems))
     }

@@ -690,7 +690,8 @@ fn put_large(path: &str, len: usize) -> (u16, String) {
     w.set_write_timeout(Some(Duration::from_secs(15)))
         .expect("timeout");
     let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: text/dns\r\nContent-Length: {len}\r\n\r\n"
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: text/dns\r\nContent-Length: {len}\r\n\r\n",
+        addr = node().admin
     );
     let writer = std::thread::spawn(move || {
         let chunk = vec![b';'; 64 * 1024];

@@ -191,9 +191,13 @@ static EMPTY: LazyLock<Snapshot> = LazyLock::new(|| Snapshot::empty(1));
 static FULL: LazyLock<Snapshot> = LazyLock::new(full_snapshot);
 
 fn check(snap: &Snapshot, req: &Request<'_>, transport: Transport, out: &mut Vec<u8>) {
+    let source = IpAddr::V4(Ipv4Addr::new(81, 2, 69, 142));
     let client = Client {
-        source: IpAddr::V4(Ipv4Addr::new(81, 2, 69, 142)),
+        source,
         transport,
+        // Cookies on, as a node runs by default: the COOKIE option is read and answered.
+        cookie: meridian::dns::cookie::check(&snap.cookies, req.edns.as_ref(), source, 1_700_000_000)
+            .reply,
     };
     let outcome = answer(snap, req, &client, out);
     assert_eq!(outcome.len, out.len(), "Outcome.len is the reply's length");

@@ -183,6 +183,21 @@ impl Collector for Scrape {
             status.members.len() as u64,
         )?;
         self.queries(&mut enc)?;
+        let rrl = crate::metrics::rrl();
+        enc.encode_descriptor(
+            "meridian_rrl_dropped",
+            "UDP replies response rate limiting dropped.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&rrl.dropped.sum(), None)?;
+        enc.encode_descriptor(
+            "meridian_rrl_slipped",
+            "UDP replies response rate limiting sent truncated instead (slipped).",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&rrl.slipped.sum(), None)?;
         self.datacenters(&mut enc)?;
         self.probes(&mut enc)?;
         self.fail_open(&mut enc)?;
@@ -436,6 +451,7 @@ mod tests {
         let client = Client {
             source: "192.0.2.99".parse().expect("ip"),
             transport: Transport::Udp,
+            cookie: crate::dns::Cookie::None,
         };
         let mut out = Vec::new();
         let outcome = answer(snap, &req, &client, &mut out);

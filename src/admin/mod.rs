@@ -8,7 +8,9 @@
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
 mod error;
+mod host;
 mod metrics;
+mod redact;
 mod routes;
 mod types;
 
@@ -101,6 +103,9 @@ pub struct AdminContext {
     pub published: Option<tokio::sync::watch::Receiver<Option<u64>>>,
     /// The largest request body (`[admin] max_body`).
     pub max_body: usize,
+    /// Names (`[admin] hosts`) requests may carry in `Host` besides address literals and
+    /// `localhost`; any other is refused (DNS rebinding).
+    pub hosts: Vec<String>,
 }
 
 /// Every route of the admin API.
@@ -114,10 +119,11 @@ pub fn router(ctx: AdminContext) -> Router {
         inflight: Default::default(),
         max_body: ctx.max_body,
     });
-    match ctx.probes {
+    let router = match ctx.probes {
         Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
         None => router,
-    }
+    };
+    host::layer(router, host::AllowedHosts::new(&ctx.hosts))
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
 
@@ -13,7 +13,7 @@ use crate::admin::error::{ApiError, JsonBody, ZoneText};
 use crate::admin::types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ExplainQuery, GeoInfo, MemberRequest, ServiceSpec,
 };
-use crate::admin::App;
+use crate::admin::{redact, App};
 use crate::cluster::state::{canonical_service, canonical_zone};
 use crate::cluster::{self, Command, Response};
 use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
@@ -210,7 +210,13 @@ pub struct OpinionView {
     pub reason: String,
 }
 
-fn view(state: &crate::cluster::State, entry: &crate::cluster::state::DcEntry) -> DatacenterView {
+/// `reveal`: the caller holds the write token and sees the health-check URL as it is;
+/// anyone else sees its credentials masked ([`redact`]).
+fn view(
+    state: &crate::cluster::State,
+    entry: &crate::cluster::state::DcEntry,
+    reveal: bool,
+) -> DatacenterView {
     let opinions = state
         .status(&entry.dc.id)
         .opinions
@@ -223,19 +229,34 @@ fn view(state: &crate::cluster::State, entry: &crate::cluster::state::DcEntry) -
             )
             .to_string(),
             at_ms: o.at_ms,
-            reason: o.reason.clone(),
+            reason: redact::text(&o.reason),
         })
         .collect();
+    let mut dc = (*entry.dc).clone();
+    if !reveal {
+        dc.health_check = dc.health_check.as_ref().map(redact::health_check);
+    }
     DatacenterView {
-        dc: (*entry.dc).clone(),
+        dc,
         version: entry.version,
         opinions,
     }
 }
 
-pub async fn list_datacenters(State(app): St) -> Json<Vec<DatacenterView>> {
+/// Whether a read carries the write token (and may see credentials).
+fn holds_token(app: &App, headers: &HeaderMap) -> bool {
+    crate::admin::check_token(app.token.as_deref(), headers.get(header::AUTHORIZATION)).is_ok()
+}
+
+pub async fn list_datacenters(State(app): St, headers: HeaderMap) -> Json<Vec<DatacenterView>> {
     let state = app.cluster.state();
-    Json(state.datacenters().map(|d| view(&state, d)).collect())
+    let reveal = holds_token(&app, &headers);
+    Json(
+        state
+            .datacenters()
+            .map(|d| view(&state, d, reveal))
+            .collect(),
+    )
 }
 
 fn no_datacenter(id: &str) -> ApiError {
@@ -244,13 +265,15 @@ fn no_datacenter(id: &str) -> ApiError {
 
 pub async fn get_datacenter(
     State(app): St,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<Json<DatacenterView>> {
     let Path(id) = path?;
     let state = app.cluster.state();
+    let reveal = holds_token(&app, &headers);
     state
         .datacenter(&id)
-        .map(|d| Json(view(&state, d)))
+        .map(|d| Json(view(&state, d, reveal)))
         .ok_or_else(|| no_datacenter(&id))
 }
 
@@ -344,7 +367,12 @@ pub async fn datacenter_events(
     if state.datacenter(&id).is_none() {
         return Err(no_datacenter(&id));
     }
-    Ok(Json(state.status(&id).events.iter().cloned().collect()))
+    let mut events: Vec<crate::cluster::state::Event> =
+        state.status(&id).events.iter().cloned().collect();
+    for o in events.iter_mut().flat_map(|e| e.opinions.values_mut()) {
+        o.reason = redact::text(&o.reason);
+    }
+    Ok(Json(events))
 }
 
 // ---- zones --------------------------------------------------------------------------

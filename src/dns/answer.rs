@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use crate::dns::cookie::Cookie;
 use crate::dns::encode::{opt_len, EcsEcho, OptOut, Section, Writer};
 use crate::dns::request::{Kind, NameBuf, Question, Request};
 use crate::metrics::{self, Worker};
@@ -46,7 +47,35 @@ pub enum Transport {
 pub struct Client {
     pub source: IpAddr,
     pub transport: Transport,
+    /// The COOKIE option the reply carries ([`crate::dns::cookie::check`]; `None` when
+    /// cookies are off or the query had none).
+    pub cookie: Cookie,
 }
+
+/// The response class a reply is rate limited under (as in Knot's and NSD's RRL): replies
+/// of one class to one client network share a budget, so that an attacker cannot escape
+/// the limit by varying what does not change the reply (random names under a wildcard or
+/// that do not exist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// An answer with records for the question: per name and type.
+    Positive,
+    /// The name exists without that type: per name and type.
+    NoData,
+    /// The name does not exist: per zone.
+    NxDomain,
+    /// A referral to a delegated child: per delegation.
+    Referral,
+    /// Synthesized from a wildcard: per zone.
+    Wildcard,
+    /// Any other RCODE (REFUSED, FORMERR, NOTIMP, SERVFAIL, BADVERS): per zone (the root
+    /// for queries in none of ours).
+    Error,
+}
+
+/// [`Outcome::key_at`] when the class is counted under the root name, not a part of the
+/// question's name.
+pub const KEY_ROOT: u8 = u8::MAX;
 
 /// What happened, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,10 +94,19 @@ pub struct Outcome {
     /// Which of that service's datacenters have addresses in the answer: bit `i` stands for
     /// `plans[service].members[i]` (a service has at most 32).
     pub members: u32,
+    /// The response class, for rate limiting.
+    pub class: Class,
+    /// Where in the (lower-cased) question name the name the class is counted under
+    /// starts: 0 for the whole name, the offset of the zone origin or the delegation;
+    /// [`KEY_ROOT`] for the root.
+    pub key_at: u8,
+    /// The length of the OPT record at the end of the reply (0 without one): a slipped
+    /// (truncated) reply keeps it.
+    pub opt_len: u16,
 }
 
 impl Outcome {
-    fn error(rcode: u16, qtype: u16, len: usize) -> Outcome {
+    fn error(rcode: u16, qtype: u16, len: usize, opt_len: usize) -> Outcome {
         Outcome {
             rcode,
             truncated: false,
@@ -77,6 +115,9 @@ impl Outcome {
             zone: ZoneKey::NONE,
             service: None,
             members: 0,
+            class: Class::Error,
+            key_at: KEY_ROOT,
+            opt_len: opt_len as u16,
         }
     }
 }
@@ -88,6 +129,13 @@ struct Trace {
     zone: ZoneKey,
     service: Option<u32>,
     members: u32,
+    /// The class of a NOERROR reply (the RCODE decides the others).
+    class: Class,
+    /// Where the zone's origin starts in the question name ([`KEY_ROOT`]: no zone).
+    zone_at: u8,
+    /// Where the delegation of a referral starts in the question name ([`KEY_ROOT`]: the
+    /// referral came after a CNAME, so it is counted under the zone).
+    cut_at: u8,
 }
 
 /// Count one answered query in `snap`'s counters: the snapshot `outcome` was answered from.
@@ -144,43 +192,64 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
             scope_prefix: 0,
             addr: c.addr,
         }),
+        cookie: match &client.cookie {
+            Cookie::Reply(c) => Some(&c[..]),
+            Cookie::None | Cookie::Malformed => None,
+        },
     });
-    let code: u16 = match req.kind {
+    // A malformed COOKIE option is FORMERR (RFC 7873 §5.2.2).
+    let kind = match (req.kind, client.cookie) {
+        (Kind::Query, Cookie::Malformed) => Kind::FormErr,
+        (k, _) => k,
+    };
+    let code: u16 = match kind {
         Kind::FormErr => rcode::FORMERR as u16,
         Kind::NotImp => rcode::NOTIMP as u16,
         Kind::BadVers => rcode::BADVERS,
         Kind::Query => 0,
     };
-    if req.kind != Kind::Query {
+    if kind != Kind::Query {
         if let Some(o) = opt.as_mut() {
             o.ext_rcode = (code >> 4) as u8;
-            if req.kind == Kind::BadVers {
+            if kind == Kind::BadVers {
                 o.nsid = None;
                 o.ecs = None;
+                o.cookie = None;
             }
         }
-        let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
+        let olen = opt_len(opt.as_ref());
+        let mut w = Writer::new(out, req, limit, olen);
         w.set_rcode((code & 0x0f) as u8);
         let len = w.finish(opt.as_ref());
-        return Outcome::error(code, req.question.as_ref().map_or(0, |q| q.qtype), len);
+        return Outcome::error(
+            code,
+            req.question.as_ref().map_or(0, |q| q.qtype),
+            len,
+            olen,
+        );
     }
     let Some(q) = req.question.as_ref() else {
         // parse() only says Query with a question; be safe anyway.
-        let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
+        let olen = opt_len(opt.as_ref());
+        let mut w = Writer::new(out, req, limit, olen);
         w.set_rcode(rcode::FORMERR);
         let len = w.finish(opt.as_ref());
-        return Outcome::error(rcode::FORMERR as u16, 0, len);
+        return Outcome::error(rcode::FORMERR as u16, 0, len, olen);
     };
     // The client is the ECS address when there is one with a prefix (RFC 7871 §7.1.1);
     // ECS /0 carries no address.
     let ecs = req.edns.and_then(|e| e.ecs).filter(|c| c.source_prefix > 0);
     let who = ecs.map_or(client.source, |c| c.addr);
-    let mut w = Writer::new(out, req, limit, opt_len(opt.as_ref()));
+    let olen = opt_len(opt.as_ref());
+    let mut w = Writer::new(out, req, limit, olen);
     let mut trace = Trace {
         scope: 0,
         zone: ZoneKey::NONE,
         service: None,
         members: 0,
+        class: Class::Positive,
+        zone_at: KEY_ROOT,
+        cut_at: KEY_ROOT,
     };
     let rc = resolve(snap, q, who, &mut w, &mut trace);
     w.set_rcode(rc);
@@ -190,6 +259,15 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
     }
     let truncated = w.truncated();
     let len = w.finish(opt.as_ref());
+    let (class, key_at) = match rc {
+        rcode::NOERROR => match trace.class {
+            Class::Positive | Class::NoData => (trace.class, 0),
+            Class::Referral if trace.cut_at != KEY_ROOT => (Class::Referral, trace.cut_at),
+            c => (c, trace.zone_at),
+        },
+        rcode::NXDOMAIN => (Class::NxDomain, trace.zone_at),
+        _ => (Class::Error, trace.zone_at),
+    };
     Outcome {
         rcode: rc as u16,
         truncated,
@@ -198,6 +276,9 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
         zone: trace.zone,
         service: trace.service,
         members: trace.members,
+        class,
+        key_at,
+        opt_len: olen as u16,
     }
 }
 
@@ -230,6 +311,9 @@ fn resolve(
     }
     w.set_aa(true);
     trace.zone = ZoneKey::of(zone);
+    // The origin is a suffix of the name (the parent's too, for a DS at an apex).
+    trace.zone_at =
+        u8::try_from(lower.len() - zone.origin_wire().len().min(lower.len())).unwrap_or(KEY_ROOT);
     walk(snap, zone, q, who, w, trace)
 }
 
@@ -248,12 +332,19 @@ fn walk(
     for _ in 0..=MAX_CNAME_CHAIN {
         let lname = name.as_slice();
         if let Some(cut) = find_cut(zone, lname, q.qtype) {
+            trace.class = Class::Referral;
+            if std::ptr::eq(raw, q.raw) {
+                trace.cut_at = u8::try_from(cut.1).unwrap_or(KEY_ROOT);
+            }
             return referral(zone, cut, raw, w);
         }
         let (node, owner_is_wild) = match zone.node(lname) {
             Some(n) => (n, false),
             None => match wildcard(zone, lname) {
-                Some(n) => (n, true),
+                Some(n) => {
+                    trace.class = Class::Wildcard;
+                    (n, true)
+                }
                 None => {
                     negative(zone, w);
                     return rcode::NXDOMAIN;
@@ -303,7 +394,12 @@ fn walk(
                 }
                 additional(zone, set, w, false);
             }
-            None => negative(zone, w),
+            None => {
+                if trace.class == Class::Positive {
+                    trace.class = Class::NoData;
+                }
+                negative(zone, w);
+            }
         }
         return rcode::NOERROR;
     }
@@ -390,6 +486,7 @@ fn service(
         }
         return rcode::NOERROR;
     }
+    trace.class = Class::NoData;
     negative(zone, w);
     rcode::NOERROR
 }
@@ -519,4 +616,24 @@ fn negative(zone: &Zone, w: &mut Writer<'_>) {
     ) {
         w.set_tc();
     }
+}
+
+/// Turn the reply `outcome` in `out` into its slipped form for response rate limiting:
+/// the header with TC set and the question, the OPT record kept (so a cookie still reaches
+/// the client), every other record gone. Returns the new length.
+pub fn slip(req: &Request<'_>, outcome: &Outcome, out: &mut [u8]) -> usize {
+    let len = outcome.len.min(out.len());
+    if len < 12 {
+        return len;
+    }
+    let question_end = 12 + req.question.as_ref().map_or(0, |q| q.raw.len() + 4);
+    let opt_len = outcome.opt_len as usize;
+    if question_end + opt_len > len {
+        return len; // not a reply this module wrote; leave it
+    }
+    out.copy_within(len - opt_len..len, question_end);
+    out[2] |= 0x02; // TC
+    out[6..10].fill(0); // no answer, no authority
+    out[10..12].copy_from_slice(&u16::from(opt_len > 0).to_be_bytes());
+    question_end + opt_len
 }

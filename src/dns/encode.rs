@@ -34,11 +34,15 @@ pub struct OptOut<'a> {
     pub dnssec_ok: bool,
     pub nsid: Option<&'a [u8]>,
     pub ecs: Option<EcsEcho>,
+    /// The COOKIE option's data (RFC 7873): client cookie and server cookie.
+    pub cookie: Option<&'a [u8]>,
 }
 
 impl OptOut<'_> {
     fn wire_len(&self) -> usize {
-        11 + self.nsid.map_or(0, |n| 4 + n.len()) + self.ecs.map_or(0, |e| 8 + addr_len(&e))
+        11 + self.nsid.map_or(0, |n| 4 + n.len())
+            + self.ecs.map_or(0, |e| 8 + addr_len(&e))
+            + self.cookie.map_or(0, |c| 4 + c.len())
     }
 }
 
@@ -262,6 +266,12 @@ impl<'b> Writer<'b> {
                     std::net::IpAddr::V4(a) => self.buf.extend_from_slice(&a.octets()[..n.min(4)]),
                     std::net::IpAddr::V6(a) => self.buf.extend_from_slice(&a.octets()[..n.min(16)]),
                 }
+            }
+            if let Some(cookie) = opt.cookie {
+                self.buf.extend_from_slice(&10u16.to_be_bytes());
+                self.buf
+                    .extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+                self.buf.extend_from_slice(cookie);
             }
             arcount += 1;
         }

@@ -2,8 +2,8 @@
 //!
 //! Only what an authoritative server needs is decoded: the header, the one question (its
 //! name kept as sent, for the echo, and lower-cased, for the lookup) and the OPT record
-//! (RFC 6891) with the NSID (RFC 5001) and client-subnet (RFC 7871) options. The answer and
-//! authority sections of a query are skipped, not interpreted.
+//! (RFC 6891) with the NSID (RFC 5001), client-subnet (RFC 7871) and COOKIE (RFC 7873)
+//! options. The answer and authority sections of a query are skipped, not interpreted.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -14,6 +14,7 @@ pub const MAX_NAME: usize = 255;
 
 const OPT_NSID: u16 = 3;
 const OPT_ECS: u16 = 8;
+const OPT_COOKIE: u16 = 10;
 
 /// How the server must treat a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +81,20 @@ pub struct ClientSubnet {
     pub addr: IpAddr,
 }
 
+/// A COOKIE option as sent (RFC 7873 §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CookieIn {
+    /// A length other than 8 (client cookie only) or 16 to 40 (with a server cookie of 8
+    /// to 32 bytes), or two COOKIE options: FORMERR when cookies are on (RFC 7873 §5.2.2).
+    Malformed,
+    /// A client cookie, and a server cookie of `server_len` bytes (0: none).
+    Present {
+        client: [u8; 8],
+        server: [u8; 32],
+        server_len: u8,
+    },
+}
+
 /// What the OPT record of a query said.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Edns {
@@ -88,6 +103,8 @@ pub struct Edns {
     pub dnssec_ok: bool,
     pub nsid: bool,
     pub ecs: Option<ClientSubnet>,
+    /// Read whether or not cookies are on: the transport decides what it means.
+    pub cookie: Option<CookieIn>,
 }
 
 /// A parsed request: what every reply must echo, and the kind that decides the reply.
@@ -265,6 +282,7 @@ fn parse_opt(rr: &[u8]) -> Result<Edns, Option<Edns>> {
         dnssec_ok: flags & 0x8000 != 0,
         nsid: false,
         ecs: None,
+        cookie: None,
     };
     if version > 0 {
         return Ok(edns); // options of unknown versions are not ours to judge
@@ -286,6 +304,23 @@ fn parse_opt(rr: &[u8]) -> Result<Edns, Option<Edns>> {
                     return Err(Some(edns));
                 }
                 edns.ecs = Some(parse_ecs(data).ok_or(Some(edns))?);
+            }
+            OPT_COOKIE => {
+                edns.cookie = Some(match (edns.cookie, data.len()) {
+                    (Some(_), _) => CookieIn::Malformed,
+                    (None, 8) | (None, 16..=40) => {
+                        let mut client = [0u8; 8];
+                        client.copy_from_slice(&data[..8]);
+                        let mut server = [0u8; 32];
+                        server[..data.len() - 8].copy_from_slice(&data[8..]);
+                        CookieIn::Present {
+                            client,
+                            server,
+                            server_len: (data.len() - 8) as u8,
+                        }
+                    }
+                    (None, _) => CookieIn::Malformed,
+                });
             }
             _ => {} // unknown options are ignored and never echoed
         }
@@ -407,6 +442,37 @@ mod tests {
         // /0 carries no address
         let p = query(NAME, 1, &opt(0, &[0, 8, 0, 4, 0, 1, 0, 0]), 1);
         assert_eq!(parse(&p).map(|r| r.kind), Some(Kind::Query));
+    }
+
+    #[test]
+    fn rfc7873_cookie_option_read_and_bad_lengths_marked() {
+        let cookie = |data: &[u8]| {
+            let mut o = vec![0, 10];
+            o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            o.extend_from_slice(data);
+            let p = query(NAME, 1, &opt(0, &o), 1);
+            let r = parse(&p).expect("parsed");
+            assert_eq!(r.kind, Kind::Query);
+            r.edns.and_then(|e| e.cookie)
+        };
+        let Some(CookieIn::Present {
+            client, server_len, ..
+        }) = cookie(&[1, 2, 3, 4, 5, 6, 7, 8])
+        else {
+            panic!("client cookie");
+        };
+        assert_eq!((client, server_len), ([1, 2, 3, 4, 5, 6, 7, 8], 0));
+        let Some(CookieIn::Present {
+            server, server_len, ..
+        }) = cookie(&[7; 24])
+        else {
+            panic!("both cookies");
+        };
+        assert_eq!(&server[..server_len as usize], &[7; 16]);
+        for bad in [0usize, 7, 9, 15, 41] {
+            assert_eq!(cookie(&vec![1; bad]), Some(CookieIn::Malformed), "{bad}");
+        }
+        assert!(matches!(cookie(&[1; 40]), Some(CookieIn::Present { .. })));
     }
 
     #[test]

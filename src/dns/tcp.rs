@@ -1,9 +1,10 @@
 //! DNS over TCP (RFC 7766): length-prefixed messages, answered in order on each connection.
 //!
 //! Connections are a bounded resource: at most [`TcpLimits::max_connections`] are open;
-//! each must deliver a whole query within the idle timeout or is closed; and when every
-//! place is taken, the connection idle the longest is closed to make room, so hundreds of
-//! idle or slow clients cannot keep a new one from being answered.
+//! each must deliver a whole query, and take each reply, within the idle timeout or is
+//! closed; and when every place is taken, the connection idle the longest is closed to make
+//! room (whether it is waiting for a query or for its client to read a reply), so hundreds
+//! of idle, slow or non-reading clients cannot keep a new one from being answered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::dns::answer::{answer, record, Client, Transport};
+use crate::dns::cookie::{self, Cookie};
 use crate::dns::request;
+use crate::dns::Options;
 use crate::dnstap::{self, Protocol, Tap};
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
@@ -170,6 +173,7 @@ pub async fn serve(
     pool: Arc<Pool>,
     reader: SnapshotReader,
     tap: Option<Tap>,
+    options: Options,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -197,7 +201,9 @@ pub async fn serve(
                 return;
             };
             let _ = stream.set_nodelay(true);
-            if let Err(e) = connection(stream, peer, &pool, idx, &reader, tap.as_ref()).await {
+            if let Err(e) =
+                connection(stream, peer, &pool, idx, &reader, tap.as_ref(), options).await
+            {
                 tracing::debug!(error = %e, %peer, "tcp connection ended");
             }
             pool.slots[idx].active.store(FREE, Ordering::Release);
@@ -213,13 +219,15 @@ async fn connection(
     idx: usize,
     reader: &SnapshotReader,
     tap: Option<&Tap>,
+    options: Options,
 ) -> std::io::Result<()> {
     let slot = &pool.slots[idx];
     let mut inbuf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
-    let client = Client {
+    let mut client = Client {
         source: peer.ip(),
         transport: Transport::Tcp,
+        cookie: Cookie::None,
     };
     // The address the client connected to, for the query log.
     let server = match tap {
@@ -267,6 +275,11 @@ async fn connection(
         };
         let outcome = {
             let snap = reader.load();
+            if options.cookies {
+                let now = cookie::unix_now();
+                client.cookie =
+                    cookie::check(&snap.cookies, req.edns.as_ref(), peer.ip(), now).reply;
+            }
             let outcome = answer(&snap, &req, &client, &mut out);
             // TCP tasks move between threads: they share the common slot.
             record(&snap, &outcome, metrics::worker());
@@ -278,8 +291,26 @@ async fn connection(
             tap.wake();
         }
         let len = (outcome.len as u16).to_be_bytes();
-        stream.write_all(&len).await?;
-        stream.write_all(&out[..outcome.len]).await?;
+        let write = async {
+            stream.write_all(&len).await?;
+            stream.write_all(&out[..outcome.len]).await
+        };
+        // A client that does not read its replies must not hold its place for ever: the
+        // write has the idle timeout too, and an eviction stops it.
+        let written = tokio::select! {
+            r = tokio::time::timeout(pool.limits.idle_timeout, write) => r.ok(),
+            _ = &mut woken => None,
+        };
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => {
+                // Reset rather than close: a graceful close would leave the unsent replies
+                // queued in the kernel for a client that does not read them.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return Ok(());
+            }
+        }
     }
 }
 

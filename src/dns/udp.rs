@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::dns::answer::{answer, record, Client, Transport};
+use crate::dns::answer::{answer, record, slip, Client, Transport};
+use crate::dns::cookie::{self, Checked, Cookie};
 use crate::dns::request;
+use crate::dns::rrl::{Limiter, Verdict};
+use crate::dns::Options;
 use crate::dnstap::{self, Dnstap, Protocol, Tap};
 use crate::metrics;
 use crate::snapshot::SnapshotReader;
@@ -100,6 +103,7 @@ pub fn spawn(
     reader: SnapshotReader,
     stop: Arc<AtomicBool>,
     dnstap: Option<&Dnstap>,
+    options: Options,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     sockets
         .into_iter()
@@ -112,7 +116,7 @@ pub fn spawn(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
-                    let mut batch = Batch::new(local, tap);
+                    let mut batch = Batch::new(local, tap, options);
                     // This thread's own slot in every counter.
                     let slot = metrics::claim_worker();
                     while !stop.load(Ordering::Relaxed) {
@@ -136,6 +140,10 @@ struct Batch {
     local: SocketAddr,
     /// The query log's queue, when queries are logged.
     tap: Option<Tap>,
+    /// This worker's own rate limiter, when response rate limiting is on.
+    rrl: Option<Limiter>,
+    /// DNS cookies are on.
+    cookies: bool,
     inbufs: Vec<[u8; RECV_BUF]>,
     outbufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -148,7 +156,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(local: SocketAddr, tap: Option<Tap>) -> Batch {
+    fn new(local: SocketAddr, tap: Option<Tap>, options: Options) -> Batch {
         // SAFETY: all-zero is a valid value of these plain C structs.
         let zeroed_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -160,6 +168,8 @@ impl Batch {
             wildcard: local.ip().is_unspecified(),
             local,
             tap,
+            rrl: options.rate_limit.map(Limiter::new),
+            cookies: options.cookies,
             inbufs: vec![[0u8; RECV_BUF]; BATCH],
             outbufs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
             addrs: vec![zeroed_addr; BATCH],
@@ -226,6 +236,8 @@ impl Batch {
             Some(_) => dnstap::now(),
             None => Duration::ZERO,
         };
+        let now_ms = self.rrl.as_ref().map_or(0, Limiter::now);
+        let now_secs = if self.cookies { cookie::unix_now() } else { 0 };
         let mut m = 0;
         for i in 0..n as usize {
             let len = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
@@ -247,27 +259,56 @@ impl Batch {
                 }
                 continue;
             };
+            let checked = if self.cookies {
+                cookie::check(&snap.cookies, req.edns.as_ref(), src.ip(), now_secs)
+            } else {
+                Checked {
+                    reply: Cookie::None,
+                    valid: false,
+                }
+            };
             let client = Client {
                 source: src.ip(),
                 transport: Transport::Udp,
+                cookie: checked.reply,
             };
             let outcome = answer(&snap, &req, &client, &mut self.outbufs[i]);
             record(&snap, &outcome, slot);
+            let qlen = len;
+            let mut len = outcome.len;
+            let mut dropped = false;
+            // A valid server cookie proves the source address: nothing to limit.
+            if let Some(rrl) = self.rrl.as_mut().filter(|_| !checked.valid) {
+                match rrl.check(src.ip(), &req, &outcome, now_ms) {
+                    Verdict::Send => {}
+                    Verdict::Slip => {
+                        len = slip(&req, &outcome, &mut self.outbufs[i]);
+                        metrics::rrl().slipped.inc(slot);
+                    }
+                    Verdict::Drop => {
+                        metrics::rrl().dropped.inc(slot);
+                        dropped = true;
+                    }
+                }
+            }
             if let Some(tap) = &self.tap {
                 let server = server_addr(self.local, self.wildcard, &self.hdrs[i], &self.cmsgs[i]);
-                let reply = (&self.outbufs[i][..outcome.len], dnstap::now());
+                let reply = (!dropped).then(|| (&self.outbufs[i][..len], dnstap::now()));
                 tap.log(
                     Protocol::Udp,
                     src,
                     server,
                     received,
-                    &self.inbufs[i][..len],
-                    Some(reply),
+                    &self.inbufs[i][..qlen],
+                    reply,
                 );
+            }
+            if dropped {
+                continue;
             }
             self.out_iovs[m] = libc::iovec {
                 iov_base: self.outbufs[i].as_mut_ptr().cast(),
-                iov_len: outcome.len,
+                iov_len: len,
             };
             let namelen = self.hdrs[i].msg_hdr.msg_namelen;
             let h = &mut self.out_hdrs[m].msg_hdr;

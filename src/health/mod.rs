@@ -12,7 +12,10 @@
 //! so that a fresh opinion can be told from a stale one. Not every probe.
 //!
 //! Failures never loop hot: a refused connection, a wrong port, a timeout or a bad URL are each
-//! one failed probe, and the next probe comes at the normal interval.
+//! one failed probe, and the next probe comes at the normal interval. A probe that fails for
+//! a reason on this node (out of descriptors, memory, buffers or local ports) is no opinion:
+//! it neither counts towards `fall` nor re-affirms the last verdict, so a node starved of
+//! descriptors cannot vote a healthy datacenter down.
 
 mod probe;
 #[cfg(test)]
@@ -395,6 +398,7 @@ async fn run(dc: String, check: Check, shared: Shared, stats: Arc<Mutex<ProbeSta
     let mut last_sent: Option<Instant> = None;
     let mut unsent = false;
     let mut warned = false;
+    let mut local_warned = false;
     loop {
         let round = Instant::now();
         let outcome = {
@@ -403,6 +407,18 @@ async fn run(dc: String, check: Check, shared: Shared, stats: Arc<Mutex<ProbeSta
             };
             probe::probe(&shared.client, &check.target, check.timeout).await
         };
+        if outcome.local {
+            // This node cannot probe just now (out of descriptors, memory…): that says
+            // nothing about the datacenter, so no verdict and no re-affirmation (the last
+            // opinion ages until probes work again), never "down".
+            if !local_warned {
+                tracing::warn!(dc = %dc, reason = %outcome.reason, "health: probe failed for a local reason; no opinion until it works again");
+                local_warned = true;
+            }
+            tokio::time::sleep_until(round + jittered(check.interval)).await;
+            continue;
+        }
+        local_warned = false;
         let changed = tracker.record(outcome.ok);
         {
             let mut s = lock(&stats);

@@ -350,9 +350,31 @@ async fn https_is_supported() {
     )]);
     let v = next(&mut rx, Duration::from_secs(2)).await;
     assert!(!v.up, "{v:?}");
-    assert!(
-        v.reason.starts_with("connect error: "),
+    assert_eq!(
+        v.reason, "connect error",
         "a TLS handshake failure, not a timeout or an unsupported scheme: {v:?}"
+    );
+}
+
+#[tokio::test]
+async fn reasons_name_no_url_or_credentials() {
+    let port = closed_port().await;
+    let (p, mut rx) = prober(HOUR);
+    p.update(&[dc(
+        "ams",
+        http(
+            format!("http://monitor:hunter2@{port}/health?api_key=s3cret"),
+            "100ms",
+            None,
+            1,
+            1,
+        ),
+    )]);
+    let v = next(&mut rx, Duration::from_secs(2)).await;
+    assert_eq!(
+        (v.up, v.reason.as_str()),
+        (false, "connect refused"),
+        "{v:?}"
     );
 }
 

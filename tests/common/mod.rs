@@ -82,7 +82,8 @@ pub fn geoip_db() -> PathBuf {
 pub struct Setup<'a> {
     pub files: &'a [(&'a str, &'a str)],
     /// Extra TOML appended to the generated config; one with its own `[geoip]` section
-    /// replaces the default database.
+    /// replaces the default database, and the keys of a `[dns]` or `[admin]` section in it
+    /// join the generated table.
     pub extra_config: &'a str,
 }
 
@@ -100,13 +101,23 @@ impl Node {
     }
 
     pub fn start(setup: &Setup<'_>) -> Node {
-        let mut node = Node::spawn(setup, &[]);
+        Node::start_limited(setup, None)
+    }
+
+    /// [`Node::start`] with the open-file limit (soft and hard) of the process set to
+    /// `open_files`, when given: to make the node run out of descriptors.
+    pub fn start_limited(setup: &Setup<'_>, open_files: Option<u64>) -> Node {
+        let mut node = Node::spawn_with(setup, &[], open_files);
         node.wait_healthy(Duration::from_secs(30));
         node
     }
 
     /// Start a node with extra environment variables, without waiting for it to be ready.
     pub fn spawn(setup: &Setup<'_>, env: &[(&str, &str)]) -> Node {
+        Node::spawn_with(setup, env, None)
+    }
+
+    fn spawn_with(setup: &Setup<'_>, env: &[(&str, &str)], open_files: Option<u64>) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
@@ -120,22 +131,37 @@ impl Node {
         } else {
             format!("[geoip]\ndatabase = \"{}\"\n", geoip_db().display())
         };
+        let (dns_extra, admin_extra, extra) = split_sections(setup.extra_config);
         let config = format!(
-            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n{geoip}\n[bootstrap]\ndir = \"zones\"\n{}\n",
-            setup.extra_config
+            "node_id = 1\ndata_dir = \"data\"\n\n[dns]\nlisten = [\"{dns}\"]\n{dns_extra}\n[admin]\nlisten = \"{admin}\"\ntoken = \"test-token\"\n{admin_extra}\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n\n{geoip}\n[bootstrap]\ndir = \"zones\"\n{extra}\n"
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
-        let child = spawn_owned(
-            Command::new(env!("CARGO_BIN_EXE_meridian"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&config_path)
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meridian"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = spawn_owned(&mut cmd);
         let log_path = dir.path().join("node.log");
         Node {
             dir,
@@ -147,6 +173,11 @@ impl Node {
             },
             child: Some(child),
         }
+    }
+
+    /// The node's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
     }
 
     pub fn wait_healthy(&mut self, limit: Duration) {
@@ -204,6 +235,34 @@ impl Drop for Node {
     }
 }
 
+/// The bodies of a `[dns]` and an `[admin]` section in `extra` (each up to the next
+/// table), and the rest.
+fn split_sections(extra: &str) -> (String, String, String) {
+    let (mut dns, mut admin, mut rest) = (String::new(), String::new(), String::new());
+    let mut into = 2;
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            into = match t {
+                "[dns]" => 0,
+                "[admin]" => 1,
+                _ => 2,
+            };
+            if into < 2 {
+                continue;
+            }
+        }
+        let target = match into {
+            0 => &mut dns,
+            1 => &mut admin,
+            _ => &mut rest,
+        };
+        target.push_str(line);
+        target.push('\n');
+    }
+    (dns, admin, rest)
+}
+
 /// Spawn a child that the kernel kills if this test process dies first.
 pub fn spawn_owned(cmd: &mut Command) -> Child {
     use std::os::unix::process::CommandExt;
@@ -223,7 +282,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = String::new();
@@ -410,7 +469,7 @@ pub fn http_with(
 ) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
