@@ -1693,3 +1693,24 @@ listen = "127.0.0.1:8053"
         );
     }
 }
+
+/// The identity of each file (device, inode, size, modification time; `None`: missing), to
+/// see a file replaced on disk (by rename, or rewritten): GeoIP databases, certificates.
+pub fn fingerprint<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Vec<Option<(u64, u64, u64, std::time::SystemTime)>> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .into_iter()
+        .map(|p| {
+            std::fs::metadata(p.as_ref()).ok().map(|m| {
+                (
+                    m.dev(),
+                    m.ino(),
+                    m.len(),
+                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                )
+            })
+        })
+        .collect()
+}

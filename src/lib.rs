@@ -1,7 +1,8 @@
 //! Meridian: a GeoDNS authoritative name server.
 //!
 //! Modules, in import order (each imports only those before it; `metrics` is a leaf):
-//! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `admin` → `node`.
+//! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `explain` →
+//! `health` → `cluster` → `publisher` → `admin` → `node`.
 //!
 //! - [`model`]: datacenters, services and policies, with their validation.
 //! - [`config`]: the node config file and its validated form.
@@ -13,7 +14,10 @@
 //! - [`dnstap`]: the query log: per-worker queues to one Frame Streams writer thread.
 //! - [`degraded`]: silent degradations made loud (GeoIP without coordinates, fail-open).
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
-//! - [`admin`]: the HTTP admin API (`/healthz` for now).
+//! - [`cluster`]: the replicated state (persistent maps, `apply` returning a delta), its
+//!   store (one key per object, failing closed), the Raft node and network.
+//! - [`publisher`]: the one writer of the snapshot, applying deltas.
+//! - [`admin`]: the HTTP admin API.
 //! - [`service`]: systemd readiness (`sd_notify`) and SIGHUP as a reload request.
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
 

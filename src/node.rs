@@ -514,10 +514,10 @@ async fn watch_geoip(
     if paths.is_empty() {
         return;
     }
-    let mut last = fingerprint(&paths);
+    let mut last = crate::config::fingerprint(&paths);
     loop {
         tokio::time::sleep(GEOIP_POLL).await;
-        let now = fingerprint(&paths);
+        let now = crate::config::fingerprint(&paths);
         if now == last {
             continue;
         }
@@ -541,26 +541,6 @@ async fn watch_geoip(
             Err(e) => tracing::warn!(error = %e, "GeoIP reload failed"),
         }
     }
-}
-
-/// Identity of each file: device, inode, size and modification time.
-fn fingerprint(
-    paths: &[std::path::PathBuf],
-) -> Vec<Option<(u64, u64, u64, std::time::SystemTime)>> {
-    use std::os::unix::fs::MetadataExt;
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p).ok().map(|m| {
-                (
-                    m.dev(),
-                    m.ino(),
-                    m.len(),
-                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
-                )
-            })
-        })
-        .collect()
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

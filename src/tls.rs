@@ -282,21 +282,8 @@ pub fn trust_only(
 type Fingerprint = Vec<Option<(u64, u64, u64, std::time::SystemTime)>>;
 
 fn fingerprint(files: &TlsFiles) -> Fingerprint {
-    use std::os::unix::fs::MetadataExt;
-    [Some(&files.cert), Some(&files.key), files.ca.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            std::fs::metadata(p).ok().map(|m| {
-                (
-                    m.dev(),
-                    m.ino(),
-                    m.len(),
-                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
-                )
-            })
-        })
-        .collect()
+    let paths = [Some(&files.cert), Some(&files.key), files.ca.as_ref()];
+    crate::config::fingerprint(paths.into_iter().flatten())
 }
 
 /// The node id a certificate names as its one DNS SAN `node-N`; `None` when it names none,
