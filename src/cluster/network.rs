@@ -186,12 +186,23 @@ impl ForwardReply {
 
 /// When this node last heard from its peers: the leader's quorum (a majority answered an
 /// AppendEntries within the election timeout) and a follower's "I hear a leader".
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Contact {
     /// Peer → when it last answered an AppendEntries without refusing this leader.
     acked: std::sync::Mutex<HashMap<u64, Instant>>,
     /// When this node last accepted an AppendEntries from a leader.
     heard: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Default for Contact {
+    /// A node that just started counts as having heard a leader: it gives the first
+    /// election its time before it says it has no quorum.
+    fn default() -> Contact {
+        Contact {
+            acked: Default::default(),
+            heard: std::sync::Mutex::new(Some(Instant::now())),
+        }
+    }
 }
 
 impl Contact {

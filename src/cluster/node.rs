@@ -26,7 +26,7 @@ const QUORUM_WINDOW: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
 /// before it says it has no quorum: two election timeouts, time for an election to end.
 const FOLLOWER_QUORUM_WINDOW: Duration = Duration::from_millis(2 * ELECTION_TIMEOUT_MAX);
 /// How long a write waits for a quorum to come back before it gives up (`not_applied`).
-const NO_QUORUM_WAIT: Duration = Duration::from_millis(800);
+const NO_QUORUM_WAIT: Duration = Duration::from_millis(300);
 
 const HEARTBEAT_MS: u64 = 200;
 const ELECTION_TIMEOUT_MIN: u64 = 1000;
@@ -301,8 +301,6 @@ impl RaftNode {
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
         let mut proposed = false;
-        // When a node without a quorum gives up.
-        let mut started_without_leader: Option<Instant> = None;
         let outcome = |proposed: bool, why: String| {
             if proposed {
                 WriteError::Unknown(why)
@@ -314,6 +312,17 @@ impl RaftNode {
             let left = deadline.saturating_duration_since(Instant::now());
             let m = self.raft.metrics().borrow().clone();
             let leader = m.current_leader;
+            // A node that has heard from no leader for longer than an election takes (two
+            // election timeouts; its own start counts as hearing) knows it has no quorum:
+            // it refuses at once rather than after the whole deadline.
+            if leader != Some(self.node_id)
+                && !proposed
+                && !self.network.contact.heard_within(FOLLOWER_QUORUM_WINDOW)
+            {
+                return Err(WriteError::NotApplied(
+                    "no quorum: this node has heard from no leader for longer than an election takes".into(),
+                ));
+            }
             if leader == Some(self.node_id) {
                 match self.propose_here(req.clone()).await {
                     Ok(c) => return Ok(c),
@@ -365,21 +374,6 @@ impl RaftNode {
                     }
                     Err(ForwardError::Stopped(why)) => last = why,
                     Err(e) => last = format!("leader {}: {e}", node.raft),
-                }
-            }
-            // A node that has heard from no leader for longer than an election takes knows
-            // it has no quorum: it gives up after a short wait instead of the whole deadline.
-            if leader != Some(self.node_id)
-                && !proposed
-                && !self.network.contact.heard_within(FOLLOWER_QUORUM_WINDOW)
-            {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let fast = Instant::now() + NO_QUORUM_WAIT.min(left);
-                let give_up = *started_without_leader.get_or_insert(fast);
-                if Instant::now() >= give_up {
-                    return Err(WriteError::NotApplied(
-                        "no quorum: this node has heard from no leader for longer than an election takes".into(),
-                    ));
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
