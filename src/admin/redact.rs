@@ -9,22 +9,11 @@ pub const MASK: &str = "***";
 
 /// `hc` with the credentials of its URL masked.
 pub fn health_check(hc: &HealthCheck) -> HealthCheck {
-    match hc {
-        HealthCheck::Http {
-            url,
-            interval,
-            timeout,
-            rise,
-            fall,
-        } => HealthCheck::Http {
-            url: url_credentials(url),
-            interval: interval.clone(),
-            timeout: timeout.clone(),
-            rise: *rise,
-            fall: *fall,
-        },
-        tcp @ HealthCheck::Tcp { .. } => tcp.clone(),
+    let mut hc = hc.clone();
+    if let HealthCheck::Http { url, .. } = &mut hc {
+        *url = url_credentials(url);
     }
+    hc
 }
 
 /// A URL with its userinfo (`user:pass@` → `user:***@`, `token@` → `***@`), every query

@@ -376,6 +376,25 @@ fn server_addr(
 
 /// The destination address in a datagram's packet-info control message.
 fn destination(received: &[u8]) -> Option<IpAddr> {
+    let (pos, len, v4) = pktinfo(received)?;
+    let data = &received[pos + std::mem::size_of::<libc::cmsghdr>()..pos + len];
+    if v4 && data.len() >= std::mem::size_of::<libc::in_pktinfo>() {
+        // SAFETY: the data is an in_pktinfo (checked length); unaligned access.
+        let pi: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
+    }
+    if !v4 && data.len() >= std::mem::size_of::<libc::in6_pktinfo>() {
+        // SAFETY: the data is an in6_pktinfo (checked length); unaligned access.
+        let pi: libc::in6_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
+    }
+    None
+}
+
+/// Where the packet-info control message is in a datagram's control data: its offset,
+/// its length and whether it is IPv4's (`IP_PKTINFO`) or IPv6's (`IPV6_PKTINFO`).
+/// `None` when there is none, or the control data is malformed.
+fn pktinfo(received: &[u8]) -> Option<(usize, usize, bool)> {
     let hdr = std::mem::size_of::<libc::cmsghdr>();
     let mut pos = 0;
     while pos + hdr <= received.len() {
@@ -385,23 +404,13 @@ fn destination(received: &[u8]) -> Option<IpAddr> {
         if len < hdr || pos + len > received.len() {
             return None;
         }
-        let data = &received[pos + hdr..pos + len];
-        if c.cmsg_level == libc::IPPROTO_IP
-            && c.cmsg_type == libc::IP_PKTINFO
-            && data.len() >= std::mem::size_of::<libc::in_pktinfo>()
-        {
-            // SAFETY: the data is an in_pktinfo (checked length); unaligned access.
-            let pi: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-            return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
+        if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
+            return Some((pos, len, true));
         }
-        if c.cmsg_level == libc::IPPROTO_IPV6
-            && c.cmsg_type == libc::IPV6_PKTINFO
-            && data.len() >= std::mem::size_of::<libc::in6_pktinfo>()
-        {
-            // SAFETY: the data is an in6_pktinfo (checked length); unaligned access.
-            let pi: libc::in6_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-            return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
+        if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
+            return Some((pos, len, false));
         }
+        // CMSG_ALIGN
         pos += (len + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1);
     }
     None
@@ -438,34 +447,21 @@ fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// with the interface left to routing). Returns its length.
 fn reply_control(received: &[u8], out: &mut [u8; CMSG_ROOM]) -> Option<usize> {
     let hdr = std::mem::size_of::<libc::cmsghdr>();
-    let mut pos = 0;
-    while pos + hdr <= received.len() {
-        // SAFETY: the bytes at `pos` are a cmsghdr written by the kernel (bounds checked).
-        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(received[pos..].as_ptr().cast()) };
-        let len = c.cmsg_len as usize;
-        if len < hdr || pos + len > received.len() {
-            return None;
-        }
-        let data = &received[pos + hdr..pos + len];
-        let is_v4 = c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO;
-        let is_v6 = c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO;
-        if (is_v4 || is_v6) && len <= CMSG_ROOM {
-            out[..len].copy_from_slice(&received[pos..pos + len]);
-            if is_v4 && data.len() >= std::mem::size_of::<libc::in_pktinfo>() {
-                // SAFETY: the data is an in_pktinfo (checked length); unaligned access.
-                let mut pi: libc::in_pktinfo =
-                    unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-                pi.ipi_ifindex = 0;
-                pi.ipi_spec_dst = pi.ipi_addr;
-                // SAFETY: same place and size in the copy.
-                unsafe {
-                    std::ptr::write_unaligned(out[hdr..].as_mut_ptr().cast(), pi);
-                }
-            }
-            return Some(len);
-        }
-        // CMSG_ALIGN
-        pos += (len + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1);
+    let (pos, len, v4) = pktinfo(received)?;
+    if len > CMSG_ROOM {
+        return None;
     }
-    None
+    out[..len].copy_from_slice(&received[pos..pos + len]);
+    let data = &received[pos + hdr..pos + len];
+    if v4 && data.len() >= std::mem::size_of::<libc::in_pktinfo>() {
+        // SAFETY: the data is an in_pktinfo (checked length); unaligned access.
+        let mut pi: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        pi.ipi_ifindex = 0;
+        pi.ipi_spec_dst = pi.ipi_addr;
+        // SAFETY: same place and size in the copy.
+        unsafe {
+            std::ptr::write_unaligned(out[hdr..].as_mut_ptr().cast(), pi);
+        }
+    }
+    Some(len)
 }
