@@ -259,6 +259,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ))
     });
 
+    let cookie_task = tokio::spawn(ensure_cookie_secret(handle.clone()));
+
     let stop = Arc::new(AtomicBool::new(false));
     let dns_options = crate::dns::Options {
         rate_limit: config.rate_limit,
@@ -352,6 +354,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     degraded_task.abort();
     geo_watch.abort();
     health_task.abort();
+    cookie_task.abort();
     if let Some(t) = import_task {
         t.abort();
     }
@@ -456,6 +459,28 @@ async fn import_bootstrap(
     let _ = updates.send(publisher::Update::Recheck).await;
 }
 
+/// Draw the cluster's first DNS cookie secret: whichever node leads while the state has
+/// none proposes one (one request id for every attempt, so it applies once). Until it is
+/// applied, each node makes cookies with a secret of its own.
+async fn ensure_cookie_secret(handle: cluster::Handle) {
+    let cmd = cluster::Command::RotateCookieSecret {
+        secret: cluster::CookieSecret::random(),
+    };
+    let id = cluster::new_request_id();
+    loop {
+        if handle.state().cookie_secrets().is_some() {
+            return;
+        }
+        if handle.status().leader == Some(handle.node_id()) {
+            match handle.write(cmd.clone(), id.clone()).await {
+                Ok(_) => tracing::info!("DNS cookie secret drawn for the cluster"),
+                Err(e) => tracing::debug!(error = %e, "DNS cookie secret not drawn yet"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Probe every datacenter with a health check, and propose this node's verdicts (the
 /// first, each transition, the periodic re-affirmation) to the log. The probers follow the
 /// applied state: a datacenter added, changed or removed starts, restarts or stops its.
@@ -482,6 +507,10 @@ async fn health_loop(
             }
             verdict = verdicts.recv() => {
                 let Some(v) = verdict else { return };
+                // A learner (a node being added) probes, but only voters' opinions count.
+                if !handle.state().is_voter(node) {
+                    continue;
+                }
                 let handle = handle.clone();
                 // Proposals must not hold up probing; a lost one is repeated by the next
                 // re-affirmation.

@@ -29,6 +29,11 @@ pub type OnPublish = Box<dyn Fn(&State, Option<u64>) + Send>;
 
 /// Hand `delta` (against `state`) to the builder: only what it names is rebuilt.
 pub fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
+    if delta.cookies || delta.everything {
+        if let Some(secrets) = state.cookie_secrets() {
+            builder.set_cookie_secrets(secrets);
+        }
+    }
     if delta.everything {
         builder.set_datacenters(state.datacenters().map(|e| &*e.dc));
         let (zones, services) = builder.held();

@@ -215,6 +215,7 @@ pub(crate) fn build(mut app: App) -> Router {
             "/api/v1/zones/{origin}/services/{name}",
             put(put_service).get(get_service).delete(delete_service),
         )
+        .route("/api/v1/cookie-secret/rotate", post(rotate_cookie_secret))
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
 
-use crate::admin::error::{ApiError, JsonBody, ZoneText};
+use crate::admin::error::{parse_json, ApiError, JsonBody, ZoneText};
 use crate::admin::types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ExplainQuery, GeoInfo, MemberRequest, ServiceSpec,
 };
@@ -66,6 +66,11 @@ impl Drop for InFlight<'_> {
 /// derived from it (and the token), so a retry gets the first attempt's result.
 #[tracing::instrument(level = "info", skip_all, fields(cmd = cmd.name()))]
 async fn write(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<Response> {
+    write_at(app, cmd, key).await.map(|(r, _)| r)
+}
+
+/// [`write`], with the log index the write was committed at.
+async fn write_at(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<(Response, u64)> {
     let (id, _guard) = match &key.0 {
         Some(k) => {
             let id = format!("idem:admin:{k}");
@@ -99,7 +104,7 @@ async fn write(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<Response> {
         Response::Rejected { why } => Err(why.into()),
         r => {
             tracing::info!(index = committed.index, result = ?r, "write committed");
-            Ok(r)
+            Ok((r, committed.index))
         }
     }
 }
@@ -355,7 +360,6 @@ pub async fn delete_datacenter(
     deleted(&write(&app, Command::DeleteDatacenter { id }, &key).await?)
 }
 
-/// Recent health and state transitions. Not recorded yet: an empty list.
 /// Recent health and state transitions, oldest first, each health one with every node's
 /// opinion at the time.
 pub async fn datacenter_events(
@@ -373,6 +377,40 @@ pub async fn datacenter_events(
         o.reason = redact::text(&o.reason);
     }
     Ok(Json(events))
+}
+
+// ---- DNS cookies -------------------------------------------------------------------
+
+/// The body of a rotation: nothing, or an empty JSON object.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {}
+
+/// `POST /api/v1/cookie-secret/rotate`: a new cluster-wide server cookie secret; cookies
+/// made with the current one stay valid (for the rest of their hour).
+pub async fn rotate_cookie_secret(
+    State(app): St,
+    key: IdempotencyKey,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Res<Json<serde_json::Value>> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let ct = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.to_ascii_lowercase().starts_with("application/json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send no body, or {{}} as Content-Type: application/json, not {ct:?}"
+            )));
+        }
+        let _: RotateRequest = parse_json(&body)?;
+    }
+    let cmd = Command::RotateCookieSecret {
+        secret: cluster::CookieSecret::random(),
+    };
+    let (_, index) = write_at(&app, cmd, &key).await?;
+    Ok(Json(serde_json::json!({ "rotated": true, "index": index })))
 }
 
 // ---- zones --------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Datacenter, DcState, Service};
+use crate::snapshot::COOKIE_SECRET_LEN;
 
 /// A change to the cluster state. New variants may be added; existing ones keep their
 /// meaning and serialized form across versions.
@@ -53,6 +54,11 @@ pub enum Command {
         #[serde(default)]
         reason: String,
     },
+    /// A new DNS cookie secret for every node (RFC 9018); the current one stays valid as the
+    /// previous. Proposed with a secret the proposer drew, so every node applies the same.
+    RotateCookieSecret {
+        secret: CookieSecret,
+    },
     /// The bootstrap import: all of it, or nothing. Applied only to an empty state.
     Import {
         zones: Vec<(String, String)>,
@@ -73,8 +79,48 @@ impl Command {
             Command::PutService { .. } => "put_service",
             Command::DeleteService { .. } => "delete_service",
             Command::HealthReport { .. } => "health_report",
+            Command::RotateCookieSecret { .. } => "rotate_cookie_secret",
             Command::Import { .. } => "import",
         }
+    }
+}
+
+/// A DNS server cookie secret: 16 random bytes, hex in the log, never in a `Debug` line.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CookieSecret(pub [u8; COOKIE_SECRET_LEN]);
+
+impl CookieSecret {
+    /// A fresh random secret.
+    pub fn random() -> CookieSecret {
+        CookieSecret(rand::random())
+    }
+}
+
+impl std::fmt::Debug for CookieSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieSecret(<redacted>)")
+    }
+}
+
+impl From<CookieSecret> for String {
+    fn from(s: CookieSecret) -> String {
+        s.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl TryFrom<String> for CookieSecret {
+    type Error = String;
+    fn try_from(hex: String) -> Result<CookieSecret, String> {
+        let bad = || format!("a cookie secret is {} hex digits", 2 * COOKIE_SECRET_LEN);
+        if hex.len() != 2 * COOKIE_SECRET_LEN || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; COOKIE_SECRET_LEN];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(CookieSecret(out))
     }
 }
 

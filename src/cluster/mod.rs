@@ -11,7 +11,7 @@ pub mod state;
 pub mod store;
 pub mod types;
 
-pub use command::{Command, Rejection, Response};
+pub use command::{Command, CookieSecret, Rejection, Response};
 pub use state::State;
 pub mod handle;
 pub mod node;

@@ -60,7 +60,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::command::Response;
+use crate::cluster::command::{Command, Response};
 use crate::cluster::types::{NodeInfo, Raft, Request, TypeConfig, FORMAT_VERSION};
 use crate::serve::Peer;
 use crate::tls::Tls;
@@ -1344,6 +1344,7 @@ async fn snapshot(
 
 async fn forwarded_write(
     State(write): State<WriteFn>,
+    peer: Option<axum::Extension<Peer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> axum::response::Response {
     let bytes = match body {
@@ -1361,6 +1362,18 @@ async fn forwarded_write(
         Ok(r) => r,
         Err(e) => return ForwardError::BadRequest(format!("not a request: {e}")).into_response(),
     };
+    // Over mutual TLS a node speaks for itself only: a member cannot report health under
+    // other node ids.
+    if let (Some(axum::Extension(peer)), Command::HealthReport { node, .. }) = (&peer, &req.cmd) {
+        if let Some(id) = peer.node_id.filter(|_| peer.authenticated) {
+            if id != *node {
+                return ForwardError::Forbidden(format!(
+                    "node {id} cannot report health as node {node}"
+                ))
+                .into_response();
+            }
+        }
+    }
     // Never commit an entry this leader could not apply itself.
     if req.v > FORMAT_VERSION {
         return ForwardError::BadRequest(format!(

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Rejection, Response};
 use crate::model::{Datacenter, DcState, Health, Service};
+use crate::snapshot::CookieSecrets;
 use crate::zone::{parse_zone, service_conflict, ZoneFile};
 
 /// The state's own format version (in snapshots and in the store). 1: one JSON value of the
@@ -116,6 +117,8 @@ pub struct Delta {
     pub statuses: BTreeSet<String>,
     /// Request records added or pruned (stored, never published).
     pub requests: BTreeSet<String>,
+    /// The DNS cookie secrets changed.
+    pub cookies: bool,
     /// Everything may have changed (a snapshot installed): rebuild all.
     pub everything: bool,
 }
@@ -127,6 +130,7 @@ impl Delta {
         self.datacenters.extend(other.datacenters);
         self.statuses.extend(other.statuses);
         self.requests.extend(other.requests);
+        self.cookies |= other.cookies;
         self.everything |= other.everything;
     }
 
@@ -136,6 +140,7 @@ impl Delta {
             || !self.zones.is_empty()
             || !self.services.is_empty()
             || !self.datacenters.is_empty()
+            || self.cookies
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,6 +170,12 @@ pub struct State {
     requests: OrdMap<String, Arc<RequestRecord>>,
     /// (applied at, request id), to drop the oldest first. Derived.
     request_age: OrdSet<(u64, String)>,
+    /// The cluster's DNS cookie secrets; none until the first leader draws one.
+    cookies: Option<Arc<CookieSecrets>>,
+    /// The current voters, from the last membership entry applied (derived from the log,
+    /// never stored): only their health opinions count. `None`: not known (no membership
+    /// applied yet), every node's counts.
+    voters: Option<BTreeSet<u64>>,
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -332,6 +343,49 @@ impl State {
         self.services.insert(key.0, in_zone);
     }
 
+    /// Follow a membership entry: opinions of nodes that are no longer voters are dropped
+    /// and the verdicts worked out again (at the time of the newest opinion, so that every
+    /// node, replaying the same log, gets the same verdicts).
+    pub fn set_voters(&mut self, voters: BTreeSet<u64>, delta: &mut Delta) {
+        let ids: Vec<String> = self.status.keys().cloned().collect();
+        let mut newest = None;
+        for id in ids {
+            let status = self.status(&id);
+            newest = newest.max(status.opinions.values().map(|o| o.at_ms).max());
+            if status.opinions.keys().all(|n| voters.contains(n)) {
+                continue;
+            }
+            let mut status = (*status).clone();
+            status.opinions.retain(|n, _| voters.contains(n));
+            self.status.insert(id.clone(), Arc::new(status));
+            delta.statuses.insert(id);
+        }
+        self.voters = Some(voters);
+        if let Some(now) = newest {
+            self.reassess(now, delta);
+        }
+    }
+
+    /// Whether `node`'s health opinions count (true while the voters are not known).
+    pub fn is_voter(&self, node: u64) -> bool {
+        self.voters.as_ref().is_none_or(|v| v.contains(&node))
+    }
+
+    /// The voters, as the store knows them at load (nothing to recompute: the stored
+    /// opinions were filtered when the membership entry was applied).
+    pub fn load_voters(&mut self, voters: BTreeSet<u64>) {
+        self.voters = Some(voters);
+    }
+
+    /// The cluster's DNS cookie secrets, once drawn.
+    pub fn cookie_secrets(&self) -> Option<&Arc<CookieSecrets>> {
+        self.cookies.as_ref()
+    }
+
+    pub fn load_cookies(&mut self, secrets: CookieSecrets) {
+        self.cookies = Some(Arc::new(secrets));
+    }
+
     pub fn load_request(&mut self, id: String, record: RequestRecord) {
         self.request_age.insert((record.at_ms, id.clone()));
         self.requests.insert(id, Arc::new(record));
@@ -430,6 +484,13 @@ impl State {
         if !self.datacenters.contains_key(dc) {
             return Response::Rejected {
                 why: Rejection::NotFound(format!("no datacenter {dc:?}")),
+            };
+        }
+        if self.voters.as_ref().is_some_and(|v| !v.contains(&node)) {
+            return Response::Rejected {
+                why: Rejection::Invalid(format!(
+                    "node {node} is not a voter: only voters' health opinions count"
+                )),
             };
         }
         let mut status = (*self.status(dc)).clone();
@@ -704,6 +765,19 @@ impl State {
                 Ok(Response::Imported)
             }
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
+            Command::RotateCookieSecret { secret } => {
+                let previous = self.cookies.as_ref().map(|c| c.current);
+                self.cookies = Some(Arc::new(CookieSecrets {
+                    current: secret.0,
+                    previous,
+                }));
+                delta.cookies = true;
+                Ok(if previous.is_some() {
+                    Response::Replaced
+                } else {
+                    Response::Created
+                })
+            }
         }
     }
 
@@ -736,6 +810,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::model::{Health, PolicyKind};
+    use crate::cluster::command::CookieSecret;
 
     const ZONE: &str =
         "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\nsub IN NS ns.elsewhere.\n";
@@ -957,6 +1032,72 @@ mod tests {
             5,
         );
         assert!(matches!(r, Response::Rejected { .. }));
+    }
+
+    #[test]
+    fn only_voters_opinions_count_and_a_removed_voter_s_go() {
+        let mut s = base();
+        let h = |s: &State| s.datacenter("lon").expect("lon").dc.health;
+        let report = |node, up| Command::HealthReport {
+            node,
+            dc: "lon".into(),
+            up,
+            reason: String::new(),
+        };
+        s.set_voters([1, 2, 3].into(), &mut Delta::default());
+        // Forged ids (not voters) are refused, however many.
+        for node in 101..=103 {
+            let r = ap(&mut s, &report(node, false), 1_000);
+            assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        }
+        assert_eq!(h(&s), Health::Unknown);
+        ap(&mut s, &report(1, true), 1_000);
+        ap(&mut s, &report(2, false), 1_000);
+        ap(&mut s, &report(3, false), 1_000);
+        assert_eq!(h(&s), Health::Unhealthy);
+        // Nodes 2 and 3 leave the voters: their opinions go, the verdict follows at once.
+        let mut delta = Delta::default();
+        s.set_voters([1, 4, 5].into(), &mut delta);
+        assert!(delta.datacenters.contains("lon"), "{delta:?}");
+        assert_eq!(s.status("lon").opinions.keys().collect::<Vec<_>>(), [&1]);
+        assert_eq!(h(&s), Health::Healthy);
+        assert!(s.is_voter(4) && !s.is_voter(2));
+    }
+
+    #[test]
+    fn a_cookie_secret_rotation_keeps_the_current_one_as_previous() {
+        let mut s = base();
+        assert!(s.cookie_secrets().is_none());
+        let first = CookieSecret([1; 16]);
+        let (r, delta) = s.apply(
+            &Command::RotateCookieSecret { secret: first },
+            None,
+            1,
+            20,
+        );
+        assert_eq!(r, Response::Created);
+        assert!(delta.cookies && delta.changes_answers());
+        let second = CookieSecret([2; 16]);
+        let (r, _) = s.apply(
+            &Command::RotateCookieSecret { secret: second },
+            None,
+            2,
+            21,
+        );
+        assert_eq!(r, Response::Replaced);
+        let c = s.cookie_secrets().expect("secrets");
+        assert_eq!((c.current, c.previous), ([2; 16], Some([1; 16])));
+        // In the log as hex, never in a Debug line.
+        let json = serde_json::to_string(&Command::RotateCookieSecret { secret: second })
+            .expect("json");
+        assert!(json.contains(&"02".repeat(16)), "{json}");
+        assert!(!format!("{second:?}").contains("02"));
+        let back: Command = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, Command::RotateCookieSecret { secret: second });
+        assert!(serde_json::from_str::<Command>(
+            r#"{"op":"rotate_cookie_secret","secret":"zz"}"#
+        )
+        .is_err());
     }
 
     #[test]

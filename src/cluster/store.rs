@@ -8,7 +8,8 @@
 //! - tree `log`: one [`Entry`] per key, the key being the index as a big-endian `u64`.
 //! - tree `objects` (format 2): `applied` (`{format, last_applied, membership}`), and one key
 //!   per object: `z/ORIGIN` (a zone's text and version), `d/ID` (a datacenter), `t/ID` (its
-//!   opinions and events), `s/ZONE\0NAME` (a service), `r/ID` (a request's result). An apply
+//!   opinions and events), `s/ZONE\0NAME` (a service), `r/ID` (a request's result),
+//!   `cookies` (the DNS cookie secrets). An apply
 //!   batch writes the keys its commands touched and `applied` in one sled batch, so a write
 //!   costs what it changed, never the whole state.
 //! - tree `sm` (format 1, read once and converted): `state`, the whole state as one value.
@@ -19,7 +20,7 @@
 //! Durability: an append is acknowledged to Raft only once flushed; a vote is flushed before
 //! `save_vote` returns; the state machine is flushed after each batch and each snapshot
 //! install. Failing closed: after each of those flushes the acknowledged high-water mark
-//! (vote, last log index, last applied) is written to `DATA_DIR/raft.ack` and synced; a
+//! (vote, last log index, last applied) is written to `DATA_DIR/raft/meridian.ack` and synced; a
 //! store that opens below its mark lost something it had acknowledged (a damaged file that
 //! sled silently rolled back) and is refused with a message naming it.
 
@@ -50,6 +51,7 @@ use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
 };
 use crate::model::{Datacenter, Service};
+use crate::snapshot::CookieSecrets;
 
 /// The newest store layout this binary writes and reads (1: the state as one value; 2: one
 /// key per object).
@@ -68,6 +70,8 @@ const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 const KEY_STATE_V1: &str = "state";
 const KEY_APPLIED: &str = "applied";
+/// The cluster's DNS cookie secrets (`objects` tree).
+const KEY_COOKIES: &str = "cookies";
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -448,6 +452,8 @@ struct SnapshotV2 {
     status: Vec<(String, DcStatus)>,
     services: Vec<ServiceEntry>,
     requests: Vec<(String, RequestRecord)>,
+    #[serde(default)]
+    cookies: Option<CookieSecrets>,
 }
 
 impl SnapshotV2 {
@@ -475,6 +481,7 @@ impl SnapshotV2 {
                 .requests()
                 .map(|(id, r)| (id.clone(), (**r).clone()))
                 .collect(),
+            cookies: state.cookie_secrets().map(|c| (**c).clone()),
         }
     }
 
@@ -494,6 +501,9 @@ impl SnapshotV2 {
         }
         for (id, r) in self.requests {
             state.load_request(id, r);
+        }
+        if let Some(c) = self.cookies {
+            state.load_cookies(c);
         }
         Ok(state)
     }
@@ -552,6 +562,7 @@ fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json:
     delta
         .requests
         .extend(state.requests().map(|(id, _)| id.clone()));
+    delta.cookies = true;
     changed_objects(state, &delta, batch)
 }
 
@@ -597,6 +608,12 @@ fn changed_objects(
         match state.request(id) {
             Some(r) => batch.insert(request_key(id), serde_json::to_vec(&**r)?),
             None => batch.remove(request_key(id)),
+        }
+    }
+    if delta.cookies {
+        match state.cookie_secrets() {
+            Some(c) => batch.insert(KEY_COOKIES, serde_json::to_vec(&**c)?),
+            None => batch.remove(KEY_COOKIES),
         }
     }
     Ok(())
@@ -698,6 +715,8 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
             );
         } else if key.starts_with("s/") {
             state.load_service(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if key == KEY_COOKIES {
+            state.load_cookies(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if let Some(id) = key.strip_prefix("r/") {
             state.load_request(
                 id.to_string(),
@@ -706,6 +725,9 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
         } else {
             return Err(corrupt(format!("unknown key objects/{key}")));
         }
+    }
+    if data.membership.log_id().is_some() {
+        state.load_voters(data.membership.membership().voter_ids().collect());
     }
     data.state = Arc::new(state);
     Ok(data)
@@ -1128,6 +1150,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Noop,
                 EntryPayload::Membership(m) => {
+                    let mut d = Delta::default();
+                    state.set_voters(m.voter_ids().collect(), &mut d);
+                    delta.merge(d);
                     next.membership = StoredMembership::new(Some(entry.log_id), m);
                     Response::Noop
                 }
@@ -1194,6 +1219,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 AnyError::error(format!("snapshot {}: {e}", meta.snapshot_id)),
             )
         })?;
+        let mut state = state;
+        if meta.last_membership.log_id().is_some() {
+            state.load_voters(meta.last_membership.membership().voter_ids().collect());
+        }
         let mut data = self.inner.data.lock().await;
         let next = SmData {
             state: Arc::new(state),
