@@ -346,3 +346,98 @@ fn rrl_a_client_with_a_valid_server_cookie_is_answered_throughout() {
     // A slipped reply still carries a fresh cookie, so the client can come back with it.
     assert_eq!(t.cookies, t.full + t.truncated, "{t:?}");
 }
+
+/// One query from `from` to `server` carrying `cookie`; the reply's COOKIE, if any.
+fn cookie_reply(server: SocketAddr, from: Ipv4Addr, cookie: &[u8]) -> Option<[u8; 24]> {
+    let sock = UdpSocket::bind((from, 0)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    sock.send_to(&query(7, "www.example.net", 1, Some(cookie)), server)
+        .ok()?;
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).ok()?;
+    reply_cookie(&buf[..n])
+}
+
+/// DESIGN.md "Abuse resistance": the cookie secret is in the Raft state, so node 2 takes
+/// node 1's cookies; after `POST /api/v1/cookie-secret/rotate` a cookie made before it is
+/// still valid (never rate limited) while new ones are made with the new secret.
+#[test]
+fn rfc9018_cookie_secret_is_the_cluster_s_and_a_rotation_keeps_the_old_one_valid() {
+    let _turn = turn();
+    let zone: &'static str = Box::leak(zone().into_boxed_str());
+    let cluster = common::TestCluster::start_with(
+        2,
+        &[("example.net.zone", zone)],
+        "rate_limit = { responses_per_second = 5, slip = 0 }",
+    );
+    let (one, two) = (&cluster.nodes[0].at, &cluster.nodes[1].at);
+    let from = Ipv4Addr::new(127, 9, 0, 1);
+    let client = [0x42; 8];
+    // Node 1's cookie is echoed by node 2 once the cluster's secret is applied on both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let old = loop {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never took node 1's cookie"
+        );
+        if let Some(c) = cookie_reply(one.dns, from, &client) {
+            if cookie_reply(two.dns, from, &c) == Some(c) {
+                break c;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    };
+    let (status, body) = common::http(
+        one.admin,
+        "POST",
+        "/api/v1/cookie-secret/rotate",
+        None,
+        Some(common::TOKEN),
+    )
+    .expect("rotate");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = common::http(
+        one.admin,
+        "POST",
+        "/api/v1/cookie-secret/rotate",
+        None,
+        None,
+    )
+    .expect("rotate without a token");
+    assert_eq!(status, 401);
+    // Node 2 has the new secret once it no longer echoes the old cookie but renews it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        assert!(Instant::now() < deadline, "node 2 never rotated");
+        match cookie_reply(two.dns, from, &old) {
+            Some(c) if c != old => break c,
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    assert_eq!(fresh[..8], client);
+    assert_eq!(
+        cookie_reply(one.dns, from, &fresh),
+        Some(fresh),
+        "node 1 takes node 2's new cookie"
+    );
+    // The old cookie is still valid on both nodes: a burst with it is never limited…
+    for node in [one, two] {
+        let t = burst(
+            node.dns,
+            from,
+            300,
+            &query(0, "www.example.net", 1, Some(&old)),
+        );
+        assert_eq!(t.full, 300, "the pre-rotation cookie is still valid: {t:?}");
+    }
+    // …while the same burst with a forged one is.
+    let mut forged = old;
+    forged[23] ^= 0xff;
+    let t = burst(
+        two.dns,
+        Ipv4Addr::new(127, 10, 0, 1),
+        300,
+        &query(0, "www.example.net", 1, Some(&forged)),
+    );
+    assert!(t.full < 50, "{t:?}");
+}

@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/zones/{origin}/services/{name}"),
     ("PUT", "/api/v1/zones/{origin}/services/{name}"),
     ("DELETE", "/api/v1/zones/{origin}/services/{name}"),
+    ("POST", "/api/v1/cookie-secret/rotate"),
     ("GET", "/api/v1/explain"),
 ];
 

@@ -644,15 +644,21 @@ fn cluster_config(
     admin: SocketAddr,
     raft: SocketAddr,
     peers: &str,
+    dns_extra: &str,
 ) -> String {
     format!(
-        "node_id = {id}\ndata_dir = \"data{id}\"\n\n[dns]\nlisten = [\"{dns}\"]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
+        "node_id = {id}\ndata_dir = \"data{id}\"\n\n[dns]\nlisten = [\"{dns}\"]\n{dns_extra}\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[raft]\nlisten = \"{raft}\"\npeers = {{ {peers} }}\n\n[geoip]\ndatabase = \"{}\"\n\n[bootstrap]\ndir = \"zones\"\n",
         geoip_db().display()
     )
 }
 
 impl TestCluster {
     pub fn start(n: u64, files: &[(&str, &str)]) -> TestCluster {
+        TestCluster::start_with(n, files, "")
+    }
+
+    /// [`TestCluster::start`] with more lines in every node's `[dns]` section.
+    pub fn start_with(n: u64, files: &[(&str, &str)], dns_extra: &str) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
@@ -672,7 +678,7 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for (i, (dns, admin, raft)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let config = cluster_config(id, dns, admin, raft, &peers);
+            let config = cluster_config(id, dns, admin, raft, &peers, dns_extra);
             let path = dir.path().join(format!("node{id}.toml"));
             std::fs::write(&path, config).expect("write config");
             let mut node = ClusterNode {
@@ -701,7 +707,7 @@ impl TestCluster {
         let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
         let path = self.dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers)).expect("config");
+        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers, "")).expect("config");
         let mut node = ClusterNode {
             id,
             config: path,
