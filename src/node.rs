@@ -140,7 +140,18 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, problems: &mut Vec<Str
 
 /// Run a node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    raise_fd_limit();
+    // Raise the open-file limit, then share it out: DNS over TCP, the admin API and Raft each
+    // get a cap, and a reserve stays for the store, GeoIP, probes and outgoing Raft.
+    let tcp_limits = tcp::TcpLimits::default();
+    let open_files = match tcp::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            1024
+        }
+    };
+    let (admin_limits, raft_limits) =
+        crate::serve::Limits::fit(open_files, tcp_limits.max_connections as u64);
     let ready = Readiness::default();
     // SIGHUP asks for a reload (subscribe with `service.reloads()`); systemd hears READY=1
     // when `ready` is set.
@@ -204,7 +215,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         raft_listener,
         started.rpc,
         raft_mode,
-        crate::serve::Limits::RAFT,
+        raft_limits,
         "raft",
     ));
 
@@ -277,16 +288,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     let threads = udp::worker_count();
     let mut udp_threads = Vec::new();
-    let pool = tcp::Pool::new(tcp::TcpLimits::default());
-    match tcp::raise_fd_limit() {
-        Ok(n) if n < pool.fds_wanted() => tracing::warn!(
-            open_files = n,
+    let pool = tcp::Pool::new(tcp_limits);
+    if open_files < pool.fds_wanted() {
+        tracing::warn!(
+            open_files,
             wanted = pool.fds_wanted(),
             "the open-file limit is below the TCP connection cap; \
              idle connections will be closed early to make room"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+        );
     }
     let mut tcp_tasks = Vec::new();
     let dnstap = crate::dnstap::start_logged(config.dnstap.as_ref())?;
@@ -333,7 +342,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         admin_listener,
         admin,
         admin_mode,
-        crate::serve::Limits::ADMIN,
+        admin_limits,
         "admin",
     ));
     // Logs a geo_nearest service without coordinates and a service failing open.
@@ -591,15 +600,6 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// TCP connections need file descriptors: take what the hard limit allows.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());

@@ -1,14 +1,15 @@
 //! The HTTP server of the admin API and of Raft: an axum router served over plain TCP or
 //! TLS, with bounded connections — a total cap, a per-address cap, a TLS-handshake timeout,
-//! a header-read timeout and an idle timeout. Past a cap a connection is closed at once
-//! (never an HTTP 429: nothing is read from it). Every request carries a [`Peer`] extension
+//! a header-read timeout and an idle timeout. Past the per-address cap a connection is
+//! closed at once (never an HTTP 429: nothing is read from it); at the total cap the
+//! connection idle longest makes room. Every request carries a [`Peer`] extension
 //! (its address and, over mutual TLS, the node id its certificate names) and axum's
 //! `ConnectInfo<SocketAddr>`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,6 +56,26 @@ impl Limits {
         header_timeout: Duration::from_secs(20),
         idle_timeout: Duration::from_secs(60),
     };
+}
+
+/// Descriptors kept out of every listener's cap: the store, GeoIP and certificate files,
+/// health probes, outgoing Raft and dnstap keep working when clients take all they may.
+pub const FD_RESERVE: u64 = 512;
+
+impl Limits {
+    /// The admin and Raft limits for a process allowed `open_files` descriptors, of which
+    /// DNS over TCP may hold `dns_tcp`: what is left after [`FD_RESERVE`] goes three parts
+    /// to the admin API, one to Raft, each at most its default cap.
+    pub fn fit(open_files: u64, dns_tcp: u64) -> (Limits, Limits) {
+        let left = open_files.saturating_sub(FD_RESERVE + dns_tcp) as usize;
+        let mut admin = Limits::ADMIN;
+        let mut raft = Limits::RAFT;
+        admin.max_connections = admin.max_connections.min(left * 3 / 4).max(64);
+        raft.max_connections = raft.max_connections.min(left / 4).max(32);
+        admin.per_address = admin.per_address.min(admin.max_connections);
+        raft.per_address = raft.per_address.min(raft.max_connections);
+        (admin, raft)
+    }
 }
 
 /// How connections are accepted.
@@ -127,7 +148,6 @@ pub async fn serve(
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let _ = stream.set_nodelay(true);
             match tls {
                 None => {
@@ -136,7 +156,7 @@ pub async fn serve(
                         authenticated: false,
                         node_id: None,
                     };
-                    connection(stream, peer, router, limits).await;
+                    connection(stream, peer, router, limits, slot).await;
                 }
                 Some((acceptor, mutual)) => {
                     let Some(stream) = handshake(stream, &acceptor, limits, what, addr).await
@@ -153,7 +173,7 @@ pub async fn serve(
                         authenticated: mutual && cert.is_some(),
                         node_id: cert.and_then(crate::tls::node_id_of),
                     };
-                    connection(stream, peer, router, limits).await;
+                    connection(stream, peer, router, limits, slot).await;
                 }
             }
         });
@@ -190,17 +210,16 @@ async fn handshake(
     }
 }
 
-/// Serve HTTP/1.1 on one connection, closing it when it idles past the limit.
-async fn connection<S>(stream: S, peer: Peer, router: axum::Router, limits: Limits)
+/// Serve HTTP/1.1 on one connection, closing it when it idles past the limit or is evicted
+/// to make room.
+async fn connection<S>(stream: S, peer: Peer, router: axum::Router, limits: Limits, slot: Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let slot = Arc::new(slot);
     let io = TokioIo::new(Activity {
         inner: stream,
-        start,
-        last: last.clone(),
+        slot: slot.clone(),
     });
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -220,10 +239,12 @@ where
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = slot.conn.evict.notified() => {
+                tracing::debug!(peer = %peer.addr, "idle connection closed to make room");
+                return;
+            }
             _ = tokio::time::sleep(tick) => {
-                let idle_ms = (start.elapsed().as_millis() as u64)
-                    .saturating_sub(last.load(Ordering::Relaxed));
-                if idle_ms > limits.idle_timeout.as_millis() as u64 {
+                if slot.idle() > limits.idle_timeout {
                     tracing::debug!(peer = %peer.addr, "idle connection closed");
                     return;
                 }
@@ -242,72 +263,134 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// The connection counts, total and per address.
+/// A connection closed to make room is one that has moved no byte for at least this long
+/// (a client in the middle of a request is never the one).
+const EVICT_IDLE: Duration = Duration::from_secs(1);
+
+/// The open connections of one listener, total and per address. At the total cap the one
+/// idle longest is closed to make room (as the DNS-over-TCP pool does), so a flood of idle
+/// connections cannot lock out `/healthz`, a peer or an operator; past the per-address cap
+/// a newcomer is closed.
 #[derive(Clone)]
 struct Slots {
     limits: Limits,
-    total: Arc<AtomicUsize>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// What activity times count from.
+    epoch: Instant,
+    inner: Arc<Mutex<SlotsInner>>,
+}
+
+#[derive(Default)]
+struct SlotsInner {
+    per_ip: HashMap<IpAddr, usize>,
+    open: HashMap<u64, Arc<Conn>>,
+    next_id: u64,
+}
+
+/// One open connection, as the slots see it.
+struct Conn {
+    ip: IpAddr,
+    /// When a byte last moved (ms since the slots' epoch).
+    last_ms: AtomicU64,
+    /// Set (and notified) when the connection is closed to make room.
+    evict: tokio::sync::Notify,
 }
 
 /// One open connection's place; given back when dropped.
 struct Slot {
     slots: Slots,
-    ip: IpAddr,
+    id: u64,
+    conn: Arc<Conn>,
 }
 
 impl Slots {
     fn new(limits: Limits) -> Slots {
         Slots {
             limits,
-            total: Arc::new(AtomicUsize::new(0)),
-            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            epoch: Instant::now(),
+            inner: Arc::default(),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn take(&self, ip: IpAddr) -> Option<Slot> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_address {
             return None;
         }
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.limits.per_address {
-            return None;
+        if inner.open.len() >= self.limits.max_connections {
+            let now = self.now_ms();
+            let idlest = inner
+                .open
+                .iter()
+                .map(|(id, c)| (c.last_ms.load(Ordering::Relaxed), *id))
+                .min()
+                .filter(|(last, _)| now.saturating_sub(*last) >= EVICT_IDLE.as_millis() as u64)
+                .map(|(_, id)| id)?;
+            if let Some(c) = Self::release(&mut inner, idlest) {
+                c.evict.notify_one();
+            }
         }
-        *n += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let conn = Arc::new(Conn {
+            ip,
+            last_ms: AtomicU64::new(now),
+            evict: tokio::sync::Notify::new(),
+        });
+        inner.open.insert(id, conn.clone());
+        *inner.per_ip.entry(ip).or_insert(0) += 1;
         Some(Slot {
             slots: self.clone(),
-            ip,
+            id,
+            conn,
         })
+    }
+
+    /// Forget connection `id` (once: an evicted one is forgotten when it is evicted).
+    fn release(inner: &mut SlotsInner, id: u64) -> Option<Arc<Conn>> {
+        let conn = inner.open.remove(&id)?;
+        if let Some(n) = inner.per_ip.get_mut(&conn.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.per_ip.remove(&conn.ip);
+            }
+        }
+        Some(conn)
+    }
+}
+
+impl Slot {
+    fn touch(&self) {
+        self.conn
+            .last_ms
+            .store(self.slots.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since a byte last moved.
+    fn idle(&self) -> Duration {
+        Duration::from_millis(
+            self.slots
+                .now_ms()
+                .saturating_sub(self.conn.last_ms.load(Ordering::Relaxed)),
+        )
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut per_ip = self.slots.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-        self.slots.total.fetch_sub(1, Ordering::Relaxed);
+        let mut inner = self.slots.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Slots::release(&mut inner, self.id);
     }
 }
 
 /// A stream that notes when a byte last moved.
 struct Activity<S> {
     inner: S,
-    start: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl<S> Activity<S> {
-    fn touch(&self) {
-        self.last
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
+    slot: Arc<Slot>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
@@ -319,7 +402,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.touch();
+            self.slot.touch();
         }
         r
     }
@@ -333,7 +416,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.slot.touch();
         }
         r
     }
@@ -437,6 +520,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_total_cap_the_idlest_connection_makes_room() {
+        let mut l = limits(100);
+        l.max_connections = 5;
+        l.idle_timeout = Duration::from_secs(30);
+        l.header_timeout = Duration::from_secs(30);
+        let addr = start(Transport::Plain, l).await;
+        tokio::task::spawn_blocking(move || {
+            let mut held: Vec<_> = (0..5)
+                .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+                .collect();
+            // Idle past EVICT_IDLE: a newcomer is served, and one of the idle ones closed.
+            std::thread::sleep(EVICT_IDLE + Duration::from_millis(300));
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read");
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            let mut closed = 0;
+            for h in held.iter_mut() {
+                closed += usize::from(closed_unanswered(h, Duration::from_millis(300)));
+            }
+            assert_eq!(closed, 1, "exactly the one idle longest made room");
+        })
+        .await
+        .expect("join");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn silent_connections_are_closed() {
         let addr = start(Transport::Plain, limits(10)).await;
         tokio::task::spawn_blocking(move || {
@@ -475,6 +587,19 @@ mod tests {
         })
         .await
         .expect("join");
+    }
+
+    #[test]
+    fn limits_fit_the_open_file_limit_with_a_reserve() {
+        let (admin, raft) = Limits::fit(1 << 20, 1024);
+        assert_eq!(admin.max_connections, Limits::ADMIN.max_connections);
+        assert_eq!(raft.max_connections, Limits::RAFT.max_connections);
+        let (admin, raft) = Limits::fit(4096, 1024);
+        assert_eq!(
+            admin.max_connections + raft.max_connections,
+            4096 - 1024 - FD_RESERVE as usize
+        );
+        assert!(admin.per_address >= 64);
     }
 
     #[test]

@@ -197,7 +197,7 @@ fn a_probe_failing_for_a_local_reason_is_no_opinion_never_down() {
     let dcs = format!(
         "[[datacenter]]\nid = \"lon\"\nlocation = {{ lat = 51.5, lon = -0.1 }}\naddresses = [\"192.0.2.1\"]\nhealth_check = {{ kind = \"tcp\", address = \"{up_addr}\", interval = \"100ms\", rise = 1, fall = 2 }}\n"
     );
-    let limit = 128;
+    let limit = 72;
     let node = Node::start_limited(
         &Setup {
             files: &[
@@ -223,7 +223,8 @@ fn a_probe_failing_for_a_local_reason_is_no_opinion_never_down() {
         node.log()
     );
     // Take every descriptor the node has left: connections to its admin port, which it
-    // accepts until it cannot.
+    // accepts until it cannot (the admin cap keeps a reserve of descriptors, but never
+    // goes below 64 connections, and this limit is too low for both).
     let mut hogs = Vec::new();
     for _ in 0..limit + 64 {
         match TcpStream::connect_timeout(&node.admin, Duration::from_secs(1)) {
@@ -244,7 +245,7 @@ fn a_probe_failing_for_a_local_reason_is_no_opinion_never_down() {
     drop(hogs);
     assert!(
         wait_for(Duration::from_secs(15), || health(&node).is_some()),
-        "the API did not come back:\n{}",
+        "the API did not answer:\n{}",
         node.log()
     );
     assert_eq!(health(&node).as_deref(), Some("healthy"), "{}", node.log());
@@ -255,4 +256,123 @@ fn a_probe_failing_for_a_local_reason_is_no_opinion_never_down() {
     // the test process anyway.
     let _ = TcpStream::connect(up_addr);
     drop(accepter);
+}
+
+/// Accept (and drop) connections on `listener` until `stop` is set: a TCP health check
+/// target that is up.
+fn accept_until(listener: TcpListener, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        match listener.accept() {
+            Ok((c, _)) => drop(c),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Raise this process's soft open-file limit to the hard one; the limit now in force.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// DESIGN.md "Abuse resistance": some 20,000 idle connections to the admin port (from many
+/// loopback addresses, under the per-address cap) leave `/healthz`, DNS over TCP and the
+/// health probes working: at its cap the admin listener closes the connection idle longest
+/// to make room, and its cap leaves descriptors in reserve for the probes.
+#[test]
+fn twenty_thousand_idle_admin_connections_leave_healthz_dns_tcp_and_probes_working() {
+    let up = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = up.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepter = {
+        let stop = stop.clone();
+        std::thread::spawn(move || accept_until(up, stop))
+    };
+    let dcs = format!(
+        "[[datacenter]]\nid = \"lon\"\nlocation = {{ lat = 51.5, lon = -0.1 }}\naddresses = [\"192.0.2.1\"]\nhealth_check = {{ kind = \"tcp\", address = \"{up_addr}\", interval = \"200ms\", rise = 1, fall = 1 }}\n"
+    );
+    let node = Node::start(&Setup {
+        files: &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", &dcs),
+            ("services.toml", SERVICES),
+        ],
+        extra_config: "",
+    });
+    let health = |node: &Node| {
+        common::http_get(node.admin, "/api/v1/datacenters/lon").and_then(|(_, body)| {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["health"].as_str().map(str::to_string))
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || health(&node).as_deref()
+            == Some("healthy")),
+        "never healthy:\n{}",
+        node.log()
+    );
+    // The flood: as many idle connections as this process may open, up to 20,000, 200 per
+    // source address (the per-address cap is 256).
+    let wanted = 20_000usize.min(raise_open_files().saturating_sub(300) as usize);
+    let mut flood = Vec::with_capacity(wanted);
+    let started = Instant::now();
+    for i in 0..wanted {
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        let n = i / 200;
+        let src = std::net::Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250 + 1) as u8);
+        let Ok(sock) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        else {
+            break;
+        };
+        if sock
+            .bind(&SocketAddr::from((src, 0)).into())
+            .and_then(|_| sock.connect_timeout(&node.admin.into(), Duration::from_millis(50)))
+            .is_ok()
+        {
+            flood.push(sock);
+        }
+    }
+    eprintln!(
+        "{} of {wanted} idle connections opened in {:?}",
+        flood.len(),
+        started.elapsed()
+    );
+    assert!(
+        flood.len() >= wanted * 9 / 10,
+        "only {} connections",
+        flood.len()
+    );
+    // /healthz still answers.
+    assert!(
+        wait_for(Duration::from_secs(10), || common::http_get(
+            node.admin, "/healthz"
+        )
+        .is_some_and(|(code, _)| code == 200)),
+        "/healthz did not answer under the flood:\n{}",
+        node.log()
+    );
+    // DNS over TCP still answers.
+    let d = node.dig(&["+tcp", "example.com", "SOA"]);
+    assert_eq!(d.status, "NOERROR", "{}", d.raw);
+    // The probes still run: take the target down and the verdict follows (a probe without
+    // descriptors would be no opinion, and the site would stay healthy).
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    accepter.join().expect("accepter");
+    assert!(
+        wait_for(Duration::from_secs(10), || health(&node).as_deref()
+            == Some("unhealthy")),
+        "the probes did not see the target go down under the flood: {:?}\n{}",
+        health(&node),
+        node.log()
+    );
+    drop(flood);
 }

@@ -809,8 +809,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Health, PolicyKind};
     use crate::cluster::command::CookieSecret;
+    use crate::model::{Health, PolicyKind};
 
     const ZONE: &str =
         "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nold IN CNAME ns1\nsub IN NS ns.elsewhere.\n";
@@ -1069,35 +1069,25 @@ mod tests {
         let mut s = base();
         assert!(s.cookie_secrets().is_none());
         let first = CookieSecret([1; 16]);
-        let (r, delta) = s.apply(
-            &Command::RotateCookieSecret { secret: first },
-            None,
-            1,
-            20,
-        );
+        let (r, delta) = s.apply(&Command::RotateCookieSecret { secret: first }, None, 1, 20);
         assert_eq!(r, Response::Created);
         assert!(delta.cookies && delta.changes_answers());
         let second = CookieSecret([2; 16]);
-        let (r, _) = s.apply(
-            &Command::RotateCookieSecret { secret: second },
-            None,
-            2,
-            21,
-        );
+        let (r, _) = s.apply(&Command::RotateCookieSecret { secret: second }, None, 2, 21);
         assert_eq!(r, Response::Replaced);
         let c = s.cookie_secrets().expect("secrets");
         assert_eq!((c.current, c.previous), ([2; 16], Some([1; 16])));
         // In the log as hex, never in a Debug line.
-        let json = serde_json::to_string(&Command::RotateCookieSecret { secret: second })
-            .expect("json");
+        let json =
+            serde_json::to_string(&Command::RotateCookieSecret { secret: second }).expect("json");
         assert!(json.contains(&"02".repeat(16)), "{json}");
         assert!(!format!("{second:?}").contains("02"));
         let back: Command = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, Command::RotateCookieSecret { secret: second });
-        assert!(serde_json::from_str::<Command>(
-            r#"{"op":"rotate_cookie_secret","secret":"zz"}"#
-        )
-        .is_err());
+        assert!(
+            serde_json::from_str::<Command>(r#"{"op":"rotate_cookie_secret","secret":"zz"}"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -707,7 +707,8 @@ impl TestCluster {
         let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
         let path = self.dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers, "")).expect("config");
+        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers, ""))
+            .expect("config");
         let mut node = ClusterNode {
             id,
             config: path,
