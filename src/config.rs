@@ -160,6 +160,8 @@ pub struct NodeConfig {
     /// What is allowed but unwise (a token file others can read…), one line each: `serve`
     /// logs them at start, `check` shows them.
     pub warnings: Vec<String>,
+    /// The file this was read from (`None`: the defaults): SIGHUP re-reads its tokens.
+    pub source: Option<PathBuf>,
     /// The dnstap query log; `None`: queries are not logged.
     pub dnstap: Option<DnstapConfig>,
 }
@@ -424,6 +426,7 @@ impl NodeConfig {
             cookies: true,
             admin_hosts: Vec::new(),
             warnings: Vec::new(),
+            source: None,
         }
     }
 
@@ -442,7 +445,9 @@ impl NodeConfig {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        NodeConfig::from_toml(&text, &file, base)
+        let mut config = NodeConfig::from_toml(&text, &file, base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Same as [`NodeConfig::load`], from text: `base` is the directory relative paths
@@ -717,6 +722,7 @@ impl Cx<'_> {
             cookies: spec.dns.cookies.unwrap_or(true),
             admin_hosts,
             warnings,
+            source: None,
         })
     }
 

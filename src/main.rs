@@ -38,7 +38,8 @@ Environment:
 
 Signals:
   SIGTERM, SIGINT  Stop: DNS stops, the dnstap log is flushed, Raft shuts down; exit 0.
-  SIGHUP           A reload request: logged (\"reload requested\"); the node keeps running.
+  SIGHUP           A reload request: logged (\"reload requested\"); the admin token is read
+                   again from the config file; the node keeps running.
 
 /healthz answers 200 once the node serves DNS with its state loaded; /metrics is Prometheus
 text. See README.md for the config file (every key) and the admin API.";

@@ -324,11 +324,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
+    let admin_token = admin::token_cell(config.admin_token.clone());
+    let reload_task = tokio::spawn(reload_on_sighup(
+        service.reloads(),
+        config.source.clone(),
+        admin_token.clone(),
+    ));
     let admin = admin::router(admin::AdminContext {
         cluster: handle.clone(),
         reader: reader.clone(),
         ready: ready.clone(),
-        token: config.admin_token.clone(),
+        token: admin_token.clone(),
         probes: Some(probe_stats),
         published: Some(published),
         max_body: config.admin_max_body,
@@ -364,6 +370,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     geo_watch.abort();
     health_task.abort();
     cookie_task.abort();
+    reload_task.abort();
     if let Some(t) = import_task {
         t.abort();
     }
@@ -466,6 +473,41 @@ async fn import_bootstrap(
     }
     done.store(true, Ordering::Release);
     let _ = updates.send(publisher::Update::Recheck).await;
+}
+
+/// At each SIGHUP, read the config file again and put its admin token in force (a file
+/// that no longer loads leaves the token as it was). Certificates need no signal: they are
+/// re-read when their files change.
+async fn reload_on_sighup(
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+    source: Option<std::path::PathBuf>,
+    token: admin::TokenCell,
+) {
+    while reloads.changed().await.is_ok() {
+        let Some(path) = &source else {
+            tracing::info!("SIGHUP: no config file to re-read (defaults); nothing reloaded");
+            continue;
+        };
+        match crate::config::NodeConfig::load(path) {
+            Ok(c) => {
+                let changed = token.load().as_deref() != c.admin_token.as_ref();
+                token.store(c.admin_token.filter(|t| !t.is_empty()).map(Arc::new));
+                for w in &c.warnings {
+                    tracing::warn!("{w}");
+                }
+                tracing::info!(
+                    config = %path.display(),
+                    token_changed = changed,
+                    "SIGHUP: admin token re-read (certificates are re-read when their files change)"
+                );
+            }
+            Err(e) => tracing::error!(
+                config = %path.display(),
+                error = %e,
+                "SIGHUP: the config file does not load; the admin token stays as it was"
+            ),
+        }
+    }
 }
 
 /// Draw the cluster's first DNS cookie secret: whichever node leads while the state has

@@ -222,3 +222,69 @@ fn logs_are_plain_text_off_a_terminal_and_json_when_asked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MERIDIAN_LOG_FORMAT"), "{err}");
 }
+
+/// DESIGN.md "Transport security"/the security issue: SIGHUP re-reads the admin token from
+/// the config file, so a leaked token is replaced without a restart.
+#[test]
+fn sighup_puts_a_changed_admin_token_in_force() {
+    let mut node = Node::start(&Setup {
+        files: &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DCS),
+            ("services.toml", SERVICES),
+        ],
+        extra_config: "",
+    });
+    let admin = node.admin;
+    let patch = |token: &str| {
+        common::http(
+            admin,
+            "PATCH",
+            "/api/v1/datacenters/lon",
+            Some(("application/json", r#"{"weight": 7}"#)),
+            Some(token),
+        )
+        .map(|r| r.0)
+    };
+    assert_eq!(patch(common::TOKEN), Some(200));
+    let path = node.config_path();
+    let text = std::fs::read_to_string(&path).expect("config");
+    assert!(text.contains("token = \"test-token\""), "{text}");
+    std::fs::write(
+        &path,
+        text.replace("token = \"test-token\"", "token = \"rotated-token\""),
+    )
+    .expect("rewrite config");
+    // Nothing changes before the signal.
+    assert_eq!(patch("rotated-token"), Some(401));
+    node.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while patch("rotated-token") != Some(200) {
+        assert!(node.is_running(), "SIGHUP ended the node:\n{}", node.log());
+        assert!(
+            Instant::now() < deadline,
+            "new token never in force:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(patch(common::TOKEN), Some(401), "the old token is refused");
+    assert!(
+        !node.log().contains("rotated-token"),
+        "a token in the log:\n{}",
+        node.log()
+    );
+    // A config that no longer loads leaves the token in force.
+    std::fs::write(&path, "this is not toml [").expect("break config");
+    node.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log().contains("does not load") {
+        assert!(
+            Instant::now() < deadline,
+            "no error logged:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(patch("rotated-token"), Some(200));
+}

@@ -95,8 +95,8 @@ pub struct AdminContext {
     pub reader: SnapshotReader,
     pub ready: Readiness,
     /// The bearer token mutating calls must carry. `None` (or empty): every mutating call
-    /// is refused with 401.
-    pub token: Option<String>,
+    /// is refused with 401. A cell, so that SIGHUP can put a re-read token in.
+    pub token: TokenCell,
     /// This node's health probe statistics, for `/metrics` (`None`: no probe metrics).
     pub probes: Option<ProbeStatsFn>,
     /// The log index this node's DNS reflects (from the publisher): a write answers once
@@ -172,12 +172,22 @@ impl ControlPlane for Handle {
     }
 }
 
+/// The admin token in force, replaced whole on reload (SIGHUP).
+pub type TokenCell = Arc<arc_swap::ArcSwapOption<String>>;
+
+/// A cell holding `token` (an empty token is none).
+pub fn token_cell(token: Option<String>) -> TokenCell {
+    Arc::new(arc_swap::ArcSwapOption::from(
+        token.filter(|t| !t.is_empty()).map(Arc::new),
+    ))
+}
+
 /// The routes' shared state.
 pub(crate) struct App {
     pub cluster: Arc<dyn ControlPlane>,
     pub reader: SnapshotReader,
     pub ready: Readiness,
-    pub token: Option<String>,
+    pub token: TokenCell,
     pub published: Option<tokio::sync::watch::Receiver<Option<u64>>>,
     /// `Idempotency-Key`s whose first write is still under way on this node.
     pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -185,9 +195,8 @@ pub(crate) struct App {
 }
 
 /// The router over any control plane.
-pub(crate) fn build(mut app: App) -> Router {
+pub(crate) fn build(app: App) -> Router {
     use routes::*;
-    app.token = app.token.filter(|t| !t.is_empty());
     let app = Arc::new(app);
     let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
@@ -266,20 +275,18 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    match check_token(
-        app.token.as_deref(),
-        req.headers().get(header::AUTHORIZATION),
-    ) {
+    match check_token(&app.token, req.headers().get(header::AUTHORIZATION)) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
 fn check_token(
-    configured: Option<&str>,
+    token: &TokenCell,
     header: Option<&axum::http::HeaderValue>,
 ) -> Result<(), ApiError> {
-    let Some(configured) = configured else {
+    let token = token.load();
+    let Some(configured) = token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(ApiError::Unauthorized(
             "no admin token is configured on this node ([admin] token, token_file or MERIDIAN_ADMIN_TOKEN); writes are refused"
                 .into(),

@@ -250,7 +250,7 @@ fn view(
 
 /// Whether a read carries the write token (and may see credentials).
 fn holds_token(app: &App, headers: &HeaderMap) -> bool {
-    crate::admin::check_token(app.token.as_deref(), headers.get(header::AUTHORIZATION)).is_ok()
+    crate::admin::check_token(&app.token, headers.get(header::AUTHORIZATION)).is_ok()
 }
 
 pub async fn list_datacenters(State(app): St, headers: HeaderMap) -> Json<Vec<DatacenterView>> {

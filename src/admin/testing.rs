@@ -129,7 +129,7 @@ pub(crate) fn test_api(token: Option<&str>) -> TestApi {
         cluster: Arc::new(cluster.clone()),
         reader: publisher.reader(),
         ready: ready.clone(),
-        token: token.map(str::to_string),
+        token: crate::admin::token_cell(token.map(str::to_string)),
         published: None,
         inflight: Default::default(),
         max_body: crate::admin::BODY_LIMIT,
