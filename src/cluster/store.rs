@@ -30,7 +30,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -357,6 +356,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             changes: changes_tx,
             changes_rx: std::sync::Mutex::new(Some(changes_rx)),
             ack: ack_file,
+            dir: dir.to_path_buf(),
         }),
     };
     Ok((log_store, sm_store))
@@ -509,9 +509,15 @@ impl SnapshotV2 {
     }
 }
 
-/// Read a snapshot's bytes, format 1 or 2.
-fn decode_snapshot(bytes: &[u8], version: u64) -> Result<State, String> {
-    let header: Header = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+/// Read a snapshot, format 1 or 2, from a file (read twice: its format, then its state, so
+/// that a large snapshot is never held as bytes beside the state it becomes).
+fn decode_snapshot(file: &mut std::fs::File, version: u64) -> Result<State, String> {
+    use std::io::{BufReader, Seek, SeekFrom};
+    let from_start = |file: &mut std::fs::File| {
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        Ok::<_, String>(BufReader::new(file.try_clone().map_err(|e| e.to_string())?))
+    };
+    let header: Header = serde_json::from_reader(from_start(file)?).map_err(|e| e.to_string())?;
     if header.format > STATE_FORMAT {
         return Err(format!(
             "written by a newer Meridian (state format {}; this binary reads up to {STATE_FORMAT}): upgrade this binary",
@@ -523,11 +529,29 @@ fn decode_snapshot(bytes: &[u8], version: u64) -> Result<State, String> {
         struct SnapshotV1 {
             state: StateV1,
         }
-        let v1: SnapshotV1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let v1: SnapshotV1 =
+            serde_json::from_reader(from_start(file)?).map_err(|e| e.to_string())?;
         return v1.state.into_state(version);
     }
-    let v2: SnapshotV2 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let v2: SnapshotV2 = serde_json::from_reader(from_start(file)?).map_err(|e| e.to_string())?;
     v2.into_state()
+}
+
+/// A new snapshot file in `dir`, open for reading and writing, already unlinked: it lives
+/// while openraft holds it (sending or receiving) and leaves nothing behind, whatever ends.
+fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("snapshot-{}-{n}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 fn zone_key(origin: &str) -> Vec<u8> {
@@ -1013,8 +1037,10 @@ impl SmData {
         })
     }
 
-    /// The Raft snapshot of this state: its bytes and meta.
-    fn snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>), serde_json::Error> {
+    /// The Raft snapshot of this state: its meta, and the state serialized into a file in
+    /// `dir` (read back from its start).
+    fn snapshot(&self, dir: &Path) -> std::io::Result<(SnapshotMeta, std::fs::File)> {
+        use std::io::{Seek, SeekFrom, Write};
         let snapshot_id = match &self.last_applied {
             Some(l) => format!("{}-{}", l.leader_id.term, l.index),
             None => "0-none".to_string(),
@@ -1024,7 +1050,13 @@ impl SmData {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        Ok((meta, serde_json::to_vec(&SnapshotV2::of(&self.state))?))
+        let mut file = snapshot_file(dir)?;
+        let mut out = std::io::BufWriter::new(&mut file);
+        serde_json::to_writer(&mut out, &SnapshotV2::of(&self.state))?;
+        out.flush()?;
+        drop(out);
+        file.seek(SeekFrom::Start(0))?;
+        Ok((meta, file))
     }
 }
 
@@ -1037,6 +1069,8 @@ struct SmInner {
     changes: mpsc::UnboundedSender<Change>,
     changes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
     ack: Arc<AckFile>,
+    /// Where snapshot files are made (the store's directory).
+    dir: PathBuf,
 }
 
 impl SmInner {
@@ -1110,11 +1144,12 @@ impl StateMachineStore {
 /// Builds a snapshot of the state machine as it was when the builder was made.
 pub struct StoreSnapshotBuilder {
     view: SmData,
+    dir: PathBuf,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StoreSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = self.view.snapshot().map_err(|e| {
+        let (meta, file) = self.view.snapshot(&self.dir).map_err(|e| {
             io_err(
                 ErrorSubject::Snapshot(None),
                 ErrorVerb::Write,
@@ -1123,7 +1158,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StoreSnapshotBuilder {
         })?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -1197,22 +1232,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let view = self.inner.data.lock().await.clone();
-        StoreSnapshotBuilder { view }
+        StoreSnapshotBuilder {
+            view,
+            dir: self.inner.dir.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// A snapshot being received is written to a file (openraft writes each chunk at its
+    /// offset; the Raft server has checked the offsets and the size cap).
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = snapshot_file(&self.inner.dir).map_err(|e| {
+            io_err(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Write,
+                AnyError::new(&e),
+            )
+        })?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let bytes = snapshot.into_inner();
+        let mut file = snapshot.into_std().await;
         let version = meta.last_log_id.map_or(0, |l| l.index);
-        let state = decode_snapshot(&bytes, version).map_err(|e| {
+        let state = decode_snapshot(&mut file, version).map_err(|e| {
             io_err(
                 subject(),
                 ErrorVerb::Read,
@@ -1247,7 +1294,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if view.last_applied.is_none() {
             return Ok(None);
         }
-        let mut builder = StoreSnapshotBuilder { view };
+        let mut builder = StoreSnapshotBuilder {
+            view,
+            dir: self.inner.dir.clone(),
+        };
         builder.build_snapshot().await.map(Some)
     }
 }
@@ -1259,6 +1309,7 @@ mod tests {
     use openraft::storage::RaftLogStorageExt;
     use openraft::testing::{StoreBuilder, Suite};
     use openraft::{CommittedLeaderId, Membership};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::cluster::command::Command;
@@ -1548,14 +1599,19 @@ mod tests {
             .expect("current")
             .expect("some");
         assert_eq!(cur.meta, snap.meta);
+        let snap_bytes = read_all(snap.snapshot).await;
+        assert_eq!(read_all(cur.snapshot).await, snap_bytes);
 
         let dst_dir = temp();
         {
             let (_log, mut dst) = open_ok(dst_dir.path());
             let rx = dst.subscribe();
             let mut buf = dst.begin_receiving_snapshot().await.expect("begin");
-            assert!(buf.get_ref().is_empty());
-            *buf = *snap.snapshot.clone();
+            assert_eq!(buf.metadata().await.expect("meta").len(), 0);
+            // Chunk by chunk, as openraft writes what arrives.
+            for chunk in snap_bytes.chunks(7) {
+                buf.write_all(chunk).await.expect("write chunk");
+            }
             dst.install_snapshot(&snap.meta, buf)
                 .await
                 .expect("install");
@@ -1578,7 +1634,20 @@ mod tests {
             .expect("current")
             .expect("some");
         assert_eq!(cur.meta, snap.meta);
-        assert_eq!(cur.snapshot.get_ref(), snap.snapshot.get_ref());
+        assert_eq!(read_all(cur.snapshot).await, snap_bytes);
+        // No snapshot file is left behind in the store's directory.
+        let left: Vec<_> = std::fs::read_dir(dst_dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("snapshot-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    async fn read_all(mut f: Box<tokio::fs::File>) -> Vec<u8> {
+        let mut out = Vec::new();
+        f.read_to_end(&mut out).await.expect("read snapshot");
+        out
     }
 
     #[tokio::test]
@@ -1590,11 +1659,11 @@ mod tests {
             last_membership: StoredMembership::default(),
             snapshot_id: "1-5-1".into(),
         };
-        let data = br#"{"format":99,"state":{"zones":{}}}"#.to_vec();
-        let err = sm
-            .install_snapshot(&meta, Box::new(Cursor::new(data)))
+        let mut file = sm.begin_receiving_snapshot().await.expect("begin");
+        file.write_all(br#"{"format":99,"state":{"zones":{}}}"#)
             .await
-            .unwrap_err();
+            .expect("write");
+        let err = sm.install_snapshot(&meta, file).await.unwrap_err();
         assert!(
             err.to_string().contains("newer Meridian (state format 99"),
             "{err}"
