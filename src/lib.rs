@@ -46,3 +46,4 @@ pub mod service;
 pub mod snapshot;
 pub mod tls;
 pub mod zone;
+pub mod zoneconf;
