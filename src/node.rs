@@ -313,9 +313,20 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut tcp_tasks = Vec::new();
     let dnstap = crate::dnstap::start_logged(config.dnstap.as_ref())?;
     let tcp_tap = dnstap.as_ref().map(crate::dnstap::Dnstap::tap);
+    let special = crate::dns::xfr::Context {
+        updater: Some(Arc::new(crate::dnsupdate::ClusterUpdater::new(handle.clone()))),
+    };
     for addr in &config.dns_listen {
         let sockets = udp::bind_group(*addr, threads)
             .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
+        let slow = match sockets.first().map(|s| s.try_clone()) {
+            Some(Ok(s)) => Some(crate::dns::xfr::UdpSlowPath::start(
+                s,
+                reader.clone(),
+                special.clone(),
+            )),
+            _ => None,
+        };
         udp_threads.extend(
             udp::spawn(
                 sockets,
@@ -323,6 +334,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 stop.clone(),
                 dnstap.as_ref(),
                 dns_options,
+                slow,
             )
             .context("cannot start UDP workers")?,
         );
@@ -334,6 +346,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             reader.clone(),
             tcp_tap.clone(),
             dns_options,
+            special.clone(),
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }

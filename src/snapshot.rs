@@ -753,6 +753,11 @@ pub struct SnapshotReader {
 impl SnapshotReader {
     /// The current snapshot. Hold it for one answer, not longer.
     #[inline]
+    /// The current snapshot as an `Arc`, for work that awaits (transfers, updates).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }

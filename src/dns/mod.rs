@@ -10,6 +10,9 @@ pub mod encode;
 pub mod request;
 pub mod rrl;
 pub mod tcp;
+pub mod tsig;
+pub mod update;
+pub mod xfr;
 pub mod udp;
 
 pub use answer::{answer, Client, Outcome, Transport};
