@@ -102,11 +102,7 @@ pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadErro
         }
         let settings = dir.join("zone-settings.toml");
         if let Some(f) = read_toml::<crate::zoneconf::ZoneSettingsFile>(&settings, &mut problems) {
-            loaded.zone_settings = f
-                .zone
-                .into_iter()
-                .map(|z| (z.origin, z.settings))
-                .collect();
+            loaded.zone_settings = f.zone.into_iter().map(|z| (z.origin, z.settings)).collect();
         }
     }
     if !problems.is_empty() {
@@ -314,7 +310,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let dnstap = crate::dnstap::start_logged(config.dnstap.as_ref())?;
     let tcp_tap = dnstap.as_ref().map(crate::dnstap::Dnstap::tap);
     let special = crate::dns::xfr::Context {
-        updater: Some(Arc::new(crate::dnsupdate::ClusterUpdater::new(handle.clone()))),
+        updater: Some(Arc::new(crate::dnsupdate::ClusterUpdater::new(
+            handle.clone(),
+        ))),
     };
     for addr in &config.dns_listen {
         let sockets = udp::bind_group(*addr, threads)

@@ -547,9 +547,8 @@ impl Builder {
     /// last one. The problems met since the last snapshot come with it (a zone that does
     /// not index keeps its old index; a service that does not plan keeps its old plan).
     pub fn snapshot(&mut self) -> (Snapshot, Vec<String>) {
-        let zones_changed = !self.dirty_zones.is_empty()
-            || !self.dirty_serials.is_empty()
-            || self.last.is_none();
+        let zones_changed =
+            !self.dirty_zones.is_empty() || !self.dirty_serials.is_empty() || self.last.is_none();
         if zones_changed {
             let dirty = std::mem::take(&mut self.dirty_zones);
             // A new serial alone: the same index under the new SOA.

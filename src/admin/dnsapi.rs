@@ -123,11 +123,7 @@ pub async fn put_tsig_key(
     let algorithm = tsig.algorithm.as_str();
     let r = write(&app, Command::PutTsigKey { key: tsig }, &key).await?;
     let status = put_status(&r)?;
-    let version = app
-        .cluster
-        .state()
-        .tsig_key(&name)
-        .map_or(0, |k| k.version);
+    let version = app.cluster.state().tsig_key(&name).map_or(0, |k| k.version);
     let view = TsigKeyView {
         name,
         algorithm,

@@ -11,9 +11,9 @@ pub mod request;
 pub mod rrl;
 pub mod tcp;
 pub mod tsig;
+pub mod udp;
 pub mod update;
 pub mod xfr;
-pub mod udp;
 
 pub use answer::{answer, Client, Outcome, Transport};
 pub use cookie::Cookie;

@@ -262,7 +262,10 @@ fn record_type(packet: &[u8], start: usize) -> Option<u16> {
             _ => return None,
         }
     }
-    Some(u16::from_be_bytes([*packet.get(pos)?, *packet.get(pos + 1)?]))
+    Some(u16::from_be_bytes([
+        *packet.get(pos)?,
+        *packet.get(pos + 1)?,
+    ]))
 }
 
 /// Skip one resource record. Returns its end, and `Some(())` when it is an OPT record

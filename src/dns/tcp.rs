@@ -204,8 +204,17 @@ pub async fn serve(
                 return;
             };
             let _ = stream.set_nodelay(true);
-            if let Err(e) =
-                connection(stream, peer, &pool, idx, &reader, tap.as_ref(), options, &special).await
+            if let Err(e) = connection(
+                stream,
+                peer,
+                &pool,
+                idx,
+                &reader,
+                tap.as_ref(),
+                options,
+                &special,
+            )
+            .await
             {
                 tracing::debug!(error = %e, %peer, "tcp connection ended");
             }

@@ -37,12 +37,30 @@ fn hmac_of<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> M {
 pub fn mac(alg: TsigAlgorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
     let d = &[data];
     match alg {
-        TsigAlgorithm::HmacMd5 => hmac_of::<Hmac<md5::Md5>>(key, d).finalize().into_bytes().to_vec(),
-        TsigAlgorithm::HmacSha1 => hmac_of::<Hmac<sha1::Sha1>>(key, d).finalize().into_bytes().to_vec(),
-        TsigAlgorithm::HmacSha224 => hmac_of::<Hmac<sha2::Sha224>>(key, d).finalize().into_bytes().to_vec(),
-        TsigAlgorithm::HmacSha256 => hmac_of::<Hmac<sha2::Sha256>>(key, d).finalize().into_bytes().to_vec(),
-        TsigAlgorithm::HmacSha384 => hmac_of::<Hmac<sha2::Sha384>>(key, d).finalize().into_bytes().to_vec(),
-        TsigAlgorithm::HmacSha512 => hmac_of::<Hmac<sha2::Sha512>>(key, d).finalize().into_bytes().to_vec(),
+        TsigAlgorithm::HmacMd5 => hmac_of::<Hmac<md5::Md5>>(key, d)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        TsigAlgorithm::HmacSha1 => hmac_of::<Hmac<sha1::Sha1>>(key, d)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        TsigAlgorithm::HmacSha224 => hmac_of::<Hmac<sha2::Sha224>>(key, d)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        TsigAlgorithm::HmacSha256 => hmac_of::<Hmac<sha2::Sha256>>(key, d)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        TsigAlgorithm::HmacSha384 => hmac_of::<Hmac<sha2::Sha384>>(key, d)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        TsigAlgorithm::HmacSha512 => hmac_of::<Hmac<sha2::Sha512>>(key, d)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
     }
 }
 

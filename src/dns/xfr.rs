@@ -220,7 +220,11 @@ fn ixfr_records(zone: &XfrZone, client: u32) -> Option<Vec<&Record>> {
     let chain = zone.changes_since(client)?;
     let mut out = vec![&zone.soa];
     // The entries live as long as the snapshot: borrow them through the journal.
-    for e in zone.journal.iter().filter(|e| chain.iter().any(|c| Arc::ptr_eq(c, e))) {
+    for e in zone
+        .journal
+        .iter()
+        .filter(|e| chain.iter().any(|c| Arc::ptr_eq(c, e)))
+    {
         out.push(&e.old_soa);
         out.extend(e.removed.iter());
         out.push(&e.new_soa);
@@ -288,7 +292,8 @@ impl UdpSlowPath {
         reader: crate::snapshot::SnapshotReader,
         ctx: Context,
     ) -> UdpSlowPath {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, std::net::SocketAddr)>(UDP_SLOW_QUEUE);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(Vec<u8>, std::net::SocketAddr)>(UDP_SLOW_QUEUE);
         let socket = Arc::new(socket);
         let permits = Arc::new(tokio::sync::Semaphore::new(UDP_SLOW_CONCURRENCY));
         tokio::spawn(async move {

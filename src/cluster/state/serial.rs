@@ -11,7 +11,9 @@ use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::BinEncodable;
 
 use super::{service_fqdn, Delta, State};
-use crate::zone::transfer::{serial_after, soa_serial, soa_with_serial, Journal, JournalEntry, XfrZone};
+use crate::zone::transfer::{
+    serial_after, soa_serial, soa_with_serial, Journal, JournalEntry, XfrZone,
+};
 use crate::zone::ZoneFile;
 use crate::zoneconf::{SerialPolicy, ZoneSettings};
 
@@ -249,7 +251,10 @@ mod tests {
         assert_eq!(next_serial(Some(u32::MAX), 1, inc, 0), 1);
         assert_eq!(next_serial(Some(u32::MAX), 0, inc, 0), 0);
         let unix = SerialPolicy::Unixtime;
-        assert_eq!(next_serial(Some(5), 1, unix, 1_700_000_000_000), 1_700_000_000);
+        assert_eq!(
+            next_serial(Some(5), 1, unix, 1_700_000_000_000),
+            1_700_000_000
+        );
         assert_eq!(
             next_serial(Some(1_700_000_000), 1, unix, 1_700_000_000_000),
             1_700_000_001
