@@ -12,7 +12,7 @@ use common::{http, http_with, udp_exchange, Node, NodeRef, Setup};
 const TOKEN: &str = "test-token";
 const SHA256: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
 
-const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ 3600 IN SOA ns1 hostmaster 100 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\nstatic IN A 192.0.2.10\n";
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ 3600 IN SOA ns1 hostmaster 100 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\nstatic IN A 192.0.2.10\nsub IN NS ns.elsewhere.\nsub IN DS 60485 5 1 2BB183AF5F22588179A53B0A98631FAD1A292118\n";
 /// A zone of its own for the settings test (the other tests rely on example.com's).
 const OTHER: &str = "$ORIGIN other.test.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
 const DCS: &str = "[[datacenter]]\nid = \"lon\"\nlocation = { lat = 51.5, lon = -0.1 }\naddresses = [\"198.51.100.1\", \"2001:db8:1::1\"]\n\n[[datacenter]]\nid = \"iad\"\nlocation = { lat = 38.9, lon = -77.4 }\naddresses = [\"198.51.100.2\"]\n";
@@ -333,4 +333,26 @@ fn zone_settings_api_validates_keys_zones_and_fields() {
     let (out, err) = kdig(n, &["AXFR", "other.test"]);
     assert!(!err.contains("ERROR"), "{err}\n{out}");
     assert_eq!(records(&out).iter().filter(|r| r.1 == "SOA").count(), 2);
+}
+
+#[test]
+fn rfc4035_ds_at_a_delegation_is_served_from_the_parent_side() {
+    let n = node();
+    let d = n.dig(&["sub.example.com", "DS"]);
+    assert!(d.has_flag("aa"), "{d:?}");
+    let ds = d.answer_data("DS");
+    assert_eq!(ds.len(), 1, "{d:?}");
+    assert!(ds[0].starts_with("60485 5 1"), "{ds:?}");
+    // DNSSEC records in zone text are refused with a pointer to the API.
+    let text = format!("{ZONE}@ IN NSEC3PARAM 1 0 0 -\n");
+    let (status, body) = http(
+        n.admin,
+        "PUT",
+        "/api/v1/zones/example.com",
+        Some(("text/dns", &text)),
+        Some(TOKEN),
+    )
+    .expect("put");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("/dnssec"), "{body}");
 }

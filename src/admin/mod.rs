@@ -68,6 +68,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/zones/{origin}/services/{name}"),
     ("DELETE", "/api/v1/zones/{origin}/services/{name}"),
     ("GET", "/api/v1/explain"),
+    ("GET", "/api/v1/tsig-keys"),
+    ("GET", "/api/v1/tsig-keys/{name}"),
+    ("PUT", "/api/v1/tsig-keys/{name}"),
+    ("DELETE", "/api/v1/tsig-keys/{name}"),
+    ("GET", "/api/v1/zones/{origin}/settings"),
+    ("PUT", "/api/v1/zones/{origin}/settings"),
 ];
 
 /// The OpenAPI 3 document of this API.
