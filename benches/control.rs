@@ -47,6 +47,8 @@ fn world(extra: usize) -> (State, Builder, u64) {
             zones: vec![("example.com.".into(), EXAMPLE_ZONE.into())],
             datacenters: dcs.datacenter,
             services: services.service.clone(),
+            tsig_keys: vec![],
+            zone_settings: vec![],
         },
     );
     for i in 0..extra {

@@ -32,6 +32,7 @@ pub mod config;
 pub mod degraded;
 pub mod dns;
 pub mod dnstap;
+pub mod dnsupdate;
 pub mod explain;
 pub mod health;
 
@@ -46,3 +47,4 @@ pub mod service;
 pub mod snapshot;
 pub mod tls;
 pub mod zone;
+pub mod zoneconf;

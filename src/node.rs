@@ -27,6 +27,10 @@ pub struct Loaded {
     pub zone_texts: Vec<(String, String)>,
     pub datacenters: Vec<Datacenter>,
     pub services: Vec<Service>,
+    /// `tsig.toml`: keys, secrets decoded.
+    pub tsig_keys: Vec<crate::zoneconf::TsigKey>,
+    /// `zone-settings.toml`: (origin, settings).
+    pub zone_settings: Vec<(String, crate::zoneconf::ZoneSettings)>,
     pub geo: Arc<GeoDb>,
 }
 
@@ -65,6 +69,8 @@ pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadErro
         zone_texts: Vec::new(),
         datacenters: Vec::new(),
         services: Vec::new(),
+        tsig_keys: Vec::new(),
+        zone_settings: Vec::new(),
         geo: Arc::new(geo),
     };
     if let Some(dir) = &config.bootstrap_dir {
@@ -83,6 +89,20 @@ pub fn load(config: &NodeConfig) -> Result<(Loaded, Builder, Snapshot), LoadErro
         let svcs = dir.join("services.toml");
         if let Some(f) = read_toml::<ServicesFile>(&svcs, &mut problems) {
             loaded.services = f.service;
+        }
+        let tsig = dir.join("tsig.toml");
+        if let Some(f) = read_toml::<crate::zoneconf::TsigFile>(&tsig, &mut problems) {
+            for spec in f.key {
+                let name = spec.name.clone().unwrap_or_default();
+                match spec.to_key(&name) {
+                    Ok(k) => loaded.tsig_keys.push(k),
+                    Err(e) => problems.push(format!("{}: key {name:?}: {e}", tsig.display())),
+                }
+            }
+        }
+        let settings = dir.join("zone-settings.toml");
+        if let Some(f) = read_toml::<crate::zoneconf::ZoneSettingsFile>(&settings, &mut problems) {
+            loaded.zone_settings = f.zone.into_iter().map(|z| (z.origin, z.settings)).collect();
         }
     }
     if !problems.is_empty() {
@@ -300,9 +320,22 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut tcp_tasks = Vec::new();
     let dnstap = crate::dnstap::start_logged(config.dnstap.as_ref())?;
     let tcp_tap = dnstap.as_ref().map(crate::dnstap::Dnstap::tap);
+    let special = crate::dns::xfr::Context {
+        updater: Some(Arc::new(crate::dnsupdate::ClusterUpdater::new(
+            handle.clone(),
+        ))),
+    };
     for addr in &config.dns_listen {
         let sockets = udp::bind_group(*addr, threads)
             .with_context(|| format!("cannot bind DNS (UDP) to {addr}"))?;
+        let slow = match sockets.first().map(|s| s.try_clone()) {
+            Some(Ok(s)) => Some(crate::dns::xfr::UdpSlowPath::start(
+                s,
+                reader.clone(),
+                special.clone(),
+            )),
+            _ => None,
+        };
         udp_threads.extend(
             udp::spawn(
                 sockets,
@@ -310,6 +343,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 stop.clone(),
                 dnstap.as_ref(),
                 dns_options,
+                slow,
             )
             .context("cannot start UDP workers")?,
         );
@@ -321,6 +355,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             reader.clone(),
             tcp_tap.clone(),
             dns_options,
+            special.clone(),
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
@@ -439,6 +474,8 @@ async fn import_bootstrap(
         zones: files.zone_texts,
         datacenters: files.datacenters,
         services: files.services,
+        tsig_keys: files.tsig_keys,
+        zone_settings: files.zone_settings,
     };
     let mut attempts = 0u32;
     let import_id = cluster::new_request_id();

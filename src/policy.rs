@@ -452,6 +452,43 @@ pub fn fails_open(plan: &Plan, dcs: &DcTable) -> bool {
     .any(|(family, client)| pick(plan, dcs, family, client, 0, &mut rng).failed_open)
 }
 
+/// A service's addresses of one family as a client with no location gets them, for zone
+/// transfers: its eligible datacenters in listed order (weight 0 never, for `weighted`),
+/// capped by `answers`; when none is eligible, fail-open (every datacenter with that family,
+/// as listed, capped too) unless `on_all_down = "none"`. Pure: the same on every node.
+pub fn unlocated<'a>(
+    service: &Service,
+    dc: impl Fn(&str) -> Option<&'a Datacenter>,
+    v6: bool,
+) -> Vec<IpAddr> {
+    let family = |a: &IpAddr| a.is_ipv6() == v6;
+    let members: Vec<&Datacenter> = service.datacenters.iter().filter_map(|id| dc(id)).collect();
+    let eligible = |d: &&&Datacenter| {
+        d.state == DcState::Active
+            && d.health != Health::Unhealthy
+            && !(service.policy == PolicyKind::Weighted && d.weight == 0)
+            && d.addresses.iter().any(family)
+    };
+    let mut chosen: Vec<&Datacenter> = members
+        .iter()
+        .filter(eligible)
+        .take(service.answer_cap())
+        .copied()
+        .collect();
+    if chosen.is_empty() && service.on_all_down == OnAllDown::All {
+        chosen = members
+            .iter()
+            .filter(|d| d.addresses.iter().any(family))
+            .take(service.answer_cap())
+            .copied()
+            .collect();
+    }
+    chosen
+        .iter()
+        .flat_map(|d| d.addresses.iter().copied().filter(family))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

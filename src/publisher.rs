@@ -27,6 +27,39 @@ pub enum Update {
 /// Called after every batch with the state it reflects (readiness, metrics).
 pub type OnPublish = Box<dyn Fn(&State, Option<u64>) + Send>;
 
+/// The transfer data and TSIG keys `delta` names (everything: all of them).
+fn feed_xfr(builder: &mut Builder, state: &State, delta: &Delta) {
+    if delta.everything || !delta.tsig_keys.is_empty() {
+        builder.set_tsig_keys(
+            state
+                .tsig_keys()
+                .map(|k| (k.key.name.clone(), k.key.clone()))
+                .collect(),
+        );
+    }
+    let origins: std::collections::BTreeSet<String> = if delta.everything {
+        let (held, _) = builder.held();
+        held.iter()
+            .map(|o| o.to_lowercase().to_ascii())
+            .chain(state.zones().map(|(o, _)| o.clone()))
+            .collect()
+    } else {
+        delta
+            .serials
+            .iter()
+            .chain(&delta.zone_settings)
+            .chain(&delta.zones)
+            .cloned()
+            .collect()
+    };
+    for origin in origins {
+        let Ok(name) = Name::from_ascii(&origin) else {
+            continue;
+        };
+        builder.put_xfr(&name, state.xfr_zone(&origin).map(Arc::new));
+    }
+}
+
 /// Hand `delta` (against `state`) to the builder: only what it names is rebuilt.
 pub fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
     if delta.cookies || delta.everything {
@@ -34,6 +67,7 @@ pub fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
             builder.set_cookie_secrets(secrets);
         }
     }
+    feed_xfr(builder, state, delta);
     if delta.everything {
         builder.set_datacenters(state.datacenters().map(|e| &*e.dc));
         let (zones, services) = builder.held();

@@ -21,7 +21,9 @@ use crate::geo::GeoDb;
 use crate::metrics::{Counter, QueryStats};
 use crate::model::{Datacenter, Service};
 use crate::policy::{DcTable, GeoKey, GeoPlan, Plan};
+use crate::zone::transfer::XfrZone;
 use crate::zone::{wire_lower, Zone, ZoneFile, ZoneSet};
+use crate::zoneconf::TsigKey;
 
 /// Everything one answer needs.
 #[derive(Debug)]
@@ -45,7 +47,17 @@ pub struct Snapshot {
     /// The secrets DNS server cookies (RFC 9018) are made and checked with: the cluster's,
     /// so that every node accepts every node's cookies.
     pub cookies: Arc<CookieSecrets>,
+    /// What zone transfers, NOTIFY and UPDATE need: each zone's transferred content,
+    /// journal and settings, by lower-case wire origin. Off the query path.
+    pub xfr: Arc<XfrSet>,
+    /// The cluster's TSIG keys, by canonical name (lower case, no final dot).
+    pub tsig: Arc<TsigKeys>,
 }
+
+/// Zones' transfer data by lower-case wire origin.
+pub type XfrSet = HashMap<Box<[u8]>, Arc<XfrZone>>;
+/// TSIG keys by canonical name.
+pub type TsigKeys = BTreeMap<String, Arc<TsigKey>>;
 
 /// The length of a server cookie secret: a SipHash-2-4 key (RFC 9018 §4.4).
 pub const COOKIE_SECRET_LEN: usize = 16;
@@ -101,6 +113,8 @@ impl Snapshot {
             counters: Arc::new(QueryCounters::empty(Arc::new(QueryStats::new()))),
             published_at: Instant::now(),
             cookies: Arc::new(CookieSecrets::random()),
+            xfr: Arc::default(),
+            tsig: Arc::default(),
         }
     }
 }
@@ -217,6 +231,12 @@ pub struct Builder {
     /// The cookie secrets every snapshot gets: random for this process until the cluster's
     /// are set with [`Builder::set_cookie_secrets`].
     cookies: Arc<CookieSecrets>,
+    /// The cluster's serial of each zone (lower-case wire origin), applied to its index.
+    serials: HashMap<WireName, u32>,
+    /// Zones whose serial changed but whose index did not.
+    dirty_serials: BTreeSet<WireName>,
+    xfr: Arc<XfrSet>,
+    tsig: Arc<TsigKeys>,
 }
 
 #[derive(Clone)]
@@ -254,7 +274,35 @@ impl Builder {
             prune_tables: false,
             dc_set_changed: true,
             cookies: Arc::new(CookieSecrets::random()),
+            serials: HashMap::new(),
+            dirty_serials: BTreeSet::new(),
+            xfr: Arc::default(),
+            tsig: Arc::default(),
         }
+    }
+
+    /// A zone's transfer data (its serial included), or `None` when the zone went: the
+    /// index takes the serial without being built again.
+    pub fn put_xfr(&mut self, origin: &Name, xfr: Option<Arc<XfrZone>>) {
+        let wire = wire_lower(origin);
+        let xfrs = Arc::make_mut(&mut self.xfr);
+        match xfr {
+            Some(x) => {
+                if self.serials.insert(wire.clone(), x.serial) != Some(x.serial) {
+                    self.dirty_serials.insert(wire.clone());
+                }
+                xfrs.insert(wire, x);
+            }
+            None => {
+                self.serials.remove(&wire);
+                xfrs.remove(&wire);
+            }
+        }
+    }
+
+    /// The cluster's TSIG keys.
+    pub fn set_tsig_keys(&mut self, keys: TsigKeys) {
+        self.tsig = Arc::new(keys);
     }
 
     /// A snapshot with no zones (everything REFUSED) that counts into this builder's
@@ -499,9 +547,22 @@ impl Builder {
     /// last one. The problems met since the last snapshot come with it (a zone that does
     /// not index keeps its old index; a service that does not plan keeps its old plan).
     pub fn snapshot(&mut self) -> (Snapshot, Vec<String>) {
-        let zones_changed = !self.dirty_zones.is_empty() || self.last.is_none();
+        let zones_changed =
+            !self.dirty_zones.is_empty() || !self.dirty_serials.is_empty() || self.last.is_none();
         if zones_changed {
             let dirty = std::mem::take(&mut self.dirty_zones);
+            // A new serial alone: the same index under the new SOA.
+            for origin in std::mem::take(&mut self.dirty_serials) {
+                if dirty.contains(&origin) {
+                    continue;
+                }
+                let (Some(z), Some(&serial)) = (self.zones.get(&origin), self.serials.get(&origin))
+                else {
+                    continue;
+                };
+                let z = z.with_serial(serial);
+                self.install_zone(origin, z);
+            }
             for origin in dirty {
                 let services: Vec<(Box<[u8]>, u32)> = self
                     .zone_services
@@ -526,17 +587,11 @@ impl Builder {
                 };
                 match Zone::build(file, &services) {
                     Ok(z) => {
-                        let z = Arc::new(z);
-                        let key = ZoneKey::of(&z);
-                        match self.zone_addr.insert(origin.clone(), key) {
-                            Some(old) => {
-                                self.zone_keys.remove(&old.0);
-                            }
-                            None => self.zone_set_changed = true,
-                        }
-                        let stats = self.zone_stats.entry(origin.clone()).or_default().clone();
-                        self.zone_keys.insert(key.0, stats);
-                        self.zones.insert(z);
+                        let z = match self.serials.get(&origin) {
+                            Some(&serial) if serial != z.serial() => z.with_serial(serial),
+                            _ => z,
+                        };
+                        self.install_zone(origin, z);
                     }
                     Err(e) => self.problems.push(format!("zone {}: {e}", file.origin)),
                 }
@@ -584,8 +639,25 @@ impl Builder {
             counters,
             published_at: Instant::now(),
             cookies: self.cookies.clone(),
+            xfr: self.xfr.clone(),
+            tsig: self.tsig.clone(),
         };
         (snap, std::mem::take(&mut self.problems))
+    }
+
+    /// Put an indexed zone in the set, its counters following it to its new address.
+    fn install_zone(&mut self, origin: WireName, z: Zone) {
+        let z = Arc::new(z);
+        let key = ZoneKey::of(&z);
+        match self.zone_addr.insert(origin.clone(), key) {
+            Some(old) => {
+                self.zone_keys.remove(&old.0);
+            }
+            None => self.zone_set_changed = true,
+        }
+        let stats = self.zone_stats.entry(origin).or_default().clone();
+        self.zone_keys.insert(key.0, stats);
+        self.zones.insert(z);
     }
 
     /// The counters of the indexed zones and of the datacenters: the ones they had, new
@@ -680,6 +752,11 @@ pub struct SnapshotReader {
 impl SnapshotReader {
     /// The current snapshot. Hold it for one answer, not longer.
     #[inline]
+    /// The current snapshot as an `Arc`, for work that awaits (transfers, updates).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }

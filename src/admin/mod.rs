@@ -7,6 +7,7 @@
 //! this node (and `/explain` from the snapshot it answers from). The OpenAPI document,
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
+mod dnsapi;
 mod error;
 mod host;
 mod metrics;
@@ -68,6 +69,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/zones/{origin}/services/{name}"),
     ("POST", "/api/v1/cookie-secret/rotate"),
     ("GET", "/api/v1/explain"),
+    ("GET", "/api/v1/tsig-keys"),
+    ("GET", "/api/v1/tsig-keys/{name}"),
+    ("PUT", "/api/v1/tsig-keys/{name}"),
+    ("DELETE", "/api/v1/tsig-keys/{name}"),
+    ("GET", "/api/v1/zones/{origin}/settings"),
+    ("PUT", "/api/v1/zones/{origin}/settings"),
 ];
 
 /// The OpenAPI 3 document of this API.
@@ -226,6 +233,17 @@ pub(crate) fn build(app: App) -> Router {
             put(put_service).get(get_service).delete(delete_service),
         )
         .route("/api/v1/cookie-secret/rotate", post(rotate_cookie_secret))
+        .route("/api/v1/tsig-keys", get(dnsapi::list_tsig_keys))
+        .route(
+            "/api/v1/tsig-keys/{name}",
+            get(dnsapi::get_tsig_key)
+                .put(dnsapi::put_tsig_key)
+                .delete(dnsapi::delete_tsig_key),
+        )
+        .route(
+            "/api/v1/zones/{origin}/settings",
+            get(dnsapi::get_zone_settings).put(dnsapi::put_zone_settings),
+        )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))

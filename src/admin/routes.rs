@@ -65,7 +65,7 @@ impl Drop for InFlight<'_> {
 /// said; a rejection becomes its HTTP error. With an `Idempotency-Key`, the request id is
 /// derived from it (and the token), so a retry gets the first attempt's result.
 #[tracing::instrument(level = "info", skip_all, fields(cmd = cmd.name()))]
-async fn write(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<Response> {
+pub(crate) async fn write(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<Response> {
     write_at(app, cmd, key).await.map(|(r, _)| r)
 }
 
@@ -110,7 +110,7 @@ async fn write_at(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<(Respons
 }
 
 /// 201 for Created, 200 for Replaced (or nothing to do).
-fn put_status(r: &Response) -> Res<StatusCode> {
+pub(crate) fn put_status(r: &Response) -> Res<StatusCode> {
     match r {
         Response::Created => Ok(StatusCode::CREATED),
         Response::Replaced | Response::Noop => Ok(StatusCode::OK),
@@ -118,7 +118,7 @@ fn put_status(r: &Response) -> Res<StatusCode> {
     }
 }
 
-fn deleted(r: &Response) -> Res<StatusCode> {
+pub(crate) fn deleted(r: &Response) -> Res<StatusCode> {
     match r {
         Response::Deleted | Response::Noop => Ok(StatusCode::NO_CONTENT),
         other => Err(unexpected(other)),
@@ -129,7 +129,7 @@ fn unexpected(r: &Response) -> ApiError {
     ApiError::Internal(format!("unexpected answer from the cluster: {r:?}"))
 }
 
-fn zone_key(origin: &str) -> Res<String> {
+pub(crate) fn zone_key(origin: &str) -> Res<String> {
     canonical_zone(origin).map_err(ApiError::from)
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Datacenter, DcState, Service};
 use crate::snapshot::COOKIE_SECRET_LEN;
+use crate::zoneconf::{TsigKey, ZoneSettings};
 
 /// A change to the cluster state. New variants may be added; existing ones keep their
 /// meaning and serialized form across versions.
@@ -64,6 +65,25 @@ pub enum Command {
         zones: Vec<(String, String)>,
         datacenters: Vec<Datacenter>,
         services: Vec<Service>,
+        /// TSIG keys (`tsig.toml`); absent in entries written before they existed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tsig_keys: Vec<TsigKey>,
+        /// Zone settings (`zone-settings.toml`): (origin, settings).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        zone_settings: Vec<(String, ZoneSettings)>,
+    },
+    /// Create or replace a TSIG key (RFC 8945).
+    PutTsigKey {
+        key: TsigKey,
+    },
+    /// Delete a TSIG key; refused while a zone's settings name it.
+    DeleteTsigKey {
+        name: String,
+    },
+    /// Create or replace a zone's transfer, notify, update and serial settings.
+    PutZoneSettings {
+        origin: String,
+        settings: ZoneSettings,
     },
 }
 
@@ -81,6 +101,9 @@ impl Command {
             Command::HealthReport { .. } => "health_report",
             Command::RotateCookieSecret { .. } => "rotate_cookie_secret",
             Command::Import { .. } => "import",
+            Command::PutTsigKey { .. } => "put_tsig_key",
+            Command::DeleteTsigKey { .. } => "delete_tsig_key",
+            Command::PutZoneSettings { .. } => "put_zone_settings",
         }
     }
 }

@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::command::{Command, Rejection, Response};
 use crate::model::{Datacenter, DcState, Health, Service};
 use crate::snapshot::CookieSecrets;
+use crate::zone::transfer::Journal;
 use crate::zone::{parse_zone, service_conflict, ZoneFile};
+use crate::zoneconf::{TsigKey, ZoneSettings};
+
+mod serial;
+pub use serial::{next_serial, JOURNAL_VERSIONS};
 
 /// The state's own format version (in snapshots and in the store). 1: one JSON value of the
 /// whole state; 2: one object per key, request records, versions.
@@ -100,6 +105,20 @@ pub struct RequestRecord {
     pub response: Response,
 }
 
+/// A TSIG key and the log index of its last change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TsigEntry {
+    pub key: Arc<TsigKey>,
+    pub version: u64,
+}
+
+/// A zone's settings and the log index of their last change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SettingsEntry {
+    pub settings: Arc<ZoneSettings>,
+    pub version: u64,
+}
+
 /// A service's key: canonical zone origin, canonical relative name.
 pub type ServiceKey = (String, String);
 
@@ -119,6 +138,12 @@ pub struct Delta {
     pub requests: BTreeSet<String>,
     /// The DNS cookie secrets changed.
     pub cookies: bool,
+    /// TSIG keys put or deleted (by canonical name).
+    pub tsig_keys: BTreeSet<String>,
+    /// Zones whose settings changed.
+    pub zone_settings: BTreeSet<String>,
+    /// Zones whose published serial (and so transferred content) changed.
+    pub serials: BTreeSet<String>,
     /// Everything may have changed (a snapshot installed): rebuild all.
     pub everything: bool,
 }
@@ -131,6 +156,9 @@ impl Delta {
         self.statuses.extend(other.statuses);
         self.requests.extend(other.requests);
         self.cookies |= other.cookies;
+        self.tsig_keys.extend(other.tsig_keys);
+        self.zone_settings.extend(other.zone_settings);
+        self.serials.extend(other.serials);
         self.everything |= other.everything;
     }
 
@@ -141,6 +169,9 @@ impl Delta {
             || !self.services.is_empty()
             || !self.datacenters.is_empty()
             || self.cookies
+            || !self.tsig_keys.is_empty()
+            || !self.zone_settings.is_empty()
+            || !self.serials.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -176,6 +207,15 @@ pub struct State {
     /// never stored): only their health opinions count. `None`: not known (no membership
     /// applied yet), every node's counts.
     voters: Option<BTreeSet<u64>>,
+    /// TSIG keys by canonical name (lower case, no final dot).
+    tsig_keys: OrdMap<String, TsigEntry>,
+    /// Zone settings by canonical origin.
+    zone_settings: OrdMap<String, SettingsEntry>,
+    /// The published serial of each zone, by canonical origin.
+    serials: OrdMap<String, u32>,
+    /// Each zone's recent versions for IXFR. Kept in memory only: after a restart a node
+    /// answers IXFR for older serials with the whole zone (RFC 1995 §4).
+    journals: OrdMap<String, Arc<Journal>>,
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -386,6 +426,30 @@ impl State {
         self.cookies = Some(Arc::new(secrets));
     }
 
+    pub fn tsig_keys(&self) -> impl Iterator<Item = &TsigEntry> {
+        self.tsig_keys.values()
+    }
+
+    pub fn tsig_key(&self, name: &str) -> Option<&TsigEntry> {
+        self.tsig_keys.get(name)
+    }
+
+    pub fn zone_settings(&self, origin: &str) -> Option<&SettingsEntry> {
+        self.zone_settings.get(origin)
+    }
+
+    pub fn all_zone_settings(&self) -> impl Iterator<Item = (&String, &SettingsEntry)> {
+        self.zone_settings.iter()
+    }
+
+    pub fn load_tsig_key(&mut self, entry: TsigEntry) {
+        self.tsig_keys.insert(entry.key.name.clone(), entry);
+    }
+
+    pub fn load_zone_settings(&mut self, origin: String, entry: SettingsEntry) {
+        self.zone_settings.insert(origin, entry);
+    }
+
     pub fn load_request(&mut self, id: String, record: RequestRecord) {
         self.request_age.insert((record.at_ms, id.clone()));
         self.requests.insert(id, Arc::new(record));
@@ -404,6 +468,7 @@ impl State {
         index: u64,
     ) -> (Response, Delta) {
         let mut delta = Delta::default();
+        let before = self.clone(); // O(1): for the serials of what changed
         self.prune_requests(at_ms, &mut delta);
         if let Some(id) = request_id {
             if let Some(done) = self.requests.get(id) {
@@ -432,6 +497,9 @@ impl State {
                 }
             }
         };
+        if delta.changes_answers() {
+            self.move_serials(&before, &mut delta, at_ms);
+        }
         if let Some(id) = request_id {
             self.load_request(
                 id.to_string(),
@@ -684,6 +752,9 @@ impl State {
                     )));
                 }
                 self.zones.remove(&key);
+                if self.zone_settings.remove(&key).is_some() {
+                    delta.zone_settings.insert(key.clone());
+                }
                 delta.zones.insert(key);
                 Ok(Response::Deleted)
             }
@@ -738,9 +809,15 @@ impl State {
                 zones,
                 datacenters,
                 services,
+                tsig_keys,
+                zone_settings,
             } => {
                 if !self.is_empty() {
                     return Ok(Response::Noop);
+                }
+                for key in tsig_keys {
+                    let cmd = Command::PutTsigKey { key: key.clone() };
+                    self.change(&cmd, at_ms, index, delta)?;
                 }
                 for (origin, text) in zones {
                     let cmd = Command::PutZone {
@@ -762,7 +839,83 @@ impl State {
                     };
                     self.change(&cmd, at_ms, index, delta)?;
                 }
+                for (origin, settings) in zone_settings {
+                    let cmd = Command::PutZoneSettings {
+                        origin: origin.clone(),
+                        settings: settings.clone(),
+                    };
+                    self.change(&cmd, at_ms, index, delta)?;
+                }
                 Ok(Response::Imported)
+            }
+            Command::PutTsigKey { key } => {
+                let name = crate::zoneconf::canonical_key_name(&key.name)
+                    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
+                if key.secret.is_empty() {
+                    return Err(Rejection::Invalid(format!("TSIG key {name}: empty secret")));
+                }
+                let mut key = key.clone();
+                key.name = name.clone();
+                let existed = self
+                    .tsig_keys
+                    .insert(
+                        name.clone(),
+                        TsigEntry {
+                            key: Arc::new(key),
+                            version: index,
+                        },
+                    )
+                    .is_some();
+                delta.tsig_keys.insert(name);
+                Ok(if existed {
+                    Response::Replaced
+                } else {
+                    Response::Created
+                })
+            }
+            Command::DeleteTsigKey { name } => {
+                let name = crate::zoneconf::canonical_key_name(name)
+                    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
+                if !self.tsig_keys.contains_key(&name) {
+                    return Err(Rejection::NotFound(format!("no TSIG key {name:?}")));
+                }
+                if let Some((zone, _)) = self
+                    .zone_settings
+                    .iter()
+                    .find(|(_, s)| s.settings.keys().any(|k| k == name))
+                {
+                    return Err(Rejection::Conflict(format!(
+                        "TSIG key {name:?} is used by the settings of zone {zone}"
+                    )));
+                }
+                self.tsig_keys.remove(&name);
+                delta.tsig_keys.insert(name);
+                Ok(Response::Deleted)
+            }
+            Command::PutZoneSettings { origin, settings } => {
+                let key = canonical_zone(origin)?;
+                if !self.zones.contains_key(&key) {
+                    return Err(Rejection::NotFound(format!("no zone {key}")));
+                }
+                let settings = settings
+                    .normalised(|k| self.tsig_keys.contains_key(k))
+                    .map_err(Rejection::Invalid)?;
+                let existed = self
+                    .zone_settings
+                    .insert(
+                        key.clone(),
+                        SettingsEntry {
+                            settings: Arc::new(settings),
+                            version: index,
+                        },
+                    )
+                    .is_some();
+                delta.zone_settings.insert(key);
+                Ok(if existed {
+                    Response::Replaced
+                } else {
+                    Response::Created
+                })
             }
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
             Command::RotateCookieSecret { secret } => {
@@ -979,6 +1132,8 @@ mod tests {
             zones: vec![("example.com".into(), ZONE.into())],
             datacenters: vec![dc("lon")],
             services: vec![svc("www", &["missing"])],
+            tsig_keys: vec![],
+            zone_settings: vec![],
         };
         assert!(matches!(ap(&mut s, &bad, 0), Response::Rejected { .. }));
         assert!(s.is_empty());
@@ -986,6 +1141,8 @@ mod tests {
             zones: vec![("example.com".into(), ZONE.into())],
             datacenters: vec![dc("lon")],
             services: vec![svc("www", &["lon"])],
+            tsig_keys: vec![],
+            zone_settings: vec![],
         };
         assert_eq!(ap(&mut s, &good, 0), Response::Imported);
         assert_eq!(ap(&mut s, &good, 0), Response::Noop);

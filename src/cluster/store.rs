@@ -44,7 +44,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::cluster::command::Response;
 use crate::cluster::state::{
-    DcEntry, DcStatus, Delta, Event, Opinion, RequestRecord, ServiceEntry, State, STATE_FORMAT,
+    DcEntry, DcStatus, Delta, Event, Opinion, RequestRecord, ServiceEntry, SettingsEntry, State,
+    TsigEntry, STATE_FORMAT,
 };
 use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
@@ -454,6 +455,12 @@ struct SnapshotV2 {
     requests: Vec<(String, RequestRecord)>,
     #[serde(default)]
     cookies: Option<CookieSecrets>,
+    #[serde(default)]
+    tsig_keys: Vec<TsigEntry>,
+    #[serde(default)]
+    zone_settings: Vec<(String, SettingsEntry)>,
+    #[serde(default)]
+    serials: Vec<(String, u32)>,
 }
 
 impl SnapshotV2 {
@@ -482,6 +489,12 @@ impl SnapshotV2 {
                 .map(|(id, r)| (id.clone(), (**r).clone()))
                 .collect(),
             cookies: state.cookie_secrets().map(|c| (**c).clone()),
+            tsig_keys: state.tsig_keys().cloned().collect(),
+            zone_settings: state
+                .all_zone_settings()
+                .map(|(o, s)| (o.clone(), s.clone()))
+                .collect(),
+            serials: state.serials().map(|(o, s)| (o.clone(), *s)).collect(),
         }
     }
 
@@ -504,6 +517,15 @@ impl SnapshotV2 {
         }
         if let Some(c) = self.cookies {
             state.load_cookies(c);
+        }
+        for k in self.tsig_keys {
+            state.load_tsig_key(k);
+        }
+        for (o, z) in self.zone_settings {
+            state.load_zone_settings(o, z);
+        }
+        for (o, serial) in self.serials {
+            state.load_serial(o, serial);
         }
         Ok(state)
     }
@@ -569,6 +591,15 @@ fn service_key(zone: &str, name: &str) -> Vec<u8> {
 fn request_key(id: &str) -> Vec<u8> {
     format!("r/{id}").into_bytes()
 }
+fn tsig_key_key(name: &str) -> Vec<u8> {
+    format!("k/{name}").into_bytes()
+}
+fn settings_key(origin: &str) -> Vec<u8> {
+    format!("o/{origin}").into_bytes()
+}
+fn serial_key(origin: &str) -> Vec<u8> {
+    format!("x/{origin}").into_bytes()
+}
 
 /// Every object of `state` into `batch` (a snapshot installed, a format-1 store converted).
 fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json::Error> {
@@ -587,6 +618,15 @@ fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json:
         .requests
         .extend(state.requests().map(|(id, _)| id.clone()));
     delta.cookies = true;
+    delta
+        .tsig_keys
+        .extend(state.tsig_keys().map(|k| k.key.name.clone()));
+    delta
+        .zone_settings
+        .extend(state.all_zone_settings().map(|(o, _)| o.clone()));
+    delta
+        .serials
+        .extend(state.serials().map(|(o, _)| o.clone()));
     changed_objects(state, &delta, batch)
 }
 
@@ -638,6 +678,24 @@ fn changed_objects(
         match state.cookie_secrets() {
             Some(c) => batch.insert(KEY_COOKIES, serde_json::to_vec(&**c)?),
             None => batch.remove(KEY_COOKIES),
+        }
+    }
+    for name in &delta.tsig_keys {
+        match state.tsig_key(name) {
+            Some(k) => batch.insert(tsig_key_key(name), serde_json::to_vec(k)?),
+            None => batch.remove(tsig_key_key(name)),
+        }
+    }
+    for origin in &delta.zone_settings {
+        match state.zone_settings(origin) {
+            Some(z) => batch.insert(settings_key(origin), serde_json::to_vec(z)?),
+            None => batch.remove(settings_key(origin)),
+        }
+    }
+    for origin in &delta.serials {
+        match state.stored_serial(origin) {
+            Some(s) => batch.insert(serial_key(origin), serde_json::to_vec(&s)?),
+            None => batch.remove(serial_key(origin)),
         }
     }
     Ok(())
@@ -744,6 +802,18 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
         } else if let Some(id) = key.strip_prefix("r/") {
             state.load_request(
                 id.to_string(),
+                serde_json::from_slice(&v).map_err(|e| bad(&e))?,
+            );
+        } else if key.starts_with("k/") {
+            state.load_tsig_key(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if let Some(origin) = key.strip_prefix("o/") {
+            state.load_zone_settings(
+                origin.to_string(),
+                serde_json::from_slice(&v).map_err(|e| bad(&e))?,
+            );
+        } else if let Some(origin) = key.strip_prefix("x/") {
+            state.load_serial(
+                origin.to_string(),
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );
         } else {

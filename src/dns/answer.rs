@@ -386,6 +386,8 @@ fn walk(
         } else {
             node.get(q.qtype)
         };
+        // The apex SOA as published carries the cluster's serial, not the text's.
+        let set = set.map(|s| if s.rtype == rtype::SOA { zone.soa() } else { s });
         match set {
             Some(set) => {
                 if !w.rrset(Section::Answer, raw, set, set.ttl) {

@@ -10,7 +10,10 @@ pub mod encode;
 pub mod request;
 pub mod rrl;
 pub mod tcp;
+pub mod tsig;
 pub mod udp;
+pub mod update;
+pub mod xfr;
 
 pub use answer::{answer, Client, Outcome, Transport};
 pub use cookie::Cookie;

@@ -117,6 +117,9 @@ pub struct Request<'a> {
     pub question: Option<Question<'a>>,
     pub edns: Option<Edns>,
     pub kind: Kind,
+    /// Not for `answer()`: a zone transfer, NOTIFY, UPDATE or a TSIG-signed message. The
+    /// transports hand these to [`crate::dns::xfr`], off the query path.
+    pub special: bool,
 }
 
 /// Parse a query. `None` means drop it silently: shorter than a header, or a response
@@ -142,6 +145,7 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
         question: None,
         edns: None,
         kind: unreadable,
+        special: false,
     };
     let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
     let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
@@ -167,10 +171,12 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
             None => return Some(req),
         }
     }
+    let mut tsig = false;
     for _ in 0..ar {
         let Some((end, opt)) = skip_record(packet, pos) else {
             return Some(req);
         };
+        tsig = record_type(packet, pos) == Some(TSIG);
         if opt.is_some() {
             if req.edns.is_some() {
                 req.kind = Kind::FormErr; // RFC 6891 §6.1.1: more than one OPT
@@ -191,6 +197,11 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
     if pos != packet.len() {
         return Some(req); // trailing garbage
     }
+    let qtype = req.question.map_or(0, |q| q.qtype);
+    req.special = tsig
+        || opcode == OPCODE_NOTIFY
+        || opcode == OPCODE_UPDATE
+        || (opcode == 0 && matches!(qtype, rtype::AXFR | rtype::IXFR));
     if opcode != 0 {
         req.kind = Kind::NotImp;
         return Some(req);
@@ -225,6 +236,36 @@ fn read_question_name(packet: &[u8], start: usize) -> Option<(&[u8], usize)> {
             return Some((&packet[start..pos], pos));
         }
     }
+}
+
+/// RR type TSIG (RFC 8945).
+const TSIG: u16 = 250;
+/// Opcodes NOTIFY (RFC 1996) and UPDATE (RFC 2136).
+pub const OPCODE_NOTIFY: u8 = 4;
+pub const OPCODE_UPDATE: u8 = 5;
+
+/// The type of the record starting at `start` (after its owner name).
+fn record_type(packet: &[u8], start: usize) -> Option<u16> {
+    let mut pos = start;
+    loop {
+        let len = *packet.get(pos)? as usize;
+        match len & 0xc0 {
+            0x00 if len == 0 => {
+                pos += 1;
+                break;
+            }
+            0x00 => pos += 1 + len,
+            0xc0 => {
+                pos += 2;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    Some(u16::from_be_bytes([
+        *packet.get(pos)?,
+        *packet.get(pos + 1)?,
+    ]))
 }
 
 /// Skip one resource record. Returns its end, and `Some(())` when it is an OPT record

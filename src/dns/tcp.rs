@@ -18,6 +18,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::dns::answer::{answer, record, Client, Transport};
 use crate::dns::cookie::{self, Cookie};
 use crate::dns::request;
+use crate::dns::xfr;
 use crate::dns::Options;
 use crate::dnstap::{self, Protocol, Tap};
 use crate::metrics;
@@ -174,6 +175,7 @@ pub async fn serve(
     reader: SnapshotReader,
     tap: Option<Tap>,
     options: Options,
+    special: xfr::Context,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -196,13 +198,23 @@ pub async fn serve(
         let pool = pool.clone();
         let reader = reader.clone();
         let tap = tap.clone();
+        let special = special.clone();
         tokio::spawn(async move {
             let Some((permit, idx)) = pool.admit().await else {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            if let Err(e) =
-                connection(stream, peer, &pool, idx, &reader, tap.as_ref(), options).await
+            if let Err(e) = connection(
+                stream,
+                peer,
+                &pool,
+                idx,
+                &reader,
+                tap.as_ref(),
+                options,
+                &special,
+            )
+            .await
             {
                 tracing::debug!(error = %e, %peer, "tcp connection ended");
             }
@@ -212,6 +224,7 @@ pub async fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -220,6 +233,7 @@ async fn connection(
     reader: &SnapshotReader,
     tap: Option<&Tap>,
     options: Options,
+    special: &xfr::Context,
 ) -> std::io::Result<()> {
     let slot = &pool.slots[idx];
     let mut inbuf = Vec::with_capacity(512);
@@ -273,6 +287,27 @@ async fn connection(
             }
             return Ok(());
         };
+        if req.special {
+            // Transfers, NOTIFY, UPDATE and signed messages: the slow path, one or more
+            // replies (a transfer may be many messages).
+            let snap = reader.load_full();
+            let replies = xfr::handle(&snap, &inbuf, peer.ip(), Transport::Tcp, special).await;
+            for r in replies {
+                let Ok(len) = u16::try_from(r.len()) else {
+                    continue;
+                };
+                let write = async {
+                    stream.write_all(&len.to_be_bytes()).await?;
+                    stream.write_all(&r).await
+                };
+                match tokio::time::timeout(pool.limits.idle_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Ok(()),
+                }
+            }
+            continue;
+        }
         let outcome = {
             let snap = reader.load();
             if options.cookies {

@@ -20,6 +20,7 @@ use crate::dns::answer::{answer, record, slip, Client, Transport};
 use crate::dns::cookie::{self, Checked, Cookie};
 use crate::dns::request;
 use crate::dns::rrl::{Limiter, Verdict};
+use crate::dns::xfr::UdpSlowPath;
 use crate::dns::Options;
 use crate::dnstap::{self, Dnstap, Protocol, Tap};
 use crate::metrics;
@@ -104,6 +105,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     dnstap: Option<&Dnstap>,
     options: Options,
+    slow: Option<UdpSlowPath>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     sockets
         .into_iter()
@@ -113,10 +115,12 @@ pub fn spawn(
             let reader = reader.clone();
             let stop = stop.clone();
             let tap = dnstap.map(Dnstap::tap);
+            let slow = slow.clone();
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
                     let mut batch = Batch::new(local, tap, options);
+                    batch.slow = slow;
                     // This thread's own slot in every counter.
                     let slot = metrics::claim_worker();
                     while !stop.load(Ordering::Relaxed) {
@@ -144,6 +148,8 @@ struct Batch {
     rrl: Option<Limiter>,
     /// DNS cookies are on.
     cookies: bool,
+    /// Where transfers, NOTIFY, UPDATE and signed messages go (a bounded queue).
+    slow: Option<UdpSlowPath>,
     inbufs: Vec<[u8; RECV_BUF]>,
     outbufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -170,6 +176,7 @@ impl Batch {
             tap,
             rrl: options.rate_limit.map(Limiter::new),
             cookies: options.cookies,
+            slow: None,
             inbufs: vec![[0u8; RECV_BUF]; BATCH],
             outbufs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
             addrs: vec![zeroed_addr; BATCH],
@@ -259,6 +266,13 @@ impl Batch {
                 }
                 continue;
             };
+            if req.special {
+                // Off the query path: copied into the slow path's queue (dropped when full).
+                if let Some(slow) = &self.slow {
+                    slow.submit(&self.inbufs[i][..len], src);
+                }
+                continue;
+            }
             let checked = if self.cookies {
                 cookie::check(&snap.cookies, req.edns.as_ref(), src.ip(), now_secs)
             } else {

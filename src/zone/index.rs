@@ -94,7 +94,10 @@ impl Node {
 pub struct Zone {
     origin: Name,
     origin_wire: Box<[u8]>,
-    nodes: HashMap<Box<[u8]>, Node>,
+    /// Shared, so that a new serial ([`Zone::with_serial`]) costs no re-index.
+    nodes: Arc<HashMap<Box<[u8]>, Node>>,
+    /// The apex SOA as published: its serial may differ from the text's (the cluster's
+    /// serial); answers take the SOA from here, never from the apex node.
     soa: RrSet,
     negative_ttl: u32,
     serial: u32,
@@ -196,7 +199,7 @@ impl Zone {
         Ok(Zone {
             origin,
             origin_wire,
-            nodes,
+            nodes: Arc::new(nodes),
             soa,
             // RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field.
             negative_ttl: soa_ttl.min(minimum),
@@ -215,6 +218,24 @@ impl Zone {
 
     pub fn serial(&self) -> u32 {
         self.serial
+    }
+
+    /// The same zone published with another SOA serial (the cluster's): the index is shared.
+    pub fn with_serial(&self, serial: u32) -> Zone {
+        let mut soa = self.soa.clone();
+        for r in &mut soa.rdatas {
+            if let Rdata::Soa(_, _, counters) = r {
+                counters[0..4].copy_from_slice(&serial.to_be_bytes());
+            }
+        }
+        Zone {
+            origin: self.origin.clone(),
+            origin_wire: self.origin_wire.clone(),
+            nodes: self.nodes.clone(),
+            soa,
+            negative_ttl: self.negative_ttl,
+            serial,
+        }
     }
 
     /// The apex SOA RRset.
@@ -261,6 +282,11 @@ impl ZoneSet {
     /// Add or replace a zone (by its origin).
     pub fn insert(&mut self, zone: Arc<Zone>) {
         self.zones.insert(zone.origin_wire.clone().into(), zone);
+    }
+
+    /// The zone with exactly this origin (lower-case wire form).
+    pub fn get(&self, origin: &[u8]) -> Option<&Arc<Zone>> {
+        self.zones.get(origin)
     }
 
     /// Remove the zone with this origin (lower-case wire form).

@@ -5,6 +5,7 @@ mod parse;
 pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
 
 mod index;
+pub mod transfer;
 
 pub use index::{
     is_subdomain, parent, rtype, service_conflict, wire, wire_lower, IndexError, Node, Rdata,

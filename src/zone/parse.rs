@@ -678,6 +678,17 @@ fn requote(raw: &str) -> Result<String, String> {
 
 /// Parse one record with hickory: `@ TTL TYPE RDATA` relative to `origin`.
 fn parse_record(rtype: &str, ttl: u32, rdata: &str, origin: &Name) -> Result<Record, String> {
+    // DNSSEC records are Meridian's to make (hickory refuses some, parses others).
+    if ["DNSKEY", "RRSIG", "NSEC", "NSEC3", "NSEC3PARAM"]
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(rtype.trim()))
+    {
+        return Err(format!(
+            "{} records are made by Meridian, not written in zone text; sign the zone with \
+             PUT /api/v1/zones/{origin}/dnssec",
+            rtype.trim().to_ascii_uppercase()
+        ));
+    }
     let text = format!("@ {ttl} {rtype}{rdata}\n");
     // hickory acts on `$INCLUDE` only at the start of a line; the text above is one line
     // outside quoted strings, but make sure.
@@ -721,6 +732,9 @@ fn validate(
     let mut soa: Option<usize> = None;
     let mut apex_ns = false;
     let mut names: HashMap<&Name, AtName> = HashMap::new();
+    // DS only at a delegation point (NS below the apex), checked once all are read.
+    let mut ds: Vec<(&Name, usize)> = Vec::new();
+    let mut cuts: std::collections::HashSet<&Name> = std::collections::HashSet::new();
 
     for (record, &line) in records.iter().zip(lines) {
         let name = &record.name;
@@ -754,6 +768,29 @@ fn validate(
                 soa = Some(line);
             }
             RecordType::NS if name == origin => apex_ns = true,
+            RecordType::DNSKEY
+            | RecordType::RRSIG
+            | RecordType::NSEC
+            | RecordType::NSEC3
+            | RecordType::NSEC3PARAM => {
+                return Err(error(
+                    line,
+                    format!(
+                        "{rtype} record at {name}: DNSSEC records are made by Meridian, not \
+                         written in zone text; sign the zone with PUT /api/v1/zones/{origin}/dnssec"
+                    ),
+                ));
+            }
+            RecordType::DS if name == origin => {
+                return Err(error(
+                    line,
+                    format!("DS record at the zone origin {name}: a DS belongs in the parent zone, at its delegation"),
+                ));
+            }
+            RecordType::DS => ds.push((name, line)),
+            RecordType::NS => {
+                cuts.insert(name);
+            }
             _ => {}
         }
 
@@ -782,6 +819,15 @@ fn validate(
             }
             at.other.get_or_insert((line, rtype));
         }
+    }
+
+    if let Some((name, line)) = ds.iter().find(|(n, _)| !cuts.contains(n)) {
+        return Err(error(
+            *line,
+            format!(
+                "DS record at {name}: a DS must sit at a delegation point (a name with NS records)"
+            ),
+        ));
     }
 
     let zone_error = |message: String| ZoneError::Zone {
@@ -1271,12 +1317,21 @@ ok A 192.0.2.4
 
     #[test]
     fn ds_and_unknown_types_are_rejected() {
-        // DS needs hickory's dnssec feature, which is not enabled.
+        // DS only at a delegation point.
         let (line, message) = error(&with_head(
             "sub DS 60485 5 1 2BB183AF5F22588179A53B0A98631FAD1A292118\n",
         ));
         assert_eq!(line, Some(4));
-        assert!(message.contains("DS"), "{message}");
+        assert!(message.contains("delegation"), "{message}");
+        let ok = parse(&with_head(
+            "sub NS ns.elsewhere.\nsub DS 60485 5 1 2BB183AF5F22588179A53B0A98631FAD1A292118\n",
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+        let (line, message) = error(&with_head(
+            "@ DNSKEY 257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+KkxLbxILfDLUT0rAK9iUzy1L53eKGQ==\n",
+        ));
+        assert_eq!(line, Some(4));
+        assert!(message.contains("/dnssec"), "{message}");
         assert_eq!(error(&with_head("a TYPE65534 \\# 0\n")).0, Some(4));
         assert_eq!(error(&with_head("a NOSUCHTYPE x\n")).0, Some(4));
         assert_eq!(error(&with_head("a DNAME b\n")).0, Some(4));

@@ -1,0 +1,212 @@
+//! The routes of the DNS-side protocols' settings: TSIG keys (`/tsig-keys`) and zone
+//! settings (`/zones/{origin}/settings`). A key's secret is taken, never shown.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::Json;
+use serde::Serialize;
+
+use crate::admin::error::{ApiError, JsonBody};
+use crate::admin::routes::{deleted, put_status, write, zone_key, IdempotencyKey};
+use crate::admin::App;
+use crate::cluster::Command;
+use crate::zoneconf::{canonical_key_name, TsigKeySpec, ZoneSettings};
+
+type St = State<Arc<App>>;
+type Res<T> = Result<T, ApiError>;
+
+/// A key as the API shows it: never its secret.
+#[derive(Serialize)]
+pub struct TsigKeyView {
+    pub name: String,
+    pub algorithm: &'static str,
+    pub version: u64,
+}
+
+/// Zone settings as the API shows them, with their version.
+#[derive(Serialize)]
+pub struct SettingsView {
+    #[serde(flatten)]
+    pub settings: ZoneSettings,
+    pub version: u64,
+}
+
+fn etag(version: u64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
+}
+
+/// `If-Match: "N"` (or `*`) against the object's current version: `Some(412 answer)` when
+/// it changed since.
+fn precondition(headers: &HeaderMap, current: Option<u64>) -> Res<Option<HttpResponse>> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("If-Match is not ASCII".into()))?
+        .trim();
+    if v == "*" && current.is_some() {
+        return Ok(None);
+    }
+    let wanted: Option<u64> = v.trim_start_matches("W/").trim_matches('"').parse().ok();
+    if wanted.is_some() && wanted == current {
+        return Ok(None);
+    }
+    let body = serde_json::json!({
+        "error": format!("If-Match {v}: the object's version is {}", current.map_or("none".to_string(), |c| c.to_string())),
+        "outcome": "not_applied",
+    });
+    Ok(Some(
+        (StatusCode::PRECONDITION_FAILED, Json(body)).into_response(),
+    ))
+}
+
+pub async fn list_tsig_keys(State(app): St) -> Json<Vec<TsigKeyView>> {
+    let state = app.cluster.state();
+    Json(
+        state
+            .tsig_keys()
+            .map(|k| TsigKeyView {
+                name: k.key.name.clone(),
+                algorithm: k.key.algorithm.as_str(),
+                version: k.version,
+            })
+            .collect(),
+    )
+}
+
+pub async fn get_tsig_key(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<HttpResponse> {
+    let Path(name) = path?;
+    let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let state = app.cluster.state();
+    let k = state
+        .tsig_key(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no TSIG key {name:?}")))?;
+    let view = TsigKeyView {
+        name: k.key.name.clone(),
+        algorithm: k.key.algorithm.as_str(),
+        version: k.version,
+    };
+    Ok((etag(k.version), Json(view)).into_response())
+}
+
+pub async fn put_tsig_key(
+    State(app): St,
+    key: IdempotencyKey,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(spec): JsonBody<TsigKeySpec>,
+) -> Res<HttpResponse> {
+    let Path(name) = path?;
+    let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(body_name) = &spec.name {
+        if canonical_key_name(body_name).ok().as_deref() != Some(name.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "the body's name {body_name:?} does not match the URL's {name:?}"
+            )));
+        }
+    }
+    let tsig = spec
+        .to_key(&name)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let current = app.cluster.state().tsig_key(&name).map(|k| k.version);
+    if let Some(r) = precondition(&headers, current)? {
+        return Ok(r);
+    }
+    let algorithm = tsig.algorithm.as_str();
+    let r = write(&app, Command::PutTsigKey { key: tsig }, &key).await?;
+    let status = put_status(&r)?;
+    let version = app.cluster.state().tsig_key(&name).map_or(0, |k| k.version);
+    let view = TsigKeyView {
+        name,
+        algorithm,
+        version,
+    };
+    Ok((status, etag(version), Json(view)).into_response())
+}
+
+pub async fn delete_tsig_key(
+    State(app): St,
+    key: IdempotencyKey,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<HttpResponse> {
+    let Path(name) = path?;
+    let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let current = app.cluster.state().tsig_key(&name).map(|k| k.version);
+    if current.is_some() {
+        if let Some(r) = precondition(&headers, current)? {
+            return Ok(r);
+        }
+    }
+    let status = deleted(&write(&app, Command::DeleteTsigKey { name }, &key).await?)?;
+    Ok(status.into_response())
+}
+
+pub async fn get_zone_settings(
+    State(app): St,
+    path: Result<Path<String>, PathRejection>,
+) -> Res<HttpResponse> {
+    let Path(origin) = path?;
+    let origin = zone_key(&origin)?;
+    let state = app.cluster.state();
+    if state.zone(&origin).is_none() {
+        return Err(ApiError::NotFound(format!("no zone {origin}")));
+    }
+    let (settings, version) = match state.zone_settings(&origin) {
+        Some(s) => ((*s.settings).clone(), s.version),
+        None => (ZoneSettings::default(), 0),
+    };
+    Ok((etag(version), Json(SettingsView { settings, version })).into_response())
+}
+
+pub async fn put_zone_settings(
+    State(app): St,
+    key: IdempotencyKey,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(settings): JsonBody<ZoneSettings>,
+) -> Res<HttpResponse> {
+    let Path(origin) = path?;
+    let origin = zone_key(&origin)?;
+    {
+        let state = app.cluster.state();
+        if state.zone(&origin).is_none() {
+            return Err(ApiError::NotFound(format!("no zone {origin}")));
+        }
+        // Checked here too so that a bad rule is 422 before anything is proposed.
+        settings
+            .normalised(|k| state.tsig_key(k).is_some())
+            .map_err(ApiError::Unprocessable)?;
+        let current = state.zone_settings(&origin).map(|s| s.version);
+        if let Some(r) = precondition(&headers, current.or(Some(0)))? {
+            return Ok(r);
+        }
+    }
+    let r = write(
+        &app,
+        Command::PutZoneSettings {
+            origin: origin.clone(),
+            settings,
+        },
+        &key,
+    )
+    .await?;
+    let status = put_status(&r)?;
+    let state = app.cluster.state();
+    let Some(s) = state.zone_settings(&origin) else {
+        return Err(ApiError::Internal("settings not found after commit".into()));
+    };
+    let view = SettingsView {
+        settings: (*s.settings).clone(),
+        version: s.version,
+    };
+    Ok((status, etag(s.version), Json(view)).into_response())
+}

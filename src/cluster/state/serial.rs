@@ -1,0 +1,263 @@
+//! Per-zone serials and journals: worked out in [`State::apply`] from the replicated state
+//! alone, so every node publishes the same serial for the same content. A change touches
+//! the zones it names, the zones of the services it names, and the zones of the services
+//! of the datacenters it names (drains, verdicts), never the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{RData, Record};
+use hickory_proto::serialize::binary::BinEncodable;
+
+use super::{service_fqdn, Delta, State};
+use crate::zone::transfer::{
+    serial_after, soa_serial, soa_with_serial, Journal, JournalEntry, XfrZone,
+};
+use crate::zone::ZoneFile;
+use crate::zoneconf::{SerialPolicy, ZoneSettings};
+
+/// Versions kept per zone for IXFR (at least 100, as the contract asks) when their changes
+/// are small; big changes are bounded by [`journal_budget`].
+pub const JOURNAL_VERSIONS: usize = 128;
+
+/// Records a zone's journal may hold in all: four times the zone, and at least 10,000.
+fn journal_budget(zone_records: usize) -> usize {
+    (zone_records * 4).max(10_000)
+}
+
+/// The next serial: `increment` max(text serial, previous + 1), `unixtime` max(commit
+/// second, previous + 1), in RFC 1982 arithmetic; the first one is the base itself.
+pub fn next_serial(prev: Option<u32>, text: u32, policy: SerialPolicy, at_ms: u64) -> u32 {
+    let base = match policy {
+        SerialPolicy::Increment => text,
+        SerialPolicy::Unixtime => (at_ms / 1000) as u32,
+    };
+    match prev {
+        None => base,
+        Some(p) if serial_after(base, p) => base,
+        Some(p) => p.wrapping_add(1),
+    }
+}
+
+fn text_soa(file: &ZoneFile) -> Option<&Record> {
+    file.records
+        .iter()
+        .find(|r| matches!(r.data, RData::SOA(_)))
+}
+
+fn key(r: &Record) -> Vec<u8> {
+    let mut r = r.clone();
+    r.name = r.name.to_lowercase();
+    r.to_bytes().unwrap_or_default()
+}
+
+fn keyed<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeMap<Vec<u8>, &'a Record> {
+    records.map(|r| (key(r), r)).collect()
+}
+
+/// `old` → `new`: the records that went and came.
+fn diff<'a>(
+    old: impl Iterator<Item = &'a Record>,
+    new: impl Iterator<Item = &'a Record>,
+) -> (Vec<Record>, Vec<Record>) {
+    let old = keyed(old);
+    let new = keyed(new);
+    let removed = old
+        .iter()
+        .filter(|(k, _)| !new.contains_key(*k))
+        .map(|(_, r)| (*r).clone())
+        .collect();
+    let added = new
+        .iter()
+        .filter(|(k, _)| !old.contains_key(*k))
+        .map(|(_, r)| (*r).clone())
+        .collect();
+    (removed, added)
+}
+
+fn without_soa(file: &ZoneFile) -> impl Iterator<Item = &Record> {
+    file.records
+        .iter()
+        .filter(|r| !matches!(r.data, RData::SOA(_)))
+}
+
+impl State {
+    /// The zone's published serial (the text's until the cluster set one).
+    pub fn serial(&self, origin: &str) -> Option<u32> {
+        let z = self.zones.get(origin)?;
+        Some(
+            self.serials
+                .get(origin)
+                .copied()
+                .unwrap_or_else(|| text_soa(&z.file).map_or(0, soa_serial)),
+        )
+    }
+
+    /// Zones with a serial set, and the serial (for the store and snapshots).
+    pub fn serials(&self) -> impl Iterator<Item = (&String, &u32)> {
+        self.serials.iter()
+    }
+
+    /// The serial the cluster set for a zone (none before its first change).
+    pub fn stored_serial(&self, origin: &str) -> Option<u32> {
+        self.serials.get(origin).copied()
+    }
+
+    pub fn load_serial(&mut self, origin: String, serial: u32) {
+        self.serials.insert(origin, serial);
+    }
+
+    /// Every service's unlocated A/AAAA records in a zone, by name.
+    pub fn service_records(&self, zone: &str) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (name, entry) in self.services_in(zone) {
+            let Ok(owner) = service_fqdn(zone, name) else {
+                continue;
+            };
+            let svc = &entry.service;
+            let dc = |id: &str| self.datacenters.get(id).map(|e| &*e.dc);
+            for v6 in [false, true] {
+                for addr in crate::policy::unlocated(svc, dc, v6) {
+                    let data = match addr {
+                        std::net::IpAddr::V4(a) => RData::A(A(a)),
+                        std::net::IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+                    };
+                    out.push(Record::from_rdata(owner.clone(), svc.ttl, data));
+                }
+            }
+        }
+        out
+    }
+
+    /// What a transfer of the zone sends now.
+    pub fn xfr_zone(&self, origin: &str) -> Option<XfrZone> {
+        let z = self.zones.get(origin)?;
+        let serial = self.serial(origin)?;
+        Some(XfrZone {
+            origin: z.file.origin.clone(),
+            serial,
+            soa: soa_with_serial(&z.file, serial)?,
+            file: z.file.clone(),
+            services: Arc::new(self.service_records(origin)),
+            journal: self.journals.get(origin).cloned().unwrap_or_default(),
+            settings: self
+                .zone_settings
+                .get(origin)
+                .map(|s| s.settings.clone())
+                .unwrap_or_else(|| Arc::new(ZoneSettings::default())),
+        })
+    }
+
+    /// Move the serial of every zone whose transferred content differs from `before`, and
+    /// record the difference in its journal.
+    pub(super) fn move_serials(&mut self, before: &State, delta: &mut Delta, at_ms: u64) {
+        let mut zones: BTreeSet<String> = delta.zones.clone();
+        zones.extend(delta.services.iter().map(|(z, _)| z.clone()));
+        for dc in &delta.datacenters {
+            for st in [before, &*self] {
+                if let Some(users) = st.users.get(dc) {
+                    zones.extend(users.iter().map(|(z, _)| z.clone()));
+                }
+            }
+        }
+        for origin in zones {
+            let Some(new) = self.zones.get(&origin).cloned() else {
+                let had = self.serials.remove(&origin).is_some();
+                if self.journals.remove(&origin).is_some() || had {
+                    delta.serials.insert(origin);
+                }
+                continue;
+            };
+            let policy = self
+                .zone_settings
+                .get(&origin)
+                .map(|s| s.settings.serial)
+                .unwrap_or_default();
+            let text = text_soa(&new.file).map_or(0, soa_serial);
+            let prev = self.serials.get(&origin).copied();
+            let old = before.zones.get(&origin);
+            let (Some(old), Some(prev)) = (old, prev) else {
+                // A new zone (or one from before serials were kept).
+                self.serials
+                    .insert(origin.clone(), next_serial(prev, text, policy, at_ms));
+                self.journals.remove(&origin);
+                delta.serials.insert(origin);
+                continue;
+            };
+            let old_services = before.service_records(&origin);
+            let new_services = self.service_records(&origin);
+            let text_same = Arc::ptr_eq(&old.file, &new.file);
+            let soa_same = text_same || text_soa(&old.file) == text_soa(&new.file);
+            let (removed, added) = if text_same {
+                diff(old_services.iter(), new_services.iter())
+            } else {
+                diff(
+                    without_soa(&old.file).chain(old_services.iter()),
+                    without_soa(&new.file).chain(new_services.iter()),
+                )
+            };
+            if soa_same && removed.is_empty() && added.is_empty() {
+                continue;
+            }
+            let serial = next_serial(Some(prev), text, policy, at_ms);
+            self.serials.insert(origin.clone(), serial);
+            let (Some(old_soa), Some(new_soa)) = (
+                soa_with_serial(&old.file, prev),
+                soa_with_serial(&new.file, serial),
+            ) else {
+                continue;
+            };
+            let entry = JournalEntry {
+                old_soa,
+                new_soa,
+                removed,
+                added,
+            };
+            let budget = journal_budget(new.file.records.len() + new_services.len());
+            let mut journal: Journal = self
+                .journals
+                .get(&origin)
+                .map(|j| (**j).clone())
+                .unwrap_or_default();
+            if entry.size() <= budget {
+                journal.push_back(Arc::new(entry));
+            } else {
+                journal.clear(); // bigger than the zone: IXFR sends the whole zone
+            }
+            let mut total: usize = journal.iter().map(|e| e.size()).sum();
+            while journal.len() > JOURNAL_VERSIONS || total > budget {
+                match journal.pop_front() {
+                    Some(e) => total -= e.size(),
+                    None => break,
+                }
+            }
+            self.journals.insert(origin.clone(), Arc::new(journal));
+            delta.serials.insert(origin);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1982_serials_move_forward() {
+        let inc = SerialPolicy::Increment;
+        assert_eq!(next_serial(None, 7, inc, 0), 7);
+        assert_eq!(next_serial(Some(7), 7, inc, 0), 8);
+        assert_eq!(next_serial(Some(7), 100, inc, 0), 100);
+        assert_eq!(next_serial(Some(u32::MAX), 1, inc, 0), 1);
+        assert_eq!(next_serial(Some(u32::MAX), 0, inc, 0), 0);
+        let unix = SerialPolicy::Unixtime;
+        assert_eq!(
+            next_serial(Some(5), 1, unix, 1_700_000_000_000),
+            1_700_000_000
+        );
+        assert_eq!(
+            next_serial(Some(1_700_000_000), 1, unix, 1_700_000_000_000),
+            1_700_000_001
+        );
+    }
+}
