@@ -12,6 +12,7 @@ mod host;
 mod metrics;
 mod redact;
 mod routes;
+mod share;
 mod types;
 
 #[cfg(test)]
@@ -118,6 +119,7 @@ pub fn router(ctx: AdminContext) -> Router {
         published: ctx.published,
         inflight: Default::default(),
         max_body: ctx.max_body,
+        shares: Default::default(),
     });
     let router = match ctx.probes {
         Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
@@ -181,6 +183,9 @@ pub(crate) struct App {
     /// `Idempotency-Key`s whose first write is still under way on this node.
     pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
     pub max_body: usize,
+    /// Recent answer counts per datacenter, for `answers_share` (sampled by a task that
+    /// [`build`] starts).
+    pub shares: Arc<share::AnswerShares>,
 }
 
 /// The router over any control plane.
@@ -188,6 +193,7 @@ pub(crate) fn build(mut app: App) -> Router {
     use routes::*;
     app.token = app.token.filter(|t| !t.is_empty());
     let app = Arc::new(app);
+    share::spawn(app.reader.clone(), Arc::downgrade(&app.shares));
     let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/cluster", get(get_cluster))
