@@ -7,6 +7,7 @@
 //! this node (and `/explain` from the snapshot it answers from). The OpenAPI document,
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
+mod dashboard;
 mod error;
 mod host;
 mod metrics;
@@ -47,6 +48,9 @@ pub const API_PREFIX: &str = "/api/v1";
 
 /// Every route: method and path (axum syntax). The OpenAPI document lists each one.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/dashboard.js"),
+    ("GET", "/dashboard.css"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
@@ -223,6 +227,9 @@ pub(crate) fn build(mut app: App) -> Router {
         )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn(write_outcome));
