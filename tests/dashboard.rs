@@ -226,7 +226,8 @@ fn dashboard_is_served_offline_without_a_token_and_only_to_our_host() {
 
 // ---- headless Chromium --------------------------------------------------------------
 
-/// One Chromium at a time: the machine is small, and the live-update test measures time.
+/// One Chromium at a time (the machine is small, and the live-update test measures time),
+/// and no write while the rollback test may roll everything back.
 #[allow(clippy::disallowed_types)]
 static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -787,4 +788,130 @@ fn dashboard_asks_for_a_token_when_reads_need_one() {
         Duration::from_secs(5),
     )
     .expect("the page shows the data once the token is typed");
+}
+
+// ---- meridian explain --admin ---------------------------------------------------------
+
+/// `meridian ARGS…` with a deadline: (success, stdout, stderr).
+fn meridian(args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"));
+    cmd.args(args)
+        .env_remove("MERIDIAN_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = common::spawn_owned(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meridian {args:?} did not finish in 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("meridian's output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A client the test GeoIP database puts in Milton, WA: `iad` is nearest.
+const MILTON_US: &str = "216.160.83.56";
+
+#[test]
+fn explain_admin_asks_the_live_node_and_the_offline_form_reads_files() {
+    // It drains iad for a moment: not while a rollback test may run.
+    let _one = browser_lock();
+    let admin = format!("http://{}", node().admin);
+    let live = |extra: &[&str]| {
+        let mut args = vec!["explain", "--admin", admin.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["www.example.com", "A", MILTON_US]);
+        meridian(&args)
+    };
+    let (ok, text, err) = live(&[]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("www.example.com. 60 IN A 198.51.100.2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("candidates:") && text.contains("iad"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("source: the live node at {admin}")),
+        "{text}"
+    );
+    // --json is the API's own answer.
+    let (ok, json, err) = live(&["--json"]);
+    assert!(ok, "{err}");
+    let from_cli: Value = serde_json::from_str(&json).expect("JSON from explain --json");
+    let from_api = get_json(&format!(
+        "/api/v1/explain?name=www.example.com&type=A&client={MILTON_US}"
+    ));
+    assert_eq!(from_cli, from_api);
+
+    // A drain made through the API: the live node sees it, the files do not.
+    let config = node().log_path.with_file_name("node.toml");
+    let config = config.to_str().expect("utf-8 path");
+    set_state("iad", "drained");
+    let (ok, text, err) = live(&[]);
+    let (ok_off, offline, err_off) = meridian(&[
+        "explain",
+        "--config",
+        config,
+        "www.example.com",
+        "A",
+        MILTON_US,
+    ]);
+    set_state("iad", "active");
+    assert!(ok, "{err}");
+    assert!(text.contains("IN A 198.51.100.1"), "{text}");
+    assert!(text.contains("Drained"), "{text}");
+    assert!(ok_off, "{err_off}");
+    assert!(offline.contains("IN A 198.51.100.2"), "{offline}");
+    assert!(
+        offline.contains("source: offline, from the files of"),
+        "{offline}"
+    );
+
+    // A token is sent when given (a wrong one is harmless on an open read); errors are
+    // the node's, with a failing exit.
+    let (ok, _, err) = live(&["--token", TOKEN]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = meridian(&[
+        "explain",
+        "--admin",
+        &admin,
+        "www.example.com",
+        "BOGUS",
+        MILTON_US,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("400") && err.contains("BOGUS"), "{err}");
+    let (ok, _, err) = meridian(&[
+        "explain",
+        "--admin",
+        "http://127.0.0.1:1",
+        "www.example.com",
+        "A",
+        MILTON_US,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    // --config and --admin do not go together.
+    let (ok, _, err) = meridian(&[
+        "explain",
+        "--admin",
+        &admin,
+        "--config",
+        config,
+        "www.example.com",
+        "A",
+        MILTON_US,
+    ]);
+    assert!(!ok, "{err}");
 }
