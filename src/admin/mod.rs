@@ -2,7 +2,8 @@
 //! every failure becomes (`{"error": "..."}` JSON), bearer-token auth on every mutating
 //! call, and the request types shared with `meridian apply`.
 //!
-//! Routes are under `/api/v1`, but `/healthz` and `/metrics` at the root. Writes go to the
+//! Routes are under `/api/v1`, but `/healthz`, `/metrics` and the dashboard (`/`,
+//! [`dashboard`]) at the root. Writes go to the
 //! cluster as [`Command`]s through its [`Handle`]; reads come from the state applied on
 //! this node (and `/explain` from the snapshot it answers from). The OpenAPI document,
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
