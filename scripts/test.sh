@@ -14,6 +14,8 @@ command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 [ -x /usr/sbin/knotd ] || need+=(knot)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The dashboard tests drive headless Chromium (Debian's package is `chromium`).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -3,14 +3,16 @@
 //! The answer is the real one: a query is built and run through the same [`answer`] as
 //! the data plane (with the client as a /32 or /128 EDNS Client Subnet), then decoded.
 //! The reasons (where the client is, each candidate's distance, weight, state and health)
-//! are worked out beside it from the same snapshot.
+//! are worked out beside it from the same snapshot. An [`Explanation`] reads back from the
+//! JSON it is sent as, so `meridian explain --admin` prints a live node's answer exactly as
+//! the offline form prints its own.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dns::{self, answer, Client, Transport};
 use crate::geo::distance_km;
@@ -19,7 +21,7 @@ use crate::snapshot::Snapshot;
 use crate::zone::wire_lower;
 
 /// The answer and its reasons.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Explanation {
     pub name: String,
     pub qtype: String,
@@ -35,7 +37,7 @@ pub struct Explanation {
 }
 
 /// Why a service answered as it did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceWhy {
     pub policy: PolicyKind,
     pub client_location: Option<ClientPlace>,
@@ -45,7 +47,7 @@ pub struct ServiceWhy {
     pub answers_cap: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ClientPlace {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
@@ -53,7 +55,7 @@ pub struct ClientPlace {
     pub continent: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Candidate {
     pub id: String,
     pub distance_km: Option<f64>,

@@ -20,6 +20,15 @@ Environment:
   MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins). Default: warn.
   MERIDIAN_LOG_FORMAT     \"text\" (the default) or \"json\". Logs go to stderr.";
 
+const EXPLAIN_HELP: &str = "\
+Without --admin, explain reads files: the answer is the one a node freshly started from
+that config would give, before any change made through the API.
+
+Environment:
+  MERIDIAN_ADMIN_TOKEN    With --admin: the bearer token when --token is not given.
+  MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins). Default: warn.
+  MERIDIAN_LOG_FORMAT     \"text\" (the default) or \"json\". Logs go to stderr.";
+
 const SERVE_HELP: &str = "\
 Without --config, a single-node cluster for trying it out: DNS on 127.0.0.1:1053 (UDP and
 TCP), admin API on 127.0.0.1:8053, Raft on 127.0.0.1:9053, data in ./data, GeoIP database
@@ -112,14 +121,29 @@ enum Command {
         #[arg(long = "host", value_name = "NAME")]
         hosts: Vec<String>,
     },
-    /// The answer a client would get, and why (offline: reads the config and its files,
-    /// not a live node's state).
-    #[command(after_help = LOG_ENV_HELP)]
+    /// The answer a client would get, and why (offline from the files, or from a live node
+    /// with --admin).
+    ///
+    /// Offline (the default): reads the config and the files it names (zones,
+    /// datacenters.toml, services.toml, the GeoIP database), not a live node's state, so
+    /// drains, weights and health verdicts made since are not seen. With --admin: asks a
+    /// live node (GET /api/v1/explain) and prints its answer from its current state.
+    #[command(after_help = EXPLAIN_HELP)]
     Explain {
-        /// The node config whose zones, datacenters, services and GeoIP database are read.
-        /// Default: the built-in single-node config (./zones, ./geoip)
-        #[arg(long, value_name = "FILE")]
+        /// Offline: the node config whose files are read. Default: the built-in
+        /// single-node config (./zones, ./geoip)
+        #[arg(long, value_name = "FILE", conflicts_with = "admin")]
         config: Option<PathBuf>,
+        /// Ask this live node's admin API instead of reading files, e.g. http://127.0.0.1:8053
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// With --admin: a read (or write) token, for a node whose reads need one.
+        /// Default: env MERIDIAN_ADMIN_TOKEN, else none
+        #[arg(long, requires = "admin")]
+        token: Option<String>,
+        /// With --admin: trust only this CA (PEM) for an https:// URL; the host is verified too
+        #[arg(long, value_name = "FILE", requires = "admin")]
+        cacert: Option<PathBuf>,
         /// The name asked for, e.g. www.example.com
         name: String,
         /// The record type, e.g. A
@@ -201,16 +225,48 @@ fn main() -> ExitCode {
         }
         Command::Explain {
             config,
+            admin,
+            token,
+            cacert,
             name,
             qtype,
             client_ip,
             json,
         } => {
-            let result = meridian::node::config_from(config.as_deref())
-                .and_then(|c| meridian::node::load(&c).map_err(Into::into))
-                .and_then(|(_, _, snap)| {
-                    meridian::explain::explain(&snap, &name, &qtype, client_ip).map_err(Into::into)
-                });
+            // Said under the text answer: where it came from.
+            let source = match (&admin, &config) {
+                (Some(url), _) => format!("source: the live node at {url} (its current state)"),
+                (None, Some(cfg)) => format!(
+                    "source: offline, from the files of {} (changes made since through the API are not seen; ask a node with --admin)",
+                    cfg.display()
+                ),
+                (None, None) => "source: offline, from the files of the built-in config (./zones, ./geoip; changes made through the API are not seen; ask a node with --admin)".to_string(),
+            };
+            let result = match admin {
+                Some(admin) => {
+                    let token = token.or_else(|| std::env::var("MERIDIAN_ADMIN_TOKEN").ok());
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(anyhow::Error::from)
+                        .and_then(|rt| {
+                            rt.block_on(meridian::apply::explain_remote(
+                                &admin,
+                                token.as_deref(),
+                                cacert.as_deref(),
+                                &name,
+                                &qtype,
+                                client_ip,
+                            ))
+                        })
+                }
+                None => meridian::node::config_from(config.as_deref())
+                    .and_then(|c| meridian::node::load(&c).map_err(Into::into))
+                    .and_then(|(_, _, snap)| {
+                        meridian::explain::explain(&snap, &name, &qtype, client_ip)
+                            .map_err(Into::into)
+                    }),
+            };
             match result {
                 Ok(e) if json => match serde_json::to_string_pretty(&e) {
                     Ok(text) => {
@@ -221,6 +277,7 @@ fn main() -> ExitCode {
                 },
                 Ok(e) => {
                     print!("{e}");
+                    println!("{source}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

@@ -592,6 +592,38 @@ fn apply_verifies_the_admin_certificate_with_cacert() {
     );
 }
 
+#[test]
+fn explain_admin_verifies_the_admin_certificate_with_cacert() {
+    let c = cluster();
+    let n = &c.nodes[1];
+    let explain = |url: String, cacert: Option<&Path>| {
+        let mut cmd = Command::new(MERIDIAN);
+        cmd.args(["explain", "--admin", &url]);
+        if let Some(ca) = cacert {
+            cmd.arg("--cacert").arg(ca);
+        }
+        run(cmd.args(["www.example.com", "A", "81.2.69.142"]))
+    };
+    // Without --cacert the system roots do not know the cluster's CA.
+    let out = explain(format!("https://{}", n.admin), None);
+    assert!(!out.status.success());
+    let out = explain(
+        format!("https://localhost:{}", n.admin.port()),
+        Some(&c.client.join("ca.crt")),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("IN A 198.51.100.1"), "{text}");
+    assert!(
+        text.contains("source: the live node at https://localhost:"),
+        "{text}"
+    );
+}
+
 /// The figure for the issue note: median latency of 50 PATCHes over mutual TLS and over
 /// plain HTTP, at the leader and at a follower. `cargo test --test tls -- --ignored --nocapture`.
 #[test]

@@ -2,17 +2,20 @@
 //! every failure becomes (`{"error": "..."}` JSON), bearer-token auth on every mutating
 //! call, and the request types shared with `meridian apply`.
 //!
-//! Routes are under `/api/v1`, but `/healthz` and `/metrics` at the root. Writes go to the
+//! Routes are under `/api/v1`, but `/healthz`, `/metrics` and the dashboard (`/`,
+//! [`dashboard`]) at the root. Writes go to the
 //! cluster as [`Command`]s through its [`Handle`]; reads come from the state applied on
 //! this node (and `/explain` from the snapshot it answers from). The OpenAPI document,
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
 mod dnsapi;
+mod dashboard;
 mod error;
 mod host;
 mod metrics;
 mod redact;
 mod routes;
+mod share;
 mod types;
 
 #[cfg(test)]
@@ -47,6 +50,9 @@ pub const API_PREFIX: &str = "/api/v1";
 
 /// Every route: method and path (axum syntax). The OpenAPI document lists each one.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/dashboard.js"),
+    ("GET", "/dashboard.css"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
@@ -126,6 +132,7 @@ pub fn router(ctx: AdminContext) -> Router {
         published: ctx.published,
         inflight: Default::default(),
         max_body: ctx.max_body,
+        shares: Default::default(),
     });
     let router = match ctx.probes {
         Some(p) => router.layer(axum::Extension(metrics::Probes(p))),
@@ -199,12 +206,16 @@ pub(crate) struct App {
     /// `Idempotency-Key`s whose first write is still under way on this node.
     pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
     pub max_body: usize,
+    /// Recent answer counts per datacenter, for `answers_share` (sampled by a task that
+    /// [`build`] starts).
+    pub shares: Arc<share::AnswerShares>,
 }
 
 /// The router over any control plane.
 pub(crate) fn build(app: App) -> Router {
     use routes::*;
     let app = Arc::new(app);
+    share::spawn(app.reader.clone(), Arc::downgrade(&app.shares));
     let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/cluster", get(get_cluster))
@@ -246,6 +257,9 @@ pub(crate) fn build(app: App) -> Router {
         )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn(write_outcome));

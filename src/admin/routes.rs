@@ -202,6 +202,9 @@ pub struct DatacenterView {
     pub version: u64,
     /// Each node's latest health opinion; empty without a health check.
     pub opinions: Vec<OpinionView>,
+    /// This node's share (0–1) of the last minute's answers that carried this datacenter's
+    /// addresses, among all datacenters' ([`crate::admin::share`]).
+    pub answers_share: f64,
 }
 
 /// One node's latest opinion of a datacenter.
@@ -221,6 +224,7 @@ fn view(
     state: &crate::cluster::State,
     entry: &crate::cluster::state::DcEntry,
     reveal: bool,
+    shares: &std::collections::HashMap<String, f64>,
 ) -> DatacenterView {
     let opinions = state
         .status(&entry.dc.id)
@@ -241,10 +245,12 @@ fn view(
     if !reveal {
         dc.health_check = dc.health_check.as_ref().map(redact::health_check);
     }
+    let answers_share = shares.get(&dc.id).copied().unwrap_or(0.0);
     DatacenterView {
         dc,
         version: entry.version,
         opinions,
+        answers_share,
     }
 }
 
@@ -256,10 +262,11 @@ fn holds_token(app: &App, headers: &HeaderMap) -> bool {
 pub async fn list_datacenters(State(app): St, headers: HeaderMap) -> Json<Vec<DatacenterView>> {
     let state = app.cluster.state();
     let reveal = holds_token(&app, &headers);
+    let shares = app.shares.current(&app.reader.load());
     Json(
         state
             .datacenters()
-            .map(|d| view(&state, d, reveal))
+            .map(|d| view(&state, d, reveal, &shares))
             .collect(),
     )
 }
@@ -276,9 +283,10 @@ pub async fn get_datacenter(
     let Path(id) = path?;
     let state = app.cluster.state();
     let reveal = holds_token(&app, &headers);
+    let shares = app.shares.current(&app.reader.load());
     state
         .datacenter(&id)
-        .map(|d| Json(view(&state, d, reveal)))
+        .map(|d| Json(view(&state, d, reveal, &shares)))
         .ok_or_else(|| no_datacenter(&id))
 }
 

@@ -133,6 +133,7 @@ pub(crate) fn test_api(token: Option<&str>) -> TestApi {
         published: None,
         inflight: Default::default(),
         max_body: crate::admin::BODY_LIMIT,
+        shares: Default::default(),
     });
     TestApi {
         router,

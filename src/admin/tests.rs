@@ -344,9 +344,13 @@ async fn unknown_routes_are_404_json_and_wrong_methods_405_json() {
     let r = get(&t.router, "/api/v1/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.error().contains("/api/v1/nope"));
-    let r = get(&t.router, "/").await;
+    let r = get(&t.router, "/index.html").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     r.error();
+    // The root is the dashboard.
+    let r = get(&t.router, "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.content_type.starts_with("text/html"));
     let r = call(
         &t.router,
         Method::POST,
