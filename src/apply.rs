@@ -205,7 +205,16 @@ pub async fn apply_with_ca(
 
     for ((zone, name), spec) in &inputs.services {
         let segs = ["zones", zone.as_str(), "services", name.as_str()];
-        let current: Option<Service> = api.get_json(&segs).await?;
+        // The service as the API shows it, without its `version`.
+        let current: Option<Service> = match api.get_json::<serde_json::Value>(&segs).await? {
+            Some(mut v) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("version");
+                }
+                Some(serde_json::from_value(v)?)
+            }
+            None => None,
+        };
         let (action, detail) = match &current {
             None => (Action::Create, String::new()),
             Some(svc) if spec.matches(svc) => (Action::Unchanged, String::new()),

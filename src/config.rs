@@ -77,6 +77,34 @@ pub const DEFAULT_BOOTSTRAP_DIR: &str = "zones";
 /// `[admin] max_body` when unset: a zone of about a million records fits.
 pub const DEFAULT_ADMIN_MAX_BODY: usize = 64 * 1024 * 1024;
 
+/// The name of the v1 token (`[admin] token`, `token_file`, `MERIDIAN_ADMIN_TOKEN`).
+pub const V1_TOKEN_NAME: &str = "admin";
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Read,
+    Write,
+}
+
+/// An admin token, its name and its role. The token itself never appears in a `Debug` line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NamedToken {
+    pub name: String,
+    pub token: String,
+    pub role: Role,
+}
+
+impl fmt::Debug for NamedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamedToken")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
 /// Environment variable holding the admin token when the config names none.
 pub const ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
 /// The longest path a unix socket address holds (`sun_path` is 108 bytes with its NUL).
@@ -130,7 +158,12 @@ pub struct NodeConfig {
     /// Admin HTTP API listen address.
     pub admin_listen: SocketAddr,
     /// Bearer token that mutating admin calls must carry; `None`: no token configured.
+    /// It is also in [`NodeConfig::admin_tokens`], as the write token named `admin`.
     pub admin_token: Option<String>,
+    /// Every admin token with its name (the actor of its writes) and role.
+    pub admin_tokens: Vec<NamedToken>,
+    /// `[admin] reads_need_token`: every GET under `/api/v1` needs a read or write token.
+    pub reads_need_token: bool,
     /// The largest admin request body, in bytes (`[admin] max_body`, 64 MiB by default).
     pub admin_max_body: usize,
     /// Raft RPC listen address.
@@ -320,6 +353,18 @@ struct AdminSpec {
     max_body: Option<Spanned<i64>>,
     tls: Option<Spanned<TlsSpec>>,
     hosts: Option<Vec<Spanned<String>>>,
+    tokens: Option<Vec<Spanned<TokenSpec>>>,
+    reads_need_token: Option<bool>,
+}
+
+/// One entry of `[admin] tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSpec {
+    name: String,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    role: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,6 +457,15 @@ impl NodeConfig {
             dns_listen: vec![DEFAULT_DNS_LISTEN],
             admin_listen: DEFAULT_ADMIN_LISTEN,
             admin_token: env_admin_token(),
+            admin_tokens: env_admin_token()
+                .map(|token| NamedToken {
+                    name: V1_TOKEN_NAME.into(),
+                    token,
+                    role: Role::Write,
+                })
+                .into_iter()
+                .collect(),
+            reads_need_token: false,
             admin_max_body: DEFAULT_ADMIN_MAX_BODY,
             raft_listen: DEFAULT_RAFT_LISTEN,
             raft_peers: BTreeMap::from([(DEFAULT_NODE_ID, DEFAULT_RAFT_LISTEN)]),
@@ -622,11 +676,75 @@ impl Cx<'_> {
             Some(token) => Some(token),
             None => env_token,
         };
+        let mut admin_tokens: Vec<NamedToken> = admin_token
+            .iter()
+            .map(|token| NamedToken {
+                name: V1_TOKEN_NAME.into(),
+                token: token.clone(),
+                role: Role::Write,
+            })
+            .collect();
+        let mut token_warnings = Vec::new();
+        for entry in spec.admin.tokens.iter().flatten() {
+            let t = entry.get_ref();
+            let name = t.name.trim();
+            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+                return Err(self.invalid(
+                    entry.span(),
+                    "[admin] tokens: `name` must be 1 to 64 printable characters",
+                ));
+            }
+            let role = match t.role.as_str() {
+                "read" => Role::Read,
+                "write" => Role::Write,
+                other => {
+                    return Err(self.invalid(
+                        entry.span(),
+                        format!("[admin] tokens: role {other:?}: give \"read\" or \"write\""),
+                    ))
+                }
+            };
+            let Some(token) = self.secret(
+                ("[admin] tokens: token", t.token.as_ref()),
+                ("[admin] tokens: token_file", t.token_file.as_ref()),
+            )?
+            else {
+                return Err(self.invalid(
+                    entry.span(),
+                    format!("[admin] tokens: {name:?} has neither `token` nor `token_file`"),
+                ));
+            };
+            if let Some(file) = &t.token_file {
+                token_warnings.extend(self.loose_mode("[admin] tokens: token_file", file));
+            }
+            for other in &admin_tokens {
+                if other.name == name {
+                    return Err(self.invalid(
+                        entry.span(),
+                        format!("[admin] tokens: two tokens are named {name:?}"),
+                    ));
+                }
+                if other.token == token {
+                    return Err(self.invalid(
+                        entry.span(),
+                        format!(
+                            "[admin] tokens: {name:?} has the same token as {:?}",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+            admin_tokens.push(NamedToken {
+                name: name.to_string(),
+                token,
+                role,
+            });
+        }
         let raft_secret = self.secret(
             ("[raft] secret", spec.raft.secret.as_ref()),
             ("[raft] secret_file", spec.raft.secret_file.as_ref()),
         )?;
-        let mut warnings = Vec::new();
+        let mut warnings = token_warnings;
         for (key, file) in [
             ("[admin] token_file", spec.admin.token_file.as_ref()),
             ("[raft] secret_file", spec.raft.secret_file.as_ref()),
@@ -708,6 +826,8 @@ impl Cx<'_> {
             dns_listen,
             admin_listen,
             admin_token,
+            admin_tokens,
+            reads_need_token: spec.admin.reads_need_token.unwrap_or(false),
             admin_max_body,
             raft_listen,
             raft_peers,

@@ -359,7 +359,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         )));
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
-    let admin_token = admin::token_cell(config.admin_token.clone());
+    let admin_token = admin::token_cell(admin::Access::of(&config));
     let reload_task = tokio::spawn(reload_on_sighup(
         service.reloads(),
         config.source.clone(),
@@ -485,11 +485,8 @@ async fn import_bootstrap(
         }
         if handle.status().leader == Some(handle.node_id()) {
             // One id for every attempt: an import applies once.
-            match handle
-                .write(cmd.clone(), import_id.clone())
-                .await
-                .map(|c| c.response)
-            {
+            let req = cluster::Request::with_id(cmd.clone(), import_id.clone()).by("bootstrap");
+            match handle.propose(req).await.map(|c| c.response) {
                 Ok(cluster::Response::Rejected { why }) => {
                     tracing::error!(error = why.message(), "bootstrap import rejected");
                     break;
@@ -527,21 +524,22 @@ async fn reload_on_sighup(
         };
         match crate::config::NodeConfig::load(path) {
             Ok(c) => {
-                let changed = token.load().as_deref() != c.admin_token.as_ref();
-                token.store(c.admin_token.filter(|t| !t.is_empty()).map(Arc::new));
+                let access = admin::Access::of(&c);
+                let changed = token.load().tokens != access.tokens;
+                token.store(Arc::new(access));
                 for w in &c.warnings {
                     tracing::warn!("{w}");
                 }
                 tracing::info!(
                     config = %path.display(),
                     token_changed = changed,
-                    "SIGHUP: admin token re-read (certificates are re-read when their files change)"
+                    "SIGHUP: admin tokens re-read (certificates are re-read when their files change)"
                 );
             }
             Err(e) => tracing::error!(
                 config = %path.display(),
                 error = %e,
-                "SIGHUP: the config file does not load; the admin token stays as it was"
+                "SIGHUP: the config file does not load; the admin tokens stay as they were"
             ),
         }
     }
@@ -609,7 +607,8 @@ async fn health_loop(
                         up: v.up,
                         reason: v.reason.clone(),
                     };
-                    match handle.write(cmd, cluster::new_request_id()).await {
+                    let req = cluster::Request::with_id(cmd, cluster::new_request_id()).by("health");
+                    match handle.propose(req).await {
                         Ok(_) => tracing::debug!(dc = %v.dc, up = v.up, reason = %v.reason, "health verdict logged"),
                         Err(e) => tracing::warn!(dc = %v.dc, up = v.up, error = %e, "health verdict not logged"),
                     }

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::admin::error::{ApiError, JsonBody};
-use crate::admin::routes::{deleted, put_status, write, zone_key, IdempotencyKey};
+use crate::admin::routes::{deleted, put_status, write, zone_key, WriteMeta};
 use crate::admin::App;
 use crate::cluster::Command;
 use crate::zoneconf::{canonical_key_name, TsigKeySpec, ZoneSettings};
@@ -99,7 +99,7 @@ pub async fn get_tsig_key(
 
 pub async fn put_tsig_key(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     JsonBody(spec): JsonBody<TsigKeySpec>,
@@ -134,7 +134,7 @@ pub async fn put_tsig_key(
 
 pub async fn delete_tsig_key(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
@@ -169,7 +169,7 @@ pub async fn get_zone_settings(
 
 pub async fn put_zone_settings(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     JsonBody(settings): JsonBody<ZoneSettings>,

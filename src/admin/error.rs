@@ -25,6 +25,12 @@ pub enum ApiError {
     /// 401: no token, a wrong token, or no token configured on the node.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: a read token on a write.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 412: `If-Match` names a version the object no longer has.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// 404: no such route or object.
     #[error("{0}")]
     NotFound(String),
@@ -62,6 +68,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -107,6 +115,7 @@ impl From<Rejection> for ApiError {
             Rejection::NotFound(m) => ApiError::NotFound(m),
             Rejection::Conflict(m) => ApiError::Conflict(m),
             Rejection::Invalid(m) => ApiError::Unprocessable(m),
+            Rejection::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
         }
     }
 }

@@ -8,8 +8,8 @@
 //! this node (and `/explain` from the snapshot it answers from). The OpenAPI document,
 //! `GET /api/v1/openapi.json`, is `openapi.json` beside this file.
 
-mod dnsapi;
 mod dashboard;
+mod dnsapi;
 mod error;
 mod host;
 mod metrics;
@@ -35,7 +35,8 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use crate::cluster::{self, ClusterStatus, Command, Committed, Handle, RaftNode, WriteError};
+use crate::cluster::{self, ClusterStatus, Committed, Handle, RaftNode, WriteError};
+use crate::config::{NamedToken, Role};
 use crate::snapshot::SnapshotReader;
 
 pub use error::{ApiError, BODY_LIMIT};
@@ -74,6 +75,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/zones/{origin}/services/{name}"),
     ("DELETE", "/api/v1/zones/{origin}/services/{name}"),
     ("POST", "/api/v1/cookie-secret/rotate"),
+    ("GET", "/api/v1/history"),
+    ("GET", "/api/v1/history/{index}"),
+    ("POST", "/api/v1/rollback"),
     ("GET", "/api/v1/explain"),
     ("GET", "/api/v1/tsig-keys"),
     ("GET", "/api/v1/tsig-keys/{name}"),
@@ -145,7 +149,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The control plane as the routes use it: the cluster [`Handle`], or a fake in tests.
 pub(crate) trait ControlPlane: Send + Sync + 'static {
-    fn write(&self, cmd: Command, id: String) -> BoxFuture<'_, Result<Committed, WriteError>>;
+    fn write(&self, req: cluster::Request) -> BoxFuture<'_, Result<Committed, WriteError>>;
     fn state(&self) -> Arc<cluster::State>;
     fn status(&self) -> ClusterStatus;
     fn add_member(
@@ -159,8 +163,8 @@ pub(crate) trait ControlPlane: Send + Sync + 'static {
 }
 
 impl ControlPlane for Handle {
-    fn write(&self, cmd: Command, id: String) -> BoxFuture<'_, Result<Committed, WriteError>> {
-        Box::pin(RaftNode::write(self, cmd, id))
+    fn write(&self, req: cluster::Request) -> BoxFuture<'_, Result<Committed, WriteError>> {
+        Box::pin(RaftNode::propose(self, req))
     }
 
     fn state(&self) -> Arc<cluster::State> {
@@ -186,14 +190,56 @@ impl ControlPlane for Handle {
     }
 }
 
-/// The admin token in force, replaced whole on reload (SIGHUP).
-pub type TokenCell = Arc<arc_swap::ArcSwapOption<String>>;
+/// Who may do what: the named tokens and whether reads need one.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub tokens: Vec<NamedToken>,
+    pub reads_need_token: bool,
+}
 
-/// A cell holding `token` (an empty token is none).
-pub fn token_cell(token: Option<String>) -> TokenCell {
-    Arc::new(arc_swap::ArcSwapOption::from(
-        token.filter(|t| !t.is_empty()).map(Arc::new),
-    ))
+impl Access {
+    /// The access a node config gives.
+    pub fn of(config: &crate::config::NodeConfig) -> Access {
+        Access {
+            tokens: config.admin_tokens.clone(),
+            reads_need_token: config.reads_need_token,
+        }
+    }
+
+    /// The v1 form: one write token named `admin` (an empty one is none).
+    pub fn single(token: Option<String>) -> Access {
+        Access {
+            tokens: token
+                .filter(|t| !t.is_empty())
+                .map(|token| NamedToken {
+                    name: crate::config::V1_TOKEN_NAME.into(),
+                    token,
+                    role: Role::Write,
+                })
+                .into_iter()
+                .collect(),
+            reads_need_token: false,
+        }
+    }
+
+    /// The token `given` is, compared with every token in constant time.
+    fn find(&self, given: &str) -> Option<&NamedToken> {
+        let mut found = None;
+        for t in &self.tokens {
+            if constant_time_eq(given.as_bytes(), t.token.as_bytes()) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+}
+
+/// The access in force, replaced whole on reload (SIGHUP).
+pub type TokenCell = Arc<arc_swap::ArcSwap<Access>>;
+
+/// A cell holding `access`.
+pub fn token_cell(access: Access) -> TokenCell {
+    Arc::new(arc_swap::ArcSwap::from_pointee(access))
 }
 
 /// The routes' shared state.
@@ -244,6 +290,9 @@ pub(crate) fn build(app: App) -> Router {
             put(put_service).get(get_service).delete(delete_service),
         )
         .route("/api/v1/cookie-secret/rotate", post(rotate_cookie_secret))
+        .route("/api/v1/history", get(list_history))
+        .route("/api/v1/history/{index}", get(get_history_entry))
+        .route("/api/v1/rollback", post(rollback))
         .route("/api/v1/tsig-keys", get(dnsapi::list_tsig_keys))
         .route(
             "/api/v1/tsig-keys/{name}",
@@ -302,32 +351,67 @@ async fn write_outcome(req: Request, next: Next) -> HttpResponse {
     HttpResponse::from_parts(parts, axum::body::Body::from(body))
 }
 
-/// Mutating calls (anything but GET, HEAD and OPTIONS) need `Authorization: Bearer TOKEN`.
-async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> HttpResponse {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
+/// Mutating calls (anything but GET, HEAD and OPTIONS) need a write token; with
+/// `reads_need_token`, every GET under `/api/v1` needs a read or write token. The token's
+/// name goes with the request as its [`routes::Actor`].
+async fn require_token(State(app): State<Arc<App>>, mut req: Request, next: Next) -> HttpResponse {
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let access = app.token.load();
+    // `/healthz`, `/metrics` and the dashboard's files are open whatever is configured.
+    let guarded_read = access.reads_need_token && req.uri().path().starts_with("/api/v1");
+    if !reading && access.tokens.is_empty() {
+        return ApiError::Unauthorized(
+            "no admin token is configured on this node ([admin] token, token_file, tokens or MERIDIAN_ADMIN_TOKEN); writes are refused"
+                .into(),
+        )
+        .into_response();
     }
-    match check_token(&app.token, req.headers().get(header::AUTHORIZATION)) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    let holder = match holder(&access, req.headers().get(header::AUTHORIZATION)) {
+        Ok(h) => h,
+        // A read that needs no token is served whatever its Authorization says.
+        Err(_) if reading && !guarded_read => None,
+        Err(e) => return e.into_response(),
+    };
+    if reading {
+        if guarded_read && holder.is_none() {
+            return ApiError::Unauthorized(
+                "reads need a token on this node ([admin] reads_need_token): send Authorization: Bearer TOKEN"
+                    .into(),
+            )
+            .into_response();
+        }
+    } else {
+        match &holder {
+            None => {
+                return ApiError::Unauthorized(
+                    "this call needs an Authorization: Bearer TOKEN header".into(),
+                )
+                .into_response()
+            }
+            Some(t) if t.role != Role::Write => {
+                return ApiError::Forbidden(format!(
+                    "the token {:?} may read only; this call needs a write token",
+                    t.name
+                ))
+                .into_response()
+            }
+            Some(_) => {}
+        }
     }
+    if let Some(t) = holder {
+        req.extensions_mut().insert(routes::Actor(t.name.clone()));
+    }
+    next.run(req).await
 }
 
-fn check_token(
-    token: &TokenCell,
+/// The token an `Authorization` header carries: `Ok(None)` without one, an error for a
+/// malformed header or a token that is none of ours.
+fn holder(
+    access: &Access,
     header: Option<&axum::http::HeaderValue>,
-) -> Result<(), ApiError> {
-    let token = token.load();
-    let Some(configured) = token.as_deref().filter(|t| !t.is_empty()) else {
-        return Err(ApiError::Unauthorized(
-            "no admin token is configured on this node ([admin] token, token_file or MERIDIAN_ADMIN_TOKEN); writes are refused"
-                .into(),
-        ));
-    };
+) -> Result<Option<NamedToken>, ApiError> {
     let Some(value) = header else {
-        return Err(ApiError::Unauthorized(
-            "this call needs an Authorization: Bearer TOKEN header".into(),
-        ));
+        return Ok(None);
     };
     let value = value.to_str().unwrap_or("").trim();
     let given = match value.split_once(' ') {
@@ -338,11 +422,16 @@ fn check_token(
             ))
         }
     };
-    if constant_time_eq(given.as_bytes(), configured.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("wrong admin token".into()))
+    match access.find(given) {
+        Some(t) => Ok(Some(t.clone())),
+        None => Err(ApiError::Unauthorized("wrong admin token".into())),
     }
+}
+
+/// Whether a request carries a write token (it may see health-check credentials).
+pub(crate) fn holds_write_token(app: &App, header: Option<&axum::http::HeaderValue>) -> bool {
+    let access = app.token.load();
+    matches!(holder(&access, header), Ok(Some(t)) if t.role == Role::Write)
 }
 
 /// Compare without an early exit: the time depends on the lengths only.

@@ -28,26 +28,77 @@ const TEXT_DNS: &str = "text/dns";
 const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A write's `Idempotency-Key` header, if it has one.
-pub struct IdempotencyKey(Option<String>);
+pub struct WriteMeta {
+    /// `Idempotency-Key`.
+    key: Option<String>,
+    /// Who writes: the token's name (set by the token check).
+    actor: String,
+    /// `If-Match: "N"`: the version the object must still have.
+    if_match: Option<u64>,
+}
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+/// The name of the token a request carries (set by the token check), the actor of its writes.
+#[derive(Clone, Debug)]
+pub struct Actor(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WriteMeta {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, ApiError> {
-        let Some(v) = parts.headers.get("idempotency-key") else {
-            return Ok(IdempotencyKey(None));
+        let actor = parts
+            .extensions
+            .get::<Actor>()
+            .map_or_else(|| "admin".to_string(), |a| a.0.clone());
+        let key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let key = v.to_str().unwrap_or("").trim();
+                if key.is_empty() || key.len() > 255 {
+                    return Err(ApiError::BadRequest(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                    ));
+                }
+                Some(key.to_string())
+            }
         };
-        let key = v.to_str().unwrap_or("").trim();
-        if key.is_empty() || key.len() > 255 {
-            return Err(ApiError::BadRequest(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            ));
-        }
-        Ok(IdempotencyKey(Some(key.to_string())))
+        let if_match = match parts.headers.get(header::IF_MATCH) {
+            None => None,
+            Some(v) => {
+                let text = v.to_str().unwrap_or("").trim();
+                let n = text
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "If-Match must be a version in quotes, as the ETag gives it (\"42\"), not {text:?}"
+                        ))
+                    })?;
+                Some(n)
+            }
+        };
+        Ok(WriteMeta {
+            key,
+            actor,
+            if_match,
+        })
     }
+}
+
+/// An object with its version, as the API shows it.
+#[derive(serde::Serialize)]
+pub struct Versioned<T> {
+    #[serde(flatten)]
+    pub object: T,
+    pub version: u64,
+}
+
+/// `ETag: "N"` for an object at version `version`.
+pub(crate) fn etag(version: u64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
 }
 
 /// Forgets an in-flight `Idempotency-Key` when its write is done, however it ends.
@@ -65,15 +116,16 @@ impl Drop for InFlight<'_> {
 /// said; a rejection becomes its HTTP error. With an `Idempotency-Key`, the request id is
 /// derived from it (and the token), so a retry gets the first attempt's result.
 #[tracing::instrument(level = "info", skip_all, fields(cmd = cmd.name()))]
-pub(crate) async fn write(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<Response> {
-    write_at(app, cmd, key).await.map(|(r, _)| r)
+pub(crate) async fn write(app: &App, cmd: Command, meta: &WriteMeta) -> Res<Response> {
+    write_at(app, cmd, meta).await.map(|(r, _)| r)
 }
 
-/// [`write`], with the log index the write was committed at.
-async fn write_at(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<(Response, u64)> {
-    let (id, _guard) = match &key.0 {
+/// [`write`], with the log index the write was committed at (the object's new version).
+pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(Response, u64)> {
+    let target = crate::cluster::state::history::target_of(&cmd);
+    let (id, _guard) = match &meta.key {
         Some(k) => {
-            let id = format!("idem:admin:{k}");
+            let id = format!("idem:{}:{k}", meta.actor);
             let fresh = app
                 .inflight
                 .lock()
@@ -89,7 +141,16 @@ async fn write_at(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<(Respons
         }
         None => (cluster::new_request_id(), InFlight(app, None)),
     };
-    let committed = app.cluster.write(cmd, id).await?;
+    let mut req = cluster::Request::with_id(cmd, id).by(&meta.actor);
+    if let Some(version) = meta.if_match {
+        let Some(target) = target.clone() else {
+            return Err(ApiError::BadRequest(
+                "If-Match is not taken by this call".into(),
+            ));
+        };
+        req = req.if_match(target, version);
+    }
+    let committed = app.cluster.write(req).await?;
     if let Some(published) = &app.published {
         let mut rx = published.clone();
         let index = committed.index;
@@ -103,8 +164,20 @@ async fn write_at(app: &App, cmd: Command, key: &IdempotencyKey) -> Res<(Respons
     match committed.response {
         Response::Rejected { why } => Err(why.into()),
         r => {
-            tracing::info!(index = committed.index, result = ?r, "write committed");
-            Ok((r, committed.index))
+            tracing::info!(
+                actor = %meta.actor,
+                target = target.as_deref().unwrap_or("-"),
+                index = committed.index,
+                result = ?r,
+                "write committed"
+            );
+            // The object's version as this node now has it (a repeated request answers the
+            // first one's result; its object may have moved on since).
+            let version = target
+                .map(|t| app.cluster.state().version_of(&t))
+                .filter(|v| *v > 0)
+                .unwrap_or(committed.index);
+            Ok((r, version))
         }
     }
 }
@@ -256,7 +329,7 @@ fn view(
 
 /// Whether a read carries the write token (and may see credentials).
 fn holds_token(app: &App, headers: &HeaderMap) -> bool {
-    crate::admin::check_token(&app.token, headers.get(header::AUTHORIZATION)).is_ok()
+    crate::admin::holds_write_token(app, headers.get(header::AUTHORIZATION))
 }
 
 pub async fn list_datacenters(State(app): St, headers: HeaderMap) -> Json<Vec<DatacenterView>> {
@@ -279,23 +352,23 @@ pub async fn get_datacenter(
     State(app): St,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Res<Json<DatacenterView>> {
+) -> Res<HttpResponse> {
     let Path(id) = path?;
     let state = app.cluster.state();
     let reveal = holds_token(&app, &headers);
     let shares = app.shares.current(&app.reader.load());
     state
         .datacenter(&id)
-        .map(|d| Json(view(&state, d, reveal, &shares)))
+        .map(|d| (etag(d.version), Json(view(&state, d, reveal, &shares))).into_response())
         .ok_or_else(|| no_datacenter(&id))
 }
 
 pub async fn put_datacenter(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<String>, PathRejection>,
     JsonBody(spec): JsonBody<DatacenterSpec>,
-) -> Res<(StatusCode, Json<Datacenter>)> {
+) -> Res<HttpResponse> {
     let Path(id) = path?;
     if let Some(body_id) = &spec.id {
         if *body_id != id {
@@ -307,7 +380,7 @@ pub async fn put_datacenter(
     let (mut dc, set_state) = spec.to_datacenter(&id);
     dc.validate()
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let r = write(
+    let (r, version) = write_at(
         &app,
         Command::PutDatacenter {
             dc: dc.clone(),
@@ -321,15 +394,23 @@ pub async fn put_datacenter(
     let old = app.cluster.state().datacenter(&id).map(|e| e.dc.clone());
     dc.state = set_state.unwrap_or_else(|| old.as_ref().map_or(DcState::Active, |o| o.state));
     dc.health = old.map_or(Health::Unknown, |o| o.health);
-    Ok((status, Json(dc)))
+    Ok((
+        status,
+        etag(version),
+        Json(Versioned {
+            object: dc,
+            version,
+        }),
+    )
+        .into_response())
 }
 
 pub async fn patch_datacenter(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<String>, PathRejection>,
     JsonBody(patch): JsonBody<DatacenterPatch>,
-) -> Res<Json<Datacenter>> {
+) -> Res<HttpResponse> {
     let Path(id) = path?;
     if patch.weight.is_none() && patch.state.is_none() {
         return Err(ApiError::Unprocessable(
@@ -343,7 +424,7 @@ pub async fn patch_datacenter(
             )));
         }
     }
-    let r = write(
+    let (r, version) = write_at(
         &app,
         Command::PatchDatacenter {
             id,
@@ -354,14 +435,21 @@ pub async fn patch_datacenter(
     )
     .await?;
     match r {
-        Response::Updated { dc } => Ok(Json(*dc)),
+        Response::Updated { dc } => Ok((
+            etag(version),
+            Json(Versioned {
+                object: *dc,
+                version,
+            }),
+        )
+            .into_response()),
         other => Err(unexpected(&other)),
     }
 }
 
 pub async fn delete_datacenter(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<StatusCode> {
     let Path(id) = path?;
@@ -387,6 +475,145 @@ pub async fn datacenter_events(
     Ok(Json(events))
 }
 
+// ---- history and rollback ----------------------------------------------------------
+
+/// `GET /history` query: `limit` (default 50, at most 1,000) entries with an index below
+/// `before`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+/// A history entry as the API shows it.
+#[derive(serde::Serialize)]
+pub struct HistoryView {
+    index: u64,
+    time: String,
+    actor: String,
+    kind: String,
+    target: Option<String>,
+    summary: String,
+}
+
+fn history_view(e: &crate::cluster::state::HistoryEntry) -> HistoryView {
+    HistoryView {
+        index: e.index,
+        time: rfc3339(e.at_ms),
+        actor: e.actor.clone(),
+        kind: e.kind.clone(),
+        target: e.target.clone(),
+        summary: e.summary.clone(),
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC).
+fn rfc3339(at_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub async fn list_history(
+    State(app): St,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Res<Json<Vec<HistoryView>>> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit}: give 1 to 1000"
+        )));
+    }
+    let state = app.cluster.state();
+    let list = state
+        .history_before(q.before.unwrap_or(u64::MAX), limit)
+        .iter()
+        .map(|e| history_view(e))
+        .collect();
+    Ok(Json(list))
+}
+
+/// An object as the API shows it, for `before`/`after`.
+fn shown_json(shown: Option<crate::cluster::state::Shown>) -> serde_json::Value {
+    use crate::cluster::state::Shown;
+    match shown {
+        None => serde_json::Value::Null,
+        Some(Shown::Datacenter(dc)) => {
+            let mut dc = (*dc).clone();
+            if let Some(check) = dc.health_check.as_mut() {
+                *check = redact::health_check(check);
+            }
+            serde_json::to_value(dc).unwrap_or_default()
+        }
+        Some(Shown::Service(s)) => serde_json::to_value(&*s).unwrap_or_default(),
+        Some(Shown::Zone(text)) => serde_json::Value::String(text),
+    }
+}
+
+pub async fn get_history_entry(
+    State(app): St,
+    path: Result<Path<u64>, PathRejection>,
+) -> Res<Json<serde_json::Value>> {
+    let Path(index) = path?;
+    let state = app.cluster.state();
+    let entry = state
+        .history_entry(index)
+        .ok_or_else(|| ApiError::NotFound(format!("no history entry {index}")))?;
+    let mut body = serde_json::to_value(history_view(entry)).unwrap_or_default();
+    // Every routing object the entry changed, before and after; `before`/`after` are the
+    // entry's target's (a rollback, which changes many, has them in `changes` only).
+    let changes: Vec<serde_json::Value> = entry
+        .undo
+        .iter()
+        .map(|(target, _)| {
+            serde_json::json!({
+                "target": target,
+                "before": shown_json(state.shown_before(target, index)),
+                "after": shown_json(state.shown_after(target, index)),
+            })
+        })
+        .collect();
+    let (before, after) = match &entry.target {
+        Some(t)
+            if t.starts_with("datacenter/")
+                || t.starts_with("zone/")
+                || t.starts_with("service/") =>
+        {
+            (
+                shown_json(state.shown_before(t, index)),
+                shown_json(state.shown_after(t, index)),
+            )
+        }
+        _ => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    body["before"] = before;
+    body["after"] = after;
+    body["changes"] = serde_json::Value::Array(changes);
+    Ok(Json(body))
+}
+
+/// `POST /rollback` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    to: u64,
+}
+
+pub async fn rollback(
+    State(app): St,
+    key: WriteMeta,
+    JsonBody(req): JsonBody<RollbackRequest>,
+) -> Res<Json<serde_json::Value>> {
+    let (r, index) = write_at(&app, Command::Rollback { to: req.to }, &key).await?;
+    match r {
+        Response::RolledBack { changed } => Ok(Json(
+            serde_json::json!({ "index": index, "changed": changed }),
+        )),
+        other => Err(unexpected(&other)),
+    }
+}
+
 // ---- DNS cookies -------------------------------------------------------------------
 
 /// The body of a rotation: nothing, or an empty JSON object.
@@ -398,7 +625,7 @@ pub struct RotateRequest {}
 /// made with the current one stay valid (for the rest of their hour).
 pub async fn rotate_cookie_secret(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Res<Json<serde_json::Value>> {
@@ -443,24 +670,24 @@ pub async fn get_zone(
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
     let key = zone_key(&origin)?;
-    let text = app
+    let (text, version) = app
         .cluster
         .state()
         .zone(&key)
-        .map(|z| z.text.to_string())
+        .map(|z| (z.text.to_string(), z.version))
         .ok_or_else(|| ApiError::NotFound(format!("no zone {key}")))?;
-    Ok(zone_text(StatusCode::OK, text))
+    Ok((etag(version), zone_text(StatusCode::OK, text)).into_response())
 }
 
 pub async fn put_zone(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<String>, PathRejection>,
     ZoneText(text): ZoneText,
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
-    let r = write(
+    let (r, version) = write_at(
         &app,
         Command::PutZone {
             origin,
@@ -469,12 +696,12 @@ pub async fn put_zone(
         &key,
     )
     .await?;
-    Ok(zone_text(put_status(&r)?, text))
+    Ok((etag(version), zone_text(put_status(&r)?, text)).into_response())
 }
 
 pub async fn delete_zone(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<StatusCode> {
     let Path(origin) = path?;
@@ -487,7 +714,7 @@ pub async fn delete_zone(
 pub async fn list_services(
     State(app): St,
     path: Result<Path<String>, PathRejection>,
-) -> Res<Json<Vec<Service>>> {
+) -> Res<Json<Vec<Versioned<Service>>>> {
     let Path(origin) = path?;
     let key = zone_key(&origin)?;
     let state = app.cluster.state();
@@ -496,7 +723,10 @@ pub async fn list_services(
     }
     let list = state
         .services_in(&key)
-        .map(|(_, s)| (*s.service).clone())
+        .map(|(_, s)| Versioned {
+            object: (*s.service).clone(),
+            version: s.version,
+        })
         .collect();
     Ok(Json(list))
 }
@@ -512,7 +742,7 @@ fn service_key(path: Result<Path<(String, String)>, PathRejection>) -> Res<(Stri
 pub async fn get_service(
     State(app): St,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Res<Json<Service>> {
+) -> Res<HttpResponse> {
     let (zone, name) = service_key(path)?;
     let state = app.cluster.state();
     if state.zone(&zone).is_none() {
@@ -520,16 +750,22 @@ pub async fn get_service(
     }
     state
         .service(&zone, &name)
-        .map(|s| Json((*s.service).clone()))
+        .map(|s| {
+            let view = Versioned {
+                object: (*s.service).clone(),
+                version: s.version,
+            };
+            (etag(s.version), Json(view)).into_response()
+        })
         .ok_or_else(|| ApiError::NotFound(format!("no service {name} in {zone}")))
 }
 
 pub async fn put_service(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<(String, String)>, PathRejection>,
     JsonBody(spec): JsonBody<ServiceSpec>,
-) -> Res<(StatusCode, Json<Service>)> {
+) -> Res<HttpResponse> {
     let (zone, name) = service_key(path)?;
     if let Some(z) = &spec.zone {
         if zone_key(z)? != zone {
@@ -550,7 +786,7 @@ pub async fn put_service(
     service
         .validate(|_| true)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let r = write(
+    let (r, version) = write_at(
         &app,
         Command::PutService {
             service: service.clone(),
@@ -558,12 +794,16 @@ pub async fn put_service(
         &key,
     )
     .await?;
-    Ok((put_status(&r)?, Json(service)))
+    let view = Versioned {
+        object: service,
+        version,
+    };
+    Ok((put_status(&r)?, etag(version), Json(view)).into_response())
 }
 
 pub async fn delete_service(
     State(app): St,
-    key: IdempotencyKey,
+    key: WriteMeta,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Res<StatusCode> {
     let (zone, name) = service_key(path)?;

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 
 use crate::admin::{build, App, BoxFuture, ControlPlane, Readiness};
-use crate::cluster::{self, ClusterStatus, Command, Committed, Member, Response, WriteError};
+use crate::cluster::{self, ClusterStatus, Committed, Member, Response, WriteError};
 use crate::snapshot::{self, Snapshot, SnapshotPublisher};
 
 /// Applies every write at once, like a one-node cluster that always has quorum.
@@ -46,14 +46,14 @@ impl FakeCluster {
 }
 
 impl ControlPlane for Arc<FakeCluster> {
-    fn write(&self, cmd: Command, id: String) -> BoxFuture<'_, Result<Committed, WriteError>> {
+    fn write(&self, req: cluster::Request) -> BoxFuture<'_, Result<Committed, WriteError>> {
         Box::pin(async move {
             self.check()?;
             let index = self.index.fetch_add(1, Ordering::Relaxed) + 1;
             let mut response = Response::Noop;
             self.state.rcu(|s| {
                 let mut next = (**s).clone();
-                response = next.apply(&cmd, Some(&id), 0, index).0;
+                response = next.apply_request(&req, index).0;
                 next
             });
             Ok(Committed { response, index })
@@ -129,7 +129,7 @@ pub(crate) fn test_api(token: Option<&str>) -> TestApi {
         cluster: Arc::new(cluster.clone()),
         reader: publisher.reader(),
         ready: ready.clone(),
-        token: crate::admin::token_cell(token.map(str::to_string)),
+        token: crate::admin::token_cell(crate::admin::Access::single(token.map(str::to_string))),
         published: None,
         inflight: Default::default(),
         max_body: crate::admin::BODY_LIMIT,

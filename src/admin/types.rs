@@ -127,6 +127,9 @@ pub struct ServiceSpec {
     pub overrides: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub on_all_down: OnAllDown,
+    /// Ignored: the version a GET shows (send it as `If-Match` instead).
+    #[serde(default, skip_serializing)]
+    pub version: Option<serde_json::Value>,
 }
 
 fn default_ttl() -> u32 {
@@ -145,6 +148,7 @@ impl ServiceSpec {
             answers: svc.answers,
             overrides: svc.overrides.clone(),
             on_all_down: svc.on_all_down,
+            version: None,
         }
     }
 

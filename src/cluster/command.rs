@@ -60,6 +60,11 @@ pub enum Command {
     RotateCookieSecret {
         secret: CookieSecret,
     },
+    /// Put every datacenter, zone and service back as it was right after history entry
+    /// `to` (health, TSIG keys, zone settings and DNSSEC keys stay as they are).
+    Rollback {
+        to: u64,
+    },
     /// The bootstrap import: all of it, or nothing. Applied only to an empty state.
     Import {
         zones: Vec<(String, String)>,
@@ -100,6 +105,7 @@ impl Command {
             Command::DeleteService { .. } => "delete_service",
             Command::HealthReport { .. } => "health_report",
             Command::RotateCookieSecret { .. } => "rotate_cookie_secret",
+            Command::Rollback { .. } => "rollback",
             Command::Import { .. } => "import",
             Command::PutTsigKey { .. } => "put_tsig_key",
             Command::DeleteTsigKey { .. } => "delete_tsig_key",
@@ -159,6 +165,8 @@ pub enum Rejection {
     Conflict(String),
     /// Well-formed but invalid (unknown datacenter, bad coordinates): 422.
     Invalid(String),
+    /// The object changed since the version the write was conditioned on (`If-Match`): 412.
+    PreconditionFailed(String),
 }
 
 impl Rejection {
@@ -167,7 +175,8 @@ impl Rejection {
             Rejection::BadRequest(m)
             | Rejection::NotFound(m)
             | Rejection::Conflict(m)
-            | Rejection::Invalid(m) => m,
+            | Rejection::Invalid(m)
+            | Rejection::PreconditionFailed(m) => m,
         }
     }
 }
@@ -188,5 +197,9 @@ pub enum Response {
     Noop,
     Rejected {
         why: Rejection,
+    },
+    /// A rollback: the targets it put back (`datacenter/lon`, `zone/example.com.`, …).
+    RolledBack {
+        changed: Vec<String>,
     },
 }

@@ -19,6 +19,7 @@ pub mod node;
 pub use network::Committed;
 pub use node::{start, ClusterConfig, StartError, Started, WRITE_DEADLINE};
 pub use store::{Applied, Change};
+pub use types::Request;
 
 pub use handle::{ClusterStatus, Handle, Member, RaftNode, WriteError};
 

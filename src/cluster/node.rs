@@ -166,6 +166,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         network,
         sm,
     });
+    tokio::spawn(log_leader_changes(raft.clone(), cfg.node_id));
     let write_inner = inner.clone();
     let write: network::WriteFn = Arc::new(move |mut req: Request| {
         let inner = write_inner.clone();
@@ -294,9 +295,13 @@ impl RaftNode {
     /// Propose a command: here when leading, else at the leader; wait out an election (up
     /// to [`WRITE_DEADLINE`]). The request id makes a repeat harmless: the state machine
     /// applies an id once. The error says whether the write may still apply.
-    #[tracing::instrument(level = "debug", skip_all, fields(cmd = cmd.name()))]
     pub async fn write(&self, cmd: Command, id: String) -> Result<Committed, WriteError> {
-        let req = Request::with_id(cmd, id);
+        self.propose(Request::with_id(cmd, id).by("system")).await
+    }
+
+    /// [`RaftNode::write`] of a whole request (its id, actor and precondition set).
+    #[tracing::instrument(level = "debug", skip_all, fields(cmd = req.cmd.name(), actor = req.actor.as_deref().unwrap_or("system")))]
+    pub async fn propose(&self, req: Request) -> Result<Committed, WriteError> {
         let deadline = Instant::now() + WRITE_DEADLINE;
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
@@ -592,5 +597,29 @@ fn membership_result<T>(
             Err(MemberError::Write(WriteError::Membership(e.to_string())))
         }
         Err(RaftError::Fatal(f)) => Err(MemberError::Write(WriteError::Unknown(f.to_string()))),
+    }
+}
+
+/// Log each change of leader (and of this node's own leadership) once, at info: who leads
+/// now, for which term. Ends with the Raft node.
+async fn log_leader_changes(raft: Raft, me: u64) {
+    let mut metrics = raft.metrics();
+    let mut last = None;
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            match leader {
+                Some(l) if l == me => tracing::info!(term, "this node is the leader now"),
+                Some(l) => tracing::info!(leader = l, term, "leader changed"),
+                None => tracing::info!(term, previous = ?last, "no leader known"),
+            }
+            last = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

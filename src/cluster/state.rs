@@ -16,13 +16,17 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Rejection, Response};
+use crate::cluster::types::Request;
 use crate::model::{Datacenter, DcState, Health, Service};
 use crate::snapshot::CookieSecrets;
 use crate::zone::transfer::Journal;
 use crate::zone::{parse_zone, service_conflict, ZoneFile};
 use crate::zoneconf::{TsigKey, ZoneSettings};
 
+pub mod history;
 mod serial;
+
+pub use history::{HistoryEntry, Shown, MAX_HISTORY};
 pub use serial::{next_serial, JOURNAL_VERSIONS};
 
 /// The state's own format version (in snapshots and in the store). 1: one JSON value of the
@@ -144,6 +148,8 @@ pub struct Delta {
     pub zone_settings: BTreeSet<String>,
     /// Zones whose published serial (and so transferred content) changed.
     pub serials: BTreeSet<String>,
+    /// History entries added or pruned (stored, never published).
+    pub history: BTreeSet<u64>,
     /// Everything may have changed (a snapshot installed): rebuild all.
     pub everything: bool,
 }
@@ -159,6 +165,7 @@ impl Delta {
         self.tsig_keys.extend(other.tsig_keys);
         self.zone_settings.extend(other.zone_settings);
         self.serials.extend(other.serials);
+        self.history.extend(other.history);
         self.everything |= other.everything;
     }
 
@@ -216,6 +223,8 @@ pub struct State {
     /// Each zone's recent versions for IXFR. Kept in memory only: after a restart a node
     /// answers IXFR for older serials with the whole zone (RFC 1995 §4).
     journals: OrdMap<String, Arc<Journal>>,
+    /// The last [`MAX_HISTORY`] changes by log index.
+    history: OrdMap<u64, Arc<HistoryEntry>>,
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -455,6 +464,27 @@ impl State {
         self.requests.insert(id, Arc::new(record));
     }
 
+    /// The version of the object `target` names (`datacenter/ID`, `zone/ORIGIN`,
+    /// `service/ZONE/NAME`, `tsig/NAME`, `settings/ORIGIN`): the log index of its last
+    /// change, 0 when it does not exist.
+    pub fn version_of(&self, target: &str) -> u64 {
+        let Some((kind, rest)) = target.split_once('/') else {
+            return 0;
+        };
+        match kind {
+            "datacenter" => self.datacenter(rest).map(|e| e.version),
+            "zone" => self.zone(rest).map(|z| z.version),
+            "service" => rest
+                .rsplit_once('/')
+                .and_then(|(z, n)| self.service(z, n))
+                .map(|s| s.version),
+            "tsig" => self.tsig_key(rest).map(|k| k.version),
+            "settings" => self.zone_settings(rest).map(|s| s.version),
+            _ => None,
+        }
+        .unwrap_or(0)
+    }
+
     // ---- apply ----------------------------------------------------------------------
 
     /// Apply one command logged by the leader at `at_ms` as entry `index`. On rejection the
@@ -467,6 +497,22 @@ impl State {
         at_ms: u64,
         index: u64,
     ) -> (Response, Delta) {
+        let req = Request {
+            v: 1,
+            at_ms,
+            cmd: cmd.clone(),
+            id: request_id.map(str::to_string),
+            actor: None,
+            if_match: None,
+        };
+        self.apply_request(&req, index)
+    }
+
+    /// [`State::apply`] of a whole log entry: its precondition is checked against the state
+    /// it applies to (412 when the object moved on), and the change is recorded in the
+    /// history under its actor.
+    pub fn apply_request(&mut self, req: &Request, index: u64) -> (Response, Delta) {
+        let (cmd, request_id, at_ms) = (&req.cmd, req.id.as_deref(), req.at_ms);
         let mut delta = Delta::default();
         let before = self.clone(); // O(1): for the serials of what changed
         self.prune_requests(at_ms, &mut delta);
@@ -486,9 +532,22 @@ impl State {
                 // Work on a copy (O(1)); keep it only when the command is accepted.
                 let mut next = self.clone();
                 let mut changed = Delta::default();
-                match next.change(cmd, at_ms, index, &mut changed) {
+                let result = match &req.if_match {
+                    Some(p) if next.version_of(&p.target) != p.version => {
+                        Err(Rejection::PreconditionFailed(format!(
+                            "If-Match \"{}\": {} is at version {} now",
+                            p.version,
+                            p.target,
+                            next.version_of(&p.target)
+                        )))
+                    }
+                    _ => next.change(cmd, at_ms, index, &mut changed),
+                };
+                match result {
                     Ok(r) => {
                         next.reassess(at_ms, &mut changed);
+                        let actor = req.actor.as_deref().unwrap_or("system");
+                        next.record(&before, cmd, actor, at_ms, index, &r, &mut changed);
                         *self = next;
                         delta.merge(changed);
                         r
@@ -918,6 +977,7 @@ impl State {
                 })
             }
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
+            Command::Rollback { to } => self.rollback(*to, at_ms, index, delta),
             Command::RotateCookieSecret { secret } => {
                 let previous = self.cookies.as_ref().map(|c| c.current);
                 self.cookies = Some(Arc::new(CookieSecrets {

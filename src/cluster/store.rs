@@ -9,7 +9,7 @@
 //! - tree `objects` (format 2): `applied` (`{format, last_applied, membership}`), and one key
 //!   per object: `z/ORIGIN` (a zone's text and version), `d/ID` (a datacenter), `t/ID` (its
 //!   opinions and events), `s/ZONE\0NAME` (a service), `r/ID` (a request's result),
-//!   `cookies` (the DNS cookie secrets). An apply
+//!   `cookies` (the DNS cookie secrets), `h/INDEX` (a history entry). An apply
 //!   batch writes the keys its commands touched and `applied` in one sled batch, so a write
 //!   costs what it changed, never the whole state.
 //! - tree `sm` (format 1, read once and converted): `state`, the whole state as one value.
@@ -44,8 +44,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::cluster::command::Response;
 use crate::cluster::state::{
-    DcEntry, DcStatus, Delta, Event, Opinion, RequestRecord, ServiceEntry, SettingsEntry, State,
-    TsigEntry, STATE_FORMAT,
+    DcEntry, DcStatus, Delta, Event, HistoryEntry, Opinion, RequestRecord, ServiceEntry,
+    SettingsEntry, State, TsigEntry, STATE_FORMAT,
 };
 use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
@@ -456,6 +456,8 @@ struct SnapshotV2 {
     #[serde(default)]
     cookies: Option<CookieSecrets>,
     #[serde(default)]
+    history: Vec<HistoryEntry>,
+    #[serde(default)]
     tsig_keys: Vec<TsigEntry>,
     #[serde(default)]
     zone_settings: Vec<(String, SettingsEntry)>,
@@ -489,6 +491,7 @@ impl SnapshotV2 {
                 .map(|(id, r)| (id.clone(), (**r).clone()))
                 .collect(),
             cookies: state.cookie_secrets().map(|c| (**c).clone()),
+            history: state.history().map(|e| (**e).clone()).collect(),
             tsig_keys: state.tsig_keys().cloned().collect(),
             zone_settings: state
                 .all_zone_settings()
@@ -517,6 +520,9 @@ impl SnapshotV2 {
         }
         if let Some(c) = self.cookies {
             state.load_cookies(c);
+        }
+        for e in self.history {
+            state.load_history(e);
         }
         for k in self.tsig_keys {
             state.load_tsig_key(k);
@@ -576,6 +582,10 @@ fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// A history entry's key: its index, zero-padded so the keys sort by index.
+fn history_key(index: u64) -> Vec<u8> {
+    format!("h/{index:020}").into_bytes()
+}
 fn zone_key(origin: &str) -> Vec<u8> {
     format!("z/{origin}").into_bytes()
 }
@@ -618,6 +628,7 @@ fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json:
         .requests
         .extend(state.requests().map(|(id, _)| id.clone()));
     delta.cookies = true;
+    delta.history.extend(state.history().map(|e| e.index));
     delta
         .tsig_keys
         .extend(state.tsig_keys().map(|k| k.key.name.clone()));
@@ -672,6 +683,12 @@ fn changed_objects(
         match state.request(id) {
             Some(r) => batch.insert(request_key(id), serde_json::to_vec(&**r)?),
             None => batch.remove(request_key(id)),
+        }
+    }
+    for index in &delta.history {
+        match state.history_entry(*index) {
+            Some(e) => batch.insert(history_key(*index), serde_json::to_vec(&**e)?),
+            None => batch.remove(history_key(*index)),
         }
     }
     if delta.cookies {
@@ -797,6 +814,8 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
             );
         } else if key.starts_with("s/") {
             state.load_service(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if key.starts_with("h/") {
+            state.load_history(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if key == KEY_COOKIES {
             state.load_cookies(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if let Some(id) = key.strip_prefix("r/") {
@@ -1273,8 +1292,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         )
                         .into());
                     }
-                    let (response, d) =
-                        state.apply(&req.cmd, req.id.as_deref(), req.at_ms, entry.log_id.index);
+                    let (response, d) = state.apply_request(&req, entry.log_id.index);
                     delta.merge(d);
                     response
                 }
@@ -1409,10 +1427,12 @@ mod tests {
         Entry {
             log_id: lid(term, index),
             payload: EntryPayload::Normal(Request {
-                v: FORMAT_VERSION,
+                v: 1,
                 at_ms: 1_700_000_000_000 + index,
                 cmd,
                 id: None,
+                actor: None,
+                if_match: None,
             }),
         }
     }

@@ -5,9 +5,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Response};
 
-/// The newest log entry format this binary writes. It reads every older one; it refuses to
+/// The newest log entry format this binary applies. It reads every older one; it refuses to
 /// apply a newer one (an older binary in a mixed cluster must be upgraded, not guess).
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: an entry may carry a precondition ([`Request::if_match`]), which an older binary would
+/// ignore; entries without one are still written as format 1.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format of an entry an older binary can apply the same way.
+const BASE_FORMAT: u32 = 1;
+
+/// A write's precondition (`If-Match`): the object named still has this version (the log
+/// index of its last change; 0: it does not exist).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Precondition {
+    /// `datacenter/ID`, `zone/ORIGIN`, `service/ZONE/NAME`, `tsig/NAME`, `settings/ORIGIN`.
+    pub target: String,
+    pub version: u64,
+}
 
 /// A node as the cluster knows it: where its Raft RPC and admin API listen.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +52,13 @@ pub struct Request {
     /// Absent in entries older binaries wrote; older binaries ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Who made the change (history's actor): a token's name, `dns-update:KEY`, `health`,
+    /// `bootstrap` or `system`. Absent in older entries (shown as `system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Apply only if the named object is still at this version (else rejected: 412).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<Precondition>,
 }
 
 impl Request {
@@ -46,10 +67,12 @@ impl Request {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         Request {
-            v: FORMAT_VERSION,
+            v: BASE_FORMAT,
             at_ms,
             cmd,
             id: None,
+            actor: None,
+            if_match: None,
         }
     }
 
@@ -59,6 +82,21 @@ impl Request {
             id: Some(id),
             ..Request::new(cmd)
         }
+    }
+}
+
+impl Request {
+    /// The same, made by `actor`.
+    pub fn by(mut self, actor: &str) -> Request {
+        self.actor = Some(actor.to_string());
+        self
+    }
+
+    /// The same, applied only while `target` is at `version` (a format-2 entry).
+    pub fn if_match(mut self, target: String, version: u64) -> Request {
+        self.if_match = Some(Precondition { target, version });
+        self.v = FORMAT_VERSION;
+        self
     }
 }
 
