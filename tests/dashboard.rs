@@ -759,7 +759,6 @@ fn dashboard_lists_the_last_changes_and_rolls_back_from_the_page() {
 /// With `[admin] reads_need_token = true` the page itself loads without a token, asks for
 /// one, and shows the data once it is typed in.
 #[test]
-#[ignore = "needs [admin] reads_need_token (DESIGN.md v2 named tokens), not in this branch yet"]
 fn dashboard_asks_for_a_token_when_reads_need_one() {
     let _one = browser_lock();
     let locked_node = Node::start(&common::Setup {
@@ -777,7 +776,8 @@ fn dashboard_asks_for_a_token_when_reads_need_one() {
     let (status, _) = http(locked_node.admin, "GET", "/", None, None).expect("answered");
     assert_eq!(status, 200, "the page itself loads without a token");
     let mut page = Page::open(&url);
-    let asks = r#"!document.getElementById('locked').hidden
+    let asks = r#"document.getElementById('locked') !== null
+        && !document.getElementById('locked').hidden
         && document.querySelectorAll('#dcs tbody tr').length === 0"#;
     page.wait_for(asks, &Value::Bool(true), Duration::from_secs(10))
         .expect("the page asks for a token and shows no data");

@@ -546,8 +546,7 @@ impl State {
                 match result {
                     Ok(r) => {
                         next.reassess(at_ms, &mut changed);
-                        let actor = req.actor.as_deref().unwrap_or("system");
-                        next.record(&before, cmd, actor, at_ms, index, &r, &mut changed);
+                        next.record(&before, req, index, &r, &mut changed);
                         *self = next;
                         delta.merge(changed);
                         r

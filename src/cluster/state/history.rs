@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Delta, State};
 use crate::cluster::command::{Command, Rejection, Response};
+use crate::cluster::types::Request;
 use crate::model::{Datacenter, Health, Service};
 
 /// History entries kept (health opinions and verdicts are not entries).
@@ -212,17 +213,17 @@ impl State {
         self.history.insert(entry.index, Arc::new(entry));
     }
 
-    /// Record what `cmd` (applied at `index` by `actor`) changed, compared with `before`.
+    /// Record what `req` (applied as entry `index`) changed, compared with `before`.
     pub(super) fn record(
         &mut self,
         before: &State,
-        cmd: &Command,
-        actor: &str,
-        at_ms: u64,
+        req: &Request,
         index: u64,
         response: &Response,
         delta: &mut Delta,
     ) {
+        let (cmd, at_ms) = (&req.cmd, req.at_ms);
+        let actor = req.actor.as_deref().unwrap_or("system");
         let Some(kind) = kind_of(cmd) else { return };
         let undo = self.undo_since(before, delta);
         let target = target_of(cmd);
