@@ -119,3 +119,131 @@ fn a_store_that_lost_an_acknowledged_write_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Unmounts a tmpfs the test mounted, however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Free bytes on the file system of `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    st.blocks_available() as u64 * st.fragment_size() as u64
+}
+
+/// DESIGN.md "Write outcomes": a full disk stops writes with 503 `not_applied` (never a
+/// storage error that stops Raft for good), DNS keeps answering, `/readyz` and `GET
+/// /cluster` say why, and writes resume when space returns, nothing acknowledged lost.
+#[test]
+fn a_full_disk_stops_writes_with_503_and_they_resume_when_space_returns() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let _mount = Mounted(data.clone());
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&zones).expect("zones");
+    for (name, text) in files() {
+        std::fs::write(zones.join(name), text).expect("write");
+    }
+    let port = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let (dns, admin, raft) = (
+        port(common::free_port()),
+        port(common::free_port()),
+        port(common::free_port()),
+    );
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\ndata_dir = \"data\"\n[dns]\nlisten = [\"{dns}\"]\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n[raft]\nlisten = \"{raft}\"\npeers = {{ \"1\" = \"{raft}\" }}\n[geoip]\ndatabase = \"{}\"\n[bootstrap]\ndir = \"zones\"\n",
+            common::geoip_db().display()
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
+    let mut child = common::spawn_owned(
+        std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    );
+    let node = common::NodeRef {
+        dns,
+        admin,
+        raft,
+        log_path: dir.path().join("node.log"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never healthy:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(patch_weight(&node, 2).0, 200);
+    assert_eq!(http_get(admin, "/readyz").map(|r| r.0), Some(200));
+
+    // Fill the disk to within 1 MiB.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0xa5u8; 1 << 20];
+        for _ in 0..64 {
+            if free_bytes(&data) < 2 << 20 || f.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+    }
+    assert!(free_bytes(&data) < 2 << 20, "the disk did not fill");
+    let (status, body) = patch_weight(&node, 3);
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["outcome"], "not_applied", "{body}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("disk full")),
+        "{body}"
+    );
+    let (_, cluster) = http_get(admin, "/api/v1/cluster").expect("cluster");
+    assert!(
+        cluster.contains("\"control_plane\":\"disk_full\""),
+        "{cluster}"
+    );
+    assert_eq!(http_get(admin, "/readyz").map(|r| r.0), Some(503));
+    // DNS keeps answering, and so does /healthz.
+    assert_eq!(node.dig(&["www.example.com", "A"]).status, "NOERROR");
+    assert_eq!(http_get(admin, "/healthz").map(|r| r.0), Some(200));
+
+    // Space returns: writes resume, nothing acknowledged is lost.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = patch_weight(&node, 4);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never resumed: {body}\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(weight(&node), Some(4));
+    assert_eq!(http_get(admin, "/readyz").map(|r| r.0), Some(200));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/dashboard.js"),
     ("GET", "/dashboard.css"),
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/cluster"),
@@ -306,6 +307,7 @@ pub(crate) fn build(app: App) -> Router {
         )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/", get(dashboard::page))
         .route("/dashboard.js", get(dashboard::script))
         .route("/dashboard.css", get(dashboard::style))
@@ -443,6 +445,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     std::hint::black_box(diff) == 0
+}
+
+/// Whether the control plane takes writes: 200 `ready` when Raft runs, this node has a
+/// quorum and the store has room; 503 with the reason otherwise. (`/healthz` says whether
+/// DNS is served.)
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
+    let status = app.cluster.status();
+    let why = match status.control_plane {
+        "ok" if status.quorum => return (StatusCode::OK, "ready\n".into()),
+        "ok" => "no quorum".to_string(),
+        "disk_full" => "disk full: writes are refused until the store has room".to_string(),
+        other => format!("control plane {other}: restart the node"),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {

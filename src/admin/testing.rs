@@ -73,6 +73,7 @@ impl ControlPlane for Arc<FakeCluster> {
             last_applied: Some(7),
             last_log_index: Some(7),
             quorum: true,
+            control_plane: "ok",
         }
     }
 

@@ -51,6 +51,10 @@ pub struct ClusterStatus {
     /// The leader heard from a majority within its election timeout; on a follower,
     /// whether it hears from a leader.
     pub quorum: bool,
+    /// Whether the control plane takes writes: `ok`, `disk_full` (writes refused until the
+    /// store's file system has room again) or `stopped` (Raft stopped on a storage error;
+    /// DNS keeps answering from the last state; restart the node).
+    pub control_plane: &'static str,
 }
 
 /// A cheap, clonable handle on the node's Raft instance; every method is [`RaftNode`]'s.

@@ -80,6 +80,15 @@ pub struct RaftNode {
     raft: Raft,
     network: Network,
     sm: StateMachineStore,
+    /// The store's directory: writes stop while its file system is nearly full.
+    store_dir: std::path::PathBuf,
+}
+
+/// The room a store's file system must keep for writes to be taken: 5% of it, at least
+/// 4 MiB and at most 64 MiB. A write the store cannot flush is a storage error, which stops
+/// Raft for good; a write refused up front is `not_applied` and can be retried.
+fn disk_reserve(total: u64) -> u64 {
+    (total / 20).clamp(4 << 20, 64 << 20)
 }
 
 /// Open the store, start Raft, initialise a new cluster when this node is a named peer.
@@ -165,6 +174,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         raft: raft.clone(),
         network,
         sm,
+        store_dir: dir.clone(),
     });
     tokio::spawn(log_leader_changes(raft.clone(), cfg.node_id));
     let write_inner = inner.clone();
@@ -226,6 +236,9 @@ impl RaftNode {
     /// Propose on this node (a forwarded write): fail at once without a quorum, answer
     /// `Unknown` when the entry may be in the log but was not seen committed in time.
     async fn propose_here(&self, req: Request) -> Result<Committed, ForwardError> {
+        if let Some(why) = self.disk_full() {
+            return Err(ForwardError::Unavailable(why));
+        }
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader != Some(self.node_id) {
             return Err(ForwardError::NotLeader {
@@ -302,6 +315,9 @@ impl RaftNode {
     /// [`RaftNode::write`] of a whole request (its id, actor and precondition set).
     #[tracing::instrument(level = "debug", skip_all, fields(cmd = req.cmd.name(), actor = req.actor.as_deref().unwrap_or("system")))]
     pub async fn propose(&self, req: Request) -> Result<Committed, WriteError> {
+        if let Some(why) = self.disk_full() {
+            return Err(WriteError::NotApplied(why));
+        }
         let deadline = Instant::now() + WRITE_DEADLINE;
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
@@ -420,7 +436,33 @@ impl RaftNode {
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             quorum: self.quorum(),
+            control_plane: if m.running_state.is_err() {
+                "stopped"
+            } else if self.disk_full().is_some() {
+                "disk_full"
+            } else {
+                "ok"
+            },
         }
+    }
+
+    /// Why writes are refused for lack of room in the store's file system, if they are.
+    pub fn disk_full(&self) -> Option<String> {
+        let st = nix::sys::statvfs::statvfs(&self.store_dir).ok()?;
+        let frag = st.fragment_size() as u64;
+        let (total, free) = (
+            st.blocks() as u64 * frag,
+            st.blocks_available() as u64 * frag,
+        );
+        let reserve = disk_reserve(total);
+        (free < reserve).then(|| {
+            format!(
+                "disk full: {} has {} KiB free, below the {} KiB kept for the store; writes resume when there is room",
+                self.store_dir.display(),
+                free >> 10,
+                reserve >> 10
+            )
+        })
     }
 
     /// Add a node, at the leader wherever this is called.
