@@ -323,6 +323,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let special = crate::dns::xfr::Context {
         updater: Some(Arc::new(crate::dnsupdate::ClusterUpdater::new(
             handle.clone(),
+            Some(published.clone()),
         ))),
     };
     for addr in &config.dns_listen {

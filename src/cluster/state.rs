@@ -24,6 +24,7 @@ use crate::zoneconf::{TsigKey, ZoneSettings};
 
 mod serial;
 pub use serial::{next_serial, JOURNAL_VERSIONS};
+mod update;
 
 /// The state's own format version (in snapshots and in the store). 1: one JSON value of the
 /// whole state; 2: one object per key, request records, versions.
@@ -918,6 +919,13 @@ impl State {
                 })
             }
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
+            Command::DnsUpdate {
+                zone,
+                key,
+                prereqs,
+                updates,
+                ..
+            } => Ok(self.dns_update(zone, key, prereqs, updates, index, delta)),
             Command::RotateCookieSecret { secret } => {
                 let previous = self.cookies.as_ref().map(|c| c.current);
                 self.cookies = Some(Arc::new(CookieSecrets {

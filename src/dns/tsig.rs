@@ -121,11 +121,18 @@ pub struct Signer {
     first: bool,
     /// The request's original ID.
     oid: u16,
+    /// The request's MAC.
+    request_mac: Vec<u8>,
     /// The algorithm name exactly as the request spelled it.
     alg: HAlg,
 }
 
 impl Signer {
+    /// The verified request's MAC (unique to that signed message).
+    pub fn request_mac(&self) -> &[u8] {
+        &self.request_mac
+    }
+
     /// Append a TSIG record to `msg` (a complete reply without one), signed; `error` and
     /// `other` as RFC 8945 §5.3.2 says (BADTIME: the server's time in `other`).
     pub fn sign(&mut self, msg: &mut Vec<u8>, error: u16, other: Vec<u8>) {
@@ -259,6 +266,7 @@ pub fn verify(msg: &[u8], keys: &TsigKeys, now: u64) -> Verified {
         key: key.clone(),
         key_name: key_name.clone(),
         prior_mac: tsig.mac.clone(),
+        request_mac: tsig.mac.clone(),
         first: true,
         oid: tsig.oid,
         alg: hickory_alg(key.algorithm),
