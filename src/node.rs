@@ -273,7 +273,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Box::new(move |state, last_applied| gate.check(state, last_applied))
     };
     let publisher_task = tokio::spawn(publisher::run(
-        started.changes,
+        crate::notify::tee(started.changes, handle.clone()),
         updates_rx,
         builder,
         publisher,
