@@ -7,6 +7,8 @@ need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 # dnstap-read (BIND's dnstap reader) is in bind9-dnsutils on Debian 12; fstrm_capture in fstrm-bin.
 command -v dnstap-read >/dev/null 2>&1 || need+=(bind9-dnsutils)
+# nsupdate (RFC 2136 UPDATE with TSIG, tests/update.rs) is in bind9-dnsutils too.
+command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v fstrm_capture >/dev/null 2>&1 || need+=(fstrm-bin)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)

@@ -2,7 +2,7 @@
 //!
 //! Modules, in import order (each imports only those before it; `metrics` is a leaf):
 //! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `explain` →
-//! `health` → `cluster` → `publisher` → `admin` → `node`.
+//! `health` → `cluster` → `notify` → `publisher` → `admin` → `node`.
 //!
 //! - [`model`]: datacenters, services and policies, with their validation.
 //! - [`config`]: the node config file and its validated form.
@@ -16,6 +16,8 @@
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`cluster`]: the replicated state (persistent maps, `apply` returning a delta), its
 //!   store (one key per object, failing closed), the Raft node and network.
+//! - [`dnsupdate`]: DNS UPDATE (RFC 2136) from the data plane into Raft.
+//! - [`notify`]: NOTIFY (RFC 1996) from the leader when a zone's serial moves.
 //! - [`publisher`]: the one writer of the snapshot, applying deltas.
 //! - [`admin`]: the HTTP admin API.
 //! - [`service`]: systemd readiness (`sd_notify`) and SIGHUP as a reload request.
@@ -40,6 +42,7 @@ pub mod geo;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod notify;
 pub mod policy;
 pub mod publisher;
 pub mod serve;

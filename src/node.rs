@@ -252,6 +252,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         import_expected,
         import_done: Arc::new(AtomicBool::new(false)),
         dns_listening: Arc::new(AtomicBool::new(false)),
+        started: std::time::Instant::now(),
     };
     let (updates, updates_rx) = tokio::sync::mpsc::channel(16);
     let (verdict_tx, verdicts) = tokio::sync::mpsc::channel(256);
@@ -273,7 +274,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Box::new(move |state, last_applied| gate.check(state, last_applied))
     };
     let publisher_task = tokio::spawn(publisher::run(
-        started.changes,
+        crate::notify::tee(started.changes, handle.clone()),
         updates_rx,
         builder,
         publisher,
@@ -323,6 +324,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let special = crate::dns::xfr::Context {
         updater: Some(Arc::new(crate::dnsupdate::ClusterUpdater::new(
             handle.clone(),
+            Some(published.clone()),
         ))),
     };
     for addr in &config.dns_listen {
@@ -391,6 +393,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // DNS is listening: the publish of a loaded state may now say ready.
     gate.dns_listening.store(true, Ordering::Release);
     let _ = updates.send(publisher::Update::Recheck).await;
+    {
+        let updates = updates.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(COOKIE_WAIT).await;
+            let _ = updates.send(publisher::Update::Recheck).await;
+        });
+    }
     tracing::info!(admin = %config.admin_listen, raft = %config.raft_listen, "node started");
 
     shutdown_signal().await;
@@ -448,14 +457,23 @@ struct ReadyGate {
     import_expected: bool,
     import_done: Arc<AtomicBool>,
     dns_listening: Arc<AtomicBool>,
+    /// Readiness waits for the cluster's cookie secret (so that a client's first cookie
+    /// stays valid on every node), but no longer than [`COOKIE_WAIT`] after the start (a
+    /// node that cannot reach a quorum serves with its own secret meanwhile).
+    started: std::time::Instant,
 }
+
+/// How long readiness waits for the cluster's DNS cookie secret.
+const COOKIE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ReadyGate {
     fn check(&self, state: &State, last_applied: Option<u64>) {
         let loaded = !state.is_empty()
             || (self.import_expected && self.import_done.load(Ordering::Acquire))
             || (!self.import_expected && last_applied.is_some());
-        if loaded && self.dns_listening.load(Ordering::Acquire) && !self.ready.is_ready() {
+        let cookies = state.cookie_secrets().is_some() || self.started.elapsed() >= COOKIE_WAIT;
+        if loaded && cookies && self.dns_listening.load(Ordering::Acquire) && !self.ready.is_ready()
+        {
             self.ready.set_ready();
             tracing::info!("node ready: state published");
         }

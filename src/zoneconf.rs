@@ -258,6 +258,45 @@ impl ZoneSettings {
             .chain(self.allow_update.iter().map(|r| r.key.clone()))
     }
 
+    /// Whether some `allow_update` rule grants `key` (canonical name) records of `rtype`
+    /// at `name`: the rule's key, its name (`name`: that name alone; `subdomain`: it and
+    /// every name below it) and its types (none listed: every type).
+    pub fn update_granted(
+        &self,
+        key: &str,
+        name: &hickory_proto::rr::Name,
+        rtype: hickory_proto::rr::RecordType,
+    ) -> bool {
+        let rtype = rtype.to_string();
+        self.allow_update.iter().any(|rule| {
+            if rule.key != key {
+                return false;
+            }
+            let Ok(rule_name) = hickory_proto::rr::Name::from_ascii(&rule.name) else {
+                return false;
+            };
+            let name_ok = match rule.name_match {
+                NameMatch::Name => rule_name == *name,
+                NameMatch::Subdomain => rule_name.zone_of(name),
+            };
+            name_ok && (rule.types.is_empty() || rule.types.contains(&rtype))
+        })
+    }
+
+    /// Whether some `allow_update` rule of `key` covers `name` at all (a deletion of
+    /// every type at a name that holds nothing).
+    pub fn update_name_granted(&self, key: &str, name: &hickory_proto::rr::Name) -> bool {
+        self.allow_update.iter().any(|rule| {
+            rule.key == key
+                && hickory_proto::rr::Name::from_ascii(&rule.name).is_ok_and(|n| {
+                    match rule.name_match {
+                        NameMatch::Name => n == *name,
+                        NameMatch::Subdomain => n.zone_of(name),
+                    }
+                })
+        })
+    }
+
     /// Whether a transfer from `source`, signed with `key` (canonical name) or not, may go.
     pub fn transfer_allowed(&self, source: IpAddr, key: Option<&str>) -> bool {
         self.allow_transfer

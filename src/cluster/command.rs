@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Datacenter, DcState, Service};
 use crate::snapshot::COOKIE_SECRET_LEN;
+use crate::zone::update::UpdateRr;
 use crate::zoneconf::{TsigKey, ZoneSettings};
 
 /// A change to the cluster state. New variants may be added; existing ones keep their
@@ -90,6 +91,22 @@ pub enum Command {
         origin: String,
         settings: ZoneSettings,
     },
+    /// A DNS UPDATE (RFC 2136) signed with TSIG key `key`, which the data plane verified:
+    /// the grants and prerequisites are checked against the committed zone when it is
+    /// applied (so racing updates serialise), then the updates apply all or nothing.
+    /// Answered with [`Response::DnsUpdate`].
+    DnsUpdate {
+        /// The zone section's name.
+        zone: String,
+        /// The signing key's canonical name.
+        key: String,
+        /// Who made the change, for history: `dns-update:KEY`.
+        actor: String,
+        #[serde(default)]
+        prereqs: Vec<UpdateRr>,
+        #[serde(default)]
+        updates: Vec<UpdateRr>,
+    },
 }
 
 impl Command {
@@ -110,6 +127,7 @@ impl Command {
             Command::PutTsigKey { .. } => "put_tsig_key",
             Command::DeleteTsigKey { .. } => "delete_tsig_key",
             Command::PutZoneSettings { .. } => "put_zone_settings",
+            Command::DnsUpdate { .. } => "dns_update",
         }
     }
 }
@@ -201,5 +219,10 @@ pub enum Response {
     /// A rollback: the targets it put back (`datacenter/lon`, `zone/example.com.`, …).
     RolledBack {
         changed: Vec<String>,
+    },
+    /// What a [`Command::DnsUpdate`] came to: the reply's RCODE (RFC 2136 §2.2; 0 also
+    /// when it changed nothing, §3.6).
+    DnsUpdate {
+        rcode: u16,
     },
 }

@@ -28,6 +28,7 @@ mod serial;
 
 pub use history::{HistoryEntry, Shown, MAX_HISTORY};
 pub use serial::{next_serial, JOURNAL_VERSIONS};
+mod update;
 
 /// The state's own format version (in snapshots and in the store). 1: one JSON value of the
 /// whole state; 2: one object per key, request records, versions.
@@ -977,6 +978,13 @@ impl State {
             }
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
             Command::Rollback { to } => self.rollback(*to, at_ms, index, delta),
+            Command::DnsUpdate {
+                zone,
+                key,
+                prereqs,
+                updates,
+                ..
+            } => Ok(self.dns_update(zone, key, prereqs, updates, index, delta)),
             Command::RotateCookieSecret { secret } => {
                 let previous = self.cookies.as_ref().map(|c| c.current);
                 self.cookies = Some(Arc::new(CookieSecrets {

@@ -121,11 +121,18 @@ pub struct Signer {
     first: bool,
     /// The request's original ID.
     oid: u16,
+    /// The request's MAC.
+    request_mac: Vec<u8>,
     /// The algorithm name exactly as the request spelled it.
     alg: HAlg,
 }
 
 impl Signer {
+    /// The verified request's MAC (unique to that signed message).
+    pub fn request_mac(&self) -> &[u8] {
+        &self.request_mac
+    }
+
     /// Append a TSIG record to `msg` (a complete reply without one), signed; `error` and
     /// `other` as RFC 8945 §5.3.2 says (BADTIME: the server's time in `other`).
     pub fn sign(&mut self, msg: &mut Vec<u8>, error: u16, other: Vec<u8>) {
@@ -161,6 +168,36 @@ impl Signer {
         self.first = false;
         append_tsig(msg, &self.key_name, stub.set_mac(mac));
     }
+}
+
+/// Sign a request we send (a NOTIFY, RFC 8945 §5.1): append a TSIG record with the MAC
+/// of the message and the TSIG variables. Returns the MAC (the answer's chains to it);
+/// `None` when the key's name is not a domain name (the message is left unsigned).
+pub fn sign_request(key: &TsigKey, msg: &mut Vec<u8>) -> Option<Vec<u8>> {
+    if msg.len() < 12 {
+        return None;
+    }
+    let mut key_name = Name::from_ascii(&key.name).ok()?;
+    key_name.set_fqdn(true);
+    let oid = u16::from_be_bytes([msg[0], msg[1]]);
+    let stub = TSIG::new(
+        hickory_alg(key.algorithm),
+        unix_now(),
+        FUDGE,
+        Vec::new(),
+        oid,
+        None,
+        Vec::new(),
+    );
+    let mut vars = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut vars);
+    stub.emit_tsig_for_mac(&mut enc, &key_name).ok()?;
+    let mut tbs = Vec::with_capacity(msg.len() + vars.len());
+    tbs.extend_from_slice(msg);
+    tbs.extend_from_slice(&vars);
+    let mac = mac(key.algorithm, &key.secret, &tbs);
+    append_tsig(msg, &key_name, stub.set_mac(mac.clone()));
+    Some(mac)
 }
 
 /// Append a TSIG record and count it in ARCOUNT.
@@ -259,6 +296,7 @@ pub fn verify(msg: &[u8], keys: &TsigKeys, now: u64) -> Verified {
         key: key.clone(),
         key_name: key_name.clone(),
         prior_mac: tsig.mac.clone(),
+        request_mac: tsig.mac.clone(),
         first: true,
         oid: tsig.oid,
         alg: hickory_alg(key.algorithm),
@@ -272,6 +310,36 @@ pub fn verify(msg: &[u8], keys: &TsigKeys, now: u64) -> Verified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request we sign verifies as a request would (RFC 8945 §5.1, §5.2).
+    #[test]
+    fn rfc8945_5_1_signed_request_verifies() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::RecordType;
+        let key = Arc::new(TsigKey {
+            name: "notify-key".into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: b"0123456789abcdef".to_vec(),
+        });
+        let mut m = Message::new(7, MessageType::Query, OpCode::Notify);
+        m.queries.push(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::SOA,
+        ));
+        let mut msg = m.to_vec().unwrap();
+        assert!(sign_request(&key, &mut msg).is_some());
+        let mut keys = crate::snapshot::TsigKeys::new();
+        keys.insert("notify-key".into(), key);
+        assert!(matches!(
+            verify(&msg, &keys, unix_now()),
+            Verified::Signed(_)
+        ));
+        msg[3] ^= 0x10; // change a header bit: the MAC no longer matches
+        assert!(matches!(
+            verify(&msg, &keys, unix_now()),
+            Verified::Failed(_)
+        ));
+    }
 
     /// RFC 4231 test case 2 (HMAC-SHA-256) and RFC 2202 (HMAC-MD5, HMAC-SHA1).
     #[test]

@@ -39,8 +39,12 @@ pub struct UpdateRequest {
     /// The signing key's canonical name.
     pub key: String,
     /// The prerequisite section (RFC 2136 §2.4) and the update section (§2.5).
-    pub prerequisites: Vec<Record>,
-    pub updates: Vec<Record>,
+    pub prerequisites: Vec<crate::zone::update::UpdateRr>,
+    pub updates: Vec<crate::zone::update::UpdateRr>,
+    /// The write's request id, derived from the request's TSIG MAC: the same signed
+    /// message sent again (a client's retry over UDP, a replay within the fudge) gets the
+    /// first one's result instead of applying twice.
+    pub request_id: String,
 }
 
 /// What the slow path needs beyond the snapshot.

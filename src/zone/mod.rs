@@ -6,6 +6,7 @@ pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
 
 mod index;
 pub mod transfer;
+pub mod update;
 
 pub use index::{
     is_subdomain, parent, rtype, service_conflict, wire, wire_lower, IndexError, Node, Rdata,

@@ -182,6 +182,9 @@ pub fn target_of(cmd: &Command) -> Option<String> {
         }
         Command::PutTsigKey { key } => Some(format!("tsig/{}", key.name)),
         Command::DeleteTsigKey { name } => Some(format!("tsig/{name}")),
+        Command::DnsUpdate { zone, .. } => {
+            super::canonical_zone(zone).ok().map(|o| zone_target(&o))
+        }
         Command::PutZoneSettings { origin, .. } => super::canonical_zone(origin)
             .ok()
             .map(|o| format!("settings/{o}")),
@@ -223,8 +226,15 @@ impl State {
         delta: &mut Delta,
     ) {
         let (cmd, at_ms) = (&req.cmd, req.at_ms);
-        let actor = req.actor.as_deref().unwrap_or("system");
+        let actor = match cmd {
+            Command::DnsUpdate { actor, .. } => actor.as_str(),
+            _ => req.actor.as_deref().unwrap_or("system"),
+        };
         let Some(kind) = kind_of(cmd) else { return };
+        // An UPDATE whose prerequisites failed changed nothing: not a change to list.
+        if matches!(response, Response::DnsUpdate { rcode } if *rcode != 0) {
+            return;
+        }
         let undo = self.undo_since(before, delta);
         let target = target_of(cmd);
         let summary = summarize(cmd, response, &undo, before, self);
@@ -482,7 +492,9 @@ fn summarize(
                 parts.join(", ")
             }
         }
-        (Command::PutZone { .. }, _) | (Command::DeleteZone { .. }, _) => match undo.first() {
+        (Command::PutZone { .. }, _)
+        | (Command::DeleteZone { .. }, _)
+        | (Command::DnsUpdate { .. }, _) => match undo.first() {
             Some((_, Prior::Zone { existed, patch })) => {
                 let (added, removed) = patch.counts();
                 match (existed, matches!(cmd, Command::DeleteZone { .. })) {
