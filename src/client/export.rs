@@ -267,9 +267,50 @@ fn file_stem(origin: &str) -> anyhow::Result<&str> {
     Ok(stem)
 }
 
+/// A TOML file: `header` (comment lines), then the value's arrays of tables, each table's
+/// sub-tables written inline (`location = { lat = 51.5, lon = -0.1 }`) so that every
+/// object reads as one block. A value whose arrays are all empty is the header alone.
 fn toml_file<T: Serialize>(header: &str, value: &T) -> anyhow::Result<String> {
-    let body = toml::to_string(value).context("rendering TOML")?;
-    Ok(format!("{header}\n{body}"))
+    let text = toml::to_string(value).context("rendering TOML")?;
+    let mut doc: toml_edit::DocumentMut = text.parse().context("re-reading rendered TOML")?;
+    let mut empty = true;
+    for (_, item) in doc.as_table_mut().iter_mut() {
+        if let Some(tables) = item.as_array_of_tables_mut() {
+            for table in tables.iter_mut() {
+                empty = false;
+                inline_children(table);
+            }
+        } else if item.as_array().is_some_and(|a| !a.is_empty()) {
+            empty = false;
+        }
+    }
+    if empty {
+        return Ok(header.to_string());
+    }
+    // An empty array (`zone = []`) says nothing a missing one does not.
+    doc.as_table_mut()
+        .retain(|_, item| !item.as_array().is_some_and(|a| a.is_empty()));
+    let body = doc.to_string();
+    let newline = if body.ends_with('\n') { "" } else { "\n" };
+    Ok(format!("{header}\n{body}{newline}"))
+}
+
+/// Turn a table's sub-tables and arrays of tables into inline values (moved to the end, in
+/// their order, with the usual `key = value` spacing).
+fn inline_children(table: &mut toml_edit::Table) {
+    let nested: Vec<String> = table
+        .iter()
+        .filter(|(_, item)| item.is_table() || item.is_array_of_tables())
+        .map(|(k, _)| k.to_string())
+        .collect();
+    for key in nested {
+        let value = match table.remove(&key) {
+            Some(toml_edit::Item::Table(t)) => toml_edit::Value::InlineTable(t.into_inline_table()),
+            Some(toml_edit::Item::ArrayOfTables(a)) => toml_edit::Value::Array(a.into_array()),
+            _ => continue,
+        };
+        table.insert(&key, toml_edit::Item::Value(value));
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +344,10 @@ mod tests {
             }],
         };
         let text = toml_file("# x\n", &dcs).expect("toml");
+        assert!(
+            text.contains("\nlocation = { lat = 51.5, lon = -0.1 }\n"),
+            "one block per object:\n{text}"
+        );
         let back: DatacentersFile = toml::from_str(&text).expect("reads back");
         let dc = &back.datacenter[0];
         assert_eq!((dc.weight, dc.state), (7, DcState::Drained), "{text}");
@@ -341,6 +386,10 @@ mod tests {
         .expect("toml");
         let back: ZoneSettingsFile = toml::from_str(&text).expect("reads back");
         assert_eq!(back.zone[0].settings, settings, "{text}");
+        let none = toml_file("# none\n", &SettingsOut { zone: Vec::new() }).expect("toml");
+        assert_eq!(none, "# none\n");
+        let back: ZoneSettingsFile = toml::from_str(&none).expect("reads back");
+        assert!(back.zone.is_empty());
 
         let text = toml_file(
             "",

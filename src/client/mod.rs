@@ -487,4 +487,40 @@ mod tests {
         let z: Vec<String> = z.into_iter().map(ZoneListItem::origin).collect();
         assert_eq!(z, ["a.", "b."]);
     }
+
+    /// A server that wants a token for reads (`reads_need_token`): the error says what to do.
+    #[tokio::test]
+    async fn a_401_on_a_read_asks_for_a_token() {
+        let router = axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({"error": "this needs a token"})),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("http://{addr}");
+        let e = export::export(&url, None, None, &dir.path().join("x"))
+            .await
+            .expect_err("401");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("401") && msg.contains("give --token or set MERIDIAN_ADMIN_TOKEN"),
+            "{msg}"
+        );
+        assert!(!dir.path().join("x").exists(), "nothing written");
+        let e = export::export(&url, Some("wrong"), None, &dir.path().join("x"))
+            .await
+            .expect_err("401");
+        assert!(
+            format!("{e:#}").contains("the token given was refused"),
+            "{e:#}"
+        );
+    }
 }
