@@ -895,4 +895,107 @@ mod tests {
         .is_err());
         assert!(apply("127.0.0.1:9", TOKEN, None, &[], DRY).await.is_err());
     }
+
+    /// Settings and keys are applied; pruning resets the settings the files no longer give
+    /// and deletes what they no longer name, a dry run only listing it.
+    #[tokio::test]
+    async fn settings_keys_and_prune() {
+        let (url, t) = serve().await;
+        let key = "[[key]]\nname = \"XFR.\"\nalgorithm = \"hmac-sha256\"\nsecret = \"c2VjcmV0\"\n";
+        let settings =
+            "[[zone]]\norigin = \"example.com\"\nallow_transfer = [\"key:xfr\", \"::1\"]\n";
+        let full = dir_with(&[
+            ("example.com.zone", ZONE),
+            ("other.test.zone", ZONE),
+            ("datacenters.toml", DCS),
+            ("services.toml", SVCS),
+            ("tsig.toml", key),
+            ("zone-settings.toml", settings),
+        ]);
+        let paths = vec![full.path().to_path_buf()];
+        let r = apply(&url, TOKEN, None, &paths, REAL).await.expect("apply");
+        assert_eq!(r.created(), 7, "{r}");
+        let state = t.cluster.state.load_full();
+        assert!(state.tsig_key("xfr").is_some());
+        let s = state.zone_settings("example.com.").expect("settings");
+        assert_eq!(s.settings.allow_transfer, ["key:xfr", "::1/128"]);
+        let again = apply(&url, TOKEN, None, &paths, REAL).await.expect("again");
+        assert!(!again.changed(), "{again}");
+        assert!(again.to_string().contains("secret not compared"), "{again}");
+        let resend = Options {
+            send_secrets: true,
+            ..REAL
+        };
+        let r = apply(&url, TOKEN, None, &paths, resend)
+            .await
+            .expect("resend");
+        assert_eq!(r.replaced(), 1, "{r}");
+
+        // The files now name one zone, no service, no settings, one datacenter.
+        let dcs = DCS.split("\n\n").next().expect("lon").to_string();
+        let less = dir_with(&[("example.com.zone", ZONE), ("datacenters.toml", &dcs)]);
+        let paths = vec![less.path().to_path_buf()];
+        let prune = Options { prune: true, ..DRY };
+        let dry = apply(&url, TOKEN, None, &paths, prune).await.expect("dry");
+        let lines: Vec<String> = dry
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::Unchanged)
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "replace   zone-settings example.com. (reset to the defaults)",
+                "delete    service www in example.com.",
+                "delete    zone other.test.",
+                "delete    datacenter nyc",
+            ],
+            "{dry}"
+        );
+        assert!(dry.to_string().contains("1 to replace, 3 to delete"), "{dry}");
+        assert!(t.cluster.state.load().zone("other.test.").is_some());
+        let prune = Options {
+            prune: true,
+            ..REAL
+        };
+        let r = apply(&url, TOKEN, None, &paths, prune)
+            .await
+            .expect("prune");
+        assert_eq!((r.replaced(), r.deleted()), (1, 3), "{r}");
+        let state = t.cluster.state.load_full();
+        assert!(state.zone("other.test.").is_none());
+        assert!(state.datacenter("nyc").is_none());
+        assert!(state.service("example.com.", "www").is_none());
+        assert_eq!(
+            *state
+                .zone_settings("example.com.")
+                .expect("settings")
+                .settings,
+            ZoneSettings::default()
+        );
+        assert!(state.tsig_key("xfr").is_some(), "keys are never pruned");
+    }
+
+    #[tokio::test]
+    async fn an_empty_tsig_secret_is_refused_before_any_request() {
+        let d = dir_with(&[(
+            "tsig.toml",
+            "[[key]]\nname = \"k\"\nalgorithm = \"hmac-sha256\"\nsecret = \"\"\n",
+        )]);
+        let e = apply(
+            "http://127.0.0.1:9",
+            TOKEN,
+            None,
+            &[d.path().to_path_buf()],
+            DRY,
+        )
+        .await
+        .expect_err("empty secret");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("tsig.toml") && msg.contains("fill in"),
+            "{msg}"
+        );
+    }
 }
