@@ -953,7 +953,10 @@ mod tests {
             ],
             "{dry}"
         );
-        assert!(dry.to_string().contains("1 to replace, 3 to delete"), "{dry}");
+        assert!(
+            dry.to_string().contains("1 to replace, 3 to delete"),
+            "{dry}"
+        );
         assert!(t.cluster.state.load().zone("other.test.").is_some());
         let prune = Options {
             prune: true,
