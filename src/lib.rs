@@ -22,13 +22,15 @@
 //! - [`admin`]: the HTTP admin API.
 //! - [`service`]: systemd readiness (`sd_notify`) and SIGHUP as a reload request.
 //! - [`node`]: wiring: build, run, stop on SIGTERM.
+//! - [`client`]: the admin API's command-line clients, `meridian apply` and `meridian
+//!   export`, beside `main`; they speak only the admin API.
 
 // Lock types are denied only where queries run (dns, policy, geo); see clippy.toml.
 #![allow(clippy::disallowed_types)]
 
 pub mod admin;
-pub mod apply;
 pub mod certs;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod degraded;

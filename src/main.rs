@@ -15,6 +15,36 @@ Environment:
                           \"json\" (one JSON object per line). Logs go to stderr.";
 
 const APPLY_HELP: &str = "\
+In a directory, every NAME.zone, datacenters.toml, services.toml, zone-settings.toml and
+tsig.toml is read (the files `meridian export` writes). Order: TSIG keys, datacenters,
+zones, zone settings, services; each object is sent only when it differs from the
+cluster's. A datacenter's state is sent only when its table names one, so re-applying
+definitions never undoes a drain. A TSIG key with an empty secret is refused (fill it in);
+an existing key of the same algorithm is not sent again unless --send-secrets.
+
+With --prune, the files are the whole truth: services, zones and datacenters they do not
+name (nor a named service needs) are deleted, services first, then zones, then
+datacenters; a named zone's settings the files do not give are reset to the defaults. TSIG
+keys are never deleted. With --dry-run, everything that would be created, replaced or
+deleted is printed and nothing is changed.
+
+Environment:
+  MERIDIAN_ADMIN_TOKEN    The bearer token when --token is not given.
+  MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins). Default: warn.
+  MERIDIAN_LOG_FORMAT     \"text\" (the default) or \"json\". Logs go to stderr.";
+
+const EXPORT_HELP: &str = "\
+Writes NAME.zone for every zone (NAME: the origin without its final dot),
+datacenters.toml (each datacenter with its state), services.toml, zone-settings.toml (the
+zones whose settings are not the defaults) and, when TSIG keys exist, tsig.toml with each
+key's name and algorithm and secret = \"\": secrets never leave the cluster; fill them in
+before importing (an empty secret is refused). A new cluster bootstrapped from DIR, or
+`meridian apply DIR` onto an empty one, gives the same answers.
+
+DIR is created, or must be empty. Reads need no token unless the server asks for one
+([admin] reads_need_token). Without the write token, credentials in health-check URLs
+come back masked (***); export then says so on stderr.
+
 Environment:
   MERIDIAN_ADMIN_TOKEN    The bearer token when --token is not given.
   MERIDIAN_LOG, RUST_LOG  What is logged, as a tracing filter (MERIDIAN_LOG wins). Default: warn.
@@ -87,25 +117,51 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Push zone files, datacenters.toml and services.toml through the admin API
-    /// (idempotent: unchanged objects are not sent).
+    /// Push zone files, datacenters.toml, services.toml, zone-settings.toml and tsig.toml
+    /// through the admin API (idempotent: unchanged objects are not sent).
     #[command(after_help = APPLY_HELP)]
     Apply {
         /// The admin API, e.g. http://127.0.0.1:8053
         #[arg(long, value_name = "URL")]
         admin: String,
-        /// The bearer token. Default: env MERIDIAN_ADMIN_TOKEN
+        /// The bearer token (a write token). Default: env MERIDIAN_ADMIN_TOKEN
         #[arg(long)]
         token: Option<String>,
-        /// Print what would change and change nothing
+        /// Print what would be created, replaced or deleted, and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Also delete the services, zones and datacenters the files do not name
+        #[arg(long)]
+        prune: bool,
+        /// Send every TSIG key of the files, even one that exists with the same algorithm
+        /// (secrets cannot be read back to compare)
+        #[arg(long)]
+        send_secrets: bool,
         /// Trust only this CA (PEM) for an https:// admin URL; the host is verified too
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
-        /// Zone files (NAME.zone), datacenters.toml, services.toml, or directories of them
+        /// Zone files (NAME.zone), datacenters.toml, services.toml, zone-settings.toml,
+        /// tsig.toml, or directories of them
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+    /// Write the routing state as a bootstrap directory (zones, datacenters with their
+    /// state, services, zone settings, TSIG key names): the logical backup.
+    #[command(after_help = EXPORT_HELP)]
+    Export {
+        /// The admin API, e.g. http://127.0.0.1:8053
+        #[arg(long, value_name = "URL")]
+        admin: String,
+        /// The bearer token: needed when the server wants one for reads; the write token
+        /// also gets health-check URLs unmasked. Default: env MERIDIAN_ADMIN_TOKEN
+        #[arg(long)]
+        token: Option<String>,
+        /// Trust only this CA (PEM) for an https:// admin URL; the host is verified too
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// The directory to write (created; an existing one must be empty)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Make a CA and certificates for trying mTLS out: ca.crt/ca.key, nodeN.crt/nodeN.key
     /// (DNS SAN node-N; server and client use) and admin.crt/admin.key (server use only).
@@ -192,6 +248,8 @@ fn main() -> ExitCode {
             admin,
             token,
             dry_run,
+            prune,
+            send_secrets,
             cacert,
             paths,
         } => {
@@ -199,26 +257,58 @@ fn main() -> ExitCode {
                 eprintln!("meridian apply: give --token or set MERIDIAN_ADMIN_TOKEN");
                 return ExitCode::FAILURE;
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match meridian::client::runtime() {
                 Ok(r) => r,
                 Err(e) => return fail(&e.into()),
             };
-            match runtime.block_on(meridian::apply::apply_with_ca(
+            let options = meridian::client::apply::Options {
+                dry_run,
+                prune,
+                send_secrets,
+            };
+            match runtime.block_on(meridian::client::apply::apply(
                 &admin,
                 &token,
-                &paths,
-                dry_run,
                 cacert.as_deref(),
+                &paths,
+                options,
             )) {
                 Ok(report) => {
-                    print!("{report}");
+                    println!("{report}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("meridian apply: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Export {
+            admin,
+            token,
+            cacert,
+            dir,
+        } => {
+            let token = token.or_else(|| std::env::var("MERIDIAN_ADMIN_TOKEN").ok());
+            let runtime = match meridian::client::runtime() {
+                Ok(r) => r,
+                Err(e) => return fail(&e.into()),
+            };
+            match runtime.block_on(meridian::client::export::export(
+                &admin,
+                token.as_deref(),
+                cacert.as_deref(),
+                &dir,
+            )) {
+                Ok(report) => {
+                    println!("{report}");
+                    for w in report.warnings() {
+                        eprintln!("warning: {w}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian export: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -250,7 +340,7 @@ fn main() -> ExitCode {
                         .build()
                         .map_err(anyhow::Error::from)
                         .and_then(|rt| {
-                            rt.block_on(meridian::apply::explain_remote(
+                            rt.block_on(meridian::client::explain::explain_remote(
                                 &admin,
                                 token.as_deref(),
                                 cacert.as_deref(),
@@ -258,6 +348,7 @@ fn main() -> ExitCode {
                                 &qtype,
                                 client_ip,
                             ))
+                            .map_err(anyhow::Error::from)
                         })
                 }
                 None => meridian::node::config_from(config.as_deref())

@@ -162,7 +162,35 @@ fn help_describes_every_flag_default_environment_variable_and_signal() {
             "apply --help lacks {needle}:\n{apply}"
         );
     }
-    for cmd in ["check", "explain", "apply"] {
+    let apply = help(&["apply"]);
+    for needle in [
+        "--prune",
+        "--send-secrets",
+        "zone-settings.toml",
+        "tsig.toml",
+    ] {
+        assert!(
+            apply.contains(needle),
+            "apply --help lacks {needle}:\n{apply}"
+        );
+    }
+    let export = help(&["export"]);
+    for needle in [
+        "--admin <URL>",
+        "--token",
+        "--cacert",
+        "<DIR>",
+        "empty",
+        "secret = \"\"",
+        "masked",
+        "MERIDIAN_ADMIN_TOKEN",
+    ] {
+        assert!(
+            export.contains(needle),
+            "export --help lacks {needle}:\n{export}"
+        );
+    }
+    for cmd in ["check", "explain", "apply", "export"] {
         let text = help(&[cmd]);
         assert!(text.contains("MERIDIAN_LOG_FORMAT"), "{cmd}:\n{text}");
         assert!(text.contains("RUST_LOG"), "{cmd}:\n{text}");
