@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use crate::cluster::node::RaftNode;
+pub use crate::cluster::raft::RaftNode;
 
 /// Why a write did not go through, and what became of it. Rejections are not errors: they
 /// are `Response::Rejected`.

@@ -4,6 +4,10 @@
 //! - [`command`]: the write vocabulary and its results.
 //! - [`state`]: the replicated state and its deterministic `apply`.
 //! - [`types`]: openraft's type configuration and the log entry format.
+//! - [`store`]: the sled store (log, vote, one key per object), failing closed.
+//! - [`network`]: the Raft RPCs and forwarded writes, over HTTP or mutual TLS.
+//! - [`raft`]: the Raft node: start-up, writes with honest outcomes, quorum, status.
+//! - [`handle`]: a cheap clone of the Raft node.
 
 pub mod command;
 pub mod network;
@@ -14,10 +18,10 @@ pub mod types;
 pub use command::{Command, CookieSecret, Rejection, Response};
 pub use state::State;
 pub mod handle;
-pub mod node;
+pub mod raft;
 
 pub use network::Committed;
-pub use node::{start, ClusterConfig, StartError, Started, WRITE_DEADLINE};
+pub use raft::{start, ClusterConfig, StartError, Started, WRITE_DEADLINE};
 pub use store::{Applied, Change};
 pub use types::Request;
 
