@@ -376,58 +376,75 @@ impl State {
                 wanted.insert(t, then);
             }
         }
-        // Puts first (datacenters, zones, services), then deletes in the reverse order, so
-        // that nothing is ever named before it exists.
-        let order = |t: &str| match t.split('/').next() {
-            Some("datacenter") => 0,
-            Some("zone") => 1,
-            _ => 2,
+        // In an order where nothing is named before it exists and no zone text clashes
+        // with a service: datacenters put; every service that changes taken away; zones
+        // deleted, then put; services put back; datacenters deleted. One command, so no
+        // query sees the steps in between.
+        let kind = |t: &str| t.split('/').next().unwrap_or("").to_string();
+        let steps: Vec<(&String, &Option<Shown>)> = wanted.iter().collect();
+        let mut plan: Vec<(String, Option<Shown>)> = Vec::new();
+        let mut add = |want_kind: &str, puts: bool| {
+            for (t, v) in &steps {
+                if kind(t) == want_kind && v.is_some() == puts {
+                    plan.push(((*t).clone(), (*v).clone()));
+                }
+            }
         };
-        let mut puts: Vec<(&String, &Shown)> = wanted
+        add("datacenter", true);
+        add("service", false);
+        add("zone", false);
+        add("zone", true);
+        add("service", true);
+        add("datacenter", false);
+        let mut remove_first: Vec<String> = steps
             .iter()
-            .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
+            .filter(|(t, v)| kind(t) == "service" && v.is_some())
+            .filter(|(t, _)| self.shown_now(t).is_some())
+            .map(|(t, _)| (*t).clone())
             .collect();
-        puts.sort_by_key(|(t, _)| order(t));
-        let mut deletes: Vec<&String> = wanted
+        // Services being put back are taken away first too (their zone may change under
+        // them); the plan puts them back after the zones.
+        let at = plan
             .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(t, _)| t)
-            .collect();
-        deletes.sort_by_key(|t| std::cmp::Reverse(order(t)));
-        for (target, value) in puts {
-            let cmd = match value {
-                Shown::Datacenter(dc) => Command::PutDatacenter {
-                    dc: (**dc).clone(),
+            .position(|(t, _)| kind(t) != "datacenter")
+            .unwrap_or(plan.len());
+        for t in remove_first.drain(..).rev() {
+            plan.insert(at, (t, None));
+        }
+        for (target, value) in plan {
+            let cmd = match (value, target.split_once('/')) {
+                (Some(Shown::Datacenter(dc)), _) => Command::PutDatacenter {
+                    dc: (*dc).clone(),
                     set_state: Some(dc.state),
                 },
-                Shown::Zone(text) => Command::PutZone {
+                (Some(Shown::Zone(text)), _) => Command::PutZone {
                     origin: target.trim_start_matches("zone/").to_string(),
-                    text: text.clone(),
+                    text,
                 },
-                Shown::Service(s) => Command::PutService {
-                    service: (**s).clone(),
+                (Some(Shown::Service(s)), _) => Command::PutService {
+                    service: (*s).clone(),
                 },
-            };
-            self.change(&cmd, at_ms, index, delta)
-                .map_err(|why| rollback_failed(target, why))?;
-        }
-        for target in deletes {
-            let (kind, rest) = target.split_once('/').unwrap_or(("", ""));
-            let cmd = match kind {
-                "datacenter" => Command::DeleteDatacenter { id: rest.into() },
-                "zone" => Command::DeleteZone {
-                    origin: rest.into(),
+                (None, Some(("datacenter", id))) => Command::DeleteDatacenter { id: id.into() },
+                (None, Some(("zone", origin))) => Command::DeleteZone {
+                    origin: origin.into(),
                 },
-                _ => {
+                (None, Some((_, rest))) => {
                     let (zone, name) = rest.rsplit_once('/').unwrap_or(("", ""));
                     Command::DeleteService {
                         zone: zone.into(),
                         name: name.into(),
                     }
                 }
+                (None, None) => continue,
             };
+            // A service already taken away by this rollback has nothing left to delete.
+            if let Command::DeleteService { zone, name } = &cmd {
+                if self.service(zone, name).is_none() {
+                    continue;
+                }
+            }
             self.change(&cmd, at_ms, index, delta)
-                .map_err(|why| rollback_failed(target, why))?;
+                .map_err(|why| rollback_failed(&target, why))?;
         }
         Ok(Response::RolledBack {
             changed: wanted.into_keys().collect(),
@@ -525,6 +542,95 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PolicyKind;
+
+    const ZONE: &str = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+
+    #[test]
+    fn a_rollback_puts_back_a_record_a_later_service_took_the_name_of_and_is_itself_undone() {
+        let mut s = State::default();
+        let mut index = 0;
+        let mut ap = |s: &mut State, cmd: Command| {
+            index += 1;
+            let req = Request::new(cmd).by("ops");
+            let (r, _) = s.apply_request(&req, index);
+            assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
+            index
+        };
+        ap(
+            &mut s,
+            Command::PutZone {
+                origin: "example.com".into(),
+                text: format!("{ZONE}api IN A 192.0.2.7\n"),
+            },
+        );
+        let dc = crate::model::fixtures::datacenter("lon", 1.0, 2.0, "192.0.2.9");
+        let weight = dc.weight;
+        let point = ap(
+            &mut s,
+            Command::PutDatacenter {
+                dc,
+                set_state: None,
+            },
+        );
+        // Later: the record goes, and a service takes its name; lon is drained.
+        ap(
+            &mut s,
+            Command::PutZone {
+                origin: "example.com".into(),
+                text: ZONE.into(),
+            },
+        );
+        let svc =
+            crate::model::fixtures::service("example.com", "api", PolicyKind::GeoNearest, &["lon"]);
+        ap(&mut s, Command::PutService { service: svc });
+        ap(
+            &mut s,
+            Command::PatchDatacenter {
+                id: "lon".into(),
+                weight: Some(7),
+                state: Some(crate::model::DcState::Drained),
+            },
+        );
+        let rollback = ap(&mut s, Command::Rollback { to: point });
+        let before_rollback = rollback - 1;
+        assert!(s.service("example.com.", "api").is_none());
+        assert!(s
+            .zone("example.com.")
+            .is_some_and(|z| z.text.contains("api IN A 192.0.2.7")));
+        let lon = &s.datacenter("lon").expect("lon").dc;
+        assert_eq!(
+            (lon.weight, lon.state),
+            (weight, crate::model::DcState::Active)
+        );
+        let entry = s.history_entry(rollback).expect("the rollback is an entry");
+        assert_eq!(
+            (entry.kind.as_str(), entry.target.as_deref()),
+            ("rollback", None)
+        );
+        assert_eq!(entry.actor, "ops");
+        // Undo the rollback: the service and the drain are back.
+        ap(
+            &mut s,
+            Command::Rollback {
+                to: before_rollback,
+            },
+        );
+        assert!(s.service("example.com.", "api").is_some());
+        assert!(!s
+            .zone("example.com.")
+            .is_some_and(|z| z.text.contains("192.0.2.7")));
+        assert_eq!(
+            s.datacenter("lon").expect("lon").dc.state,
+            crate::model::DcState::Drained
+        );
+        // Before and after of the first zone change, rebuilt from the patches.
+        let Some(Shown::Zone(after)) = s.shown_after("zone/example.com.", 1) else {
+            panic!("no zone after entry 1");
+        };
+        assert!(after.contains("192.0.2.7"));
+        assert_eq!(s.shown_before("zone/example.com.", 1), None);
+    }
 
     #[test]
     fn a_patch_turns_the_text_after_into_the_text_before() {
