@@ -29,8 +29,12 @@ const FOLLOWER_QUORUM_WINDOW: Duration = Duration::from_millis(2 * ELECTION_TIME
 const NO_QUORUM_WAIT: Duration = Duration::from_millis(300);
 
 const HEARTBEAT_MS: u64 = 200;
-const ELECTION_TIMEOUT_MIN: u64 = 1000;
-const ELECTION_TIMEOUT_MAX: u64 = 2000;
+/// openraft 0.9 starts an election only after its leader lease (`election_timeout_max`)
+/// plus this node's election timeout (drawn once, between min and max) without a
+/// heartbeat, and a candidate that saw a longer log waits `2 × max` more: 1.8–2.4 s to a
+/// new leader here, with three heartbeats of slack before the earliest timeout.
+const ELECTION_TIMEOUT_MIN: u64 = 600;
+const ELECTION_TIMEOUT_MAX: u64 = 1200;
 
 /// What the node needs to start its control plane.
 pub struct ClusterConfig {
