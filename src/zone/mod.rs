@@ -5,6 +5,7 @@ mod parse;
 pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
 
 mod index;
+pub mod dnssec;
 pub mod transfer;
 pub mod update;
 
