@@ -400,12 +400,12 @@ impl Signer {
     /// Sign an RRset: `owner` lower-case wire, `rdatas` in canonical form (RFC 4034 §6.2)
     /// and canonical order (§6.3). Writes the whole RRSIG RDATA into `out` and returns its
     /// length; `None` when it does not fit. `scratch` holds the to-be-signed bytes.
-    pub fn sign_into(
+    pub fn sign_into<'r>(
         &self,
         owner: &[u8],
         rtype: u16,
         ttl: u32,
-        rdatas: &[&[u8]],
+        rdatas: impl Iterator<Item = &'r [u8]>,
         scratch: &mut [u8],
         out: &mut [u8],
     ) -> Option<usize> {
@@ -467,7 +467,7 @@ impl Signer {
         let mut scratch = vec![0u8; need];
         let mut out = vec![0u8; 18 + self.signer.len() + 64];
         let n = self
-            .sign_into(owner, rtype, ttl, &refs, &mut scratch, &mut out)
+            .sign_into(owner, rtype, ttl, refs.iter().copied(), &mut scratch, &mut out)
             .ok_or_else(|| DnssecError::TooLarge(crate::zone::display(owner)))?;
         out.truncate(n);
         Ok(out.into_boxed_slice())
