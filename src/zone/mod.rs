@@ -11,7 +11,7 @@ pub mod update;
 
 pub use index::{
     is_subdomain, parent, rtype, service_conflict, wire, wire_lower, IndexError, Node, Rdata,
-    RrSet, Zone, ZoneSet,
+    RrSet, SignedNsec, Zone, ZoneSet,
 };
 
 /// A wire name as presentation text (for messages).
