@@ -23,8 +23,8 @@ use crate::zone::transfer::Journal;
 use crate::zone::{parse_zone, service_conflict, ZoneFile};
 use crate::zoneconf::{TsigKey, ZoneSettings};
 
-pub mod history;
 mod dnssec;
+pub mod history;
 pub use dnssec::DnssecEntry;
 mod serial;
 

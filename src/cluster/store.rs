@@ -45,8 +45,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::cluster::command::Response;
 use crate::cluster::state::{
-    DcEntry, DcStatus, Delta, DnssecEntry, Event, HistoryEntry, Opinion, RequestRecord, ServiceEntry,
-    SettingsEntry, State, TsigEntry, STATE_FORMAT,
+    DcEntry, DcStatus, Delta, DnssecEntry, Event, HistoryEntry, Opinion, RequestRecord,
+    ServiceEntry, SettingsEntry, State, TsigEntry, STATE_FORMAT,
 };
 use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,

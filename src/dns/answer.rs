@@ -685,12 +685,25 @@ fn answer_set(
     let mut scratch = [0u8; MAX_TBS];
     let mut sig = [0u8; SIG_ROOM];
     let canon = set.canon.iter().map(|c| &c[..]);
-    let Some(n) = signer.sign_into(lower.as_slice(), set.rtype, set.ttl, canon, &mut scratch, &mut sig) else {
+    let Some(n) = signer.sign_into(
+        lower.as_slice(),
+        set.rtype,
+        set.ttl,
+        canon,
+        &mut scratch,
+        &mut sig,
+    ) else {
         return w.rrset(Section::Answer, raw, set, set.ttl);
     };
     let m = w.mark();
     if w.rrset(Section::Answer, raw, set, set.ttl)
-        && w.raw_rrset(Section::Answer, raw, RRSIG, set.ttl, std::iter::once(&sig[..n]))
+        && w.raw_rrset(
+            Section::Answer,
+            raw,
+            RRSIG,
+            set.ttl,
+            std::iter::once(&sig[..n]),
+        )
     {
         return true;
     }
@@ -738,7 +751,13 @@ fn signed_addrs<'a>(
     else {
         return true;
     };
-    if w.raw_rrset(Section::Answer, raw, RRSIG, ttl, std::iter::once(&sig[..len])) {
+    if w.raw_rrset(
+        Section::Answer,
+        raw,
+        RRSIG,
+        ttl,
+        std::iter::once(&sig[..len]),
+    ) {
         return true;
     }
     w.rollback(m);
@@ -748,9 +767,19 @@ fn signed_addrs<'a>(
 /// A ready NSEC with its RRSIG, together or not at all.
 fn put_nsec(w: &mut Writer<'_>, owner: &[u8], ttl: u32, nsec: &crate::zone::SignedNsec) -> bool {
     let m = w.mark();
-    if w.raw_rrset(Section::Authority, owner, NSEC, ttl, std::iter::once(&nsec.rdata[..]))
-        && w.raw_rrset(Section::Authority, owner, RRSIG, ttl, std::iter::once(&nsec.sig[..]))
-    {
+    if w.raw_rrset(
+        Section::Authority,
+        owner,
+        NSEC,
+        ttl,
+        std::iter::once(&nsec.rdata[..]),
+    ) && w.raw_rrset(
+        Section::Authority,
+        owner,
+        RRSIG,
+        ttl,
+        std::iter::once(&nsec.sig[..]),
+    ) {
         return true;
     }
     w.rollback(m);
@@ -781,7 +810,14 @@ enum Denial<'z> {
 /// A signed negative answer: the SOA and the compact-denial NSEC, each with its RRSIG.
 fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<'_>) {
     let ttl = zone.negative_ttl();
-    if !put(w, true, Section::Authority, zone.origin_wire(), zone.soa(), ttl) {
+    if !put(
+        w,
+        true,
+        Section::Authority,
+        zone.origin_wire(),
+        zone.soa(),
+        ttl,
+    ) {
         w.set_tc();
         return;
     }
@@ -819,13 +855,25 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     let rdata = &rdata[..len];
     let mut scratch = [0u8; MAX_TBS];
     let mut sig = [0u8; SIG_ROOM];
-    let Some(n) = signer.sign_into(lower, NSEC, ttl, std::iter::once(rdata), &mut scratch, &mut sig)
-    else {
+    let Some(n) = signer.sign_into(
+        lower,
+        NSEC,
+        ttl,
+        std::iter::once(rdata),
+        &mut scratch,
+        &mut sig,
+    ) else {
         return;
     };
     let m = w.mark();
     if !(w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
-        && w.raw_rrset(Section::Authority, raw, RRSIG, ttl, std::iter::once(&sig[..n])))
+        && w.raw_rrset(
+            Section::Authority,
+            raw,
+            RRSIG,
+            ttl,
+            std::iter::once(&sig[..n]),
+        ))
     {
         w.rollback(m);
         w.set_tc();

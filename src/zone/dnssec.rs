@@ -175,8 +175,8 @@ impl ZoneKeys {
         let gen = |e: &dyn fmt::Display| DnssecError::Generate(algorithm.name(), e.to_string());
         let (pkcs8, public) = match algorithm {
             Algorithm::EcdsaP256Sha256 => {
-                let der = EcdsaSigningKey::generate_pkcs8(HAlg::ECDSAP256SHA256)
-                    .map_err(|e| gen(&e))?;
+                let der =
+                    EcdsaSigningKey::generate_pkcs8(HAlg::ECDSAP256SHA256).map_err(|e| gen(&e))?;
                 let key = EcdsaSigningKey::from_pkcs8(&der, HAlg::ECDSAP256SHA256)
                     .map_err(|e| gen(&e))?;
                 let public = key.to_public_key().map_err(|e| gen(&e))?;
@@ -256,7 +256,10 @@ impl ZoneKey {
 }
 
 fn dnskey(flags: u16, algorithm: Algorithm, public: &[u8]) -> DNSKEY {
-    DNSKEY::with_flags(flags, PublicKeyBuf::new(public.to_vec(), algorithm.hickory()))
+    DNSKEY::with_flags(
+        flags,
+        PublicKeyBuf::new(public.to_vec(), algorithm.hickory()),
+    )
 }
 
 /// The DS RDATA wire form (for CDS).
@@ -467,7 +470,14 @@ impl Signer {
         let mut scratch = vec![0u8; need];
         let mut out = vec![0u8; 18 + self.signer.len() + 64];
         let n = self
-            .sign_into(owner, rtype, ttl, refs.iter().copied(), &mut scratch, &mut out)
+            .sign_into(
+                owner,
+                rtype,
+                ttl,
+                refs.iter().copied(),
+                &mut scratch,
+                &mut out,
+            )
             .ok_or_else(|| DnssecError::TooLarge(crate::zone::display(owner)))?;
         out.truncate(n);
         Ok(out.into_boxed_slice())
@@ -533,9 +543,9 @@ mod tests {
         assert_eq!(
             out,
             [
-                0x00, 0x06, 0x40, 0x01, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1b, 0x00, 0x00, 0x00,
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20
+                0x00, 0x06, 0x40, 0x01, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1b, 0x00, 0x00, 0x00, 0x00,
+                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20
             ]
         );
     }

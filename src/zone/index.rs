@@ -233,9 +233,8 @@ impl Zone {
     /// since the epoch): every RRset but glue and delegation NS gets its RRSIG, every
     /// name its NODATA NSEC, and the apex DNSKEY, CDS and CDNSKEY (RFC 7344).
     pub fn sign(&mut self, keys: &ZoneKeys, now: u64) -> Result<(), IndexError> {
-        let fail = |e: &dyn std::fmt::Display| {
-            IndexError::Encode(self.origin.to_string(), e.to_string())
-        };
+        let fail =
+            |e: &dyn std::fmt::Display| IndexError::Encode(self.origin.to_string(), e.to_string());
         let signer = Signer::new(&self.origin_wire, keys, now).map_err(|e| fail(&e))?;
         let mut nodes = (*self.nodes).clone();
         // The apex's key RRsets.
@@ -318,7 +317,11 @@ impl Zone {
             }));
         }
         let mut soa = self.soa.clone();
-        let canon = soa.rdatas.iter().map(|r| canonical(rtype::SOA, r)).collect();
+        let canon = soa
+            .rdatas
+            .iter()
+            .map(|r| canonical(rtype::SOA, r))
+            .collect();
         soa.sigs = vec![signer
             .sign(&self.origin_wire, rtype::SOA, soa.ttl, canon)
             .map_err(|e| fail(&e))?];
@@ -356,10 +359,16 @@ impl Zone {
         }
         // The SOA changed: in a signed zone its RRSIG is made again (one signature).
         if let Some(signer) = &self.signer {
-            let canon = soa.rdatas.iter().map(|r| canonical(rtype::SOA, r)).collect();
+            let canon = soa
+                .rdatas
+                .iter()
+                .map(|r| canonical(rtype::SOA, r))
+                .collect();
             match signer.sign(&self.origin_wire, rtype::SOA, soa.ttl, canon) {
                 Ok(sig) => soa.sigs = vec![sig],
-                Err(e) => tracing::error!(zone = %self.origin, error = %e, "the SOA cannot be signed"),
+                Err(e) => {
+                    tracing::error!(zone = %self.origin, error = %e, "the SOA cannot be signed")
+                }
             }
         }
         Zone {

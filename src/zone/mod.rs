@@ -4,8 +4,8 @@ mod parse;
 
 pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
 
-mod index;
 pub mod dnssec;
+mod index;
 pub mod transfer;
 pub mod update;
 
