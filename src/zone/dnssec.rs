@@ -540,13 +540,16 @@ mod tests {
         let mut out = Vec::new();
         // RFC 4034 §4.3's example: A MX RRSIG NSEC TYPE1234.
         type_bitmap(&[1, 15, 46, 47, 1234], &mut out);
-        assert_eq!(
-            out,
-            [
-                0x00, 0x06, 0x40, 0x01, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1b, 0x00, 0x00, 0x00, 0x00,
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20
-            ]
-        );
+        let mut want = vec![0x00, 0x06, 0x40, 0x01, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1b];
+        want.extend([0u8; 26]);
+        want.push(0x20);
+        assert_eq!(out, want);
+        // RFC 9824 §3: RRSIG NSEC NXNAME, as the answer path writes it.
+        out.clear();
+        type_bitmap(&[types::RRSIG, types::NSEC, types::NXNAME], &mut out);
+        let mut want = vec![0x00, 0x11, 0, 0, 0, 0, 0, 0x03];
+        want.extend([0u8; 10]);
+        want.push(0x80);
+        assert_eq!(out, want);
     }
 }
