@@ -9,6 +9,8 @@ command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v dnstap-read >/dev/null 2>&1 || need+=(bind9-dnsutils)
 # nsupdate (RFC 2136 UPDATE with TSIG, tests/update.rs) is in bind9-dnsutils too.
 command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
+# delv (a validating lookup, tests/dnssec.rs) is in bind9-dnsutils too.
+command -v delv >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v fstrm_capture >/dev/null 2>&1 || need+=(fstrm-bin)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)

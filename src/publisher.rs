@@ -58,6 +58,26 @@ fn feed_xfr(builder: &mut Builder, state: &State, delta: &Delta) {
         };
         builder.put_xfr(&name, state.xfr_zone(&origin).map(Arc::new));
     }
+    feed_dnssec(builder, state, delta);
+}
+
+/// The DNSSEC keys `delta` names (everything: every zone's).
+fn feed_dnssec(builder: &mut Builder, state: &State, delta: &Delta) {
+    let origins: Vec<String> = if delta.everything {
+        let (held, _) = builder.held();
+        held.iter()
+            .map(|o| o.to_lowercase().to_ascii())
+            .chain(state.zones().map(|(o, _)| o.clone()))
+            .collect()
+    } else {
+        delta.dnssec.iter().cloned().collect()
+    };
+    for origin in origins {
+        let Ok(name) = Name::from_ascii(&origin) else {
+            continue;
+        };
+        builder.put_dnssec(&name, state.dnssec(&origin).map(|e| e.keys.clone()));
+    }
 }
 
 /// Hand `delta` (against `state`) to the builder: only what it names is rebuilt.

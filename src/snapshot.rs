@@ -21,6 +21,7 @@ use crate::geo::GeoDb;
 use crate::metrics::{Counter, QueryStats};
 use crate::model::{Datacenter, Service};
 use crate::policy::{DcTable, GeoKey, GeoPlan, Plan};
+use crate::zone::dnssec::ZoneKeys;
 use crate::zone::transfer::XfrZone;
 use crate::zone::{wire_lower, Zone, ZoneFile, ZoneSet};
 use crate::zoneconf::TsigKey;
@@ -237,6 +238,8 @@ pub struct Builder {
     dirty_serials: BTreeSet<WireName>,
     xfr: Arc<XfrSet>,
     tsig: Arc<TsigKeys>,
+    /// The DNSSEC keys of signed zones, by lower-case wire origin.
+    dnssec: HashMap<WireName, Arc<ZoneKeys>>,
 }
 
 #[derive(Clone)]
@@ -278,6 +281,20 @@ impl Builder {
             dirty_serials: BTreeSet::new(),
             xfr: Arc::default(),
             tsig: Arc::default(),
+            dnssec: HashMap::new(),
+        }
+    }
+
+    /// A zone's DNSSEC keys (`None`: unsigned): the zone is indexed and signed again at the
+    /// next snapshot.
+    pub fn put_dnssec(&mut self, origin: &Name, keys: Option<Arc<ZoneKeys>>) {
+        let wire = wire_lower(origin);
+        let changed = match keys {
+            Some(k) => self.dnssec.insert(wire.clone(), k.clone()).as_deref() != Some(&*k),
+            None => self.dnssec.remove(&wire).is_some(),
+        };
+        if changed {
+            self.dirty_zones.insert(wire);
         }
     }
 
@@ -585,7 +602,16 @@ impl Builder {
                     }
                     continue;
                 };
-                match Zone::build(file, &services) {
+                let built = Zone::build(file, &services).and_then(|mut z| {
+                    if let Some(keys) = self.dnssec.get(&origin) {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                        z.sign(keys, now)?;
+                    }
+                    Ok(z)
+                });
+                match built {
                     Ok(z) => {
                         let z = match self.serials.get(&origin) {
                             Some(&serial) if serial != z.serial() => z.with_serial(serial),

@@ -10,6 +10,7 @@
 
 mod dashboard;
 mod dnsapi;
+mod dnssecapi;
 mod error;
 mod host;
 mod metrics;
@@ -86,6 +87,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/tsig-keys/{name}"),
     ("GET", "/api/v1/zones/{origin}/settings"),
     ("PUT", "/api/v1/zones/{origin}/settings"),
+    ("GET", "/api/v1/zones/{origin}/dnssec"),
+    ("PUT", "/api/v1/zones/{origin}/dnssec"),
+    ("DELETE", "/api/v1/zones/{origin}/dnssec"),
 ];
 
 /// The OpenAPI 3 document of this API.
@@ -304,6 +308,12 @@ pub(crate) fn build(app: App) -> Router {
         .route(
             "/api/v1/zones/{origin}/settings",
             get(dnsapi::get_zone_settings).put(dnsapi::put_zone_settings),
+        )
+        .route(
+            "/api/v1/zones/{origin}/dnssec",
+            get(dnssecapi::get_dnssec)
+                .put(dnssecapi::put_dnssec)
+                .delete(dnssecapi::delete_dnssec),
         )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))

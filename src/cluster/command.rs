@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Datacenter, DcState, Service};
 use crate::snapshot::COOKIE_SECRET_LEN;
+use crate::zone::dnssec::ZoneKeys;
 use crate::zone::update::UpdateRr;
 use crate::zoneconf::{TsigKey, ZoneSettings};
 
@@ -107,6 +108,16 @@ pub enum Command {
         #[serde(default)]
         updates: Vec<UpdateRr>,
     },
+    /// Sign a zone with keys the proposing node made (so that every node applies the
+    /// same keys). The same algorithm again changes nothing; another one is refused.
+    PutDnssec {
+        origin: String,
+        keys: ZoneKeys,
+    },
+    /// Stop signing a zone (its keys are forgotten).
+    DeleteDnssec {
+        origin: String,
+    },
 }
 
 impl Command {
@@ -128,6 +139,8 @@ impl Command {
             Command::DeleteTsigKey { .. } => "delete_tsig_key",
             Command::PutZoneSettings { .. } => "put_zone_settings",
             Command::DnsUpdate { .. } => "dns_update",
+            Command::PutDnssec { .. } => "put_dnssec",
+            Command::DeleteDnssec { .. } => "delete_dnssec",
         }
     }
 }

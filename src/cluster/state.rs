@@ -23,7 +23,9 @@ use crate::zone::transfer::Journal;
 use crate::zone::{parse_zone, service_conflict, ZoneFile};
 use crate::zoneconf::{TsigKey, ZoneSettings};
 
+mod dnssec;
 pub mod history;
+pub use dnssec::DnssecEntry;
 mod serial;
 
 pub use history::{HistoryEntry, Shown, MAX_HISTORY};
@@ -149,6 +151,8 @@ pub struct Delta {
     pub zone_settings: BTreeSet<String>,
     /// Zones whose published serial (and so transferred content) changed.
     pub serials: BTreeSet<String>,
+    /// Zones whose DNSSEC keys changed (signed, unsigned).
+    pub dnssec: BTreeSet<String>,
     /// History entries added or pruned (stored, never published).
     pub history: BTreeSet<u64>,
     /// Everything may have changed (a snapshot installed): rebuild all.
@@ -166,6 +170,7 @@ impl Delta {
         self.tsig_keys.extend(other.tsig_keys);
         self.zone_settings.extend(other.zone_settings);
         self.serials.extend(other.serials);
+        self.dnssec.extend(other.dnssec);
         self.history.extend(other.history);
         self.everything |= other.everything;
     }
@@ -180,6 +185,7 @@ impl Delta {
             || !self.tsig_keys.is_empty()
             || !self.zone_settings.is_empty()
             || !self.serials.is_empty()
+            || !self.dnssec.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,6 +232,8 @@ pub struct State {
     journals: OrdMap<String, Arc<Journal>>,
     /// The last [`MAX_HISTORY`] changes by log index.
     history: OrdMap<u64, Arc<HistoryEntry>>,
+    /// DNSSEC keys of signed zones, by canonical origin.
+    dnssec: OrdMap<String, DnssecEntry>,
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -481,6 +489,7 @@ impl State {
                 .map(|s| s.version),
             "tsig" => self.tsig_key(rest).map(|k| k.version),
             "settings" => self.zone_settings(rest).map(|s| s.version),
+            "dnssec" => self.dnssec(rest).map(|s| s.version),
             _ => None,
         }
         .unwrap_or(0)
@@ -814,6 +823,9 @@ impl State {
                 if self.zone_settings.remove(&key).is_some() {
                     delta.zone_settings.insert(key.clone());
                 }
+                if self.dnssec.remove(&key).is_some() {
+                    delta.dnssec.insert(key.clone());
+                }
                 delta.zones.insert(key);
                 Ok(Response::Deleted)
             }
@@ -976,6 +988,8 @@ impl State {
                     Response::Created
                 })
             }
+            Command::PutDnssec { origin, keys } => self.put_dnssec(origin, keys, index, delta),
+            Command::DeleteDnssec { origin } => self.delete_dnssec(origin, delta),
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
             Command::Rollback { to } => self.rollback(*to, at_ms, index, delta),
             Command::DnsUpdate {

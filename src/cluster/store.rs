@@ -9,7 +9,8 @@
 //! - tree `objects` (format 2): `applied` (`{format, last_applied, membership}`), and one key
 //!   per object: `z/ORIGIN` (a zone's text and version), `d/ID` (a datacenter), `t/ID` (its
 //!   opinions and events), `s/ZONE\0NAME` (a service), `r/ID` (a request's result),
-//!   `cookies` (the DNS cookie secrets), `h/INDEX` (a history entry). An apply
+//!   `cookies` (the DNS cookie secrets), `h/INDEX` (a history entry), `y/ORIGIN` (a
+//!   signed zone's DNSSEC keys). An apply
 //!   batch writes the keys its commands touched and `applied` in one sled batch, so a write
 //!   costs what it changed, never the whole state.
 //! - tree `sm` (format 1, read once and converted): `state`, the whole state as one value.
@@ -44,8 +45,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::cluster::command::Response;
 use crate::cluster::state::{
-    DcEntry, DcStatus, Delta, Event, HistoryEntry, Opinion, RequestRecord, ServiceEntry,
-    SettingsEntry, State, TsigEntry, STATE_FORMAT,
+    DcEntry, DcStatus, Delta, DnssecEntry, Event, HistoryEntry, Opinion, RequestRecord,
+    ServiceEntry, SettingsEntry, State, TsigEntry, STATE_FORMAT,
 };
 use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
@@ -463,6 +464,8 @@ struct SnapshotV2 {
     zone_settings: Vec<(String, SettingsEntry)>,
     #[serde(default)]
     serials: Vec<(String, u32)>,
+    #[serde(default)]
+    dnssec: Vec<(String, DnssecEntry)>,
 }
 
 impl SnapshotV2 {
@@ -498,6 +501,10 @@ impl SnapshotV2 {
                 .map(|(o, s)| (o.clone(), s.clone()))
                 .collect(),
             serials: state.serials().map(|(o, s)| (o.clone(), *s)).collect(),
+            dnssec: state
+                .all_dnssec()
+                .map(|(o, d)| (o.clone(), d.clone()))
+                .collect(),
         }
     }
 
@@ -532,6 +539,9 @@ impl SnapshotV2 {
         }
         for (o, serial) in self.serials {
             state.load_serial(o, serial);
+        }
+        for (o, d) in self.dnssec {
+            state.load_dnssec(o, d);
         }
         Ok(state)
     }
@@ -610,6 +620,10 @@ fn settings_key(origin: &str) -> Vec<u8> {
 fn serial_key(origin: &str) -> Vec<u8> {
     format!("x/{origin}").into_bytes()
 }
+/// A zone's DNSSEC keys (private keys included: the store is 0600).
+fn dnssec_key(origin: &str) -> Vec<u8> {
+    format!("y/{origin}").into_bytes()
+}
 
 /// Every object of `state` into `batch` (a snapshot installed, a format-1 store converted).
 fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json::Error> {
@@ -638,6 +652,9 @@ fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json:
     delta
         .serials
         .extend(state.serials().map(|(o, _)| o.clone()));
+    delta
+        .dnssec
+        .extend(state.all_dnssec().map(|(o, _)| o.clone()));
     changed_objects(state, &delta, batch)
 }
 
@@ -713,6 +730,12 @@ fn changed_objects(
         match state.stored_serial(origin) {
             Some(s) => batch.insert(serial_key(origin), serde_json::to_vec(&s)?),
             None => batch.remove(serial_key(origin)),
+        }
+    }
+    for origin in &delta.dnssec {
+        match state.dnssec(origin) {
+            Some(d) => batch.insert(dnssec_key(origin), serde_json::to_vec(d)?),
+            None => batch.remove(dnssec_key(origin)),
         }
     }
     Ok(())
@@ -827,6 +850,11 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
             state.load_tsig_key(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if let Some(origin) = key.strip_prefix("o/") {
             state.load_zone_settings(
+                origin.to_string(),
+                serde_json::from_slice(&v).map_err(|e| bad(&e))?,
+            );
+        } else if let Some(origin) = key.strip_prefix("y/") {
+            state.load_dnssec(
                 origin.to_string(),
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );

@@ -136,6 +136,8 @@ struct Trace {
     /// Where the delegation of a referral starts in the question name ([`KEY_ROOT`]: the
     /// referral came after a CNAME, so it is counted under the zone).
     cut_at: u8,
+    /// The query has DO and the zone is signed: RRSIGs and NSECs go out.
+    dnssec: bool,
 }
 
 /// Count one answered query in `snap`'s counters: the snapshot `outcome` was answered from.
@@ -250,6 +252,7 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
         class: Class::Positive,
         zone_at: KEY_ROOT,
         cut_at: KEY_ROOT,
+        dnssec: req.edns.is_some_and(|e| e.dnssec_ok),
     };
     let rc = resolve(snap, q, who, &mut w, &mut trace);
     w.set_rcode(rc);
@@ -310,6 +313,7 @@ fn resolve(
         }
     }
     w.set_aa(true);
+    trace.dnssec &= zone.signer().is_some();
     trace.zone = ZoneKey::of(zone);
     // The origin is a suffix of the name (the parent's too, for a DS at an apex).
     trace.zone_at =
@@ -336,7 +340,7 @@ fn walk(
             if std::ptr::eq(raw, q.raw) {
                 trace.cut_at = u8::try_from(cut.1).unwrap_or(KEY_ROOT);
             }
-            return referral(zone, cut, raw, w);
+            return referral(zone, cut, raw, w, trace.dnssec);
         }
         let (node, owner_is_wild) = match zone.node(lname) {
             Some(n) => (n, false),
@@ -344,6 +348,12 @@ fn walk(
                 Some(n) => {
                     trace.class = Class::Wildcard;
                     (n, true)
+                }
+                None if trace.dnssec => {
+                    // RFC 9824: NOERROR with an NSEC at the name, types RRSIG NSEC NXNAME.
+                    trace.class = Class::NxDomain;
+                    deny(zone, w, raw, lname, Denial::NxName);
+                    return rcode::NOERROR;
                 }
                 None => {
                     negative(zone, w);
@@ -359,7 +369,7 @@ fn walk(
         }
         if q.qtype != rtype::CNAME {
             if let Some(cname) = node.get(rtype::CNAME) {
-                if !w.rrset(Section::Answer, raw, cname, cname.ttl) {
+                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, cname) {
                     w.set_tc();
                     return rcode::NOERROR;
                 }
@@ -390,7 +400,7 @@ fn walk(
         let set = set.map(|s| if s.rtype == rtype::SOA { zone.soa() } else { s });
         match set {
             Some(set) => {
-                if !w.rrset(Section::Answer, raw, set, set.ttl) {
+                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, set) {
                     w.set_tc();
                     return rcode::NOERROR;
                 }
@@ -400,7 +410,16 @@ fn walk(
                 if trace.class == Class::Positive {
                     trace.class = Class::NoData;
                 }
-                negative(zone, w);
+                if trace.dnssec {
+                    let kind = if owner_is_wild {
+                        Denial::Synthesized(node)
+                    } else {
+                        Denial::NoData(node)
+                    };
+                    deny(zone, w, raw, name.as_slice(), kind);
+                } else {
+                    negative(zone, w);
+                }
             }
         }
         return rcode::NOERROR;
@@ -465,7 +484,12 @@ fn service(
             Family::V4 => rtype::A,
             Family::V6 => rtype::AAAA,
         };
-        if !w.raw_rrset(Section::Answer, raw, rt, plan.service.ttl, addrs) {
+        let written = if trace.dnssec {
+            signed_addrs(w, zone, raw, rt, plan.service.ttl, addrs)
+        } else {
+            w.raw_rrset(Section::Answer, raw, rt, plan.service.ttl, addrs)
+        };
+        if !written {
             w.set_tc();
             return rcode::NOERROR;
         }
@@ -570,7 +594,7 @@ fn wildcard<'z>(zone: &'z Zone, name: &[u8]) -> Option<&'z Node> {
 }
 
 /// A referral: the cut's NS in authority and their addresses as glue, without AA.
-fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], w: &mut Writer<'_>) -> u8 {
+fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], w: &mut Writer<'_>, dnssec: bool) -> u8 {
     let (node, start) = cut;
     w.set_aa(false);
     let Some(ns) = node.get(rtype::NS) else {
@@ -579,6 +603,19 @@ fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], w: &mut Writer<'_>) ->
     if !w.rrset(Section::Authority, &raw[start..], ns, ns.ttl) {
         w.set_tc();
         return rcode::NOERROR;
+    }
+    // Signed: the DS with its RRSIG, or the NSEC at the cut proving there is none.
+    if dnssec {
+        let owner = &raw[start..];
+        let ok = match (node.get(rtype::DS), &node.nsec) {
+            (Some(ds), _) => put(w, true, Section::Authority, owner, ds, ds.ttl),
+            (None, Some(nsec)) => put_nsec(w, owner, zone.negative_ttl(), nsec),
+            (None, None) => true,
+        };
+        if !ok {
+            w.set_tc();
+            return rcode::NOERROR;
+        }
     }
     additional(zone, ns, w, true);
     rcode::NOERROR
@@ -605,6 +642,254 @@ fn additional(zone: &Zone, set: &crate::zone::RrSet, w: &mut Writer<'_>, glue: b
             }
         }
     }
+}
+
+/// An RRset and, with `signed`, its RRSIGs, together or not at all.
+fn put(
+    w: &mut Writer<'_>,
+    signed: bool,
+    section: Section,
+    owner: &[u8],
+    set: &crate::zone::RrSet,
+    ttl: u32,
+) -> bool {
+    if !signed || set.sigs.is_empty() {
+        return w.rrset(section, owner, set, ttl);
+    }
+    let m = w.mark();
+    let sigs = set.sigs.iter().map(|s| &s[..]);
+    if w.rrset(section, owner, set, ttl) && w.raw_rrset(section, owner, RRSIG, ttl, sigs) {
+        return true;
+    }
+    w.rollback(m);
+    false
+}
+
+/// An answer RRset at `raw`: with DO in a signed zone, with its RRSIG; one made from a
+/// wildcard is signed as the query name, now (so no proof of the name's absence is needed).
+fn answer_set(
+    w: &mut Writer<'_>,
+    zone: &Zone,
+    dnssec: bool,
+    wild: bool,
+    raw: &[u8],
+    set: &crate::zone::RrSet,
+) -> bool {
+    if !(dnssec && wild) {
+        return put(w, dnssec, Section::Answer, raw, set, set.ttl);
+    }
+    let Some(signer) = zone.signer() else {
+        return w.rrset(Section::Answer, raw, set, set.ttl);
+    };
+    let lower = NameBuf::lower(raw);
+    let mut scratch = [0u8; MAX_TBS];
+    let mut sig = [0u8; SIG_ROOM];
+    let canon = set.canon.iter().map(|c| &c[..]);
+    let Some(n) = signer.sign_into(
+        lower.as_slice(),
+        set.rtype,
+        set.ttl,
+        canon,
+        &mut scratch,
+        &mut sig,
+    ) else {
+        return w.rrset(Section::Answer, raw, set, set.ttl);
+    };
+    let m = w.mark();
+    if w.rrset(Section::Answer, raw, set, set.ttl)
+        && w.raw_rrset(
+            Section::Answer,
+            raw,
+            RRSIG,
+            set.ttl,
+            std::iter::once(&sig[..n]),
+        )
+    {
+        return true;
+    }
+    w.rollback(m);
+    false
+}
+
+/// A service's addresses signed as the query name, now (RFC 4034 §6.3 order in the
+/// signature; pick order in the answer).
+fn signed_addrs<'a>(
+    w: &mut Writer<'_>,
+    zone: &Zone,
+    raw: &[u8],
+    rt: u16,
+    ttl: u32,
+    addrs: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    let mut list: [&[u8]; 64] = [&[]; 64];
+    let mut n = 0;
+    for a in addrs.take(list.len()) {
+        list[n] = a;
+        n += 1;
+    }
+    let m = w.mark();
+    if !w.raw_rrset(Section::Answer, raw, rt, ttl, list[..n].iter().copied()) {
+        return false;
+    }
+    let Some(signer) = zone.signer() else {
+        return true;
+    };
+    let mut sorted = list;
+    sorted[..n].sort_unstable();
+    let mut uniq = 0;
+    for i in 0..n {
+        if i == 0 || sorted[i] != sorted[uniq - 1] {
+            sorted[uniq] = sorted[i];
+            uniq += 1;
+        }
+    }
+    let lower = NameBuf::lower(raw);
+    let mut scratch = [0u8; MAX_TBS];
+    let mut sig = [0u8; SIG_ROOM];
+    let rdatas = sorted[..uniq].iter().copied();
+    let Some(len) = signer.sign_into(lower.as_slice(), rt, ttl, rdatas, &mut scratch, &mut sig)
+    else {
+        return true;
+    };
+    if w.raw_rrset(
+        Section::Answer,
+        raw,
+        RRSIG,
+        ttl,
+        std::iter::once(&sig[..len]),
+    ) {
+        return true;
+    }
+    w.rollback(m);
+    false
+}
+
+/// A ready NSEC with its RRSIG, together or not at all.
+fn put_nsec(w: &mut Writer<'_>, owner: &[u8], ttl: u32, nsec: &crate::zone::SignedNsec) -> bool {
+    let m = w.mark();
+    if w.raw_rrset(
+        Section::Authority,
+        owner,
+        NSEC,
+        ttl,
+        std::iter::once(&nsec.rdata[..]),
+    ) && w.raw_rrset(
+        Section::Authority,
+        owner,
+        RRSIG,
+        ttl,
+        std::iter::once(&nsec.sig[..]),
+    ) {
+        return true;
+    }
+    w.rollback(m);
+    false
+}
+
+/// RRSIG and NSEC type numbers.
+const RRSIG: u16 = crate::zone::dnssec::types::RRSIG;
+const NSEC: u16 = crate::zone::dnssec::types::NSEC;
+use crate::zone::dnssec::MAX_TBS;
+/// Room for one RRSIG RDATA: the fixed fields, the signer's name, a 64-byte signature.
+const SIG_ROOM: usize = 18 + 255 + 64;
+/// The compact-denial bitmap of a name that does not exist: RRSIG NSEC NXNAME (RFC 9824).
+const NXNAME_BITMAP: [u8; 19] = [
+    0x00, 0x11, 0, 0, 0, 0, 0, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
+];
+
+/// What a signed negative answer denies.
+enum Denial<'z> {
+    /// The name exists without the type: its ready NSEC.
+    NoData(&'z Node),
+    /// A wildcard-made name without the type: the wildcard's types, signed as the name.
+    Synthesized(&'z Node),
+    /// The name does not exist (answered NOERROR, RFC 9824).
+    NxName,
+}
+
+/// A signed negative answer: the SOA and the compact-denial NSEC, each with its RRSIG.
+fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<'_>) {
+    let ttl = zone.negative_ttl();
+    if !put(
+        w,
+        true,
+        Section::Authority,
+        zone.origin_wire(),
+        zone.soa(),
+        ttl,
+    ) {
+        w.set_tc();
+        return;
+    }
+    let bitmap: &[u8] = match kind {
+        Denial::NoData(node) => {
+            if let Some(nsec) = &node.nsec {
+                if !put_nsec(w, raw, ttl, nsec) {
+                    w.set_tc();
+                }
+            }
+            return;
+        }
+        Denial::Synthesized(node) => match &node.nsec {
+            // The wildcard's NSEC RDATA: `\000.*.<closest encloser>` then its bitmap.
+            Some(nsec) => {
+                let rd = &nsec.rdata[..];
+                let next_len = name_len(rd.get(2..).unwrap_or(&[])) + 2;
+                rd.get(next_len..).unwrap_or(&[])
+            }
+            None => return,
+        },
+        Denial::NxName => &NXNAME_BITMAP,
+    };
+    let Some(signer) = zone.signer() else {
+        return;
+    };
+    let mut rdata = [0u8; 2 + 255 + 34];
+    let len = 2 + lower.len() + bitmap.len();
+    if len > rdata.len() {
+        return;
+    }
+    rdata[0] = 1;
+    rdata[2..2 + lower.len()].copy_from_slice(lower);
+    rdata[2 + lower.len()..len].copy_from_slice(bitmap);
+    let rdata = &rdata[..len];
+    let mut scratch = [0u8; MAX_TBS];
+    let mut sig = [0u8; SIG_ROOM];
+    let Some(n) = signer.sign_into(
+        lower,
+        NSEC,
+        ttl,
+        std::iter::once(rdata),
+        &mut scratch,
+        &mut sig,
+    ) else {
+        return;
+    };
+    let m = w.mark();
+    if !(w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
+        && w.raw_rrset(
+            Section::Authority,
+            raw,
+            RRSIG,
+            ttl,
+            std::iter::once(&sig[..n]),
+        ))
+    {
+        w.rollback(m);
+        w.set_tc();
+    }
+}
+
+/// The length of the uncompressed wire name at the start of `b`.
+fn name_len(b: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(&l) = b.get(i) {
+        i += 1 + l as usize;
+        if l == 0 {
+            break;
+        }
+    }
+    i.min(b.len())
 }
 
 /// NODATA or NXDOMAIN: the zone's SOA in authority with the RFC 2308 TTL.

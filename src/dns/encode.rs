@@ -50,6 +50,14 @@ fn addr_len(e: &EcsEcho) -> usize {
     (e.source_prefix as usize).div_ceil(8)
 }
 
+/// A place in a reply under construction ([`Writer::mark`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    len: usize,
+    npointers: usize,
+    counts: [u16; 3],
+}
+
 /// A reply under construction.
 pub struct Writer<'b> {
     buf: &'b mut Vec<u8>,
@@ -131,6 +139,23 @@ impl<'b> Writer<'b> {
         }
         self.counts[section as usize] += set.rdatas.len() as u16;
         true
+    }
+
+    /// Where the reply is now, to go back to with [`Writer::rollback`] (an RRset and its
+    /// RRSIGs stay together or go together).
+    pub fn mark(&self) -> Mark {
+        Mark {
+            len: self.buf.len(),
+            npointers: self.npointers,
+            counts: self.counts,
+        }
+    }
+
+    /// Drop everything written since `m`.
+    pub fn rollback(&mut self, m: Mark) {
+        self.buf.truncate(m.len);
+        self.npointers = m.npointers;
+        self.counts = m.counts;
     }
 
     /// Add records built on the fly (service answers): `rdatas` of one type.

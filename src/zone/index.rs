@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
+use super::dnssec::{self, types, Signer, ZoneKeys};
 use super::ZoneFile;
 
 /// Record types used by the index (numeric, as on the wire).
@@ -49,6 +50,12 @@ pub struct RrSet {
     pub rtype: u16,
     pub ttl: u32,
     pub rdatas: Vec<Rdata>,
+    /// The RRSIG RDATA over this RRset at its own owner, in a signed zone (empty
+    /// otherwise, and for glue and delegation NS, which are not signed).
+    pub sigs: Vec<Box<[u8]>>,
+    /// At a wildcard owner of a signed zone: the RDATAs in canonical form and order, so an
+    /// answer made from it is signed as the query name without an allocation.
+    pub canon: Box<[Box<[u8]>]>,
 }
 
 impl RrSet {
@@ -76,6 +83,16 @@ pub struct Node {
     /// The service at this name (an index into the snapshot's services), whose A and AAAA
     /// answers come from a policy rather than from records.
     pub service: Option<u32>,
+    /// In a signed zone: the NSEC at this name that denies the types it lacks (RFC 9824
+    /// compact form, next name `\000.<name>`), with its RRSIG.
+    pub nsec: Option<Box<SignedNsec>>,
+}
+
+/// A ready NSEC RDATA and its RRSIG RDATA.
+#[derive(Clone, Debug)]
+pub struct SignedNsec {
+    pub rdata: Box<[u8]>,
+    pub sig: Box<[u8]>,
 }
 
 impl Node {
@@ -101,6 +118,8 @@ pub struct Zone {
     soa: RrSet,
     negative_ttl: u32,
     serial: u32,
+    /// The signer of a signed zone (shared by every worker, no lock: signing is `&self`).
+    signer: Option<Arc<Signer>>,
 }
 
 impl Zone {
@@ -134,6 +153,8 @@ impl Zone {
                     rtype: rt,
                     ttl: record.ttl,
                     rdatas: vec![rdata],
+                    sigs: Vec::new(),
+                    canon: Box::new([]),
                 }),
             }
         }
@@ -204,7 +225,115 @@ impl Zone {
             // RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field.
             negative_ttl: soa_ttl.min(minimum),
             serial,
+            signer: None,
         })
+    }
+
+    /// Sign the zone with `keys`, the signatures valid from an hour before `now` (seconds
+    /// since the epoch): every RRset but glue and delegation NS gets its RRSIG, every
+    /// name its NODATA NSEC, and the apex DNSKEY, CDS and CDNSKEY (RFC 7344).
+    pub fn sign(&mut self, keys: &ZoneKeys, now: u64) -> Result<(), IndexError> {
+        let fail =
+            |e: &dyn std::fmt::Display| IndexError::Encode(self.origin.to_string(), e.to_string());
+        let signer = Signer::new(&self.origin_wire, keys, now).map_err(|e| fail(&e))?;
+        let mut nodes = (*self.nodes).clone();
+        // The apex's key RRsets.
+        let alg = keys.algorithm;
+        let dnskeys: Vec<Rdata> = keys
+            .published()
+            .map(|k| Rdata::Raw(k.dnskey_wire(alg).into()))
+            .collect();
+        let cdnskeys: Vec<Rdata> = keys
+            .entry_points()
+            .map(|k| Rdata::Raw(k.dnskey_wire(alg).into()))
+            .collect();
+        let mut cds = Vec::new();
+        for k in keys.entry_points() {
+            let ds = k.ds(alg, &self.origin).map_err(|e| fail(&e))?;
+            cds.push(Rdata::Raw(dnssec::ds_wire(&ds).into()));
+        }
+        if let Some(apex) = nodes.get_mut(&self.origin_wire) {
+            for (rtype, rdatas) in [
+                (types::DNSKEY, dnskeys),
+                (types::CDS, cds),
+                (types::CDNSKEY, cdnskeys),
+            ] {
+                apex.rrsets.retain(|s| s.rtype != rtype);
+                apex.rrsets.push(RrSet {
+                    rtype,
+                    ttl: dnssec::DNSKEY_TTL,
+                    rdatas,
+                    sigs: Vec::new(),
+                    canon: Box::new([]),
+                });
+            }
+            apex.rrsets.sort_by_key(|s| s.rtype);
+        }
+        let neg_ttl = self.negative_ttl;
+        let occluded: rustc_hash::FxHashSet<Box<[u8]>> = nodes
+            .keys()
+            .filter(|n| below_cut(&nodes, n, &self.origin_wire))
+            .cloned()
+            .collect();
+        for (name, node) in nodes.iter_mut() {
+            if occluded.contains(name) {
+                continue; // glue: not signed (RFC 4035 §2.2)
+            }
+            let wild = name.starts_with(b"\x01*");
+            for set in node.rrsets.iter_mut() {
+                set.sigs.clear();
+                if node.is_cut && set.rtype != rtype::DS {
+                    continue; // delegation NS (and glue at the cut) are not signed
+                }
+                let canon: Vec<Vec<u8>> =
+                    set.rdatas.iter().map(|r| canonical(set.rtype, r)).collect();
+                if wild {
+                    let mut sorted = canon.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    set.canon = sorted.into_iter().map(Vec::into_boxed_slice).collect();
+                }
+                let sig = signer
+                    .sign(name, set.rtype, set.ttl, canon)
+                    .map_err(|e| fail(&e))?;
+                set.sigs.push(sig);
+            }
+            // The NSEC that denies what this name lacks: its types, RRSIG and NSEC.
+            let mut types: Vec<u16> = node.rrsets.iter().map(|s| s.rtype).collect();
+            if node.is_cut {
+                types.retain(|&t| t == rtype::NS || t == rtype::DS);
+            }
+            types.extend([types::RRSIG, types::NSEC]);
+            let mut rdata = Vec::with_capacity(name.len() + 40);
+            rdata.extend_from_slice(b"\x01\x00");
+            rdata.extend_from_slice(name);
+            dnssec::type_bitmap(&types, &mut rdata);
+            let sig = signer
+                .sign(name, types::NSEC, neg_ttl, vec![rdata.clone()])
+                .map_err(|e| fail(&e))?;
+            node.nsec = Some(Box::new(SignedNsec {
+                rdata: rdata.into_boxed_slice(),
+                sig,
+            }));
+        }
+        let mut soa = self.soa.clone();
+        let canon = soa
+            .rdatas
+            .iter()
+            .map(|r| canonical(rtype::SOA, r))
+            .collect();
+        soa.sigs = vec![signer
+            .sign(&self.origin_wire, rtype::SOA, soa.ttl, canon)
+            .map_err(|e| fail(&e))?];
+        self.soa = soa;
+        self.nodes = Arc::new(nodes);
+        self.signer = Some(Arc::new(signer));
+        Ok(())
+    }
+
+    /// The signer, in a signed zone.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_deref()
     }
 
     pub fn origin(&self) -> &Name {
@@ -228,6 +357,20 @@ impl Zone {
                 counters[0..4].copy_from_slice(&serial.to_be_bytes());
             }
         }
+        // The SOA changed: in a signed zone its RRSIG is made again (one signature).
+        if let Some(signer) = &self.signer {
+            let canon = soa
+                .rdatas
+                .iter()
+                .map(|r| canonical(rtype::SOA, r))
+                .collect();
+            match signer.sign(&self.origin_wire, rtype::SOA, soa.ttl, canon) {
+                Ok(sig) => soa.sigs = vec![sig],
+                Err(e) => {
+                    tracing::error!(zone = %self.origin, error = %e, "the SOA cannot be signed")
+                }
+            }
+        }
         Zone {
             origin: self.origin.clone(),
             origin_wire: self.origin_wire.clone(),
@@ -235,6 +378,7 @@ impl Zone {
             soa,
             negative_ttl: self.negative_ttl,
             serial,
+            signer: self.signer.clone(),
         }
     }
 
@@ -433,4 +577,45 @@ pub fn service_conflict(file: &ZoneFile, name: &Name) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Whether `name` is strictly below a delegation of the zone (its data is glue).
+fn below_cut(nodes: &HashMap<Box<[u8]>, Node>, name: &[u8], origin: &[u8]) -> bool {
+    let mut rest = name;
+    while rest.len() > origin.len() {
+        rest = parent(rest);
+        if rest.len() > origin.len() && nodes.get(rest).is_some_and(|n| n.is_cut) {
+            return true;
+        }
+    }
+    false
+}
+
+fn lower_name(n: &[u8]) -> Vec<u8> {
+    n.iter().map(u8::to_ascii_lowercase).collect()
+}
+
+/// An RDATA in DNSSEC canonical form (RFC 4034 §6.2: names of the types it lists
+/// lower-cased, uncompressed).
+pub fn canonical(rt: u16, r: &Rdata) -> Vec<u8> {
+    match r {
+        Rdata::Name(n) => lower_name(n),
+        Rdata::Mx(p, n) => {
+            let mut v = p.to_be_bytes().to_vec();
+            v.extend(lower_name(n));
+            v
+        }
+        Rdata::Soa(m, r, c) => {
+            let mut v = lower_name(m);
+            v.extend(lower_name(r));
+            v.extend_from_slice(c);
+            v
+        }
+        Rdata::Raw(raw) if rt == rtype::SRV && raw.len() > 6 => {
+            let mut v = raw[..6].to_vec();
+            v.extend(lower_name(&raw[6..]));
+            v
+        }
+        Rdata::Raw(raw) => raw.to_vec(),
+    }
 }

@@ -4,13 +4,14 @@ mod parse;
 
 pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
 
+pub mod dnssec;
 mod index;
 pub mod transfer;
 pub mod update;
 
 pub use index::{
     is_subdomain, parent, rtype, service_conflict, wire, wire_lower, IndexError, Node, Rdata,
-    RrSet, Zone, ZoneSet,
+    RrSet, SignedNsec, Zone, ZoneSet,
 };
 
 /// A wire name as presentation text (for messages).

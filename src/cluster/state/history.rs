@@ -192,6 +192,11 @@ pub fn target_of(cmd: &Command) -> Option<String> {
         Command::PutZoneSettings { origin, .. } => super::canonical_zone(origin)
             .ok()
             .map(|o| format!("settings/{o}")),
+        Command::PutDnssec { origin, .. } | Command::DeleteDnssec { origin } => {
+            super::canonical_zone(origin)
+                .ok()
+                .map(|o| format!("dnssec/{o}"))
+        }
         _ => None,
     }
 }

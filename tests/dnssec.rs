@@ -1,0 +1,368 @@
+//! DNSSEC online signing (DESIGN.md "DNSSEC (online signing)"): keys through the admin API,
+//! signed answers checked by a real validator (Unbound with the zone's DS as its trust
+//! anchor, and `delv`), and the wire with `dig +dnssec`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{dig_at, free_port, http, Dig, Node, TOKEN};
+
+const UNBOUND: &str = "/usr/sbin/unbound";
+
+const ZONE: &str = r#"$ORIGIN example.com.
+$TTL 300
+@       3600 IN SOA ns1.example.com. hostmaster.example.com. ( 2026112501 7200 3600
+                1209600 300 )
+@       IN NS    ns1
+ns1     IN A     127.0.0.1
+@       IN A     192.0.2.1
+@       IN MX    10 mail
+mail    IN A     192.0.2.25
+txt     IN TXT   "hello"
+alias   IN CNAME mail
+*.wild  IN TXT   "wild"
+sub     IN NS    ns.sub
+ns.sub  IN A     192.0.2.53
+"#;
+
+const DATACENTERS: &str = r#"
+[[datacenter]]
+id = "lon"
+location = { lat = 51.5074, lon = -0.1278 }
+addresses = ["198.51.100.1"]
+
+[[datacenter]]
+id = "sin"
+location = { lat = 1.3521, lon = 103.8198 }
+addresses = ["198.51.100.3"]
+"#;
+
+const SERVICES: &str = r#"
+[[service]]
+zone = "example.com"
+name = "www"
+policy = "geo_nearest"
+datacenters = ["lon", "sin"]
+ttl = 60
+"#;
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Sign `origin` on `node` and wait (bounded) until its DNS serves the DNSKEY.
+fn sign(node: &Node, origin: &str, alg: &str) -> serde_json::Value {
+    let body = format!(r#"{{"algorithm": "{alg}"}}"#);
+    let (status, body) = http(
+        node.admin,
+        "PUT",
+        &format!("/api/v1/zones/{origin}/dnssec"),
+        Some(("application/json", &body)),
+        Some(TOKEN),
+    )
+    .expect("PUT dnssec");
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if node
+            .dig(&[origin, "DNSKEY"])
+            .answer
+            .iter()
+            .any(|r| r.rtype == "DNSKEY")
+        {
+            return json(&body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no DNSKEY within 5 s:\n{}", node.log());
+}
+
+struct Unbound {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Unbound {
+    /// A validating Unbound with `anchor` (a DS line) for example.com, stub to `meridian`.
+    fn start(meridian: SocketAddr, anchor: &str) -> Unbound {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            r#"server:
+    interface: 127.0.0.1@{port}
+    port: {port}
+    do-ip6: no
+    so-reuseport: no
+    num-threads: 1
+    outgoing-range: 64
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    val-log-level: 2
+    harden-referral-path: no
+    qname-minimisation: no
+    target-fetch-policy: "0 0 0 0 0"
+    module-config: "validator iterator"
+    trust-anchor: "{anchor}"
+
+remote-control:
+    control-enable: no
+
+stub-zone:
+    name: "example.com"
+    stub-addr: {ip}@{mport}
+"#,
+            ip = meridian.ip(),
+            mport = meridian.port(),
+        );
+        let conf = dir.path().join("unbound.conf");
+        std::fs::write(&conf, config).expect("write unbound.conf");
+        let log = std::fs::File::create(dir.path().join("unbound.log")).expect("unbound log");
+        let child = common::spawn_owned(
+            Command::new(UNBOUND)
+                .arg("-d")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        let u = Unbound {
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let d = dig_at(u.addr, &["+rec", "localhost", "A"]);
+            if d.status == "NOERROR" {
+                return u;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("unbound did not answer:\n{}", u.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
+    }
+
+    fn ask(&self, args: &[&str]) -> Dig {
+        let mut all = vec!["+rec", "+dnssec"];
+        all.extend_from_slice(args);
+        dig_at(self.addr, &all)
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// RFC 4035 §4 through a validator, RFC 9824 compact denial, RFC 4034 §3 signature times,
+/// and answers without DO unchanged.
+#[test]
+fn rfc4035_signed_answers_validate_through_unbound() {
+    assert!(
+        Path::new(UNBOUND).exists(),
+        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
+    );
+    let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
+    let unsigned = node.dig(&["+dnssec", "example.com", "A"]);
+    let keys = sign(&node, "example.com", "ECDSAP256SHA256");
+    assert_eq!(keys["algorithm"], "ECDSAP256SHA256");
+    let key = &keys["keys"][0];
+    assert_eq!(
+        (key["role"].as_str(), key["flags"].as_u64()),
+        (Some("csk"), Some(257))
+    );
+    assert_eq!(key["state"], "active");
+    assert!(!keys.to_string().contains("private"), "{keys}");
+    let ds = keys["ds"][0].as_str().expect("a DS").to_string();
+    assert!(ds.starts_with(&format!("{} 13 2 ", key["tag"])), "{ds}");
+
+    // Without DO: the same answer as before signing, no RRSIG.
+    let plain = node.dig(&["example.com", "A"]);
+    assert!(!plain.raw.contains("RRSIG"), "{}", plain.raw);
+    assert_eq!(plain.answer, node.dig(&["example.com", "A"]).answer);
+    assert_eq!(unsigned.answer_data("A"), plain.answer_data("A"));
+    assert_eq!(node.dig(&["nope.example.com", "A"]).status, "NXDOMAIN");
+
+    // With DO: RRSIG beside the answer, inception ≥ 1 h back, expiration ≥ 7 days ahead.
+    let d = node.dig(&["+dnssec", "example.com", "A"]);
+    let sig = d
+        .answer
+        .iter()
+        .find(|r| r.rtype == "RRSIG")
+        .unwrap_or_else(|| panic!("no RRSIG:\n{}", d.raw));
+    let f: Vec<&str> = sig.data.split_whitespace().collect();
+    let when = |s: &str| -> u64 {
+        let t = time::PrimitiveDateTime::parse(
+            s,
+            time::macros::format_description!("[year][month][day][hour][minute][second]"),
+        )
+        .expect("RRSIG time");
+        t.assume_utc().unix_timestamp() as u64
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let (expiration, inception) = (when(f[4]), when(f[5]));
+    assert!(
+        inception <= now - 3600 + 60,
+        "inception {inception}, now {now}"
+    );
+    assert!(
+        expiration >= now + 7 * 86400,
+        "expiration {expiration}, now {now}"
+    );
+
+    // RFC 9824: a missing name is NOERROR with an NSEC at it (RRSIG NSEC NXNAME).
+    let nx = node.dig(&["+dnssec", "nope.example.com", "A"]);
+    assert_eq!(nx.status, "NOERROR", "{}", nx.raw);
+    let nsec = nx
+        .authority
+        .iter()
+        .find(|r| r.rtype == "NSEC")
+        .unwrap_or_else(|| panic!("no NSEC:\n{}", nx.raw));
+    assert_eq!(nsec.name, "nope.example.com.");
+    assert!(
+        nsec.data.starts_with("\\000.nope.example.com."),
+        "{}",
+        nsec.data
+    );
+    assert!(nsec.data.contains("RRSIG NSEC"), "{}", nsec.data);
+    // NODATA: the NSEC lists what the name has, never the type asked.
+    let nodata = node.dig(&["+dnssec", "txt.example.com", "A"]);
+    let nsec = nodata
+        .authority
+        .iter()
+        .find(|r| r.rtype == "NSEC")
+        .expect("NSEC");
+    assert!(nsec.data.ends_with("TXT RRSIG NSEC"), "{}", nsec.data);
+
+    // A validator with the DS from GET as its only anchor.
+    let anchor = format!("example.com. IN DS {ds}");
+    let unbound = Unbound::start(node.dns, &anchor);
+    let cases: &[(&str, &str, &str)] = &[
+        ("example.com", "A", "NOERROR"),
+        ("example.com", "DNSKEY", "NOERROR"),
+        ("example.com", "MX", "NOERROR"),
+        ("txt.example.com", "TXT", "NOERROR"),
+        ("alias.example.com", "A", "NOERROR"),
+        ("x.wild.example.com", "TXT", "NOERROR"),
+        ("www.example.com", "A", "NOERROR"),
+        ("nope.example.com", "A", "NOERROR"),
+        ("txt.example.com", "A", "NOERROR"),
+        ("sub.example.com", "DS", "NOERROR"),
+    ];
+    for (name, rtype, status) in cases {
+        let d = unbound.ask(&[name, rtype]);
+        assert!(
+            d.status == *status && d.has_flag("ad"),
+            "{name} {rtype}: want {status} with AD:\n{}\nunbound log:\n{}",
+            d.raw,
+            unbound.log()
+        );
+    }
+
+    // delv validates too, straight from the node, with the same anchor.
+    let anchors = node.dir.path().join("anchors.conf");
+    let parts: Vec<&str> = ds.split_whitespace().collect();
+    std::fs::write(
+        &anchors,
+        format!(
+            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
+            parts[0], parts[1], parts[2], parts[3]
+        ),
+    )
+    .expect("anchors");
+    let out = Command::new("delv")
+        .arg(format!("@{}", node.dns.ip()))
+        .arg("-p")
+        .arg(node.dns.port().to_string())
+        .arg("-a")
+        .arg(&anchors)
+        .args(["+root=example.com", "example.com", "A"])
+        .output()
+        .expect("run delv");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("; fully validated"), "delv:\n{text}");
+}
+
+/// The key API: a repeated PUT changes nothing, another algorithm is 409, DELETE stops
+/// signing and GET is 404 after; history lists put_dnssec and delete_dnssec.
+#[test]
+fn dnssec_keys_api_put_get_delete() {
+    let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
+    let path = "/api/v1/zones/example.com./dnssec";
+    let get = |n: &Node| http(n.admin, "GET", path, None, Some(TOKEN)).expect("GET");
+    assert_eq!(get(&node).0, 404);
+    let first = sign(&node, "example.com", "ED25519");
+    assert_eq!(
+        first["keys"][0]["dnskey"]
+            .as_str()
+            .map(|s| s.starts_with("257 3 15 ")),
+        Some(true)
+    );
+    let put = |alg: &str| {
+        http(
+            node.admin,
+            "PUT",
+            path,
+            Some(("application/json", &format!(r#"{{"algorithm": "{alg}"}}"#))),
+            Some(TOKEN),
+        )
+        .expect("PUT")
+    };
+    let (s, again) = put("ED25519");
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(json(&again)["keys"], first["keys"]);
+    assert_eq!(put("ECDSAP256SHA256").0, 409);
+    let (s, body) = get(&node);
+    assert_eq!(s, 200);
+    assert_eq!(json(&body)["ds"], first["ds"]);
+    assert!(!body.contains("private"), "{body}");
+    let (s, _) = http(node.admin, "DELETE", path, None, Some(TOKEN)).expect("DELETE");
+    assert_eq!(s, 204);
+    assert_eq!(get(&node).0, 404);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node
+        .dig(&["+dnssec", "example.com", "DNSKEY"])
+        .raw
+        .contains("RRSIG")
+    {
+        assert!(Instant::now() < deadline, "still signed 5 s after DELETE");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, history) =
+        http(node.admin, "GET", "/api/v1/history", None, Some(TOKEN)).expect("history");
+    assert!(
+        history.contains("\"put_dnssec\"") && history.contains("\"delete_dnssec\""),
+        "{history}"
+    );
+    assert!(history.contains("dnssec/example.com."), "{history}");
+    // No private key in the log.
+    // PKCS#8 DER in base64 starts so: Ed25519 (ring's v2 form) and ECDSA P-256.
+    for start in ["MFMCAQEw", "MIGHAgEA"] {
+        assert!(!node.log().contains(start), "a private key in the log");
+    }
+}
