@@ -6,12 +6,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{dig_at, free_port, http, Dig, Node, TOKEN};
+use common::{dig_at, http, Dig, Node, TOKEN};
 
-const UNBOUND: &str = "/usr/sbin/unbound";
+use common::unbound::{Unbound, UNBOUND};
 
 const ZONE: &str = r#"$ORIGIN example.com.
 $TTL 300
@@ -81,98 +81,19 @@ fn sign(node: &Node, origin: &str, alg: &str) -> serde_json::Value {
     panic!("no DNSKEY within 5 s:\n{}", node.log());
 }
 
-struct Unbound {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Option<Child>,
+/// A validating Unbound with `anchor` (a DS line) for example.com, stub to `meridian`.
+fn start_unbound(meridian: SocketAddr, anchor: &str) -> Unbound {
+    Unbound::start(
+        meridian,
+        &format!("    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"{anchor}\"\n"),
+    )
 }
 
-impl Unbound {
-    /// A validating Unbound with `anchor` (a DS line) for example.com, stub to `meridian`.
-    fn start(meridian: SocketAddr, anchor: &str) -> Unbound {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let d = dir.path().display();
-        let config = format!(
-            r#"server:
-    interface: 127.0.0.1@{port}
-    port: {port}
-    do-ip6: no
-    so-reuseport: no
-    num-threads: 1
-    outgoing-range: 64
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    username: ""
-    chroot: ""
-    directory: "{d}"
-    pidfile: "{d}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    val-log-level: 2
-    harden-referral-path: no
-    qname-minimisation: no
-    target-fetch-policy: "0 0 0 0 0"
-    module-config: "validator iterator"
-    trust-anchor: "{anchor}"
-
-remote-control:
-    control-enable: no
-
-stub-zone:
-    name: "example.com"
-    stub-addr: {ip}@{mport}
-"#,
-            ip = meridian.ip(),
-            mport = meridian.port(),
-        );
-        let conf = dir.path().join("unbound.conf");
-        std::fs::write(&conf, config).expect("write unbound.conf");
-        let log = std::fs::File::create(dir.path().join("unbound.log")).expect("unbound log");
-        let child = common::spawn_owned(
-            Command::new(UNBOUND)
-                .arg("-d")
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let u = Unbound {
-            dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            let d = dig_at(u.addr, &["+rec", "localhost", "A"]);
-            if d.status == "NOERROR" {
-                return u;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("unbound did not answer:\n{}", u.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
-    }
-
-    fn ask(&self, args: &[&str]) -> Dig {
-        let mut all = vec!["+rec", "+dnssec"];
-        all.extend_from_slice(args);
-        dig_at(self.addr, &all)
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `dig @unbound +rec +dnssec ARGS…`
+fn ask(unbound: &Unbound, args: &[&str]) -> Dig {
+    let mut all = vec!["+rec", "+dnssec"];
+    all.extend_from_slice(args);
+    dig_at(unbound.addr, &all)
 }
 
 /// RFC 4035 §4 through a validator, RFC 9824 compact denial, RFC 4034 §3 signature times,
@@ -260,7 +181,7 @@ fn rfc4035_signed_answers_validate_through_unbound() {
 
     // A validator with the DS from GET as its only anchor.
     let anchor = format!("example.com. IN DS {ds}");
-    let unbound = Unbound::start(node.dns, &anchor);
+    let unbound = start_unbound(node.dns, &anchor);
     let cases: &[(&str, &str, &str)] = &[
         ("example.com", "A", "NOERROR"),
         ("example.com", "DNSKEY", "NOERROR"),
@@ -274,7 +195,7 @@ fn rfc4035_signed_answers_validate_through_unbound() {
         ("sub.example.com", "DS", "NOERROR"),
     ];
     for (name, rtype, status) in cases {
-        let d = unbound.ask(&[name, rtype]);
+        let d = ask(&unbound, &[name, rtype]);
         assert!(
             d.status == *status && d.has_flag("ad"),
             "{name} {rtype}: want {status} with AD:\n{}\nunbound log:\n{}",

@@ -6,12 +6,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{dig_at, free_port, Dig, Node};
+use common::{dig_at, Dig, Node};
 
-const UNBOUND: &str = "/usr/sbin/unbound";
+use common::unbound::{Unbound, UNBOUND};
 
 const ZONE: &str = r#"$ORIGIN example.com.
 $TTL 300
@@ -58,120 +57,23 @@ const SG: (&str, &str) = ("214.0.0.0/24", "198.51.100.3"); // Singapore → sin
 const CN: (&str, &str) = ("175.16.199.0/24", "198.51.100.3"); // Changchun → sin
 const US: (&str, &str) = ("214.78.120.0/24", "198.51.100.2"); // San Diego → iad
 
-/// A foreground Unbound of the test's own, killed when dropped and when the test process dies.
-struct Unbound {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Option<Child>,
+/// Unbound with ECS on (a per-subnet cache), stub to `meridian`.
+fn start_unbound(meridian: SocketAddr) -> Unbound {
+    Unbound::start(
+        meridian,
+        &format!(
+            "    module-config: \"subnetcache iterator\"\n    send-client-subnet: {}\n    max-client-subnet-ipv4: 24\n",
+            meridian.ip()
+        ),
+    )
 }
 
-impl Unbound {
-    /// Start Unbound with a stub zone for `example.com` at `meridian`, and wait (bounded) until
-    /// it answers. Retries on a fresh port if it exits early (a port taken since it was picked).
-    fn start(meridian: SocketAddr) -> Unbound {
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Unbound::try_start(meridian) {
-                Ok(u) => return u,
-                Err(log) => last = log,
-            }
-        }
-        panic!("unbound did not start:\n{last}");
-    }
-
-    fn try_start(meridian: SocketAddr) -> Result<Unbound, String> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let d = dir.path().display();
-        let config = format!(
-            r#"server:
-    interface: 127.0.0.1@{port}
-    port: {port}
-    do-ip6: no
-    so-reuseport: no
-    num-threads: 1
-    outgoing-range: 64
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    username: ""
-    chroot: ""
-    directory: "{d}"
-    pidfile: "{d}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    harden-referral-path: no
-    qname-minimisation: no
-    target-fetch-policy: "0 0 0 0 0"
-    module-config: "subnetcache iterator"
-    send-client-subnet: {ip}
-    max-client-subnet-ipv4: 24
-
-remote-control:
-    control-enable: no
-
-stub-zone:
-    name: "example.com"
-    stub-addr: {ip}@{mport}
-    stub-first: no
-"#,
-            ip = meridian.ip(),
-            mport = meridian.port(),
-        );
-        let conf = dir.path().join("unbound.conf");
-        std::fs::write(&conf, config).expect("write unbound.conf");
-        let log_path = dir.path().join("unbound.log");
-        let log = std::fs::File::create(&log_path).expect("unbound log");
-        let child = common::spawn_owned(
-            Command::new(UNBOUND)
-                .arg("-d")
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let mut u = Unbound {
-            dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child: Some(child),
-        };
-        // Ready when it answers from its own built-in `localhost` zone (no upstream needed).
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = u.child.as_mut().map(|c| c.try_wait()) {
-                u.child = None;
-                return Err(format!("exited early ({status}):\n{}", u.log()));
-            }
-            let d = dig_at(u.addr, &["+rec", "localhost", "A"]);
-            if d.status == "NOERROR" && d.answer_data("A") == ["127.0.0.1"] {
-                return Ok(u);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!("no answer within 15s:\n{}", u.log()))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
-    }
-
-    /// `dig @unbound +rec +subnet=SUBNET www.example.com A`
-    fn ask(&self, subnet: &str) -> Dig {
-        dig_at(
-            self.addr,
-            &["+rec", &format!("+subnet={subnet}"), "www.example.com", "A"],
-        )
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `dig @unbound +rec +subnet=SUBNET www.example.com A`
+fn ask(unbound: &Unbound, subnet: &str) -> Dig {
+    dig_at(
+        unbound.addr,
+        &["+rec", &format!("+subnet={subnet}"), "www.example.com", "A"],
+    )
 }
 
 #[test]
@@ -181,11 +83,11 @@ fn geo_nearest_through_unbound_with_ecs_and_a_per_subnet_cache() {
         "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
     );
     let mut node = Node::start_example(ZONE, DATACENTERS, SERVICES);
-    let unbound = Unbound::start(node.dns);
+    let unbound = start_unbound(node.dns);
     let at = node.at.clone();
 
     let check = |(subnet, want): (&str, &str), when: &str| -> Dig {
-        let d = unbound.ask(subnet);
+        let d = ask(&unbound, subnet);
         assert_eq!(
             (d.status.as_str(), d.answer_data("A")),
             ("NOERROR", vec![want.to_string()]),

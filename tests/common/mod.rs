@@ -2,6 +2,8 @@
 //! zone directory of the test's own, wait for `/healthz`, and ask it with the real `dig`.
 #![allow(dead_code)]
 
+pub mod unbound;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,115 @@
+//! A foreground Unbound of the test's own (Debian `unbound`), with a stub zone for
+//! `example.com` at a Meridian node: killed when dropped and when the test process dies.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{dig_at, free_port, spawn_owned};
+
+pub const UNBOUND: &str = "/usr/sbin/unbound";
+
+pub struct Unbound {
+    dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Unbound {
+    /// Start Unbound stub to `meridian` for `example.com`, with `server_extra` lines in its
+    /// `server:` section (modules, ECS, a trust anchor…), and wait (bounded) until it
+    /// answers. Retries on a fresh port if it exits early (a port taken since it was picked).
+    pub fn start(meridian: SocketAddr, server_extra: &str) -> Unbound {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Unbound::try_start(meridian, server_extra) {
+                Ok(u) => return u,
+                Err(log) => last = log,
+            }
+        }
+        panic!("unbound did not start:\n{last}");
+    }
+
+    fn try_start(meridian: SocketAddr, server_extra: &str) -> Result<Unbound, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            r#"server:
+    interface: 127.0.0.1@{port}
+    port: {port}
+    do-ip6: no
+    so-reuseport: no
+    num-threads: 1
+    outgoing-range: 64
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    harden-referral-path: no
+    qname-minimisation: no
+    target-fetch-policy: "0 0 0 0 0"
+{server_extra}
+remote-control:
+    control-enable: no
+
+stub-zone:
+    name: "example.com"
+    stub-addr: {ip}@{mport}
+    stub-first: no
+"#,
+            ip = meridian.ip(),
+            mport = meridian.port(),
+        );
+        let conf = dir.path().join("unbound.conf");
+        std::fs::write(&conf, config).expect("write unbound.conf");
+        let log = std::fs::File::create(dir.path().join("unbound.log")).expect("unbound log");
+        let child = spawn_owned(
+            Command::new(UNBOUND)
+                .arg("-d")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        let mut u = Unbound {
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: Some(child),
+        };
+        // Ready when it answers from its own built-in `localhost` zone (no upstream needed).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = u.child.as_mut().map(|c| c.try_wait()) {
+                u.child = None;
+                return Err(format!("exited early ({status}):\n{}", u.log()));
+            }
+            let d = dig_at(u.addr, &["+rec", "localhost", "A"]);
+            if d.status == "NOERROR" && d.answer_data("A") == ["127.0.0.1"] {
+                return Ok(u);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("no answer within 15s:\n{}", u.log()))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
