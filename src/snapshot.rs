@@ -298,6 +298,15 @@ impl Builder {
         }
     }
 
+    /// Sign every signed zone again at the next build: fresh signatures (and a fresh
+    /// window for those made per answer). Returns how many zones that is.
+    pub fn resign_signed_zones(&mut self) -> usize {
+        let signed: Vec<WireName> = self.dnssec.keys().cloned().collect();
+        let n = signed.len();
+        self.dirty_zones.extend(signed);
+        n
+    }
+
     /// A zone's transfer data (its serial included), or `None` when the zone went: the
     /// index takes the serial without being built again.
     pub fn put_xfr(&mut self, origin: &Name, xfr: Option<Arc<XfrZone>>) {
@@ -868,5 +877,46 @@ mod tests {
         let second = builder.build(&inputs).expect("build");
         assert!(Arc::ptr_eq(&table(&first, 0), &table(&second, 1)));
         assert!(Arc::ptr_eq(&table(&first, 2), &table(&second, 2)));
+    }
+
+    #[test]
+    fn signed_zones_are_signed_again_on_request_and_unsigned_ones_are_left_alone() {
+        let text = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+        let file = |origin: &str| {
+            let name: Name = origin.parse().expect("name");
+            Arc::new(parse_zone(text, "z.zone", &name).expect("zone"))
+        };
+        let mut b = Builder::new(1, Arc::new(GeoDb::empty()));
+        b.put_zone(file("example.com."));
+        b.put_zone(file("example.net."));
+        let keys = crate::zone::dnssec::ZoneKeys::generate_csk(
+            crate::zone::dnssec::Algorithm::EcdsaP256Sha256,
+        )
+        .expect("keys");
+        b.put_dnssec(&"example.com.".parse().expect("name"), Some(Arc::new(keys)));
+        let (first, problems) = b.snapshot();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(b.resign_signed_zones(), 1);
+        let (second, _) = b.snapshot();
+        let zone = |s: &Snapshot, o: &str| {
+            s.zones
+                .get(&wire_lower(&o.parse::<Name>().expect("name")))
+                .cloned()
+                .expect("zone")
+        };
+        assert!(
+            !Arc::ptr_eq(
+                &zone(&first, "example.com."),
+                &zone(&second, "example.com.")
+            ),
+            "the signed zone was built (signed) again"
+        );
+        assert!(
+            Arc::ptr_eq(
+                &zone(&first, "example.net."),
+                &zone(&second, "example.net.")
+            ),
+            "the unsigned zone was left alone"
+        );
     }
 }
