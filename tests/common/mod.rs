@@ -60,17 +60,18 @@ pub fn shared(cell: &'static std::sync::OnceLock<NodeRef>, make: fn() -> Node) -
     })
 }
 
-/// A loopback port free for both UDP and TCP.
+/// A loopback port free for both UDP and TCP, below the kernel's ephemeral range (32768 and
+/// up by default), so that no outgoing connection of another test takes it between now and
+/// the server's bind.
 pub fn free_port() -> u16 {
-    for _ in 0..200 {
-        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = tcp.local_addr() else {
+    for _ in 0..500 {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let Ok(_tcp) = TcpListener::bind(addr) else {
             continue;
         };
         if UdpSocket::bind(addr).is_ok() {
-            return addr.port();
+            return port;
         }
     }
     panic!("no free loopback port found");
@@ -109,9 +110,17 @@ impl Node {
     /// [`Node::start`] with the open-file limit (soft and hard) of the process set to
     /// `open_files`, when given: to make the node run out of descriptors.
     pub fn start_limited(setup: &Setup<'_>, open_files: Option<u64>) -> Node {
-        let mut node = Node::spawn_with(setup, &[], open_files);
-        node.wait_healthy(Duration::from_secs(30));
-        node
+        // A port picked free can still be taken before the node binds it: start again on
+        // fresh ports then (bounded).
+        for _ in 0..3 {
+            let mut node = Node::spawn_with(setup, &[], open_files);
+            match node.try_wait_healthy(Duration::from_secs(30)) {
+                Ok(()) => return node,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no node started: its ports were taken three times");
     }
 
     /// Start a node with extra environment variables, without waiting for it to be ready.
@@ -183,19 +192,29 @@ impl Node {
     }
 
     pub fn wait_healthy(&mut self, limit: Duration) {
+        if let Err(why) = self.try_wait_healthy(limit) {
+            panic!("{why}");
+        }
+    }
+
+    /// Wait until `/healthz` says 200; the error says why not, with the node's log.
+    pub fn try_wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("meridian exited early ({status}):\n{}", self.log());
+                    return Err(format!("meridian exited early ({status}):\n{}", self.log()));
                 }
             }
             if http_get(self.admin, "/healthz").map(|(s, _)| s) == Some(200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("meridian not healthy within {limit:?}:\n{}", self.log());
+        Err(format!(
+            "meridian not healthy within {limit:?}:\n{}",
+            self.log()
+        ))
     }
 
     /// Send a signal to the node (while it runs).
