@@ -18,6 +18,8 @@ command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 [ -x /usr/sbin/knotd ] || need+=(knot)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# mount/umount: tests/store.rs puts a data_dir on a small tmpfs to fill the disk.
+command -v mount >/dev/null 2>&1 || need+=(mount)
 # The dashboard tests drive headless Chromium (Debian's package is `chromium`).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
 use serde::Serialize;
@@ -37,32 +37,6 @@ pub struct SettingsView {
 
 fn etag(version: u64) -> [(header::HeaderName, String); 1] {
     [(header::ETAG, format!("\"{version}\""))]
-}
-
-/// `If-Match: "N"` (or `*`) against the object's current version: `Some(412 answer)` when
-/// it changed since.
-fn precondition(headers: &HeaderMap, current: Option<u64>) -> Res<Option<HttpResponse>> {
-    let Some(v) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("If-Match is not ASCII".into()))?
-        .trim();
-    if v == "*" && current.is_some() {
-        return Ok(None);
-    }
-    let wanted: Option<u64> = v.trim_start_matches("W/").trim_matches('"').parse().ok();
-    if wanted.is_some() && wanted == current {
-        return Ok(None);
-    }
-    let body = serde_json::json!({
-        "error": format!("If-Match {v}: the object's version is {}", current.map_or("none".to_string(), |c| c.to_string())),
-        "outcome": "not_applied",
-    });
-    Ok(Some(
-        (StatusCode::PRECONDITION_FAILED, Json(body)).into_response(),
-    ))
 }
 
 pub async fn list_tsig_keys(State(app): St) -> Json<Vec<TsigKeyView>> {
@@ -100,7 +74,6 @@ pub async fn get_tsig_key(
 pub async fn put_tsig_key(
     State(app): St,
     key: WriteMeta,
-    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     JsonBody(spec): JsonBody<TsigKeySpec>,
 ) -> Res<HttpResponse> {
@@ -116,10 +89,6 @@ pub async fn put_tsig_key(
     let tsig = spec
         .to_key(&name)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let current = app.cluster.state().tsig_key(&name).map(|k| k.version);
-    if let Some(r) = precondition(&headers, current)? {
-        return Ok(r);
-    }
     let algorithm = tsig.algorithm.as_str();
     let r = write(&app, Command::PutTsigKey { key: tsig }, &key).await?;
     let status = put_status(&r)?;
@@ -135,17 +104,10 @@ pub async fn put_tsig_key(
 pub async fn delete_tsig_key(
     State(app): St,
     key: WriteMeta,
-    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
     let Path(name) = path?;
     let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let current = app.cluster.state().tsig_key(&name).map(|k| k.version);
-    if current.is_some() {
-        if let Some(r) = precondition(&headers, current)? {
-            return Ok(r);
-        }
-    }
     let status = deleted(&write(&app, Command::DeleteTsigKey { name }, &key).await?)?;
     Ok(status.into_response())
 }
@@ -170,7 +132,6 @@ pub async fn get_zone_settings(
 pub async fn put_zone_settings(
     State(app): St,
     key: WriteMeta,
-    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     JsonBody(settings): JsonBody<ZoneSettings>,
 ) -> Res<HttpResponse> {
@@ -185,10 +146,6 @@ pub async fn put_zone_settings(
         settings
             .normalised(|k| state.tsig_key(k).is_some())
             .map_err(ApiError::Unprocessable)?;
-        let current = state.zone_settings(&origin).map(|s| s.version);
-        if let Some(r) = precondition(&headers, current.or(Some(0)))? {
-            return Ok(r);
-        }
     }
     let r = write(
         &app,

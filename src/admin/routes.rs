@@ -33,8 +33,17 @@ pub struct WriteMeta {
     key: Option<String>,
     /// Who writes: the token's name (set by the token check).
     actor: String,
-    /// `If-Match: "N"`: the version the object must still have.
-    if_match: Option<u64>,
+    /// `If-Match`: the version the object must still have.
+    if_match: Option<IfMatch>,
+}
+
+/// An `If-Match` header.
+#[derive(Clone, Copy, Debug)]
+enum IfMatch {
+    /// `"N"` (or weak, `W/"N"`): exactly that version.
+    Version(u64),
+    /// `*`: whatever version the object has, as long as it exists.
+    Any,
 }
 
 /// The name of the token a request carries (set by the token check), the actor of its writes.
@@ -68,16 +77,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WriteMeta {
             None => None,
             Some(v) => {
                 let text = v.to_str().unwrap_or("").trim();
-                let n = text
-                    .strip_prefix('"')
-                    .and_then(|t| t.strip_suffix('"'))
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "If-Match must be a version in quotes, as the ETag gives it (\"42\"), not {text:?}"
-                        ))
-                    })?;
-                Some(n)
+                if text == "*" {
+                    Some(IfMatch::Any)
+                } else {
+                    let n = text
+                        .trim_start_matches("W/")
+                        .strip_prefix('"')
+                        .and_then(|t| t.strip_suffix('"'))
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(format!(
+                                "If-Match must be a version in quotes, as the ETag gives it (\"42\"), or *, not {text:?}"
+                            ))
+                        })?;
+                    Some(IfMatch::Version(n))
+                }
             }
         };
         Ok(WriteMeta {
@@ -142,11 +156,24 @@ pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(
         None => (cluster::new_request_id(), InFlight(app, None)),
     };
     let mut req = cluster::Request::with_id(cmd, id).by(&meta.actor);
-    if let Some(version) = meta.if_match {
+    if let Some(wanted) = meta.if_match {
         let Some(target) = target.clone() else {
             return Err(ApiError::BadRequest(
                 "If-Match is not taken by this call".into(),
             ));
+        };
+        // `*` stands for the version the object has now; either way the check is made when
+        // the entry is applied, in log order.
+        let version = match wanted {
+            IfMatch::Version(v) => v,
+            IfMatch::Any => match app.cluster.state().version_of(&target) {
+                0 => {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "If-Match *: {target} does not exist"
+                    )))
+                }
+                v => v,
+            },
         };
         req = req.if_match(target, version);
     }

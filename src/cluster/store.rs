@@ -677,10 +677,7 @@ fn changed_objects(
         }
     }
     for id in &delta.datacenters {
-        match state.datacenter(id) {
-            Some(d) => batch.insert(dc_key(id), serde_json::to_vec(d)?),
-            None => batch.remove(dc_key(id)),
-        }
+        put(batch, dc_key(id), state.datacenter(id))?;
     }
     for id in &delta.statuses {
         let status = state.status(id);
@@ -691,52 +688,45 @@ fn changed_objects(
         }
     }
     for (zone, name) in &delta.services {
-        match state.service(zone, name) {
-            Some(s) => batch.insert(service_key(zone, name), serde_json::to_vec(s)?),
-            None => batch.remove(service_key(zone, name)),
-        }
+        put(batch, service_key(zone, name), state.service(zone, name))?;
     }
     for id in &delta.requests {
-        match state.request(id) {
-            Some(r) => batch.insert(request_key(id), serde_json::to_vec(&**r)?),
-            None => batch.remove(request_key(id)),
-        }
+        put(batch, request_key(id), state.request(id))?;
     }
     for index in &delta.history {
-        match state.history_entry(*index) {
-            Some(e) => batch.insert(history_key(*index), serde_json::to_vec(&**e)?),
-            None => batch.remove(history_key(*index)),
-        }
+        put(batch, history_key(*index), state.history_entry(*index))?;
     }
     if delta.cookies {
-        match state.cookie_secrets() {
-            Some(c) => batch.insert(KEY_COOKIES, serde_json::to_vec(&**c)?),
-            None => batch.remove(KEY_COOKIES),
-        }
+        put(batch, KEY_COOKIES.into(), state.cookie_secrets())?;
     }
     for name in &delta.tsig_keys {
-        match state.tsig_key(name) {
-            Some(k) => batch.insert(tsig_key_key(name), serde_json::to_vec(k)?),
-            None => batch.remove(tsig_key_key(name)),
-        }
+        put(batch, tsig_key_key(name), state.tsig_key(name))?;
     }
     for origin in &delta.zone_settings {
-        match state.zone_settings(origin) {
-            Some(z) => batch.insert(settings_key(origin), serde_json::to_vec(z)?),
-            None => batch.remove(settings_key(origin)),
-        }
+        put(batch, settings_key(origin), state.zone_settings(origin))?;
     }
     for origin in &delta.serials {
-        match state.stored_serial(origin) {
-            Some(s) => batch.insert(serial_key(origin), serde_json::to_vec(&s)?),
-            None => batch.remove(serial_key(origin)),
-        }
+        put(
+            batch,
+            serial_key(origin),
+            state.stored_serial(origin).as_ref(),
+        )?;
     }
     for origin in &delta.dnssec {
-        match state.dnssec(origin) {
-            Some(d) => batch.insert(dnssec_key(origin), serde_json::to_vec(d)?),
-            None => batch.remove(dnssec_key(origin)),
-        }
+        put(batch, dnssec_key(origin), state.dnssec(origin))?;
+    }
+    Ok(())
+}
+
+/// Write `value` at `key`, or remove the key when there is none.
+fn put<T: Serialize>(
+    batch: &mut sled::Batch,
+    key: Vec<u8>,
+    value: Option<T>,
+) -> Result<(), serde_json::Error> {
+    match value {
+        Some(v) => batch.insert(key, serde_json::to_vec(&v)?),
+        None => batch.remove(key),
     }
     Ok(())
 }

@@ -55,7 +55,9 @@ async fn decide(
     }
     let origin = wire_lower(&zq.name().to_lowercase());
     let Some(zone) = snap.xfr.get(&origin[..]) else {
-        return ResponseCode::NotAuth; // §3.1.2
+        // RFC 2136 §3.1.2 says NOTAUTH; DESIGN.md answers what is not granted REFUSED, and
+        // keeps NOTAUTH for TSIG failures.
+        return ResponseCode::Refused;
     };
     let (prereqs, updates) = (&req.answers, &req.authorities);
     if let Err(rcode) = update::prescan(&zone.origin, prereqs, updates) {

@@ -60,6 +60,14 @@ pub fn shared(cell: &'static std::sync::OnceLock<NodeRef>, make: fn() -> Node) -
     })
 }
 
+/// Send `signal` to a child process of the test's own (nothing when it is gone); no `kill`
+/// binary needed.
+fn send_signal(child: Option<&Child>, signal: nix::sys::signal::Signal) {
+    if let Some(c) = child {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+    }
+}
+
 /// A loopback port free for both UDP and TCP, below the kernel's ephemeral range (32768 and
 /// up by default), so that no outgoing connection of another test takes it between now and
 /// the server's bind.
@@ -219,10 +227,7 @@ impl Node {
 
     /// Send a signal to the node (while it runs).
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(child) = self.child.as_ref() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, signal);
-        }
+        send_signal(self.child.as_ref(), signal);
     }
 
     /// Whether the node's process still runs.
@@ -585,30 +590,18 @@ impl ClusterNode {
 
     /// SIGSTOP: the process holds its sockets but answers nothing (a hung or paused node).
     pub fn pause(&self) {
-        self.signal("-STOP");
+        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGSTOP);
     }
 
     /// SIGCONT after [`ClusterNode::pause`].
     pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(c.id().to_string())
-                .status();
-        }
+        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGCONT);
     }
 
     /// SIGTERM, and wait (bounded) for the process to end; SIGKILL after `limit`.
     pub fn stop(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGTERM);
         let c = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {

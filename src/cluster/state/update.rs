@@ -51,7 +51,7 @@ impl State {
             .zones
             .get(&origin)
             .cloned()
-            .ok_or(ResponseCode::NotAuth)?;
+            .ok_or(ResponseCode::Refused)?; // a zone not held: REFUSED, as at the door
         let apex = entry.file.origin.clone();
         let prereqs = update::records(prereqs)?;
         let updates = update::records(updates)?;
