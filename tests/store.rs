@@ -99,6 +99,11 @@ fn a_thousand_writes_keep_data_dir_bounded_and_survive_a_restart() {
     );
     assert_eq!(weight(&node), Some(0));
     assert_eq!(
+        too_open(&data),
+        Vec::<String>::new(),
+        "files made while serving are more open than 0600/0700"
+    );
+    assert_eq!(
         c.node(1).stop(Duration::from_secs(10)).map(|s| s.success()),
         Some(true)
     );
