@@ -50,10 +50,6 @@ const PATH: &str = "/api/v1/zones/example.com./dnssec";
 /// How long a whole roll may take here: two waits of TTL + 5 s propagation, plus ticks.
 const ROLL_LIMIT: Duration = Duration::from_secs(60);
 
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
 fn call(node: &Node, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let (status, text) = http(
         node.admin,
@@ -375,7 +371,11 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
     let cds = node.dig(&["example.com", "CDS"]).answer_data("CDS");
     assert_eq!(cds.len(), 1, "{cds:?}");
     // dig splits a long digest into words.
-    let squeeze = |s: &str| s.split_whitespace().collect::<String>().to_ascii_uppercase();
+    let squeeze = |s: &str| {
+        s.split_whitespace()
+            .collect::<String>()
+            .to_ascii_uppercase()
+    };
     assert_eq!(squeeze(&cds[0]), squeeze(&new_ds));
     let cdnskey = node.dig(&["example.com", "CDNSKEY"]).answer_data("CDNSKEY");
     assert_eq!(cdnskey.len(), 1, "{cdnskey:?}");
@@ -423,7 +423,7 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
         validates(&with_new, "new DS, after ds-seen", &node);
         let v = get(&node);
         if keys(&v).iter().all(|k| k.0 != old) {
-            assert_eq!(ds_list(&v), [new_ds.clone()]);
+            assert_eq!(ds_list(&v), std::slice::from_ref(&new_ds));
             break;
         }
         assert!(
