@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::unbound::{Unbound, UNBOUND};
-use common::{dig_at, http, Dig, Node, TOKEN};
+use common::{dig_at, http, Dig, Node, NodeRef, TestCluster, TOKEN};
 
 /// Every TTL 2 s: the DNSKEY TTL (the SOA's) and the largest TTL signed.
 const ZONE: &str = r#"$ORIGIN example.com.
@@ -50,7 +50,7 @@ const PATH: &str = "/api/v1/zones/example.com./dnssec";
 /// How long a whole roll may take here: two waits of TTL + 5 s propagation, plus ticks.
 const ROLL_LIMIT: Duration = Duration::from_secs(60);
 
-fn call(node: &Node, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+fn call(node: &NodeRef, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let (status, text) = http(
         node.admin,
         method,
@@ -63,13 +63,13 @@ fn call(node: &Node, method: &str, path: &str, body: Option<&str>) -> (u16, serd
     (status, value)
 }
 
-fn get(node: &Node) -> serde_json::Value {
+fn get(node: &NodeRef) -> serde_json::Value {
     let (s, v) = call(node, "GET", PATH, None);
     assert_eq!(s, 200, "{v}");
     v
 }
 
-fn rollover(node: &Node, role: &str) -> (u16, serde_json::Value) {
+fn rollover(node: &NodeRef, role: &str) -> (u16, serde_json::Value) {
     call(
         node,
         "POST",
@@ -157,7 +157,7 @@ fn sig_tags(d: &Dig, rtype: &str) -> Vec<u64> {
 }
 
 /// Wait (bounded) until the node's DNS signs `rtype` at `name` with exactly `want`.
-fn wait_sig_tags(node: &Node, name: &str, rtype: &str, want: &[u64]) {
+fn wait_sig_tags(node: &NodeRef, name: &str, rtype: &str, want: &[u64]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let d = node.dig(&["+dnssec", name, rtype]);
@@ -174,7 +174,7 @@ fn wait_sig_tags(node: &Node, name: &str, rtype: &str, want: &[u64]) {
 }
 
 /// History entries as (kind, actor, summary).
-fn history(node: &Node) -> Vec<(String, String, String)> {
+fn history(node: &NodeRef) -> Vec<(String, String, String)> {
     let (s, v) = call(node, "GET", "/api/v1/history?limit=100", None);
     assert_eq!(s, 200, "{v}");
     v.as_array()
@@ -468,4 +468,93 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
         ],
         "{h:?}"
     );
+}
+
+/// In a 3-node cluster: the roll is started on one node, the new key is in every node's
+/// DNSKEY RRset within 5 s, the leader that was in charge dies mid-roll and the new leader
+/// takes the remaining steps, each exactly once; every node ends with the same keys.
+#[test]
+fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
+    let mut c = TestCluster::start(
+        3,
+        &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DATACENTERS),
+            ("services.toml", SERVICES),
+        ],
+    );
+    let refs: Vec<NodeRef> = c.nodes.iter().map(|n| n.at.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refs
+        .iter()
+        .any(|n| n.dig(&["example.com", "SOA"]).status != "NOERROR")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the zone is not served everywhere"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, v) = call(&refs[1], "PUT", PATH, Some(r#"{"keys": "ksk+zsk"}"#));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = rollover(&refs[2], "zsk");
+    assert_eq!(s, 202, "{v}");
+    let new = keys(&v)
+        .iter()
+        .find(|k| k.2 == "published")
+        .map(|k| k.0)
+        .unwrap_or_else(|| panic!("no published key: {v}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in &refs {
+        while n
+            .dig(&["example.com", "DNSKEY"])
+            .answer_data("DNSKEY")
+            .len()
+            != 3
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new key is not in every node's DNSKEY within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The leader dies before any automatic step is due (the first is 7 s away).
+    let leader = c.leader(Duration::from_secs(10)).expect("a leader");
+    c.node(leader).kill9();
+    let alive: Vec<&NodeRef> = refs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != leader)
+        .map(|(_, n)| n)
+        .collect();
+    let deadline = Instant::now() + ROLL_LIMIT;
+    loop {
+        let ks = keys(&get(alive[0]));
+        if ks.len() == 2 && ks.iter().any(|k| k.0 == new && k.2 == "active") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the roll did not end after the leader change: {ks:?}\n{}",
+            alive[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let first = get(alive[0]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in &alive {
+        while keys(&get(n)) != keys(&first) {
+            assert!(Instant::now() < deadline, "the nodes' keys differ");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_sig_tags(n, "example.com", "A", &[new]);
+        let dnskeys = n.dig(&["example.com", "DNSKEY"]).answer_data("DNSKEY");
+        assert_eq!(dnskeys.len(), 2, "{dnskeys:?}");
+    }
+    let auto = history(alive[1])
+        .into_iter()
+        .filter(|(k, a, _)| k == "rollover" && a == "system")
+        .count();
+    assert_eq!(auto, 2, "each automatic step exactly once");
 }
