@@ -295,6 +295,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let cookie_task = tokio::spawn(ensure_cookie_secret(handle.clone()));
+    let rollover_task = tokio::spawn(cluster::rollover::run(handle.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));
     let dns_options = crate::dns::Options {
@@ -424,6 +425,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     geo_watch.abort();
     health_task.abort();
     cookie_task.abort();
+    rollover_task.abort();
     reload_task.abort();
     if let Some(t) = import_task {
         t.abort();

@@ -8,9 +8,11 @@
 //! - [`network`]: the Raft RPCs and forwarded writes, over HTTP or mutual TLS.
 //! - [`raft`]: the Raft node: start-up, writes with honest outcomes, quorum, status.
 //! - [`handle`]: a cheap clone of the Raft node.
+//! - [`rollover`]: the leader's clock for DNSSEC key roll steps.
 
 pub mod command;
 pub mod network;
+pub mod rollover;
 pub mod state;
 pub mod store;
 pub mod types;
