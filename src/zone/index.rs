@@ -329,6 +329,9 @@ impl Zone {
                 if node.is_cut && set.rtype != rtype::DS {
                     continue; // delegation NS (and glue at the cut) are not signed
                 }
+                if apex && set.rtype == rtype::SOA {
+                    continue; // answers take the SOA (and its RRSIG) from `self.soa`
+                }
                 // The last build's RRset, when it is exactly this one.
                 let old = prev_node
                     .and_then(|n| n.get(set.rtype))

@@ -11,8 +11,11 @@ pub mod update;
 
 pub use index::{
     is_subdomain, parent, rtype, service_conflict, wire, wire_lower, IndexError, Node, Rdata,
-    RrSet, SignedNsec, Zone, ZoneSet,
+    RrSet, SignStats, SignedNsec, Zone, ZoneSet, RENEW_LEFT_SECS,
 };
+
+#[cfg(test)]
+mod resign_tests;
 
 /// A wire name as presentation text (for messages).
 pub fn display(wire: &[u8]) -> String {
