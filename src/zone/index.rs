@@ -357,7 +357,7 @@ impl Zone {
                     let sig = match kept {
                         Some(sig) => {
                             stats.kept += 1;
-                            sig.clone()
+                            Box::from(sig)
                         }
                         None => {
                             stats.made += 1;
@@ -388,7 +388,7 @@ impl Zone {
             let sig = match kept {
                 Some(sig) => {
                     stats.kept += 1;
-                    sig.clone()
+                    Box::from(sig)
                 }
                 None => {
                     stats.made += 1;
@@ -412,7 +412,7 @@ impl Zone {
         let sig = match kept {
             Some(sig) => {
                 stats.kept += 1;
-                sig.clone()
+                Box::from(sig)
             }
             None => {
                 stats.made += 1;
@@ -588,12 +588,12 @@ impl<'a> Reuse<'a> {
         rtype: u16,
         ttl: u32,
         signer: &Signer,
-    ) -> Option<&'s Box<[u8]>> {
+    ) -> Option<&'s [u8]> {
         let alg = self.algorithm;
         if !self.same_keys.contains(&(alg, signer.tag())) {
             return None;
         }
-        sigs.iter().find(|s| {
+        sigs.iter().map(|s| &s[..]).find(|s| {
             s.len() > 18
                 && s[0..2] == rtype.to_be_bytes()
                 && s[2] == alg

@@ -31,8 +31,11 @@ fn wire(name: &str) -> Box<[u8]> {
     super::wire_lower(&name.parse::<Name>().expect("name"))
 }
 
+/// The RRSIG RDATAs of one RRset, by (owner, type).
+type Sigs = ((String, u16), Vec<Box<[u8]>>);
+
 /// Every signature the zone holds at the names the test zone has, by (name, type).
-fn sigs(z: &Zone) -> Vec<((String, u16), Vec<Box<[u8]>>)> {
+fn sigs(z: &Zone) -> Vec<Sigs> {
     let mut out = vec![(("SOA".to_string(), rtype::SOA), z.soa().sigs.clone())];
     for name in [
         "example.com.",
