@@ -11,6 +11,7 @@
 //! | `POST /raft/write`    | [`Request`] (a forwarded write) | [`Response`] (after commit) |
 //! | `POST /raft/members`  | [`MemberChange`] (forwarded)  | `null` (after commit)        |
 //! | `POST /raft/probe`    | `{}`                          | [`ProbeAnswer`] (who answers) |
+//! | `POST /raft/prevote`  | [`PreVoteRequest`]            | [`PreVoteAnswer`] (see [`crate::cluster::prevote`]) |
 //!
 //! Every POST must say `Content-Type: application/json` (415 otherwise). When a secret is
 //! configured every request carries it in [`SECRET_HEADER`]; a request without it or with a
@@ -61,6 +62,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Response};
+use crate::cluster::prevote::{PreVoteAnswer, PreVoteRequest};
 use crate::cluster::types::{NodeInfo, Raft, Request, TypeConfig, FORMAT_VERSION};
 use crate::serve::Peer;
 use crate::tls::Tls;
@@ -571,6 +573,29 @@ impl Network {
         Ok(())
     }
 
+    /// Ask node `target` at `raft_addr` whether it would vote for this node
+    /// ([`crate::cluster::prevote`]), waiting at most `timeout`.
+    pub async fn prevote(
+        &self,
+        target: u64,
+        raft_addr: &str,
+        req: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<PreVoteAnswer, ForwardError> {
+        tokio::time::timeout(
+            timeout,
+            self.forward_with(
+                Some(target),
+                raft_addr,
+                crate::cluster::prevote::PATH,
+                req,
+                timeout,
+            ),
+        )
+        .await
+        .map_err(|_| ForwardError::Unavailable(format!("{raft_addr} did not answer in time")))?
+    }
+
     async fn forward<B: Serialize, R: DeserializeOwned>(
         &self,
         target: Option<u64>,
@@ -912,6 +937,7 @@ pub fn router_with(
             post(probe).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
         )
         .with_state(raft.clone());
+    let prevote = crate::cluster::prevote::routes(raft.clone(), transport_contact.clone());
     let rpc = RpcState {
         raft: raft.clone(),
         contact: transport_contact,
@@ -926,6 +952,7 @@ pub fn router_with(
         .merge(write_routes(write))
         .merge(members)
         .merge(probe)
+        .merge(prevote)
         .layer(axum::middleware::from_fn_with_state(identity, check_peer))
         .layer(axum::middleware::from_fn(require_json));
     guarded(app, transport.secret.clone())
