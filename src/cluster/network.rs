@@ -208,6 +208,15 @@ impl Default for Contact {
 }
 
 impl Contact {
+    /// A node that has heard from no leader at all (tests).
+    #[cfg(test)]
+    pub fn silent() -> Contact {
+        Contact {
+            acked: Default::default(),
+            heard: std::sync::Mutex::new(None),
+        }
+    }
+
     fn ack(&self, peer: u64) {
         if let Ok(mut m) = self.acked.lock() {
             m.insert(peer, Instant::now());

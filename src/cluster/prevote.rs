@@ -50,6 +50,8 @@ const TIMEOUT_MAX: Duration = Duration::from_millis(1950);
 const TICK: Duration = Duration::from_millis(50);
 /// How long a candidate waits for each peer's answer (a peer cut off does not answer at all).
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the only voter of a cluster tries again when it does not lead.
+const SOLE_VOTER_RETRY: Duration = Duration::from_millis(500);
 /// Body limit of `/raft/prevote`.
 const MAX_BODY: usize = 16 * 1024;
 
@@ -177,6 +179,18 @@ pub async fn campaign(
         if m.current_leader == Some(me) || !membership.voter_ids().any(|v| v == me) {
             continue;
         }
+        let configs: Vec<BTreeSet<u64>> = membership.get_joint_config().clone();
+        // The only voter has nobody to wait for or to ask.
+        if is_majority(&configs, &BTreeSet::from([me])) {
+            if last_attempt.is_none_or(|t| t.elapsed() >= SOLE_VOTER_RETRY) {
+                last_attempt = Some(Instant::now());
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "cannot start an election");
+                    return;
+                }
+            }
+            continue;
+        }
         if network.contact.heard_within(timeout)
             || last_attempt.is_some_and(|t| t.elapsed() < timeout)
         {
@@ -190,7 +204,6 @@ pub async fn campaign(
             term: m.current_term,
             last_log_id: raft.data_metrics().borrow().last_log,
         };
-        let configs: Vec<BTreeSet<u64>> = membership.get_joint_config().clone();
         let voters: BTreeSet<u64> = configs.iter().flatten().copied().collect();
         let mut asks = tokio::task::JoinSet::new();
         for &v in voters.iter().filter(|&&v| v != me) {
@@ -252,6 +265,79 @@ mod tests {
         ));
         assert!(is_majority(&[c(&[1, 2, 3]), c(&[3, 4, 5])], &c(&[1, 3, 4])));
         assert!(!is_majority(&[], &c(&[1])));
+    }
+
+    /// `/raft/prevote` is served behind the Raft routes' checks (here the secret), and a
+    /// node that heard from a leader lately (a node that just started counts as having
+    /// heard one) or has a longer log says no.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn served_to_peers_only_and_refused_while_a_leader_is_heard() {
+        use crate::cluster::network::{self, Committed, MembersFn, WriteFn};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(openraft::Config::default().validate().expect("config"));
+        let (log, sm) = crate::cluster::store::open(tmp.path()).expect("store");
+        let raft = Raft::new(1, config, Network::new(None), log, sm)
+            .await
+            .expect("raft");
+        let write: WriteFn = Arc::new(|_| {
+            Box::pin(async {
+                Ok(Committed {
+                    response: crate::cluster::Response::Noop,
+                    index: 0,
+                })
+            })
+        });
+        let members: MembersFn = Arc::new(|_| Box::pin(async { Ok(()) }));
+        let app = network::router(raft.clone(), Some("s3cret".into()), write, members);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let req = PreVoteRequest {
+            candidate: 2,
+            term: 0,
+            last_log_id: None,
+        };
+        let t = Duration::from_secs(5);
+        // Without the secret: refused before the question is read.
+        let r = Network::new(None).prevote(1, &addr, &req, t).await;
+        assert!(matches!(r, Err(ForwardError::Unauthorized)), "{r:?}");
+        let r = Network::new(Some("wrong".into()))
+            .prevote(1, &addr, &req, t)
+            .await;
+        assert!(matches!(r, Err(ForwardError::Unauthorized)), "{r:?}");
+        // A peer: answered, and refused (this node just started).
+        let answer = Network::new(Some("s3cret".into()))
+            .prevote(1, &addr, &req, t)
+            .await
+            .expect("answer");
+        assert!(!answer.granted, "{answer:?}");
+        assert!(answer.reason.contains("leader was heard"), "{answer:?}");
+        // Once no leader was heard for the election timeout, yes; a shorter log, no.
+        let quiet = Contact::silent();
+        assert!(judge(&raft, &quiet, &req).granted);
+        raft.initialize(std::collections::BTreeMap::from([(
+            1,
+            crate::cluster::types::NodeInfo {
+                raft: addr.clone(),
+                admin: String::new(),
+            },
+        )]))
+        .await
+        .expect("initialize");
+        raft.wait(Some(t))
+            .metrics(|m| m.last_log_index.is_some(), "a log entry")
+            .await
+            .expect("logged");
+        let behind = judge(&raft, &quiet, &req);
+        assert!(
+            !behind.granted && behind.reason.contains("behind"),
+            "{behind:?}"
+        );
+        let _ = raft.shutdown().await;
     }
 
     #[test]
