@@ -301,13 +301,13 @@ fn five_nodes_under_kills_pauses_and_partitions_lose_no_acknowledged_write_and_a
             faults[i] = kind;
             fault_count[kinds.iter().position(|k| *k == kind).unwrap_or(0)] += 1;
             if leader == Some(i) {
-                leader_faulted = Some((kind, Instant::now()));
+                leader_faulted = Some((i, kind, Instant::now()));
             }
         }
         // The majority: every node neither faulted nor cut off.
         let majority: Vec<usize> = (0..5).filter(|&i| faults[i] == Fault::None).collect();
         // The leader was faulted: time the next write the majority accepts.
-        if let Some((kind, at)) = leader_faulted {
+        if let Some((old, kind, at)) = leader_faulted {
             let mut k = 0;
             let took = loop {
                 k += 1;
@@ -325,7 +325,11 @@ fn five_nodes_under_kills_pauses_and_partitions_lose_no_acknowledged_write_and_a
                 );
                 std::thread::sleep(Duration::from_millis(100));
             };
-            eprintln!("round {round}: leader {kind:?}: a write accepted after {took:?}");
+            eprintln!(
+                "round {round}: leader {} {kind:?} at {:?}: a write accepted after {took:?}",
+                old + 1,
+                std::time::SystemTime::now() - took
+            );
             failovers.push((kind, took));
         }
         // Every node that runs and is not paused answers DNS (a restarted one once
@@ -374,6 +378,14 @@ fn five_nodes_under_kills_pauses_and_partitions_lose_no_acknowledged_write_and_a
         not_applied.len()
     );
     let elections = nodes.log_lines(&["pre-vote won"]).len();
+    if let (Some(out), Nodes::Ns(lab)) = (std::env::var_os("FAULTS_DUMP"), &nodes) {
+        for n in &lab.nodes {
+            let _ = std::fs::copy(
+                &n.log,
+                std::path::Path::new(&out).join(format!("node{}.log", n.id)),
+            );
+        }
+    }
     let mut times: Vec<Duration> = failovers.iter().map(|f| f.1).collect();
     times.sort();
     if let (Some(median), Some(worst)) = (times.get(times.len() / 2), times.last()) {

@@ -76,17 +76,32 @@ pub struct PreVoteAnswer {
     pub reason: String,
 }
 
-/// Whether this node would vote for `req`, and why not.
-pub fn judge(raft: &Raft, contact: &Contact, req: &PreVoteRequest) -> PreVoteAnswer {
+/// How long ago this node's vote last changed or was renewed by its leader (openraft's lease
+/// clock: a vote granted, or an AppendEntries of the leader voted for); `None`: never, or
+/// Raft has stopped.
+pub async fn vote_age(raft: &Raft) -> Option<Duration> {
+    raft.with_raft_state(|st| st.vote_last_modified().map(|t| t.elapsed()))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether this node would vote for `req`, and why not: only when its log is not longer
+/// than the candidate's, it has heard from no leader for [`GRANT_AFTER`], and its vote has
+/// not moved for as long (a node that just voted for another candidate waits for that
+/// candidate's heartbeats first, as a follower that grants a vote restarts its timer).
+pub async fn judge(raft: &Raft, contact: &Contact, req: &PreVoteRequest) -> PreVoteAnswer {
     let term = raft.metrics().borrow().current_term;
     let mine = raft.data_metrics().borrow().last_log;
-    let reason = if contact.heard_within(GRANT_AFTER) {
-        "a leader was heard within the election timeout".to_string()
-    } else if req.last_log_id < mine {
+    let reason = if req.last_log_id < mine {
         format!(
             "the candidate's log ({:?}) is behind this node's ({mine:?})",
             req.last_log_id
         )
+    } else if contact.heard_within(GRANT_AFTER) {
+        "a leader was heard within the election timeout".to_string()
+    } else if vote_age(raft).await.is_some_and(|age| age < GRANT_AFTER) {
+        "this node voted, or heard its leader, within the election timeout".to_string()
     } else {
         String::new()
     };
@@ -138,7 +153,7 @@ async fn serve(
             .into_response();
         }
     }
-    let answer = judge(&st.raft, &st.contact, &req);
+    let answer = judge(&st.raft, &st.contact, &req).await;
     tracing::debug!(candidate = req.candidate, granted = answer.granted, reason = %answer.reason, "pre-vote asked");
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
@@ -194,6 +209,11 @@ pub async fn campaign(
         if network.contact.heard_within(timeout)
             || last_attempt.is_some_and(|t| t.elapsed() < timeout)
         {
+            continue;
+        }
+        // A node that voted lately (for a candidate whose heartbeats are on their way)
+        // waits as long as if it had heard a leader.
+        if vote_age(&raft).await.is_some_and(|age| age < timeout) {
             continue;
         }
         let asked_at = Instant::now();
@@ -316,9 +336,22 @@ mod tests {
             .expect("answer");
         assert!(!answer.granted, "{answer:?}");
         assert!(answer.reason.contains("leader was heard"), "{answer:?}");
+        let candidate_ahead = PreVoteRequest {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(9, 2), 9)),
+            ..req.clone()
+        };
         // Once no leader was heard for the election timeout, yes; a shorter log, no.
         let quiet = Contact::silent();
-        assert!(judge(&raft, &quiet, &req).granted);
+        // (A node that just started counts its start as its vote's last change.)
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = judge(&raft, &quiet, &req).await;
+            if a.granted {
+                break;
+            }
+            assert!(Instant::now() < until, "{a:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         raft.initialize(std::collections::BTreeMap::from([(
             1,
             crate::cluster::types::NodeInfo {
@@ -332,10 +365,16 @@ mod tests {
             .metrics(|m| m.last_log_index.is_some(), "a log entry")
             .await
             .expect("logged");
-        let behind = judge(&raft, &quiet, &req);
+        let behind = judge(&raft, &quiet, &req).await;
         assert!(
             !behind.granted && behind.reason.contains("behind"),
             "{behind:?}"
+        );
+        // A candidate ahead, but this node voted (for itself) a moment ago.
+        let voted = judge(&raft, &quiet, &candidate_ahead).await;
+        assert!(
+            !voted.granted && voted.reason.contains("voted"),
+            "{voted:?}"
         );
         let _ = raft.shutdown().await;
     }
