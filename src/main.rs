@@ -227,6 +227,9 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve { config } => {
+            // The store under `data_dir` holds private keys and secrets, and sled makes new
+            // files as it goes: every file the node makes is 0600, every directory 0700.
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
             let config = match meridian::node::config_from(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),

@@ -49,9 +49,9 @@ pub enum HealthCheck {
     Http {
         url: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        interval: Option<String>,
+        interval: Option<CheckDuration>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout: Option<String>,
+        timeout: Option<CheckDuration>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rise: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,14 +60,53 @@ pub enum HealthCheck {
     Tcp {
         address: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        interval: Option<String>,
+        interval: Option<CheckDuration>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout: Option<String>,
+        timeout: Option<CheckDuration>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rise: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fall: Option<u32>,
     },
+}
+
+/// A health check's interval or timeout: kept as the operator wrote it (`"500ms"`, `"1.5s"`,
+/// so it reads back unchanged) and parsed once, when it is read, into a positive duration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CheckDuration {
+    text: String,
+    value: Duration,
+}
+
+impl CheckDuration {
+    pub fn parse(text: &str) -> Result<CheckDuration, String> {
+        let value = parse_duration(text)?;
+        if value.is_zero() {
+            return Err(format!("duration {text:?} must be more than 0"));
+        }
+        Ok(CheckDuration {
+            text: text.to_string(),
+            value,
+        })
+    }
+
+    pub fn get(&self) -> Duration {
+        self.value
+    }
+}
+
+impl TryFrom<String> for CheckDuration {
+    type Error = String;
+    fn try_from(text: String) -> Result<CheckDuration, String> {
+        CheckDuration::parse(&text)
+    }
+}
+
+impl From<CheckDuration> for String {
+    fn from(d: CheckDuration) -> String {
+        d.text
+    }
 }
 
 /// A datacenter: a place with addresses that services answer with.
@@ -234,13 +273,9 @@ impl Datacenter {
 }
 
 fn validate_health_check(hc: &HealthCheck) -> Result<(), String> {
-    let (interval, timeout, rise, fall) = match hc {
+    let (rise, fall) = match hc {
         HealthCheck::Http {
-            url,
-            interval,
-            timeout,
-            rise,
-            fall,
+            url, rise, fall, ..
         } => {
             let rest = url
                 .strip_prefix("http://")
@@ -250,29 +285,20 @@ fn validate_health_check(hc: &HealthCheck) -> Result<(), String> {
             if hostport.is_empty() {
                 return Err(format!("url {url:?} has no host"));
             }
-            (interval, timeout, rise, fall)
+            (rise, fall)
         }
         HealthCheck::Tcp {
             address,
-            interval,
-            timeout,
             rise,
             fall,
+            ..
         } => {
             address
                 .parse::<SocketAddr>()
                 .map_err(|_| format!("address {address:?} must be ip:port"))?;
-            (interval, timeout, rise, fall)
+            (rise, fall)
         }
     };
-    for (what, d) in [("interval", interval), ("timeout", timeout)] {
-        if let Some(d) = d {
-            let parsed = parse_duration(d).map_err(|e| format!("{what}: {e}"))?;
-            if parsed.is_zero() {
-                return Err(format!("{what} must be more than 0"));
-            }
-        }
-    }
     for (what, n) in [("rise", rise), ("fall", fall)] {
         if *n == Some(0) {
             return Err(format!("{what} must be at least 1"));

@@ -158,6 +158,9 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, problems: &mut Vec<Str
     }
 }
 
+/// The longest a node takes to stop after SIGTERM or SIGINT.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Run a node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // Raise the open-file limit, then share it out: DNS over TCP, the admin API and Raft each
@@ -292,6 +295,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let cookie_task = tokio::spawn(ensure_cookie_secret(handle.clone()));
+    let rollover_task = tokio::spawn(cluster::rollover::run(handle.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));
     let dns_options = crate::dns::Options {
@@ -404,6 +408,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("stopping");
+    // Shutdown is bounded: every write was flushed before it was acknowledged, so nothing is
+    // lost if a part that will not stop (a store stuck flushing on a full disk) is cut short.
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_LIMIT);
+        tracing::warn!(limit = ?SHUTDOWN_LIMIT, "shutdown is taking too long; exiting now");
+        std::process::exit(0);
+    });
     service.stopping();
     stop.store(true, Ordering::Relaxed);
     for t in tcp_tasks {
@@ -414,6 +425,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     geo_watch.abort();
     health_task.abort();
     cookie_task.abort();
+    rollover_task.abort();
     reload_task.abort();
     if let Some(t) = import_task {
         t.abort();

@@ -545,3 +545,37 @@ fn apply_prune_dry_run_lists_the_deletions_and_changes_nothing_then_prune_delete
         out(&o)
     );
 }
+
+#[test]
+fn export_warns_that_dnssec_keys_are_not_exported_and_writes_none() {
+    let node = Node::start(&Setup {
+        files: &[("other.test.zone", OTHER)],
+        extra_config: "",
+    });
+    let (status, body) = http(
+        node.admin,
+        "PUT",
+        "/api/v1/zones/other.test/dnssec",
+        Some(("application/json", r#"{"algorithm": "ED25519"}"#)),
+        Some(TOKEN),
+    )
+    .expect("PUT dnssec");
+    assert_eq!(status, 201, "{body}");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("backup");
+    let o = export(&node, Some(TOKEN), &dir);
+    assert!(o.status.success(), "{}", out(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("DNSSEC keys are never exported")
+            && stderr.contains("other.test. (ED25519)")
+            && stderr.contains("DS"),
+        "{}",
+        out(&o)
+    );
+    for (name, text) in read_dir(&dir) {
+        for bad in ["DNSKEY", "RRSIG", "PRIVATE", "private"] {
+            assert!(!text.contains(bad), "{name} holds {bad}:\n{text}");
+        }
+    }
+}

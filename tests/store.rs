@@ -48,6 +48,34 @@ fn dir_size(path: &std::path::Path) -> u64 {
     total
 }
 
+/// Every file under `dir` is 0600 and every directory 0700 (DESIGN.md: the store holds
+/// private keys). Answers the paths that are not, with their modes.
+fn too_open(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            assert!(seen < 100_000, "runaway walk of {}", dir.display());
+            let Ok(m) = e.metadata() else { continue };
+            let mode = m.permissions().mode() & 0o777;
+            let want = if m.is_dir() { 0o700 } else { 0o600 };
+            if mode != want {
+                bad.push(format!("{} {mode:o}", e.path().display()));
+            }
+            if m.is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
+    bad
+}
+
 #[test]
 fn a_thousand_writes_keep_data_dir_bounded_and_survive_a_restart() {
     let mut c = TestCluster::start(1, &files());
@@ -71,6 +99,11 @@ fn a_thousand_writes_keep_data_dir_bounded_and_survive_a_restart() {
     );
     assert_eq!(weight(&node), Some(0));
     assert_eq!(
+        too_open(&data),
+        Vec::<String>::new(),
+        "files made while serving are more open than 0600/0700"
+    );
+    assert_eq!(
         c.node(1).stop(Duration::from_secs(10)).map(|s| s.success()),
         Some(true)
     );
@@ -78,6 +111,11 @@ fn a_thousand_writes_keep_data_dir_bounded_and_survive_a_restart() {
     c.node(1).restart();
     c.node(1).wait_healthy(Duration::from_secs(10));
     eprintln!("restart to /healthz 200 in {:?}", t.elapsed());
+    assert_eq!(
+        too_open(&data),
+        Vec::<String>::new(),
+        "files under data_dir more open than 0600/0700"
+    );
     assert_eq!(
         weight(&node),
         Some(0),

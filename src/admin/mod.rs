@@ -90,6 +90,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/zones/{origin}/dnssec"),
     ("PUT", "/api/v1/zones/{origin}/dnssec"),
     ("DELETE", "/api/v1/zones/{origin}/dnssec"),
+    ("POST", "/api/v1/zones/{origin}/dnssec/rollover"),
+    ("POST", "/api/v1/zones/{origin}/dnssec/ds-seen"),
 ];
 
 /// The OpenAPI 3 document of this API.
@@ -314,6 +316,14 @@ pub(crate) fn build(app: App) -> Router {
             get(dnssecapi::get_dnssec)
                 .put(dnssecapi::put_dnssec)
                 .delete(dnssecapi::delete_dnssec),
+        )
+        .route(
+            "/api/v1/zones/{origin}/dnssec/rollover",
+            post(dnssecapi::post_rollover),
+        )
+        .route(
+            "/api/v1/zones/{origin}/dnssec/ds-seen",
+            post(dnssecapi::post_ds_seen),
         )
         .route("/api/v1/explain", get(explain))
         .route("/healthz", get(healthz))

@@ -9,6 +9,9 @@
 //! refuse an empty secret with a message that says to fill it in. A new cluster bootstrapped
 //! from the directory, or `meridian apply` of it onto an empty one, gives the same answers.
 //!
+//! DNSSEC keys are not exported (private keys never leave the cluster): the report warns
+//! about every signed zone, which must be signed again, with a new DS, after a restore.
+//!
 //! Everything is read before anything is written, and only into a new or empty directory,
 //! so an export never mixes with older files. Reads need no token unless the server says
 //! so; without the write token, credentials in health-check URLs come back masked (`***`),
@@ -40,6 +43,8 @@ pub struct ExportReport {
     pub tsig_keys: usize,
     /// The datacenters whose health-check URL came back with its credentials masked.
     pub masked: Vec<String>,
+    /// The signed zones, each with its DNSSEC algorithm: their keys are not exported.
+    pub signed: Vec<(String, String)>,
 }
 
 impl ExportReport {
@@ -58,6 +63,19 @@ impl ExportReport {
             out.push(format!(
                 "TSIG secrets are never exported: fill in each key's base64 secret in {} before importing",
                 self.dir.join("tsig.toml").display()
+            ));
+        }
+        if !self.signed.is_empty() {
+            let zones: Vec<String> = self
+                .signed
+                .iter()
+                .map(|(origin, alg)| format!("{origin} ({alg})"))
+                .collect();
+            out.push(format!(
+                "DNSSEC keys are never exported; signed zone(s): {}. A cluster restored from this \
+                 directory answers them unsigned: sign each again (PUT /api/v1/zones/ORIGIN/dnssec) \
+                 and replace its DS at the parent, or remove the DS first",
+                zones.join(", ")
             ));
         }
         out
@@ -149,6 +167,9 @@ pub async fn export(
         };
         files.push((format!("{stem}.zone"), text));
         services.extend(api.services(origin).await?.iter().map(|s| s.to_service()));
+        if let Some(alg) = api.dnssec_algorithm(origin).await? {
+            report.signed.push((origin.clone(), alg));
+        }
         if let Some(s) = api.zone_settings(origin).await? {
             if s != ZoneSettings::default() {
                 settings.push(ZoneSettingsEntry {
@@ -336,7 +357,7 @@ mod tests {
                 state: DcState::Drained,
                 health_check: Some(HealthCheck::Http {
                     url: "http://u:p@127.0.0.1:9/h?k=v".into(),
-                    interval: Some("1s".into()),
+                    interval: Some(crate::model::CheckDuration::parse("1s").expect("1s")),
                     timeout: None,
                     rise: Some(2),
                     fall: None,

@@ -323,6 +323,18 @@ impl Api {
             .map(SettingsRead::settings))
     }
 
+    /// The DNSSEC algorithm a zone is signed with, `None` when it is not signed.
+    pub async fn dnssec_algorithm(&self, origin: &str) -> Result<Option<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct DnssecRead {
+            algorithm: String,
+        }
+        Ok(self
+            .get_json::<DnssecRead>(&["zones", origin, "dnssec"])
+            .await?
+            .map(|d| d.algorithm))
+    }
+
     /// Every TSIG key's name and algorithm (never a secret).
     pub async fn tsig_keys(&self) -> Result<Vec<TsigKeyRead>, ClientError> {
         Ok(self.get_json(&["tsig-keys"]).await?.unwrap_or_default())

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Datacenter, DcState, Service};
 use crate::snapshot::COOKIE_SECRET_LEN;
-use crate::zone::dnssec::ZoneKeys;
+use crate::zone::dnssec::{Role, Step, ZoneKey, ZoneKeys};
 use crate::zone::update::UpdateRr;
 use crate::zoneconf::{TsigKey, ZoneSettings};
 
@@ -118,6 +118,26 @@ pub enum Command {
     DeleteDnssec {
         origin: String,
     },
+    /// Start a key roll (pre-publication): `key`, made by the proposing node, joins the
+    /// DNSKEY RRset as published and replaces the zone's key of `role` (the role as the
+    /// zone has it: `csk` in a one-key zone). Refused while a roll of that role is under way.
+    Rollover {
+        origin: String,
+        role: Role,
+        key: ZoneKey,
+    },
+    /// An automatic roll step the leader found due, applied only if the zone's keys are
+    /// still at `version` and the step is due at the entry's time (history kind `rollover`,
+    /// actor `system`).
+    RolloverStep {
+        origin: String,
+        version: u64,
+        step: Step,
+    },
+    /// The parent has the new DS of a KSK or CSK roll: the old key may leave.
+    DsSeen {
+        origin: String,
+    },
 }
 
 impl Command {
@@ -141,6 +161,9 @@ impl Command {
             Command::DnsUpdate { .. } => "dns_update",
             Command::PutDnssec { .. } => "put_dnssec",
             Command::DeleteDnssec { .. } => "delete_dnssec",
+            Command::Rollover { .. } => "rollover",
+            Command::RolloverStep { .. } => "rollover_step",
+            Command::DsSeen { .. } => "ds_seen",
         }
     }
 }

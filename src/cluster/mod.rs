@@ -10,10 +10,12 @@
 //! - [`prevote`]: elections only after a majority said it would vote (openraft 0.9 has no
 //!   pre-vote).
 //! - [`handle`]: a cheap clone of the Raft node.
+//! - [`rollover`]: the leader's clock for DNSSEC key roll steps.
 
 pub mod command;
 pub mod network;
 pub mod prevote;
+pub mod rollover;
 pub mod state;
 pub mod store;
 pub mod types;

@@ -990,6 +990,15 @@ impl State {
             }
             Command::PutDnssec { origin, keys } => self.put_dnssec(origin, keys, index, delta),
             Command::DeleteDnssec { origin } => self.delete_dnssec(origin, delta),
+            Command::Rollover { origin, role, key } => {
+                self.rollover(origin, *role, key, at_ms, index, delta)
+            }
+            Command::RolloverStep {
+                origin,
+                version,
+                step,
+            } => self.rollover_step(origin, *version, *step, at_ms, index, delta),
+            Command::DsSeen { origin } => self.ds_seen(origin, index, delta),
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
             Command::Rollback { to } => self.rollback(*to, at_ms, index, delta),
             Command::DnsUpdate {

@@ -364,14 +364,26 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     Ok((log_store, sm_store))
 }
 
-/// The store holds health-check URLs and (later) keys: only the node's user may read it.
+/// The store holds health-check URLs, TSIG secrets and DNSSEC private keys: only the node's
+/// user may read it. Files a store of an older version left more open are closed down here;
+/// files made from now on are 0600 because `serve` runs with umask 077.
 fn restrict_permissions(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    if let Ok(entries) = std::fs::read_dir(dir) {
+    // Bounded: sled's tree is two levels deep (`blobs/`, `snap.*`); a deeper one is not ours.
+    let mut dirs = vec![(dir.to_path_buf(), 0u8)];
+    while let Some((d, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
-            let mode = if e.path().is_dir() { 0o700 } else { 0o600 };
-            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode));
+            let path = e.path();
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let mode = if is_dir { 0o700 } else { 0o600 };
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+            if is_dir && depth < 4 {
+                dirs.push((path, depth + 1));
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::model::{parse_duration, Datacenter, HealthCheck};
+use crate::model::{CheckDuration, Datacenter, HealthCheck};
 
 /// Probe interval when a check names none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -178,11 +178,8 @@ impl Check {
                 fall,
             } => (Target::Tcp(address.clone()), interval, timeout, rise, fall),
         };
-        let dur = |s: &Option<String>, default: Duration| {
-            s.as_deref()
-                .and_then(|s| parse_duration(s).ok())
-                .filter(|d| !d.is_zero())
-                .unwrap_or(default)
+        let dur = |d: &Option<CheckDuration>, default: Duration| {
+            d.as_ref().map_or(default, CheckDuration::get)
         };
         let interval = dur(interval, DEFAULT_INTERVAL).max(MIN_INTERVAL);
         let mut timeout = dur(timeout, DEFAULT_TIMEOUT);

@@ -13,6 +13,7 @@ use tokio::time::{timeout, Instant};
 
 use super::probe::fmt_duration;
 use super::*;
+use crate::model::CheckDuration;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -26,8 +27,8 @@ fn dc(id: &str, hc: HealthCheck) -> Datacenter {
 fn http(url: String, interval: &str, timeout: Option<&str>, rise: u32, fall: u32) -> HealthCheck {
     HealthCheck::Http {
         url,
-        interval: Some(interval.into()),
-        timeout: timeout.map(Into::into),
+        interval: Some(CheckDuration::parse(interval).expect("interval")),
+        timeout: timeout.map(|t| CheckDuration::parse(t).expect("timeout")),
         rise: Some(rise),
         fall: Some(fall),
     }
@@ -36,7 +37,7 @@ fn http(url: String, interval: &str, timeout: Option<&str>, rise: u32, fall: u32
 fn tcp(address: String, interval: &str, rise: u32, fall: u32) -> HealthCheck {
     HealthCheck::Tcp {
         address,
-        interval: Some(interval.into()),
+        interval: Some(CheckDuration::parse(interval).expect("interval")),
         timeout: None,
         rise: Some(rise),
         fall: Some(fall),
@@ -192,8 +193,24 @@ fn check_defaults_and_clamp() {
     );
     assert_eq!((c.rise, c.fall), (1, 3));
 
-    let c = Check::resolve(&http("http://x/".into(), "bogus", Some("0ms"), 1, 1));
-    assert_eq!((c.interval, c.timeout), (DEFAULT_INTERVAL, DEFAULT_TIMEOUT));
+    // A duration that does not parse, or is zero, never gets this far: it is refused when
+    // the datacenter is read.
+    assert!(CheckDuration::parse("bogus").is_err());
+    assert!(CheckDuration::parse("0ms").is_err());
+    let json = r#"{"kind": "tcp", "address": "127.0.0.1:1", "interval": "0ms"}"#;
+    let err = serde_json::from_str::<HealthCheck>(json)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("must be more than 0"), "{err}");
+    let json = r#"{"kind": "tcp", "address": "127.0.0.1:1", "interval": "1.5s"}"#;
+    let hc: HealthCheck = serde_json::from_str(json).expect("parses");
+    assert_eq!(
+        serde_json::to_value(&hc).expect("json")["interval"],
+        "1.5s",
+        "read back as written"
+    );
+    let c = Check::resolve(&hc);
+    assert_eq!(c.interval, Duration::from_millis(1500));
 }
 
 #[test]

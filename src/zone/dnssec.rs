@@ -39,8 +39,15 @@ pub const INCEPTION_BACK_SECS: u32 = 3600;
 /// How long a signature holds from its making: 14 days (at least 7 are asked for; they are
 /// remade when a quarter is left).
 pub const VALIDITY_SECS: u32 = 14 * 24 * 3600;
-/// The TTL of the DNSKEY, CDS and CDNSKEY RRsets.
-pub const DNSKEY_TTL: u32 = 3600;
+/// The TTL of the DNSKEY, CDS and CDNSKEY RRsets: the zone's SOA TTL (as Knot's default
+/// `dnskey-ttl`), so a rollover's waits follow the zone's own TTLs.
+pub fn dnskey_ttl(soa_ttl: u32) -> u32 {
+    soa_ttl
+}
+
+/// What a rollover step waits beyond a TTL: the time a change takes to be published on every
+/// node (DESIGN.md: within 5 s), RFC 7583's propagation delay.
+pub const PROPAGATION_MS: u64 = 5_000;
 
 /// Why keys could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,17 @@ pub enum DnssecError {
     BadKey(&'static str, String),
     #[error("the RRset at {0} is too large to sign")]
     TooLarge(String),
+}
+
+/// Why a rollover, a rollover step or `ds-seen` does not apply to a zone's keys.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RollError {
+    /// A roll of that role is under way, or the step is not (or no longer) due.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request does not fit the zone's keys (a `csk` roll in a KSK+ZSK zone).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A signing algorithm we offer (RFC 8624 recommends both).
@@ -96,13 +114,81 @@ pub enum Role {
     Zsk,
 }
 
-/// Where a key is in its life (RFC 6781 §4.1.1.1).
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Csk => "csk",
+            Role::Ksk => "ksk",
+            Role::Zsk => "zsk",
+        }
+    }
+
+    /// DNSKEY flags: zone key, plus secure entry point for a KSK or CSK (RFC 4034 §2.1.1).
+    pub fn flags(self) -> u16 {
+        match self {
+            Role::Csk | Role::Ksk => 257,
+            Role::Zsk => 256,
+        }
+    }
+}
+
+/// Where a key is in its life (RFC 6781 §4.1.1.1 pre-publication): `published` in the
+/// DNSKEY RRset without signing zone data, `active` signing it, `retired` still in the
+/// DNSKEY RRset (signatures it made may be cached) but no longer signing zone data. A key
+/// leaves the list (and the DNSKEY RRset) at the end of its roll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
     Published,
     Active,
     Retired,
+}
+
+/// The zone's key layout, as `PUT .../dnssec` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One combined signing key (flags 257) signs everything.
+    Csk,
+    /// A KSK (257) signs the DNSKEY, CDS and CDNSKEY RRsets, a ZSK (256) the rest.
+    KskZsk,
+}
+
+impl Layout {
+    pub fn parse(s: &str) -> Option<Layout> {
+        match s {
+            "csk" => Some(Layout::Csk),
+            "ksk+zsk" => Some(Layout::KskZsk),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Csk => "csk",
+            Layout::KskZsk => "ksk+zsk",
+        }
+    }
+}
+
+/// An automatic rollover step, proposed by the leader when due and checked again when
+/// applied (so every node applies the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// The published key `tag` starts signing; the key it replaces retires.
+    Activate { tag: u16 },
+    /// The retired key `tag` leaves the DNSKEY RRset (its roll is over).
+    Remove { tag: u16 },
+}
+
+/// The TTLs a zone's rollover waits for, from the zone itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// The DNSKEY RRset's TTL ([`dnskey_ttl`]).
+    pub dnskey_ttl: u32,
+    /// The largest TTL of anything a zone-data key signs: every record, every service's
+    /// answers, the negative TTL, the DNSKEY RRset.
+    pub max_ttl: u32,
 }
 
 /// A private key (PKCS#8 DER). Base64 in the Raft state and the store; never in a `Debug`
@@ -144,6 +230,18 @@ pub struct ZoneKey {
     #[serde(with = "b64")]
     pub public: Vec<u8>,
     pub private: PrivateKey,
+    /// When the key entered `state` (ms since the epoch: the committed entry's time, never
+    /// a node's clock). 0 in keys stored before rollover existed.
+    #[serde(default)]
+    pub since_ms: u64,
+    /// During a roll, on the new key: the tag of the key it replaces (cleared when that
+    /// one leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u16>,
+    /// On a new KSK or CSK: the parent's DS for it is not confirmed yet (`ds-seen`); the
+    /// key it replaces stays until it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_ds: bool,
 }
 
 mod b64 {
@@ -169,9 +267,10 @@ pub struct ZoneKeys {
     pub keys: Vec<ZoneKey>,
 }
 
-impl ZoneKeys {
-    /// One new combined signing key (flags 257: zone key, secure entry point), active.
-    pub fn generate_csk(algorithm: Algorithm) -> Result<ZoneKeys, DnssecError> {
+impl ZoneKey {
+    /// A new key of `role` (flags from the role), active, made with the system's random
+    /// source.
+    pub fn generate(algorithm: Algorithm, role: Role) -> Result<ZoneKey, DnssecError> {
         let gen = |e: &dyn fmt::Display| DnssecError::Generate(algorithm.name(), e.to_string());
         let (pkcs8, public) = match algorithm {
             Algorithm::EcdsaP256Sha256 => {
@@ -189,32 +288,244 @@ impl ZoneKeys {
                 (der.secret_pkcs8_der().to_vec(), public)
             }
         };
-        let flags = 257;
+        let flags = role.flags();
         let public = public.public_bytes().to_vec();
         let tag = dnskey(flags, algorithm, &public)
             .calculate_key_tag()
             .map_err(|e| gen(&e))?;
-        Ok(ZoneKeys {
-            algorithm,
-            keys: vec![ZoneKey {
-                tag,
-                flags,
-                role: Role::Csk,
-                state: KeyState::Active,
-                public,
-                private: PrivateKey(pkcs8.into_boxed_slice()),
-            }],
+        Ok(ZoneKey {
+            tag,
+            flags,
+            role,
+            state: KeyState::Active,
+            public,
+            private: PrivateKey(pkcs8.into_boxed_slice()),
+            since_ms: 0,
+            replaces: None,
+            awaiting_ds: false,
         })
     }
 
-    /// The keys in the DNSKEY RRset (published and active; retired ones have left it).
-    pub fn published(&self) -> impl Iterator<Item = &ZoneKey> {
-        self.keys.iter().filter(|k| k.state != KeyState::Retired)
+    /// A secure entry point (flags 257): a parent's DS may point at it, so it signs the
+    /// DNSKEY, CDS and CDNSKEY RRsets.
+    pub fn is_sep(&self) -> bool {
+        self.flags & 1 == 1
+    }
+}
+
+impl ZoneKeys {
+    /// One new combined signing key (flags 257: zone key, secure entry point), active.
+    pub fn generate_csk(algorithm: Algorithm) -> Result<ZoneKeys, DnssecError> {
+        ZoneKeys::generate(algorithm, Layout::Csk)
     }
 
-    /// The keys whose DS the parent should have (secure entry points in the DNSKEY set).
+    /// New keys in `layout`, active.
+    pub fn generate(algorithm: Algorithm, layout: Layout) -> Result<ZoneKeys, DnssecError> {
+        let keys = match layout {
+            Layout::Csk => vec![ZoneKey::generate(algorithm, Role::Csk)?],
+            Layout::KskZsk => {
+                let ksk = ZoneKey::generate(algorithm, Role::Ksk)?;
+                let mut zsk = ZoneKey::generate(algorithm, Role::Zsk)?;
+                // Distinct tags, so a validator never has to try two keys for one RRSIG.
+                for _ in 0..16 {
+                    if zsk.tag != ksk.tag {
+                        break;
+                    }
+                    zsk = ZoneKey::generate(algorithm, Role::Zsk)?;
+                }
+                vec![ksk, zsk]
+            }
+        };
+        Ok(ZoneKeys { algorithm, keys })
+    }
+
+    /// The key layout: a KSK+ZSK zone has a KSK.
+    pub fn layout(&self) -> Layout {
+        if self.keys.iter().any(|k| k.role != Role::Csk) {
+            Layout::KskZsk
+        } else {
+            Layout::Csk
+        }
+    }
+
+    /// The keys in the DNSKEY RRset: every key of the zone (a key leaves the list when it
+    /// leaves the RRset).
+    pub fn published(&self) -> impl Iterator<Item = &ZoneKey> {
+        self.keys.iter()
+    }
+
+    /// The keys a parent's DS may point at (secure entry points in the DNSKEY set): during
+    /// a KSK or CSK roll both the old and the new one. `GET` shows their DS; each signs the
+    /// DNSKEY, CDS and CDNSKEY RRsets.
     pub fn entry_points(&self) -> impl Iterator<Item = &ZoneKey> {
-        self.published().filter(|k| k.flags & 1 == 1)
+        self.published().filter(|k| k.is_sep())
+    }
+
+    /// The keys the parent should have a DS for from now on (RFC 7344 CDS and CDNSKEY):
+    /// the entry points, less any a roll is replacing.
+    pub fn cds_keys(&self) -> impl Iterator<Item = &ZoneKey> {
+        self.entry_points().filter(|k| !self.is_replaced(k.tag))
+    }
+
+    /// Whether a roll in progress replaces the key `tag`.
+    fn is_replaced(&self, tag: u16) -> bool {
+        self.keys.iter().any(|k| k.replaces == Some(tag))
+    }
+
+    /// The key that signs zone data: the active key that is not a KSK (exactly one at any
+    /// time, whatever roll is under way).
+    pub fn data_key(&self) -> Option<&ZoneKey> {
+        self.keys
+            .iter()
+            .find(|k| k.state == KeyState::Active && k.role != Role::Ksk)
+    }
+
+    /// The role of the key a rollover of `asked` replaces here: in a one-key zone every
+    /// role names its CSK; in a KSK+ZSK zone `csk` names nothing.
+    pub fn roll_role(&self, asked: Role) -> Result<Role, RollError> {
+        match (self.layout(), asked) {
+            (Layout::Csk, _) => Ok(Role::Csk),
+            (Layout::KskZsk, Role::Csk) => Err(RollError::Invalid(
+                "the zone has a KSK and a ZSK: roll \"ksk\" or \"zsk\"".into(),
+            )),
+            (Layout::KskZsk, r) => Ok(r),
+        }
+    }
+
+    /// Start a roll (RFC 6781 §4.1.1.1 pre-publication): `new` (made by the proposing
+    /// node) joins the DNSKEY RRset as `published` at `at_ms`, replacing the current key of
+    /// `role`; a KSK or CSK also waits for `ds-seen`. Refused while a roll of that role is
+    /// under way.
+    pub fn roll(&mut self, role: Role, mut new: ZoneKey, at_ms: u64) -> Result<(), RollError> {
+        let conflict = |m: String| Err(RollError::Conflict(m));
+        if new.role != role || new.flags != role.flags() {
+            return Err(RollError::Invalid(format!(
+                "a new {} key must have flags {}",
+                role.name(),
+                role.flags()
+            )));
+        }
+        if self
+            .keys
+            .iter()
+            .any(|k| k.role == role && k.replaces.is_some())
+        {
+            return conflict(format!("a {} roll is already under way", role.name()));
+        }
+        if self.keys.iter().any(|k| k.tag == new.tag) {
+            return conflict(format!("key tag {} is taken; try again", new.tag));
+        }
+        let Some(old) = self
+            .keys
+            .iter()
+            .find(|k| k.role == role && k.state == KeyState::Active)
+        else {
+            return conflict(format!("the zone has no active {} to roll", role.name()));
+        };
+        new.state = KeyState::Published;
+        new.since_ms = at_ms;
+        new.replaces = Some(old.tag);
+        new.awaiting_ds = new.is_sep();
+        self.keys.push(new);
+        Ok(())
+    }
+
+    /// The parent has the new DS (`ds-seen`): every key waiting for it stops waiting.
+    /// `false` when none was waiting.
+    pub fn ds_seen(&mut self) -> bool {
+        let mut any = false;
+        for k in self.keys.iter_mut().filter(|k| k.awaiting_ds) {
+            k.awaiting_ds = false;
+            any = true;
+        }
+        any
+    }
+
+    /// Whether a KSK or CSK roll is under way whose parent DS is not confirmed yet.
+    pub fn awaits_ds(&self) -> bool {
+        self.keys.iter().any(|k| k.awaiting_ds)
+    }
+
+    /// Whether some key is mid-roll (so [`ZoneKeys::due`] may have something to do).
+    pub fn rolling(&self) -> bool {
+        self.keys.iter().any(|k| k.replaces.is_some())
+    }
+
+    /// The automatic steps due at `now_ms`: a published key starts signing once the DNSKEY
+    /// TTL (and the propagation delay) has passed since it was published; a retired key
+    /// leaves once the largest TTL it signed for has passed since it retired (the DNSKEY
+    /// TTL for a KSK), and for a KSK or CSK not before `ds-seen`.
+    pub fn due(&self, t: &Timings, now_ms: u64) -> Vec<Step> {
+        let after = |since: u64, ttl: u32| {
+            now_ms >= since.saturating_add(u64::from(ttl) * 1000 + PROPAGATION_MS)
+        };
+        let mut steps = Vec::new();
+        for k in &self.keys {
+            if k.state == KeyState::Published
+                && k.replaces.is_some()
+                && after(k.since_ms, t.dnskey_ttl)
+            {
+                steps.push(Step::Activate { tag: k.tag });
+            }
+        }
+        for old in self.keys.iter().filter(|k| k.state == KeyState::Retired) {
+            let Some(new) = self.keys.iter().find(|k| k.replaces == Some(old.tag)) else {
+                continue;
+            };
+            let wait = match old.role {
+                Role::Ksk => t.dnskey_ttl,
+                Role::Csk | Role::Zsk => t.max_ttl.max(t.dnskey_ttl),
+            };
+            if !new.awaiting_ds && after(old.since_ms, wait) {
+                steps.push(Step::Remove { tag: old.tag });
+            }
+        }
+        steps
+    }
+
+    /// Take `step` at `at_ms` if it is due then (so a step proposed late, twice, or after
+    /// the keys changed is refused, and every node decides alike).
+    pub fn take(&mut self, step: Step, t: &Timings, at_ms: u64) -> Result<(), RollError> {
+        if !self.due(t, at_ms).contains(&step) {
+            return Err(RollError::Conflict(format!("{step:?} is not due")));
+        }
+        self.apply_step(step, at_ms)
+    }
+
+    fn apply_step(&mut self, step: Step, at_ms: u64) -> Result<(), RollError> {
+        let missing = |tag: u16| RollError::Conflict(format!("no key {tag}"));
+        match step {
+            Step::Activate { tag } => {
+                let old = self
+                    .keys
+                    .iter()
+                    .find(|k| k.tag == tag)
+                    .and_then(|k| k.replaces)
+                    .ok_or_else(|| missing(tag))?;
+                for k in &mut self.keys {
+                    if k.tag == tag {
+                        k.state = KeyState::Active;
+                        k.since_ms = at_ms;
+                    } else if k.tag == old {
+                        k.state = KeyState::Retired;
+                        k.since_ms = at_ms;
+                    }
+                }
+            }
+            Step::Remove { tag } => {
+                let before = self.keys.len();
+                self.keys.retain(|k| k.tag != tag);
+                if self.keys.len() == before {
+                    return Err(missing(tag));
+                }
+                for k in &mut self.keys {
+                    if k.replaces == Some(tag) {
+                        k.replaces = None;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -277,8 +588,8 @@ enum Pair {
     Ed25519(Ed25519KeyPair),
 }
 
-/// Signs RRsets of one zone with its active key: shared by the zone's index (read-only, so
-/// every worker signs with it without a lock). The validity window is fixed when the
+/// Signs RRsets of one zone with one key: the zone's data signer is shared by the zone's
+/// index (read-only, so every worker signs with it without a lock). The validity window is fixed when the
 /// signer is made (when the zone is built), so per-answer signatures need no clock.
 pub struct Signer {
     algorithm: Algorithm,
@@ -341,16 +652,38 @@ pub fn labels(name: &[u8]) -> u8 {
 }
 
 impl Signer {
-    /// The signer of `origin` (lower-case wire) with the active key of `keys`, its window
-    /// from `now` (seconds since the epoch).
+    /// The zone-data signer of `origin` (lower-case wire): the one active key that is not
+    /// a KSK ([`ZoneKeys::data_key`]), its window from `now` (seconds since the epoch).
+    /// Every RRset but the apex DNSKEY, CDS and CDNSKEY is signed with it, at build time
+    /// and per answer.
     pub fn new(origin: &[u8], keys: &ZoneKeys, now: u64) -> Result<Signer, DnssecError> {
-        let alg = keys.algorithm;
+        let key = keys.data_key().ok_or_else(|| {
+            DnssecError::BadKey(keys.algorithm.name(), "no active zone-data key".into())
+        })?;
+        Signer::with_key(origin, keys.algorithm, key, now)
+    }
+
+    /// The signers of the apex DNSKEY, CDS and CDNSKEY RRsets: every secure entry point in
+    /// the DNSKEY RRset (during a KSK or CSK roll the old and the new one), so a validator
+    /// whose DS points at either validates.
+    pub fn key_signers(
+        origin: &[u8],
+        keys: &ZoneKeys,
+        now: u64,
+    ) -> Result<Vec<Signer>, DnssecError> {
+        keys.entry_points()
+            .map(|k| Signer::with_key(origin, keys.algorithm, k, now))
+            .collect()
+    }
+
+    /// The signer of `origin` with one `key`.
+    pub fn with_key(
+        origin: &[u8],
+        alg: Algorithm,
+        key: &ZoneKey,
+        now: u64,
+    ) -> Result<Signer, DnssecError> {
         let bad = |e: &dyn fmt::Display| DnssecError::BadKey(alg.name(), e.to_string());
-        let key = keys
-            .keys
-            .iter()
-            .find(|k| k.state == KeyState::Active)
-            .ok_or_else(|| bad(&"no active key"))?;
         let pair = match alg {
             Algorithm::EcdsaP256Sha256 => Pair::Ecdsa(
                 EcdsaKeyPair::from_pkcs8(
@@ -382,6 +715,11 @@ impl Signer {
             inception: now.wrapping_sub(INCEPTION_BACK_SECS),
             expiration: now.wrapping_add(VALIDITY_SECS),
         })
+    }
+
+    /// The key tag of the key this signer signs with.
+    pub fn tag(&self) -> u16 {
+        self.tag
     }
 
     /// (inception, expiration) of every signature this signer makes.
@@ -533,6 +871,70 @@ mod tests {
             let ds = keys.keys[0].ds(alg, &name).expect("ds");
             assert_eq!(ds.key_tag(), keys.keys[0].tag);
         }
+    }
+
+    /// The key tag of an RRSIG RDATA (RFC 4034 §3.1: after type, algorithm, labels, TTL,
+    /// expiration and inception).
+    fn sig_tag(sig: &[u8]) -> u16 {
+        u16::from_be_bytes([sig[16], sig[17]])
+    }
+
+    #[test]
+    fn rfc6781_ksk_signs_the_key_rrsets_zsk_the_rest_and_both_ksks_sign_during_a_roll() {
+        let text = "$TTL 300\n@ 60 IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+        let origin: Name = "example.com.".parse().expect("name");
+        let file = crate::zone::parse_zone(text, "z.zone", &origin).expect("zone");
+        let mut keys =
+            ZoneKeys::generate(Algorithm::EcdsaP256Sha256, Layout::KskZsk).expect("keys");
+        let tag = |r: Role| keys.keys.iter().find(|k| k.role == r).expect("key").tag;
+        let (ksk, zsk) = (tag(Role::Ksk), tag(Role::Zsk));
+        let signed = |keys: &ZoneKeys| {
+            let mut z = crate::zone::Zone::build(&file, &[]).expect("build");
+            z.sign(keys, 1_700_000_000).expect("sign");
+            z
+        };
+        let z = signed(&keys);
+        let apex = z.node(b"\x07example\x03com\x00").expect("apex");
+        let dnskey = apex.get(types::DNSKEY).expect("DNSKEY");
+        assert_eq!(dnskey.rdatas.len(), 2);
+        assert_eq!(dnskey.ttl, 60, "the DNSKEY TTL is the SOA's");
+        assert_eq!(
+            dnskey.sigs.iter().map(|s| sig_tag(s)).collect::<Vec<_>>(),
+            [ksk]
+        );
+        for t in [types::CDS, types::CDNSKEY] {
+            let set = apex.get(t).expect("key set");
+            assert_eq!(set.rdatas.len(), 1, "only the KSK");
+            assert_eq!(
+                set.sigs.iter().map(|s| sig_tag(s)).collect::<Vec<_>>(),
+                [ksk]
+            );
+        }
+        let a = z
+            .node(b"\x03ns1\x07example\x03com\x00")
+            .and_then(|n| n.get(1))
+            .expect("A");
+        assert_eq!(a.sigs.iter().map(|s| sig_tag(s)).collect::<Vec<_>>(), [zsk]);
+        assert_eq!(z.signer().map(Signer::tag), Some(zsk));
+
+        // A KSK roll: the new KSK is published and signs the key RRsets beside the old one;
+        // CDS names only the new one; zone data stays with the ZSK.
+        let new = ZoneKey::generate(Algorithm::EcdsaP256Sha256, Role::Ksk).expect("new");
+        let new_tag = new.tag;
+        keys.roll(Role::Ksk, new, 1).expect("roll");
+        let z = signed(&keys);
+        let apex = z.node(b"\x07example\x03com\x00").expect("apex");
+        let dnskey = apex.get(types::DNSKEY).expect("DNSKEY");
+        assert_eq!(dnskey.rdatas.len(), 3);
+        let mut tags: Vec<u16> = dnskey.sigs.iter().map(|s| sig_tag(s)).collect();
+        tags.sort_unstable();
+        let mut want = vec![ksk, new_tag];
+        want.sort_unstable();
+        assert_eq!(tags, want);
+        let cds = apex.get(types::CDS).expect("CDS");
+        assert_eq!(cds.rdatas.len(), 1);
+        assert_eq!(keys.entry_points().count(), 2, "GET lists both DS");
+        assert_eq!(z.signer().map(Signer::tag), Some(zsk));
     }
 
     #[test]

@@ -236,6 +236,10 @@ impl Zone {
         let fail =
             |e: &dyn std::fmt::Display| IndexError::Encode(self.origin.to_string(), e.to_string());
         let signer = Signer::new(&self.origin_wire, keys, now).map_err(|e| fail(&e))?;
+        // The apex key RRsets are signed by every key a parent's DS may point at.
+        let key_signers =
+            Signer::key_signers(&self.origin_wire, keys, now).map_err(|e| fail(&e))?;
+        let key_ttl = dnssec::dnskey_ttl(self.soa.ttl);
         let mut nodes = (*self.nodes).clone();
         // The apex's key RRsets.
         let alg = keys.algorithm;
@@ -243,12 +247,13 @@ impl Zone {
             .published()
             .map(|k| Rdata::Raw(k.dnskey_wire(alg).into()))
             .collect();
+        // CDS and CDNSKEY (RFC 7344) name the keys the parent should point at from now on.
         let cdnskeys: Vec<Rdata> = keys
-            .entry_points()
+            .cds_keys()
             .map(|k| Rdata::Raw(k.dnskey_wire(alg).into()))
             .collect();
         let mut cds = Vec::new();
-        for k in keys.entry_points() {
+        for k in keys.cds_keys() {
             let ds = k.ds(alg, &self.origin).map_err(|e| fail(&e))?;
             cds.push(Rdata::Raw(dnssec::ds_wire(&ds).into()));
         }
@@ -261,7 +266,7 @@ impl Zone {
                 apex.rrsets.retain(|s| s.rtype != rtype);
                 apex.rrsets.push(RrSet {
                     rtype,
-                    ttl: dnssec::DNSKEY_TTL,
+                    ttl: key_ttl,
                     rdatas,
                     sigs: Vec::new(),
                     canon: Box::new([]),
@@ -280,6 +285,7 @@ impl Zone {
                 continue; // glue: not signed (RFC 4035 §2.2)
             }
             let wild = name.starts_with(b"\x01*");
+            let apex = name[..] == self.origin_wire[..];
             for set in node.rrsets.iter_mut() {
                 set.sigs.clear();
                 if node.is_cut && set.rtype != rtype::DS {
@@ -287,6 +293,15 @@ impl Zone {
                 }
                 let canon: Vec<Vec<u8>> =
                     set.rdatas.iter().map(|r| canonical(set.rtype, r)).collect();
+                if apex && matches!(set.rtype, types::DNSKEY | types::CDS | types::CDNSKEY) {
+                    for ks in &key_signers {
+                        let sig = ks
+                            .sign(name, set.rtype, set.ttl, canon.clone())
+                            .map_err(|e| fail(&e))?;
+                        set.sigs.push(sig);
+                    }
+                    continue;
+                }
                 if wild {
                     let mut sorted = canon.clone();
                     sorted.sort();

@@ -160,6 +160,8 @@ fn definition(dc: &Datacenter) -> Arc<Datacenter> {
 fn kind_of(cmd: &Command) -> Option<&'static str> {
     match cmd {
         Command::HealthReport { .. } | Command::Import { .. } => None,
+        // The automatic steps of a roll are rollover entries too (actor `system`).
+        Command::RolloverStep { .. } => Some("rollover"),
         other => Some(other.name()),
     }
 }
@@ -192,11 +194,13 @@ pub fn target_of(cmd: &Command) -> Option<String> {
         Command::PutZoneSettings { origin, .. } => super::canonical_zone(origin)
             .ok()
             .map(|o| format!("settings/{o}")),
-        Command::PutDnssec { origin, .. } | Command::DeleteDnssec { origin } => {
-            super::canonical_zone(origin)
-                .ok()
-                .map(|o| format!("dnssec/{o}"))
-        }
+        Command::PutDnssec { origin, .. }
+        | Command::DeleteDnssec { origin }
+        | Command::Rollover { origin, .. }
+        | Command::RolloverStep { origin, .. }
+        | Command::DsSeen { origin } => super::canonical_zone(origin)
+            .ok()
+            .map(|o| format!("dnssec/{o}")),
         _ => None,
     }
 }
@@ -488,6 +492,12 @@ fn summarize(
     after: &State,
 ) -> String {
     match (cmd, response) {
+        (
+            Command::Rollover { origin, .. }
+            | Command::RolloverStep { origin, .. }
+            | Command::DsSeen { origin },
+            _,
+        ) => super::dnssec::summary(cmd, origin, before, after),
         (Command::Rollback { to }, Response::RolledBack { changed }) => {
             format!("rolled back to {to}: {} changed", changed.len())
         }

@@ -1,0 +1,560 @@
+//! DNSSEC key rollover (DESIGN.md "DNSSEC (online signing)"): pre-publication (RFC 6781
+//! §4.1.1.1) timed by the zone's own TTLs — here 2 s, so a roll takes seconds — with a real
+//! validator (Unbound, the DS from `GET` as its trust anchor) asked at every step; a ZSK roll
+//! in a KSK+ZSK zone and a CSK roll that waits for `ds-seen`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::unbound::{Unbound, UNBOUND};
+use common::{dig_at, http, Dig, Node, NodeRef, TestCluster, TOKEN};
+
+/// Every TTL 2 s: the DNSKEY TTL (the SOA's) and the largest TTL signed.
+const ZONE: &str = r#"$ORIGIN example.com.
+$TTL 2
+@       IN SOA ns1.example.com. hostmaster.example.com. ( 2026120701 7200 3600
+                1209600 2 )
+@       IN NS    ns1
+ns1     IN A     127.0.0.1
+@       IN A     192.0.2.1
+txt     IN TXT   "hello"
+*.wild  IN TXT   "wild"
+"#;
+
+const DATACENTERS: &str = r#"
+[[datacenter]]
+id = "lon"
+location = { lat = 51.5074, lon = -0.1278 }
+addresses = ["198.51.100.1"]
+
+[[datacenter]]
+id = "sin"
+location = { lat = 1.3521, lon = 103.8198 }
+addresses = ["198.51.100.3"]
+"#;
+
+const SERVICES: &str = r#"
+[[service]]
+zone = "example.com"
+name = "www"
+policy = "geo_nearest"
+datacenters = ["lon", "sin"]
+ttl = 2
+"#;
+
+const PATH: &str = "/api/v1/zones/example.com./dnssec";
+
+/// How long a whole roll may take here: two waits of TTL + 5 s propagation, plus ticks.
+const ROLL_LIMIT: Duration = Duration::from_secs(60);
+
+fn call(node: &NodeRef, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let (status, text) = http(
+        node.admin,
+        method,
+        path,
+        body.map(|b| ("application/json", b)),
+        Some(TOKEN),
+    )
+    .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
+
+fn get(node: &NodeRef) -> serde_json::Value {
+    let (s, v) = call(node, "GET", PATH, None);
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn rollover(node: &NodeRef, role: &str) -> (u16, serde_json::Value) {
+    call(
+        node,
+        "POST",
+        &format!("{PATH}/rollover"),
+        Some(&format!(r#"{{"role": "{role}"}}"#)),
+    )
+}
+
+/// (tag, role, state) of every key in a GET body.
+fn keys(v: &serde_json::Value) -> Vec<(u64, String, String)> {
+    v["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no keys: {v}"))
+        .iter()
+        .map(|k| {
+            (
+                k["tag"].as_u64().expect("tag"),
+                k["role"].as_str().expect("role").to_string(),
+                k["state"].as_str().expect("state").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn ds_list(v: &serde_json::Value) -> Vec<String> {
+    let mut ds: Vec<String> = v["ds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ds: {v}"))
+        .iter()
+        .map(|d| d.as_str().expect("DS").to_string())
+        .collect();
+    ds.sort();
+    ds
+}
+
+/// A validating Unbound with `ds` (DS RDATA) as example.com's only trust anchor.
+fn validator(meridian: SocketAddr, ds: &str) -> Unbound {
+    assert!(
+        Path::new(UNBOUND).exists(),
+        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
+    );
+    Unbound::start(
+        meridian,
+        &format!(
+            "    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"example.com. IN DS {ds}\"\n"
+        ),
+    )
+}
+
+/// What a validator must keep answering with AD at every step: static, wildcard, a geo
+/// service (signed per answer), a missing name (compact denial) and the DNSKEY RRset.
+const CASES: &[(&str, &str)] = &[
+    ("example.com", "A"),
+    ("txt.example.com", "TXT"),
+    ("x.wild.example.com", "TXT"),
+    ("www.example.com", "A"),
+    ("nope.example.com", "A"),
+    ("example.com", "DNSKEY"),
+];
+
+/// Ask `unbound` every case: NOERROR with AD, never SERVFAIL.
+fn validates(unbound: &Unbound, what: &str, node: &Node) {
+    for (name, rtype) in CASES {
+        let d = dig_at(unbound.addr, &["+rec", "+dnssec", name, rtype]);
+        assert!(
+            d.status == "NOERROR" && d.has_flag("ad"),
+            "{what}: {name} {rtype} want NOERROR with AD:\n{}\nunbound log:\n{}\nmeridian log:\n{}",
+            d.raw,
+            unbound.log(),
+            node.log()
+        );
+    }
+}
+
+/// The key tags of the RRSIGs covering `rtype` in `d`'s answer.
+fn sig_tags(d: &Dig, rtype: &str) -> Vec<u64> {
+    let mut tags: Vec<u64> = d
+        .answer
+        .iter()
+        .filter(|r| r.rtype == "RRSIG" && r.data.split_whitespace().next() == Some(rtype))
+        .filter_map(|r| r.data.split_whitespace().nth(6)?.parse().ok())
+        .collect();
+    tags.sort_unstable();
+    tags
+}
+
+/// Wait (bounded) until the node's DNS signs `rtype` at `name` with exactly `want`.
+fn wait_sig_tags(node: &NodeRef, name: &str, rtype: &str, want: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = node.dig(&["+dnssec", name, rtype]);
+        if sig_tags(&d, rtype) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} {rtype}: want RRSIGs by {want:?}, got:\n{}",
+            d.raw
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// History entries as (kind, actor, summary).
+fn history(node: &NodeRef) -> Vec<(String, String, String)> {
+    let (s, v) = call(node, "GET", "/api/v1/history?limit=100", None);
+    assert_eq!(s, 200, "{v}");
+    v.as_array()
+        .unwrap_or_else(|| panic!("history: {v}"))
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["actor"].as_str().unwrap_or("").to_string(),
+                e["summary"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `keys: "ksk+zsk"`: the KSK (257) signs only the key RRsets, the ZSK (256) the rest, the
+/// DS is the KSK's; a ZSK roll (RFC 6781 §4.1.1.1) validates at every step, ends with the
+/// new ZSK active and the old one gone, and never changes the DS. Plus the refusals: 404,
+/// 409, 422.
+#[test]
+fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
+    let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
+    // Not signed yet: 404.
+    assert_eq!(rollover(&node, "zsk").0, 404);
+    assert_eq!(call(&node, "POST", &format!("{PATH}/ds-seen"), None).0, 404);
+    let (s, v) = call(
+        &node,
+        "PUT",
+        PATH,
+        Some(r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#),
+    );
+    assert_eq!(s, 201, "{v}");
+    let ks = keys(&v);
+    let ksk = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
+    let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
+    assert!(ks.iter().all(|k| k.2 == "active"), "{v}");
+    let flags: Vec<u64> = v["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["flags"].as_u64().expect("flags"))
+        .collect();
+    assert_eq!(flags.len(), 2);
+    assert!(flags.contains(&257) && flags.contains(&256), "{v}");
+    let ds = ds_list(&v);
+    assert_eq!(ds.len(), 1, "only the KSK has a DS: {v}");
+    assert!(ds[0].starts_with(&format!("{ksk} 13 2 ")), "{ds:?}");
+    // The same again: 200, nothing changed; the other layout named: 409; a bad one: 422.
+    let (s, again) = call(&node, "PUT", PATH, Some(r#"{"keys": "ksk+zsk"}"#));
+    assert_eq!((s, keys(&again)), (200, ks.clone()));
+    assert_eq!(call(&node, "PUT", PATH, Some(r#"{"keys": "csk"}"#)).0, 409);
+    assert_eq!(call(&node, "PUT", PATH, Some(r#"{"keys": "zsk"}"#)).0, 422);
+
+    // On the wire: DNSKEY signed by the KSK alone, data by the ZSK alone.
+    wait_sig_tags(&node, "example.com", "DNSKEY", &[ksk]);
+    wait_sig_tags(&node, "example.com", "CDS", &[ksk]);
+    wait_sig_tags(&node, "example.com", "A", &[zsk]);
+    wait_sig_tags(&node, "www.example.com", "A", &[zsk]);
+    let unbound = validator(node.dns, &ds[0]);
+    validates(&unbound, "ksk+zsk", &node);
+
+    // Refusals: unknown role 422, `csk` in a KSK+ZSK zone 422, no KSK roll for ds-seen 409.
+    assert_eq!(rollover(&node, "bogus").0, 422);
+    assert_eq!(rollover(&node, "csk").0, 422);
+    assert_eq!(call(&node, "POST", &format!("{PATH}/ds-seen"), None).0, 409);
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/zones/example.org./dnssec/rollover",
+            Some(r#"{"role": "zsk"}"#)
+        )
+        .0,
+        404
+    );
+
+    // The roll: 202 with the new ZSK published at once; a second ZSK roll meanwhile is 409.
+    let (s, v) = rollover(&node, "zsk");
+    assert_eq!(s, 202, "{v}");
+    let ks = keys(&v);
+    assert_eq!(ks.len(), 3, "{v}");
+    let new = ks
+        .iter()
+        .find(|k| k.1 == "zsk" && k.2 == "published")
+        .unwrap_or_else(|| panic!("no published ZSK: {v}"))
+        .0;
+    assert_eq!(ds_list(&v), ds, "a ZSK roll never changes the DS");
+    assert_eq!(rollover(&node, "zsk").0, 409);
+    // Published: in the DNSKEY RRset, not signing yet.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node
+        .dig(&["example.com", "DNSKEY"])
+        .answer_data("DNSKEY")
+        .len()
+        != 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new ZSK is not in DNSKEY within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Every step validates; the states go published → active, active → retired → gone.
+    let deadline = Instant::now() + ROLL_LIMIT;
+    let mut seen = Vec::new();
+    loop {
+        validates(&unbound, "during the ZSK roll", &node);
+        let v = get(&node);
+        let ks = keys(&v);
+        let state = |tag: u64| ks.iter().find(|k| k.0 == tag).map(|k| k.2.clone());
+        let now = (state(new), state(zsk));
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        assert_eq!(ds_list(&v), ds, "a ZSK roll never changes the DS");
+        if now == (Some("active".into()), None) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the roll did not end in {ROLL_LIMIT:?}: {seen:?}\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let want = [
+        (Some("published".to_string()), Some("active".to_string())),
+        (Some("active".to_string()), Some("retired".to_string())),
+        (Some("active".to_string()), None),
+    ];
+    assert!(
+        seen.iter().all(|s| want.contains(s)) && seen.contains(&want[1]),
+        "states seen: {seen:?}"
+    );
+    wait_sig_tags(&node, "example.com", "A", &[new]);
+    wait_sig_tags(&node, "www.example.com", "A", &[new]);
+    wait_sig_tags(&node, "example.com", "DNSKEY", &[ksk]);
+    validates(&unbound, "after the ZSK roll", &node);
+
+    let h = history(&node);
+    assert!(
+        h.iter().any(|(k, a, _)| k == "rollover" && a != "system"),
+        "{h:?}"
+    );
+    let auto: Vec<&(String, String, String)> = h
+        .iter()
+        .filter(|(k, a, _)| k == "rollover" && a == "system")
+        .collect();
+    assert_eq!(auto.len(), 2, "activate and remove: {h:?}");
+}
+
+/// A CSK roll: both DS in GET and the new one in CDS until `ds-seen`; validators anchored
+/// at the old DS and at the new DS both validate during the roll; the old key stays past
+/// its waits until `ds-seen`, then leaves.
+#[test]
+fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
+    let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
+    let (s, v) = call(&node, "PUT", PATH, Some(r#"{"algorithm": "ED25519"}"#));
+    assert_eq!(s, 201, "{v}");
+    let old = keys(&v)[0].0;
+    let old_ds = ds_list(&v);
+    assert_eq!(old_ds.len(), 1);
+    let old_ds = old_ds[0].clone();
+    wait_sig_tags(&node, "example.com", "DNSKEY", &[old]);
+    let with_old = validator(node.dns, &old_ds);
+    validates(&with_old, "before the roll", &node);
+
+    // `zsk` rolls the one combined key too.
+    let (s, v) = rollover(&node, "zsk");
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(rollover(&node, "csk").0, 409, "a CSK roll is under way");
+    let new = keys(&v)
+        .iter()
+        .find(|k| k.0 != old)
+        .map(|k| {
+            assert_eq!((k.1.as_str(), k.2.as_str()), ("csk", "published"));
+            k.0
+        })
+        .unwrap_or_else(|| panic!("no new key: {v}"));
+    let both = ds_list(&v);
+    assert_eq!(both.len(), 2, "both DS meanwhile: {v}");
+    let new_ds = both
+        .iter()
+        .find(|d| **d != old_ds)
+        .expect("the new DS")
+        .clone();
+    assert!(new_ds.starts_with(&format!("{new} 15 2 ")), "{new_ds}");
+
+    // RFC 7344: CDS and CDNSKEY name the new key only; both keys sign the key RRsets.
+    let mut both_tags = vec![old, new];
+    both_tags.sort_unstable();
+    wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
+    let cds = node.dig(&["example.com", "CDS"]).answer_data("CDS");
+    assert_eq!(cds.len(), 1, "{cds:?}");
+    // dig splits a long digest into words.
+    let squeeze = |s: &str| {
+        s.split_whitespace()
+            .collect::<String>()
+            .to_ascii_uppercase()
+    };
+    assert_eq!(squeeze(&cds[0]), squeeze(&new_ds));
+    let cdnskey = node.dig(&["example.com", "CDNSKEY"]).answer_data("CDNSKEY");
+    assert_eq!(cdnskey.len(), 1, "{cdnskey:?}");
+    assert!(cdnskey[0].starts_with("257 3 15 "), "{cdnskey:?}");
+    let with_new = validator(node.dns, &new_ds);
+
+    // Both anchors validate until the new key is active and the old one retired…
+    let deadline = Instant::now() + ROLL_LIMIT;
+    loop {
+        validates(&with_old, "old DS, during the roll", &node);
+        validates(&with_new, "new DS, during the roll", &node);
+        let ks = keys(&get(&node));
+        let state = |tag: u64| ks.iter().find(|k| k.0 == tag).map(|k| k.2.clone());
+        if (state(new).as_deref(), state(old).as_deref()) == (Some("active"), Some("retired")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new key did not become active: {ks:?}\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_sig_tags(&node, "example.com", "A", &[new]);
+    wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
+    // …and the old key stays well past its own waits (2 s TTL + 5 s propagation) without
+    // ds-seen, still valid for both anchors.
+    let hold = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < hold {
+        validates(&with_old, "old DS, waiting for ds-seen", &node);
+        validates(&with_new, "new DS, waiting for ds-seen", &node);
+        let v = get(&node);
+        assert!(
+            keys(&v).iter().any(|k| k.0 == old),
+            "left before ds-seen: {v}"
+        );
+        assert_eq!(ds_list(&v), both);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let (s, v) = call(&node, "POST", &format!("{PATH}/ds-seen"), None);
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + ROLL_LIMIT;
+    loop {
+        validates(&with_new, "new DS, after ds-seen", &node);
+        let v = get(&node);
+        if keys(&v).iter().all(|k| k.0 != old) {
+            assert_eq!(ds_list(&v), std::slice::from_ref(&new_ds));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old key did not leave after ds-seen: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node
+        .dig(&["example.com", "DNSKEY"])
+        .answer_data("DNSKEY")
+        .len()
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the old key is still in DNSKEY");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    validates(&with_new, "new DS, after the roll", &node);
+    assert_eq!(
+        call(&node, "POST", &format!("{PATH}/ds-seen"), None).0,
+        409,
+        "no roll waits for ds-seen any more"
+    );
+
+    let h = history(&node);
+    assert!(
+        h.iter().any(|(k, a, _)| k == "ds_seen" && a != "system"),
+        "{h:?}"
+    );
+    let auto: Vec<&String> = h
+        .iter()
+        .filter(|(k, a, _)| k == "rollover" && a == "system")
+        .map(|(_, _, s)| s)
+        .collect();
+    assert_eq!(
+        auto,
+        [
+            &format!("key {old} removed"),
+            &format!("key {new} active, key {old} retired")
+        ],
+        "{h:?}"
+    );
+}
+
+/// In a 3-node cluster: the roll is started on one node, the new key is in every node's
+/// DNSKEY RRset within 5 s, the leader that was in charge dies mid-roll and the new leader
+/// takes the remaining steps, each exactly once; every node ends with the same keys.
+#[test]
+fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
+    let mut c = TestCluster::start(
+        3,
+        &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DATACENTERS),
+            ("services.toml", SERVICES),
+        ],
+    );
+    let refs: Vec<NodeRef> = c.nodes.iter().map(|n| n.at.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refs
+        .iter()
+        .any(|n| n.dig(&["example.com", "SOA"]).status != "NOERROR")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the zone is not served everywhere"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, v) = call(&refs[1], "PUT", PATH, Some(r#"{"keys": "ksk+zsk"}"#));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = rollover(&refs[2], "zsk");
+    assert_eq!(s, 202, "{v}");
+    let new = keys(&v)
+        .iter()
+        .find(|k| k.2 == "published")
+        .map(|k| k.0)
+        .unwrap_or_else(|| panic!("no published key: {v}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in &refs {
+        while n
+            .dig(&["example.com", "DNSKEY"])
+            .answer_data("DNSKEY")
+            .len()
+            != 3
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new key is not in every node's DNSKEY within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The leader dies before any automatic step is due (the first is 7 s away).
+    let leader = c.leader(Duration::from_secs(10)).expect("a leader");
+    c.node(leader).kill9();
+    let alive: Vec<&NodeRef> = refs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != leader)
+        .map(|(_, n)| n)
+        .collect();
+    let deadline = Instant::now() + ROLL_LIMIT;
+    loop {
+        let ks = keys(&get(alive[0]));
+        if ks.len() == 2 && ks.iter().any(|k| k.0 == new && k.2 == "active") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the roll did not end after the leader change: {ks:?}\n{}",
+            alive[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let first = get(alive[0]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in &alive {
+        while keys(&get(n)) != keys(&first) {
+            assert!(Instant::now() < deadline, "the nodes' keys differ");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_sig_tags(n, "example.com", "A", &[new]);
+        let dnskeys = n.dig(&["example.com", "DNSKEY"]).answer_data("DNSKEY");
+        assert_eq!(dnskeys.len(), 2, "{dnskeys:?}");
+    }
+    let auto = history(alive[1])
+        .into_iter()
+        .filter(|(k, a, _)| k == "rollover" && a == "system")
+        .count();
+    assert_eq!(auto, 2, "each automatic step exactly once");
+}
