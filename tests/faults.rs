@@ -15,7 +15,8 @@
 //! measured; the figures (median, worst) are printed and the worst must stay under 6 s.
 //!
 //! Where network namespaces cannot be made (not root), the same run goes on loopback with
-//! kills and pauses only, and says so.
+//! kills and pauses only, and says so. `FAULTS_DUMP=DIR` copies the nodes' logs there at the
+//! end (with `MERIDIAN_LOG=info,meridian::cluster::prevote=debug` they show every pre-vote).
 
 mod common;
 
@@ -193,6 +194,19 @@ impl Nodes {
     }
 }
 
+/// `HH:MM:SS.mmm` of `t` in UTC, to find a moment in the nodes' logs.
+fn utc_time_of_day(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
 fn outcome(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -326,9 +340,9 @@ fn five_nodes_under_kills_pauses_and_partitions_lose_no_acknowledged_write_and_a
                 std::thread::sleep(Duration::from_millis(100));
             };
             eprintln!(
-                "round {round}: leader {} {kind:?} at {:?}: a write accepted after {took:?}",
+                "round {round}: leader {} {kind:?} at {} UTC: a write accepted after {took:?}",
                 old + 1,
-                std::time::SystemTime::now() - took
+                utc_time_of_day(std::time::SystemTime::now() - took)
             );
             failovers.push((kind, took));
         }
