@@ -4,17 +4,21 @@
 //!
 //! openraft's own elections are off (`Config::enable_elect = false`, which also drops its
 //! `seen_greater_log` penalty of 2 × `election_timeout_max`): [`campaign`] is the only
-//! timer. When this node has heard from no leader for its election timeout (drawn anew for
-//! each attempt), it asks every other voter over `POST /raft/prevote` (served, like the
-//! other Raft routes, to peers only); a voter says yes only if it has itself heard from no
-//! leader for [`GRANT_AFTER`] and the candidate's last log id is at least its own — the
-//! two checks a real vote makes (openraft refuses a vote while its leader lease runs, which
-//! is `election_timeout_max` since the leader was last heard: [`GRANT_AFTER`] is that
-//! lease, so a pre-vote granted is a vote that will be). On a majority of every voter set
-//! (a joint membership has two), the node calls `raft.trigger().elect()`.
+//! timer. When this node has heard from no leader, and its vote has not moved, for its
+//! election timeout (drawn anew for each attempt), it asks every other voter over
+//! `POST /raft/prevote` (served, like the other Raft routes, to peers only); a voter says
+//! yes only if it has itself heard from no leader, and its vote has not moved, for
+//! [`GRANT_AFTER`], and the candidate's last log id is at least its own — the checks a
+//! real vote makes (openraft refuses a vote while its leader lease runs, which is
+//! `election_timeout_max` since the leader was last heard: [`GRANT_AFTER`] is that lease,
+//! so a pre-vote granted is a vote that will be). On a majority of every voter set (a joint
+//! membership has two), the node calls `raft.trigger().elect()`.
 //!
 //! "Heard from a leader" is [`Contact::heard_within`]: an AppendEntries accepted from a
-//! leader, or, on the leader, a quorum of acknowledgements (see `raft.rs`).
+//! leader, or, on the leader, a quorum of acknowledgements (see `raft.rs`). "Its vote has
+//! not moved" is openraft's own lease clock ([`vote_age`]): a node that just voted for a
+//! candidate waits for that candidate's heartbeats instead of starting another election
+//! (seen in the fault test: a second election right after one was won).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
