@@ -518,6 +518,22 @@ async fn import_bootstrap(
                     if attempts % 10 == 1 {
                         tracing::warn!(error = %e, "bootstrap import waits for a quorum");
                     }
+                    if matches!(e, cluster::WriteError::Unknown(_)) {
+                        // The import is in this leader's log (a large one takes a while to
+                        // commit): it is proposed again only if this node stops leading
+                        // that term, when it may be gone.
+                        let term = handle.status().term;
+                        loop {
+                            let s = handle.status();
+                            if !handle.state().is_empty()
+                                || s.leader != Some(handle.node_id())
+                                || s.term != term
+                            {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                    }
                 }
             }
         }
