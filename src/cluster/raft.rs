@@ -19,10 +19,11 @@ use crate::cluster::types::{NodeInfo, Raft, Request};
 /// How long a write waits for a leader (an election) or for a quorum before it gives up.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How long a write of `req` may take: [`WRITE_DEADLINE`], and a second more per MiB of zone
-/// text (every node stores, parses and indexes it before the write is seen applied).
+/// How long the leader waits for a write of `req` to be committed and applied:
+/// [`WRITE_DEADLINE`], and 3 s more per MiB of zone text (every node stores it, and the
+/// leader parses it before the write is seen applied; a busy machine reads a few MB/s).
 pub fn write_deadline(req: &Request) -> Duration {
-    WRITE_DEADLINE + Duration::from_secs((req.cmd.text_bytes() >> 20) as u64)
+    WRITE_DEADLINE + Duration::from_millis(3000 * (req.cmd.text_bytes() >> 20) as u64)
 }
 
 /// How long a leader that has not heard from a majority, or a follower that has not heard
@@ -328,7 +329,10 @@ impl RaftNode {
         if let Some(why) = self.disk_full() {
             return Err(WriteError::NotApplied(why));
         }
-        let deadline = Instant::now() + write_deadline(&req);
+        // A large write: the leader's own wait, and time to find it and forward to it, so
+        // that a forwarded write hears the leader's answer before its own time is up.
+        let extra = write_deadline(&req) - WRITE_DEADLINE;
+        let deadline = Instant::now() + write_deadline(&req) + extra;
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
         let mut proposed = false;

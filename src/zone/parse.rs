@@ -153,7 +153,7 @@ pub fn parse_zone(text: &str, file: &str, origin: &Name) -> Result<ZoneFile, Zon
 /// million records would hold hundreds of MB of copies while it is read).
 #[derive(Default)]
 struct Seen {
-    first: HashMap<u64, u32>,
+    first: rustc_hash::FxHashMap<u64, u32>,
     /// The rare records whose hash another, different record has.
     collided: HashSet<(Name, RData)>,
 }
@@ -162,10 +162,14 @@ impl Seen {
     /// Whether `record` is new (it is then remembered as at index `records.len()`).
     fn insert(&mut self, record: &Record, records: &[Record]) -> bool {
         use std::hash::{Hash, Hasher};
-        // Fixed keys are enough: zone text is the operator's, and a collision only costs
-        // a look in `collided`.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        record.name.hash(&mut h);
+        // Fx is enough: zone text is the operator's, and a collision only costs a look in
+        // `collided`. Owners are lower case already: their labels are hashed as they are
+        // (`Name`'s own hash lower-cases them byte by byte).
+        let mut h = rustc_hash::FxHasher::default();
+        for label in record.name.iter() {
+            h.write_usize(label.len());
+            h.write(label);
+        }
         record.data.hash(&mut h);
         let hash = h.finish();
         match self.first.get(&hash) {
@@ -837,10 +841,11 @@ fn validate(
     };
     let mut soa: Option<usize> = None;
     let mut apex_ns = false;
-    let mut names: HashMap<&Name, AtName> = HashMap::new();
+    // Fx, not SipHash: every record's owner is looked up here (the text is the operator's).
+    let mut names: rustc_hash::FxHashMap<&Name, AtName> = Default::default();
     // DS only at a delegation point (NS below the apex), checked once all are read.
     let mut ds: Vec<(&Name, usize)> = Vec::new();
-    let mut cuts: std::collections::HashSet<&Name> = std::collections::HashSet::new();
+    let mut cuts: rustc_hash::FxHashSet<&Name> = Default::default();
 
     for (record, &line) in records.iter().zip(lines) {
         let name = &record.name;
