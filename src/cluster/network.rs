@@ -980,6 +980,8 @@ impl PeerClient {
 }
 
 /// A copy of an AppendEntries answer (openraft's type is not `Clone`).
+// The error is openraft's, as its trait returns it.
+#[allow(clippy::result_large_err)]
 fn copy_answer(r: &AppendResult) -> AppendResult {
     match r {
         Ok(AppendEntriesResponse::Success) => Ok(AppendEntriesResponse::Success),
