@@ -1731,11 +1731,12 @@ ok A 192.0.2.4
             ("NS", "ns1"),
             ("PTR", "host.example.org."),
             ("CNAME", "*.wild"),
-            ("CNAME", "a-b_c.d"),
+            ("CNAME", "_sip._tcp"),
         ];
         for (rtype, data) in cases {
             let rt = RecordType::from_str(rtype).expect("type");
-            let fast = fast_record(&[Item::Word(data)], rt, &origin).expect("fast path taken");
+            let fast = fast_record(&[Item::Word(data)], rt, &origin)
+                .unwrap_or_else(|| panic!("fast path not taken for {rtype} {data}"));
             let slow = parse_record(rtype, 300, &format!(" {data}"), &origin).expect("parses");
             // Debug shows the case and the final dot, which `==` on names ignores.
             assert_eq!(
@@ -1750,6 +1751,7 @@ ok A 192.0.2.4
             ("A", "::1"),
             ("CNAME", "@"),
             ("CNAME", "a\\.b"),
+            ("CNAME", "a-b_c.d"),
             ("MX", "10"),
         ] {
             let rt = RecordType::from_str(rtype).expect("type");
