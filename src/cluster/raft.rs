@@ -20,6 +20,13 @@ use crate::cluster::types::{NodeInfo, Raft, Request};
 /// How long a write waits for a leader (an election) or for a quorum before it gives up.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long the leader waits for a write of `req` to be committed and applied:
+/// [`WRITE_DEADLINE`], and 3 s more per MiB of zone text (every node stores it, and the
+/// leader parses it before the write is seen applied; a busy machine reads a few MB/s).
+pub fn write_deadline(req: &Request) -> Duration {
+    WRITE_DEADLINE + Duration::from_millis(3000 * (req.cmd.text_bytes() >> 20) as u64)
+}
+
 /// How long a leader that has not heard from a majority, or a follower that has not heard
 /// from a leader, waits before it says it has no quorum: the election timeout.
 const QUORUM_WINDOW: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
@@ -265,7 +272,7 @@ impl RaftNode {
                 "no quorum: the leader has not heard from a majority of the voters".into(),
             ));
         }
-        match tokio::time::timeout(WRITE_DEADLINE, self.raft.client_write(req)).await {
+        match tokio::time::timeout(write_deadline(&req), self.raft.client_write(req)).await {
             Err(_) => Err(ForwardError::Unknown(
                 "proposed, but not seen committed in time".into(),
             )),
@@ -333,7 +340,10 @@ impl RaftNode {
         if let Some(why) = self.disk_full() {
             return Err(WriteError::NotApplied(why));
         }
-        let deadline = Instant::now() + WRITE_DEADLINE;
+        // A large write: the leader's own wait, and time to find it and forward to it, so
+        // that a forwarded write hears the leader's answer before its own time is up.
+        let extra = write_deadline(&req) - WRITE_DEADLINE;
+        let deadline = Instant::now() + write_deadline(&req) + extra;
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
         let mut proposed = false;
@@ -345,6 +355,14 @@ impl RaftNode {
             }
         };
         while Instant::now() < deadline {
+            if proposed {
+                // The entry may be in the log: never propose it again (a large zone would
+                // be sent twice), wait for its result to be applied here.
+                return self
+                    .await_applied(&req, deadline)
+                    .await
+                    .ok_or(outcome(true, last));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let m = self.raft.metrics().borrow().clone();
             let leader = m.current_leader;
@@ -425,6 +443,24 @@ impl RaftNode {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(outcome(proposed, last))
+    }
+
+    /// The result of request `req`, once this node applied it (its id is recorded with
+    /// its result), polled until `deadline`; `None` without an id or in time.
+    async fn await_applied(&self, req: &Request, deadline: Instant) -> Option<Committed> {
+        let id = req.id.as_deref()?;
+        loop {
+            if let Some(r) = self.state().request(id) {
+                return Some(Committed {
+                    response: r.response.clone(),
+                    index: r.index,
+                });
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn node_id(&self) -> u64 {

@@ -184,26 +184,40 @@ impl Zone {
             .cloned()
             .ok_or(IndexError::NoSoa)?;
 
-        // Empty non-terminals: every ancestor of a name, up to the origin, exists.
-        let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
-        for name in &names {
+        // Empty non-terminals: every ancestor of a name, up to the origin, exists. Only the
+        // missing ones are collected (not every name: a zone may have a million).
+        let mut missing: rustc_hash::FxHashSet<Box<[u8]>> = Default::default();
+        let mut wildcard_parents: Vec<Box<[u8]>> = Vec::new();
+        for name in nodes.keys() {
+            if name.len() > origin_wire.len() && name.starts_with(b"\x01*") {
+                wildcard_parents.push(parent(name).into());
+            }
             let mut rest: &[u8] = name;
             while rest.len() > origin_wire.len() {
                 rest = parent(rest);
-                nodes.entry(rest.into()).or_default();
+                if nodes.contains_key(rest) || !missing.insert(rest.into()) {
+                    break;
+                }
             }
         }
-        for name in &names {
-            if name.len() > origin_wire.len() && name.starts_with(b"\x01*") {
-                if let Some(n) = nodes.get_mut(parent(name)) {
-                    n.has_wildcard_child = true;
-                }
+        for name in missing {
+            nodes.insert(name, Node::default());
+        }
+        for name in wildcard_parents {
+            if let Some(n) = nodes.get_mut(&name) {
+                n.has_wildcard_child = true;
             }
         }
         for (name, node) in nodes.iter_mut() {
             node.rrsets.sort_by_key(|s| s.rtype);
+            // Most names hold one RRset of one record: no spare capacity kept per name.
+            node.rrsets.shrink_to_fit();
+            for set in node.rrsets.iter_mut() {
+                set.rdatas.shrink_to_fit();
+            }
             node.is_cut = name[..] != origin_wire[..] && node.get(rtype::NS).is_some();
         }
+        nodes.shrink_to_fit();
         // A service below a delegation would never be reached.
         for (name, _) in services {
             let mut rest: &[u8] = name;
