@@ -27,6 +27,10 @@ pub fn write_deadline(req: &Request) -> Duration {
     WRITE_DEADLINE + Duration::from_millis(3000 * (req.cmd.text_bytes() >> 20) as u64)
 }
 
+/// A write that may already be in the log is sent again (same request id) to a new leader
+/// only while it carries less zone text than this.
+const RESEND_LIMIT: usize = 512 * 1024;
+
 /// How long a leader that has not heard from a majority, or a follower that has not heard
 /// from a leader, waits before it says it has no quorum: the election timeout.
 const QUORUM_WINDOW: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX);
@@ -355,9 +359,11 @@ impl RaftNode {
             }
         };
         while Instant::now() < deadline {
-            if proposed {
-                // The entry may be in the log: never propose it again (a large zone would
-                // be sent twice), wait for its result to be applied here.
+            if proposed && req.cmd.text_bytes() >= RESEND_LIMIT {
+                // The entry may be in the log: a large one is never sent again (a big zone
+                // would cross the network twice and time out again); wait for its result to
+                // be applied here. A small one goes to the next leader below: its request
+                // id makes a second copy in the log apply as the first.
                 return self
                     .await_applied(&req, deadline)
                     .await
