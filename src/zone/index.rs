@@ -120,6 +120,9 @@ pub struct Zone {
     serial: u32,
     /// The signer of a signed zone (shared by every worker, no lock: signing is `&self`).
     signer: Option<Arc<Signer>>,
+    /// The signer's generation for the shared signature cache (`dns::sigcache`): a new
+    /// signer, a new generation, so no answer gets an old signer's cached signature.
+    sig_generation: u64,
 }
 
 impl Zone {
@@ -240,6 +243,7 @@ impl Zone {
             negative_ttl: soa_ttl.min(minimum),
             serial,
             signer: None,
+            sig_generation: 0,
         })
     }
 
@@ -357,12 +361,18 @@ impl Zone {
         self.soa = soa;
         self.nodes = Arc::new(nodes);
         self.signer = Some(Arc::new(signer));
+        self.sig_generation = crate::dns::sigcache::next_generation();
         Ok(())
     }
 
     /// The signer, in a signed zone.
     pub fn signer(&self) -> Option<&Signer> {
         self.signer.as_deref()
+    }
+
+    /// The signer's generation (0 in an unsigned zone): part of every signature cache key.
+    pub fn sig_generation(&self) -> u64 {
+        self.sig_generation
     }
 
     pub fn origin(&self) -> &Name {
@@ -408,6 +418,7 @@ impl Zone {
             negative_ttl: self.negative_ttl,
             serial,
             signer: self.signer.clone(),
+            sig_generation: self.sig_generation,
         }
     }
 
