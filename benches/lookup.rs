@@ -10,6 +10,10 @@
 //!   to `static_ecs_wire`, the cost of the geo decision itself.
 //! - `geo_pick_located` / `geo_pick_unlocated`: the decision alone (`policy::pick`), for a
 //!   client the database places and for one it does not (the listed order).
+//! - `signed/*`: the zone signed (ECDSA P-256), queries with DO: a static name (RRSIGs
+//!   made at build time), the geo service and a wildcard name from the shared signature
+//!   cache (warm), a wildcard name never asked before (signed now: the uncached cost), and
+//!   a name that does not exist (its compact-denial NSEC signed per query).
 //!
 //! Run: `cargo bench --bench lookup`.
 
@@ -40,6 +44,10 @@ fn snapshot() -> Snapshot {
 /// The example zone and services, plus `extra` generated zones with one geo service each:
 /// the cost of a query must not depend on how many there are.
 fn snapshot_with(extra: usize) -> Snapshot {
+    snapshot_signed(extra, false)
+}
+
+fn snapshot_signed(extra: usize, signed: bool) -> Snapshot {
     let origin = Name::from_ascii("example.com.").expect("origin");
     let mut zones = vec![parse_zone(EXAMPLE_ZONE, "example.com.zone", &origin).expect("zone")];
     for i in 0..extra {
@@ -60,7 +68,15 @@ fn snapshot_with(extra: usize) -> Snapshot {
         services.push(svc);
     }
     let geo = GeoDb::open(&[PathBuf::from(GEOIP)]).expect("GeoIP test database");
-    Builder::new(1, Arc::new(geo))
+    let mut builder = Builder::new(1, Arc::new(geo));
+    if signed {
+        let keys = meridian::zone::dnssec::ZoneKeys::generate_csk(
+            meridian::zone::dnssec::Algorithm::EcdsaP256Sha256,
+        )
+        .expect("a key");
+        builder.put_dnssec(&origin, Some(Arc::new(keys)));
+    }
+    builder
         .build(&Inputs {
             zones: &zones,
             datacenters: &datacenters,
@@ -71,6 +87,11 @@ fn snapshot_with(extra: usize) -> Snapshot {
 
 /// A query as a resolver sends it: RD clear, one question, an OPT (1232 bytes) with `options`.
 fn query(name: &str, qtype: u16, options: &[u8]) -> Vec<u8> {
+    query_do(name, qtype, options, false)
+}
+
+/// [`query`] with the DO bit when `dnssec_ok`.
+fn query_do(name: &str, qtype: u16, options: &[u8], dnssec_ok: bool) -> Vec<u8> {
     let mut p = vec![0xbe, 0xef, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
     for label in name.split('.') {
         p.push(label.len() as u8);
@@ -79,7 +100,8 @@ fn query(name: &str, qtype: u16, options: &[u8]) -> Vec<u8> {
     p.push(0);
     p.extend_from_slice(&qtype.to_be_bytes());
     p.extend_from_slice(&[0, 1]);
-    p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0]);
+    p.extend_from_slice(if dnssec_ok { &[0x80, 0] } else { &[0, 0] });
     p.extend_from_slice(&(options.len() as u16).to_be_bytes());
     p.extend_from_slice(options);
     p
@@ -223,5 +245,71 @@ fn lookup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookup);
+/// With DO in a signed zone: what signing costs per query, cached and not.
+fn signed(c: &mut Criterion) {
+    let snap = snapshot_signed(0, true);
+    let client = Client {
+        source: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 77)),
+        transport: Transport::Udp,
+        cookie: meridian::dns::Cookie::None,
+    };
+    let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 175, 16, 199];
+    let static_q = query_do("static.example.com", 1, &[], true);
+    let geo_q = query_do("www.example.com", 1, &ecs, true);
+    let wild_q = query_do("x.wild.example.com", 1, &[], true);
+    // A fresh name per iteration: its 8 hex digits are rewritten in place.
+    let mut fresh_q = query_do("n00000000.wild.example.com", 1, &[], true);
+    let mut nx_q = query_do("n00000000.example.com", 1, &[], true);
+    let mut out = Vec::with_capacity(u16::MAX as usize);
+    let rrsigs = |out: &[u8]| {
+        // An RRSIG (type 46) follows the answer: count its type bytes after the question.
+        out.windows(4).filter(|w| w == &[0, 46, 0, 1]).count()
+    };
+    for q in [&static_q, &geo_q, &wild_q, &fresh_q, &nx_q] {
+        let req = parse(q).expect("query parses");
+        let outcome = answer(&snap, &req, &client, &mut out);
+        assert_eq!(outcome.rcode, u16::from(rcode::NOERROR), "{req:?}");
+        assert!(rrsigs(&out) >= 1, "no RRSIG for {req:?}");
+    }
+    fn bump(q: &mut [u8], n: u32) {
+        // The first label is `n` + 8 hex digits, right after the 12-byte header.
+        for (i, d) in format!("{n:08x}").bytes().enumerate() {
+            q[14 + i] = d;
+        }
+    }
+    let mut g = c.benchmark_group("signed");
+    g.throughput(Throughput::Elements(1));
+    for (id, q) in [
+        ("static_do_wire", &static_q),
+        ("geo_do_cached_wire", &geo_q),
+        ("wild_do_cached_wire", &wild_q),
+    ] {
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                let req = parse(black_box(q)).expect("query parses");
+                answer(black_box(&snap), &req, &client, &mut out)
+            })
+        });
+    }
+    let mut n = 0u32;
+    g.bench_function("wild_do_uncached_wire", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            bump(&mut fresh_q, n);
+            let req = parse(black_box(&fresh_q)).expect("query parses");
+            answer(black_box(&snap), &req, &client, &mut out)
+        })
+    });
+    g.bench_function("nx_do_wire", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            bump(&mut nx_q, n);
+            let req = parse(black_box(&nx_q)).expect("query parses");
+            answer(black_box(&snap), &req, &client, &mut out)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookup, signed);
 criterion_main!(benches);

@@ -192,7 +192,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // start, never a half-imported cluster.
     let bootstrap = match &config.bootstrap_dir {
         Some(_) => {
-            let (loaded, _, _) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (mut loaded, builder, snap) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Only the texts go on (the import); what the check built is freed off the
+            // start's path (a zone of a million records takes a while to free).
+            let parsed = std::mem::take(&mut loaded.zones);
+            std::thread::spawn(move || drop((parsed, builder, snap)));
             Some(loaded)
         }
         None => None,
@@ -529,6 +533,22 @@ async fn import_bootstrap(
                     attempts += 1;
                     if attempts % 10 == 1 {
                         tracing::warn!(error = %e, "bootstrap import waits for a quorum");
+                    }
+                    if matches!(e, cluster::WriteError::Unknown(_)) {
+                        // The import is in this leader's log (a large one takes a while to
+                        // commit): it is proposed again only if this node stops leading
+                        // that term, when it may be gone.
+                        let term = handle.status().term;
+                        loop {
+                            let s = handle.status();
+                            if !handle.state().is_empty()
+                                || s.leader != Some(handle.node_id())
+                                || s.term != term
+                            {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
                     }
                 }
             }

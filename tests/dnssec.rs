@@ -287,3 +287,339 @@ fn dnssec_keys_api_put_get_delete() {
         assert!(!node.log().contains(start), "a private key in the log");
     }
 }
+
+/// A second world for the wire tests below, shared by them (one node, signed once): a
+/// large TXT RRset, a wildcard, an empty non-terminal, and services with IPv4 and IPv6,
+/// IPv4 only, and every datacenter drained with `on_all_down = "none"`.
+const WIRE_ZONE: &str = r#"$ORIGIN example.com.
+$TTL 300
+@       3600 IN SOA ns1.example.com. hostmaster.example.com. ( 2026120701 7200 3600
+                1209600 300 )
+@       IN NS    ns1
+ns1     IN A     127.0.0.1
+@       IN A     192.0.2.1
+@       IN MX    10 mail
+mail    IN A     192.0.2.25
+big     IN TXT   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+big     IN TXT   "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+big     IN TXT   "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+*.wild  IN TXT   "wild"
+a.ent   IN TXT   "below an empty non-terminal"
+"#;
+
+const WIRE_DCS: &str = r#"
+[[datacenter]]
+id = "lon"
+location = { lat = 51.5074, lon = -0.1278 }
+addresses = ["198.51.100.1", "2001:db8::1"]
+
+[[datacenter]]
+id = "sin"
+location = { lat = 1.3521, lon = 103.8198 }
+addresses = ["198.51.100.3"]
+
+[[datacenter]]
+id = "off"
+location = { lat = 40.0, lon = -74.0 }
+addresses = ["198.51.100.9", "2001:db8::9"]
+state = "drained"
+"#;
+
+const WIRE_SERVICES: &str = r#"
+[[service]]
+zone = "example.com"
+name = "www"
+policy = "geo_nearest"
+datacenters = ["lon", "sin"]
+ttl = 60
+
+[[service]]
+zone = "example.com"
+name = "v4"
+policy = "round_robin"
+datacenters = ["sin"]
+
+[[service]]
+zone = "example.com"
+name = "down"
+policy = "round_robin"
+datacenters = ["off"]
+on_all_down = "none"
+"#;
+
+/// The shared signed node of the wire tests and its DS.
+struct Wire {
+    at: common::NodeRef,
+    ds: String,
+}
+
+fn wire() -> &'static Wire {
+    static NODE: std::sync::OnceLock<common::NodeRef> = std::sync::OnceLock::new();
+    static WIRE: std::sync::OnceLock<Wire> = std::sync::OnceLock::new();
+    WIRE.get_or_init(|| {
+        let at = common::shared(&NODE, || {
+            let node = Node::start_example(WIRE_ZONE, WIRE_DCS, WIRE_SERVICES);
+            sign(&node, "example.com", "ECDSAP256SHA256");
+            node
+        });
+        let (status, body) = http(
+            at.admin,
+            "GET",
+            "/api/v1/zones/example.com./dnssec",
+            None,
+            Some(TOKEN),
+        )
+        .expect("GET dnssec");
+        assert_eq!(status, 200, "{body}");
+        let ds = json(&body)["ds"][0].as_str().expect("a DS").to_string();
+        Wire { at: at.clone(), ds }
+    })
+}
+
+/// `delv @node +root=example.com ARGS…` with `ds` as the trust anchor: its output.
+fn delv(at: &common::NodeRef, ds: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let anchors = dir.path().join("anchors.conf");
+    let parts: Vec<&str> = ds.split_whitespace().collect();
+    std::fs::write(
+        &anchors,
+        format!(
+            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
+            parts[0], parts[1], parts[2], parts[3]
+        ),
+    )
+    .expect("anchors");
+    let out = Command::new("delv")
+        .arg(format!("@{}", at.dns.ip()))
+        .arg("-p")
+        .arg(at.dns.port().to_string())
+        .arg("-a")
+        .arg(&anchors)
+        .arg("+root=example.com")
+        .args(args)
+        .output()
+        .expect("run delv");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The size dig reports for the reply (`;; MSG SIZE  rcvd: N`).
+fn msg_size(d: &Dig) -> usize {
+    d.raw
+        .lines()
+        .find_map(|l| l.strip_prefix(";; MSG SIZE  rcvd: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MSG SIZE:\n{}", d.raw))
+}
+
+/// Every RRset of `rrs` has an RRSIG covering it, and every RRSIG an RRset.
+fn each_rrset_signed(rrs: &[common::Rr]) -> Result<(), String> {
+    let mut sets: Vec<(String, String)> = rrs
+        .iter()
+        .filter(|r| r.rtype != "RRSIG")
+        .map(|r| (r.name.to_lowercase(), r.rtype.clone()))
+        .collect();
+    sets.sort();
+    sets.dedup();
+    let mut sigs: Vec<(String, String)> = rrs
+        .iter()
+        .filter(|r| r.rtype == "RRSIG")
+        .map(|r| {
+            let covered = r.data.split_whitespace().next().unwrap_or("").to_string();
+            (r.name.to_lowercase(), covered)
+        })
+        .collect();
+    sigs.sort();
+    sigs.dedup();
+    if sets == sigs {
+        Ok(())
+    } else {
+        Err(format!("RRsets {sets:?}, RRSIGs over {sigs:?}"))
+    }
+}
+
+/// RFC 4035 §3.1.1 and RFC 6891 §7: with DO and a 512-byte buffer no reply is larger than
+/// 512 bytes, an RRset never goes without its RRSIG, and TC is set when one was left out.
+#[test]
+fn rfc4035_3_1_1_do_with_a_512_byte_buffer_keeps_rrsets_with_their_rrsigs() {
+    let w = wire();
+    let questions: &[(&str, &str)] = &[
+        ("big.example.com", "TXT"),
+        ("example.com", "A"),
+        ("example.com", "MX"),
+        ("example.com", "DNSKEY"),
+        ("example.com", "SOA"),
+        ("mail.example.com", "TXT"),
+        ("nope.example.com", "A"),
+        ("x.wild.example.com", "TXT"),
+        ("x.wild.example.com", "A"),
+        ("ent.example.com", "A"),
+        ("www.example.com", "A"),
+        ("www.example.com", "AAAA"),
+        ("www.example.com", "TXT"),
+        ("down.example.com", "A"),
+    ];
+    for (name, rtype) in questions {
+        let d =
+            w.at.dig(&["+dnssec", "+bufsize=512", "+ignore", name, rtype]);
+        let size = msg_size(&d);
+        assert!(size <= 512, "{name} {rtype}: {size} bytes\n{}", d.raw);
+        for (section, rrs) in [("answer", &d.answer), ("authority", &d.authority)] {
+            if let Err(e) = each_rrset_signed(rrs) {
+                panic!("{name} {rtype}, {section}: {e}\n{}", d.raw);
+            }
+        }
+        // The same question over TCP: the whole answer, signed.
+        let full = w.at.dig(&["+dnssec", "+tcp", name, rtype]);
+        assert!(!full.has_flag("tc"), "{}", full.raw);
+        if size < msg_size(&full) {
+            assert!(
+                d.has_flag("tc"),
+                "{name} {rtype}: shorter without TC\n{}",
+                d.raw
+            );
+        }
+    }
+    // The three TXT records fit in 512 bytes, but not with their RRSIG: TC and no TXT.
+    let d = w.at.dig(&[
+        "+dnssec",
+        "+bufsize=512",
+        "+ignore",
+        "big.example.com",
+        "TXT",
+    ]);
+    assert!(d.has_flag("tc"), "{}", d.raw);
+    assert!(d.answer.is_empty(), "{}", d.raw);
+    let plain =
+        w.at.dig(&["+bufsize=512", "+ignore", "big.example.com", "TXT"]);
+    assert!(!plain.has_flag("tc"), "{}", plain.raw);
+    assert_eq!(plain.answer_data("TXT").len(), 3, "{}", plain.raw);
+}
+
+/// The NSEC of a NODATA answer (DESIGN.md "DNSSEC (online signing)", RFC 9824 §3): at a
+/// service name its families (A and/or AAAA) whatever the health, never the type asked;
+/// a type the service would have but cannot give now (every datacenter out) left out; at
+/// a wildcard-made name the wildcard's types; at an empty non-terminal only RRSIG NSEC.
+/// Each validates.
+#[test]
+fn rfc9824_3_nodata_nsec_bitmaps_at_services_wildcards_and_empty_non_terminals() {
+    let w = wire();
+    let cases: &[(&str, &str, &str)] = &[
+        ("www.example.com", "TXT", "A AAAA RRSIG NSEC"),
+        ("www.example.com", "MX", "A AAAA RRSIG NSEC"),
+        ("v4.example.com", "AAAA", "A RRSIG NSEC"),
+        ("v4.example.com", "TXT", "A RRSIG NSEC"),
+        ("down.example.com", "A", "AAAA RRSIG NSEC"),
+        ("down.example.com", "AAAA", "A RRSIG NSEC"),
+        ("down.example.com", "TXT", "A AAAA RRSIG NSEC"),
+        ("x.wild.example.com", "A", "TXT RRSIG NSEC"),
+        ("ent.example.com", "A", "RRSIG NSEC"),
+        ("ent.example.com", "TXT", "RRSIG NSEC"),
+    ];
+    for (name, rtype, types) in cases {
+        let d = w.at.dig(&["+dnssec", name, rtype]);
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert!(d.answer.is_empty(), "{name} {rtype}: not NODATA\n{}", d.raw);
+        let nsec = d
+            .authority
+            .iter()
+            .find(|r| r.rtype == "NSEC")
+            .unwrap_or_else(|| panic!("{name} {rtype}: no NSEC\n{}", d.raw));
+        assert_eq!(nsec.name, format!("{name}."), "{}", d.raw);
+        assert_eq!(
+            nsec.data,
+            format!("\\000.{name}. {types}"),
+            "{name} {rtype}\n{}",
+            d.raw
+        );
+        each_rrset_signed(&d.authority).unwrap_or_else(|e| panic!("{name} {rtype}: {e}"));
+        // Without DO: plain NODATA, no NSEC.
+        let plain = w.at.dig(&[name, rtype]);
+        assert_eq!(plain.status, "NOERROR", "{}", plain.raw);
+        assert!(!plain.raw.contains("NSEC"), "{}", plain.raw);
+        // A validator proves it.
+        let text = delv(&w.at, &w.ds, &[name, rtype]);
+        assert!(
+            text.contains("; negative response, fully validated"),
+            "{name} {rtype}: delv:\n{text}"
+        );
+    }
+}
+
+/// RFC 9824 §3.5: an explicit query for the NXNAME meta-type (128) is FORMERR, with and
+/// without DO, in a signed zone, an unsigned one, or none of ours.
+#[test]
+fn rfc9824_3_5_a_query_for_nxname_is_formerr() {
+    let w = wire();
+    for name in [
+        "example.com",
+        "nope.example.com",
+        "www.example.com",
+        "example.org",
+    ] {
+        for args in [&["+dnssec"][..], &[][..]] {
+            let mut all = args.to_vec();
+            all.extend([name, "TYPE128"]);
+            let d = w.at.dig(&all);
+            assert_eq!(d.status, "FORMERR", "{name} {args:?}\n{}", d.raw);
+            assert!(d.answer.is_empty() && d.authority.is_empty(), "{}", d.raw);
+        }
+    }
+}
+
+/// The signature cache (DESIGN.md: "signed answers are cached so a hot name is not signed
+/// per query"): the same geo answer asked again, from many source ports (so from each UDP
+/// worker, which the kernel picks by the client's port), gets the byte-identical RRSIG;
+/// so does a wildcard answer. ECDSA signatures are randomised, so two signings differ.
+#[test]
+fn signed_geo_and_wildcard_answers_come_from_one_cached_signature() {
+    let w = wire();
+    let cases: &[&[&str]] = &[
+        &["+subnet=81.2.69.0/24", "www.example.com", "A"],
+        &["+subnet=175.16.199.0/24", "www.example.com", "A"],
+        &["+subnet=81.2.69.0/24", "www.example.com", "AAAA"],
+        &["x.wild.example.com", "TXT"],
+        &["www.example.com", "TXT"],
+    ];
+    for case in cases {
+        let mut all = vec!["+dnssec"];
+        all.extend_from_slice(case);
+        let sig = |d: &Dig| -> String {
+            let set = d
+                .answer
+                .iter()
+                .chain(&d.authority)
+                .filter(|r| r.rtype == "RRSIG" && !r.data.starts_with("SOA "))
+                .map(|r| r.data.clone())
+                .collect::<Vec<_>>();
+            assert_eq!(set.len(), 1, "{case:?}: one RRSIG\n{}", d.raw);
+            set[0].clone()
+        };
+        let first = sig(&w.at.dig(&all));
+        // dig takes a new source port each time: 16 ports, both workers (on 2 CPUs) with
+        // a chance of 1 - 2^-15.
+        for _ in 0..16 {
+            let d = w.at.dig(&all);
+            assert_eq!(sig(&d), first, "{case:?}: another signature\n{}", d.raw);
+        }
+    }
+    let a =
+        w.at.dig(&["+dnssec", "+subnet=81.2.69.0/24", "www.example.com", "A"]);
+    let b =
+        w.at.dig(&["+dnssec", "+subnet=175.16.199.0/24", "www.example.com", "A"]);
+    assert_ne!(
+        a.answer_data("A"),
+        b.answer_data("A"),
+        "two subnets, two datacenters:\n{}\n{}",
+        a.raw,
+        b.raw
+    );
+    // A name that does not exist is signed per query (its NSEC is the client's choice).
+    let nx = |_: ()| {
+        w.at.dig(&["+dnssec", "nope.example.com", "A"])
+            .authority
+            .iter()
+            .find(|r| r.rtype == "RRSIG" && r.data.starts_with("NSEC "))
+            .map(|r| r.data.clone())
+    };
+    assert_ne!(nx(()), nx(()));
+}

@@ -380,6 +380,31 @@ fn raft_handshake_needs_a_node_certificate_of_the_cluster_ca() {
         .unwrap_or(0);
     assert!(term < 1000, "term {term}");
 
+    // A pre-vote (`/raft/prevote`): answered to a member asking for itself (no: node 1
+    // hears its leader), refused in another node's name.
+    let prevote = |candidate: u64| {
+        let out = run(Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(c.client.join("ca.crt"))
+            .arg("--cert")
+            .arg(c.client.join("node2.crt"))
+            .arg("--key")
+            .arg(c.client.join("node2.key"))
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(format!(
+                r#"{{"candidate":{candidate},"term":1,"last_log_id":null}}"#
+            ))
+            .arg(format!("https://{raft}/raft/prevote")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = prevote(2);
+    assert!(
+        text.ends_with("\n200") && text.contains(r#""granted":false"#),
+        "{text}"
+    );
+    assert!(prevote(3).ends_with("\n403"));
+
     // No certificate: the handshake fails (no HTTP status at all).
     let (rc, status, _) = raft_probe(c, raft, None);
     assert_eq!((status, rc != 0), (0, true));

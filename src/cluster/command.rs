@@ -166,6 +166,16 @@ impl Command {
             Command::DsSeen { .. } => "ds_seen",
         }
     }
+
+    /// The bytes of zone text the command carries: what makes an entry large (a zone of a
+    /// million records is about 30 MB), so that writes wait for it in proportion.
+    pub fn text_bytes(&self) -> usize {
+        match self {
+            Command::PutZone { text, .. } => text.len(),
+            Command::Import { zones, .. } => zones.iter().map(|(_, t)| t.len()).sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// A DNS server cookie secret: 16 random bytes, hex in the log, never in a `Debug` line.

@@ -7,11 +7,14 @@
 //! - [`store`]: the sled store (log, vote, one key per object), failing closed.
 //! - [`network`]: the Raft RPCs and forwarded writes, over HTTP or mutual TLS.
 //! - [`raft`]: the Raft node: start-up, writes with honest outcomes, quorum, status.
+//! - [`prevote`]: elections only after a majority said it would vote (openraft 0.9 has no
+//!   pre-vote).
 //! - [`handle`]: a cheap clone of the Raft node.
 //! - [`rollover`]: the leader's clock for DNSSEC key roll steps.
 
 pub mod command;
 pub mod network;
+pub mod prevote;
 pub mod rollover;
 pub mod state;
 pub mod store;

@@ -11,6 +11,7 @@
 //! | `POST /raft/write`    | [`Request`] (a forwarded write) | [`Response`] (after commit) |
 //! | `POST /raft/members`  | [`MemberChange`] (forwarded)  | `null` (after commit)        |
 //! | `POST /raft/probe`    | `{}`                          | [`ProbeAnswer`] (who answers) |
+//! | `POST /raft/prevote`  | [`PreVoteRequest`]            | [`PreVoteAnswer`] (see [`crate::cluster::prevote`]) |
 //!
 //! Every POST must say `Content-Type: application/json` (415 otherwise). When a secret is
 //! configured every request carries it in [`SECRET_HEADER`]; a request without it or with a
@@ -61,6 +62,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Response};
+use crate::cluster::prevote::{PreVoteAnswer, PreVoteRequest};
 use crate::cluster::types::{NodeInfo, Raft, Request, TypeConfig, FORMAT_VERSION};
 use crate::serve::Peer;
 use crate::tls::Tls;
@@ -74,6 +76,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The request timeout of a forwarded write (it answers after commit and apply).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// An AppendEntries body this large is sent as a [`Transfer`].
+const LARGE_APPEND: usize = 512 * 1024;
 /// The request timeout when openraft gives none (never with 0.9, kept as a bound).
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Body limit of `/raft/append`, `/raft/snapshot` and `/raft/write`: a snapshot chunk or an
@@ -206,6 +210,15 @@ impl Default for Contact {
 }
 
 impl Contact {
+    /// A node that has heard from no leader at all (tests).
+    #[cfg(test)]
+    pub fn silent() -> Contact {
+        Contact {
+            acked: Default::default(),
+            heard: std::sync::Mutex::new(None),
+        }
+    }
+
     fn ack(&self, peer: u64) {
         if let Ok(mut m) = self.acked.lock() {
             m.insert(peer, Instant::now());
@@ -331,6 +344,28 @@ pub struct Network {
     liveness: Arc<Mutex<HashMap<u64, Liveness>>>,
     /// Who answered lately (shared with the server side).
     pub contact: Arc<Contact>,
+    /// The large AppendEntries in flight to each peer ([`Transfer`]).
+    transfers: Arc<Mutex<HashMap<NodeId, Transfer>>>,
+}
+
+/// The answer of an AppendEntries, as openraft takes it.
+type AppendResult = Result<AppendEntriesResponse<NodeId>, RpcError>;
+
+/// A large AppendEntries (a zone of a million records is one ~30 MB entry) sent to one peer
+/// by a task of its own, with a timeout sized by its bytes ([`transfer_timeout`]).
+///
+/// openraft 0.9 gives every AppendEntries one heartbeat interval (200 ms) and drops it
+/// then, whatever its size; retried, it would be dropped again, forever, while the
+/// follower, hearing nothing, calls an election. So the bytes go out once, in the
+/// background; each attempt openraft makes meanwhile sends the follower an empty
+/// AppendEntries (a heartbeat: same vote, same previous entry) and waits for the transfer
+/// within its own time; the attempt after the transfer ends takes its answer.
+struct Transfer {
+    vote: crate::cluster::types::Vote,
+    prev: Option<crate::cluster::types::LogId>,
+    last: Option<crate::cluster::types::LogId>,
+    answer: tokio::sync::watch::Receiver<Option<AppendResult>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// One peer's recent failures.
@@ -377,6 +412,7 @@ impl Network {
             peers: Arc::default(),
             liveness: Arc::default(),
             contact: Arc::default(),
+            transfers: Arc::default(),
         }
     }
 
@@ -571,6 +607,29 @@ impl Network {
         Ok(())
     }
 
+    /// Ask node `target` at `raft_addr` whether it would vote for this node
+    /// ([`crate::cluster::prevote`]), waiting at most `timeout`.
+    pub async fn prevote(
+        &self,
+        target: u64,
+        raft_addr: &str,
+        req: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<PreVoteAnswer, ForwardError> {
+        tokio::time::timeout(
+            timeout,
+            self.forward_with(
+                Some(target),
+                raft_addr,
+                crate::cluster::prevote::PATH,
+                req,
+                timeout,
+            ),
+        )
+        .await
+        .map_err(|_| ForwardError::Unavailable(format!("{raft_addr} did not answer in time")))?
+    }
+
     async fn forward<B: Serialize, R: DeserializeOwned>(
         &self,
         target: Option<u64>,
@@ -664,6 +723,7 @@ impl openraft::RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// The connection to one peer (no connection is held: the pool in [`Network`] keeps them).
+#[derive(Clone)]
 pub struct PeerClient {
     net: Network,
     target: NodeId,
@@ -689,6 +749,31 @@ impl PeerClient {
     ) -> Result<A, RpcError<E>>
     where
         Q: Serialize,
+        A: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = match serde_json::to_vec(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                    "{action} to {}: cannot encode the request: {e}",
+                    self.node.raft
+                )))))
+            }
+        };
+        self.call_raw(path, action, id, body, timeout).await
+    }
+
+    /// [`PeerClient::call`] of a body already encoded as JSON.
+    async fn call_raw<A, E>(
+        &self,
+        path: &str,
+        action: RPCTypes,
+        id: Option<NodeId>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<A, RpcError<E>>
+    where
         A: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -718,7 +803,8 @@ impl PeerClient {
             let resp = self
                 .net
                 .post(Some(self.target), &self.node.raft, path, timeout)
-                .json(body)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
                 .send()
                 .await
                 .map_err(map_err)?;
@@ -751,6 +837,133 @@ impl PeerClient {
             self.net.note(self.target, &self.node.raft, None);
         }
         Err(e)
+    }
+
+    /// The transfer to this peer that carries the first of `rpc`'s entries from the same
+    /// leader, if one is under way or done: `rpc` is then a retry.
+    fn joinable(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> Option<tokio::sync::watch::Receiver<Option<AppendResult>>> {
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let transfers = self.net.transfers.lock().unwrap_or_else(|p| p.into_inner());
+        transfers
+            .get(&self.target)
+            .filter(|t| {
+                t.vote == rpc.vote
+                    && t.prev == rpc.prev_log_id
+                    && t.last <= last
+                    && t.last > rpc.prev_log_id
+            })
+            .map(|t| t.answer.clone())
+    }
+
+    /// Start a [`Transfer`] of `body` (the encoded `rpc`), replacing any other to this peer.
+    fn start_transfer(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        body: Vec<u8>,
+    ) -> tokio::sync::watch::Receiver<Option<AppendResult>> {
+        let id = rpc.vote.leader_id().voted_for();
+        let bytes = body.len();
+        let timeout = transfer_timeout(bytes);
+        tracing::info!(
+            target = self.target,
+            bytes,
+            entries = rpc.entries.len(),
+            timeout_ms = timeout.as_millis() as u64,
+            "sending a large AppendEntries in the background"
+        );
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let peer = self.clone();
+        let task = tokio::spawn(async move {
+            let r = peer
+                .call_raw("/raft/append", RPCTypes::AppendEntries, id, body, timeout)
+                .await;
+            let _ = tx.send(Some(r));
+        });
+        let transfer = Transfer {
+            vote: rpc.vote,
+            prev: rpc.prev_log_id,
+            last: rpc.entries.last().map(|e| e.log_id),
+            answer: rx.clone(),
+            task,
+        };
+        let mut transfers = self.net.transfers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = transfers.insert(self.target, transfer) {
+            old.task.abort();
+        }
+        rx
+    }
+
+    /// One attempt at a large AppendEntries: a heartbeat, then the transfer's answer if it
+    /// comes within this attempt's time (a timeout otherwise: openraft tries again).
+    async fn wait_transfer(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        mut answer: tokio::sync::watch::Receiver<Option<AppendResult>>,
+        option: &RPCOption,
+    ) -> AppendResult {
+        let started = Instant::now();
+        let id = rpc.vote.leader_id().voted_for();
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let budget = rpc_timeout(option);
+        // The heartbeat: the follower hears its leader while the bytes are on their way.
+        // Its answer holds for `rpc` too (same vote, same previous entry): a higher vote or
+        // a conflict is the answer.
+        let beat = AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            entries: Vec::new(),
+            leader_commit: rpc.leader_commit,
+        };
+        let beat = self
+            .call::<_, AppendEntriesResponse<NodeId>, openraft::error::Infallible>(
+                "/raft/append",
+                RPCTypes::AppendEntries,
+                id,
+                &beat,
+                budget,
+            )
+            .await;
+        match beat {
+            Ok(AppendEntriesResponse::Success) => self.net.contact.ack(self.target),
+            Ok(other) => return Ok(other),
+            Err(_) => {}
+        }
+        let left = budget.saturating_sub(started.elapsed());
+        let result = match tokio::time::timeout(left, answer.wait_for(Option::is_some)).await {
+            Ok(Ok(r)) => r.as_ref().map(copy_answer),
+            // The task is gone (replaced by another transfer), or not done yet.
+            Ok(Err(_)) | Err(_) => None,
+        };
+        let Some(result) = result else {
+            return Err(RPCError::Timeout(Timeout {
+                action: RPCTypes::AppendEntries,
+                id: id.unwrap_or_default(),
+                target: self.target,
+                timeout: budget,
+            }));
+        };
+        // Taken: the next large request starts afresh.
+        let carried = {
+            let mut transfers = self.net.transfers.lock().unwrap_or_else(|p| p.into_inner());
+            let ours = transfers
+                .get(&self.target)
+                .is_some_and(|t| t.answer.same_channel(&answer));
+            if ours {
+                transfers.remove(&self.target).and_then(|t| t.last)
+            } else {
+                last
+            }
+        };
+        match result {
+            // The transfer carried the first of these entries only.
+            Ok(AppendEntriesResponse::Success) if carried < last => {
+                Ok(AppendEntriesResponse::PartialSuccess(carried))
+            }
+            r => r,
+        }
     }
 
     /// Map a non-2xx answer.
@@ -800,6 +1013,27 @@ impl PeerClient {
     }
 }
 
+/// A copy of an AppendEntries answer (openraft's type is not `Clone`).
+// The error is openraft's, as its trait returns it.
+#[allow(clippy::result_large_err)]
+fn copy_answer(r: &AppendResult) -> AppendResult {
+    match r {
+        Ok(AppendEntriesResponse::Success) => Ok(AppendEntriesResponse::Success),
+        Ok(AppendEntriesResponse::PartialSuccess(l)) => {
+            Ok(AppendEntriesResponse::PartialSuccess(*l))
+        }
+        Ok(AppendEntriesResponse::Conflict) => Ok(AppendEntriesResponse::Conflict),
+        Ok(AppendEntriesResponse::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(*v)),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// How long a large AppendEntries may take: 5 s, and a second for every 4 MiB (the follower
+/// reads, decodes and flushes it to disk before it answers).
+fn transfer_timeout(bytes: usize) -> Duration {
+    Duration::from_secs(5) + Duration::from_millis((bytes / (4 * 1024 * 1024)) as u64 * 1000)
+}
+
 /// The request timeout for append/vote: the soft TTL, so that the RPC ends (as a `Timeout`)
 /// before openraft drops it at the hard TTL.
 fn rpc_timeout(option: &RPCOption) -> Duration {
@@ -823,15 +1057,33 @@ impl openraft::RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let id = rpc.vote.leader_id().voted_for();
         let n = rpc.entries.len() as u64;
-        let r = self
-            .call(
-                "/raft/append",
-                RPCTypes::AppendEntries,
-                id,
-                &rpc,
-                rpc_timeout(&option),
-            )
-            .await;
+        let joined = if n > 0 { self.joinable(&rpc) } else { None };
+        let r = if let Some(answer) = joined {
+            self.wait_transfer(&rpc, answer, &option).await
+        } else {
+            let body = match serde_json::to_vec(&rpc) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                        "AppendEntries to {}: cannot encode the request: {e}",
+                        self.node.raft
+                    )))))
+                }
+            };
+            if n > 0 && body.len() >= LARGE_APPEND {
+                let answer = self.start_transfer(&rpc, body);
+                self.wait_transfer(&rpc, answer, &option).await
+            } else {
+                self.call_raw(
+                    "/raft/append",
+                    RPCTypes::AppendEntries,
+                    id,
+                    body,
+                    rpc_timeout(&option),
+                )
+                .await
+            }
+        };
         if let Ok(resp) = &r {
             if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
                 self.net.contact.ack(self.target);
@@ -912,6 +1164,7 @@ pub fn router_with(
             post(probe).layer(DefaultBodyLimit::max(MAX_VOTE_BODY)),
         )
         .with_state(raft.clone());
+    let prevote = crate::cluster::prevote::routes(raft.clone(), transport_contact.clone());
     let rpc = RpcState {
         raft: raft.clone(),
         contact: transport_contact,
@@ -926,6 +1179,7 @@ pub fn router_with(
         .merge(write_routes(write))
         .merge(members)
         .merge(probe)
+        .merge(prevote)
         .layer(axum::middleware::from_fn_with_state(identity, check_peer))
         .layer(axum::middleware::from_fn(require_json));
     guarded(app, transport.secret.clone())

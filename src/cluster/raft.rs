@@ -12,12 +12,24 @@ use openraft::ChangeMembers;
 use crate::cluster::command::Command;
 use crate::cluster::handle::{ClusterStatus, Handle, Member, WriteError};
 use crate::cluster::network::{self, Committed, ForwardError, MemberChange, Network};
+use crate::cluster::prevote;
 use crate::cluster::state::State;
 use crate::cluster::store::{self, Applied, Change, StateMachineStore};
 use crate::cluster::types::{NodeInfo, Raft, Request};
 
 /// How long a write waits for a leader (an election) or for a quorum before it gives up.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long the leader waits for a write of `req` to be committed and applied:
+/// [`WRITE_DEADLINE`], and 3 s more per MiB of zone text (every node stores it, and the
+/// leader parses it before the write is seen applied; a busy machine reads a few MB/s).
+pub fn write_deadline(req: &Request) -> Duration {
+    WRITE_DEADLINE + Duration::from_millis(3000 * (req.cmd.text_bytes() >> 20) as u64)
+}
+
+/// A write that may already be in the log is sent again (same request id) to a new leader
+/// only while it carries less zone text than this.
+const RESEND_LIMIT: usize = 512 * 1024;
 
 /// How long a leader that has not heard from a majority, or a follower that has not heard
 /// from a leader, waits before it says it has no quorum: the election timeout.
@@ -29,12 +41,13 @@ const FOLLOWER_QUORUM_WINDOW: Duration = Duration::from_millis(2 * ELECTION_TIME
 const NO_QUORUM_WAIT: Duration = Duration::from_millis(300);
 
 const HEARTBEAT_MS: u64 = 200;
-/// openraft 0.9 starts an election only after its leader lease (`election_timeout_max`)
-/// plus this node's election timeout (drawn once, between min and max) without a
-/// heartbeat, and a candidate that saw a longer log waits `2 × max` more: 1.8–2.4 s to a
-/// new leader here, with three heartbeats of slack before the earliest timeout.
+/// openraft's own elections are off: [`prevote::campaign`] starts them, after a pre-vote,
+/// 1.35–1.95 s after the last heartbeat. What remains of these two in openraft: the leader
+/// lease (`election_timeout_max`: a voter refuses a vote within it of hearing its leader,
+/// which [`prevote::GRANT_AFTER`] matches) and the vote RPC's timeout (`min`).
 const ELECTION_TIMEOUT_MIN: u64 = 600;
 const ELECTION_TIMEOUT_MAX: u64 = 1200;
+const _: () = assert!(prevote::GRANT_AFTER.as_millis() == ELECTION_TIMEOUT_MAX as u128);
 
 /// What the node needs to start its control plane.
 pub struct ClusterConfig {
@@ -118,6 +131,8 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 200,
+        // Elections start after a pre-vote only (see `prevote`).
+        enable_elect: false,
         ..Default::default()
     }
     .validate()
@@ -181,6 +196,13 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         store_dir: dir.clone(),
     });
     tokio::spawn(log_leader_changes(raft.clone(), cfg.node_id));
+    let alive = Arc::downgrade(&inner);
+    tokio::spawn(prevote::campaign(
+        raft.clone(),
+        inner.network.clone(),
+        cfg.node_id,
+        move || alive.strong_count() > 0,
+    ));
     let write_inner = inner.clone();
     let write: network::WriteFn = Arc::new(move |mut req: Request| {
         let inner = write_inner.clone();
@@ -254,7 +276,7 @@ impl RaftNode {
                 "no quorum: the leader has not heard from a majority of the voters".into(),
             ));
         }
-        match tokio::time::timeout(WRITE_DEADLINE, self.raft.client_write(req)).await {
+        match tokio::time::timeout(write_deadline(&req), self.raft.client_write(req)).await {
             Err(_) => Err(ForwardError::Unknown(
                 "proposed, but not seen committed in time".into(),
             )),
@@ -322,7 +344,10 @@ impl RaftNode {
         if let Some(why) = self.disk_full() {
             return Err(WriteError::NotApplied(why));
         }
-        let deadline = Instant::now() + WRITE_DEADLINE;
+        // A large write: the leader's own wait, and time to find it and forward to it, so
+        // that a forwarded write hears the leader's answer before its own time is up.
+        let extra = write_deadline(&req) - WRITE_DEADLINE;
+        let deadline = Instant::now() + write_deadline(&req) + extra;
         let mut last = String::from("no leader was elected in time");
         // Whether the entry may be in some leader's log.
         let mut proposed = false;
@@ -334,6 +359,16 @@ impl RaftNode {
             }
         };
         while Instant::now() < deadline {
+            if proposed && req.cmd.text_bytes() >= RESEND_LIMIT {
+                // The entry may be in the log: a large one is never sent again (a big zone
+                // would cross the network twice and time out again); wait for its result to
+                // be applied here. A small one goes to the next leader below: its request
+                // id makes a second copy in the log apply as the first.
+                return self
+                    .await_applied(&req, deadline)
+                    .await
+                    .ok_or(outcome(true, last));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let m = self.raft.metrics().borrow().clone();
             let leader = m.current_leader;
@@ -372,11 +407,21 @@ impl RaftNode {
                     .cloned()
                     .filter(|_| l != self.node_id)
             }) {
-                match self
-                    .network
-                    .forward_write_to(leader, &node.raft, &req, left)
-                    .await
-                {
+                // A leader cut off holds a forward until it times out: stop waiting as soon
+                // as another leader (or none) is known, and send the same request (its id
+                // makes a repeat harmless) to the next one.
+                let mut metrics = self.raft.metrics();
+                let replaced = async move {
+                    let _ = metrics.wait_for(|m| m.current_leader != leader).await;
+                };
+                let forwarded = tokio::select! {
+                    r = self.network.forward_write_to(leader, &node.raft, &req, left) => r,
+                    () = replaced => Err(ForwardError::Unknown(format!(
+                        "the leader changed while the write was forwarded to {}",
+                        node.raft
+                    ))),
+                };
+                match forwarded {
                     Ok(Some(c)) => return Ok(c),
                     Ok(None) => {
                         // A leader of the first format: no index to wait for.
@@ -404,6 +449,24 @@ impl RaftNode {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(outcome(proposed, last))
+    }
+
+    /// The result of request `req`, once this node applied it (its id is recorded with
+    /// its result), polled until `deadline`; `None` without an id or in time.
+    async fn await_applied(&self, req: &Request, deadline: Instant) -> Option<Committed> {
+        let id = req.id.as_deref()?;
+        loop {
+            if let Some(r) = self.state().request(id) {
+                return Some(Committed {
+                    response: r.response.clone(),
+                    index: r.index,
+                });
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn node_id(&self) -> u64 {

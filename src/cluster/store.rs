@@ -58,6 +58,18 @@ use crate::snapshot::CookieSecrets;
 /// key per object).
 pub const STORE_FORMAT: u32 = 2;
 
+/// Zone text this large (in one command) is applied by [`blocking`].
+const LARGE_TEXT: usize = 1 << 20;
+
+/// Run CPU-heavy `f` on this thread, telling a multi-threaded runtime so (its other tasks
+/// move to other threads meanwhile); on a current-thread runtime (tests), just run it.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 16 << 20;
 
@@ -1322,7 +1334,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         )
                         .into());
                     }
-                    let (response, d) = state.apply_request(&req, entry.log_id.index);
+                    let index = entry.log_id.index;
+                    let (response, d) = if req.cmd.text_bytes() >= LARGE_TEXT {
+                        // Parsing a zone of a million records takes seconds: let the
+                        // runtime move its other tasks (Raft heartbeats) off this thread.
+                        blocking(|| state.apply_request(&req, index))
+                    } else {
+                        state.apply_request(&req, index)
+                    };
                     delta.merge(d);
                     response
                 }

@@ -202,6 +202,16 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
     // A malformed COOKIE option is FORMERR (RFC 7873 §5.2.2).
     let kind = match (req.kind, client.cookie) {
         (Kind::Query, Cookie::Malformed) => Kind::FormErr,
+        // RFC 9824 §3.5: an explicit query for the NXNAME meta-type is FORMERR, with or
+        // without DO.
+        (Kind::Query, _)
+            if req
+                .question
+                .as_ref()
+                .is_some_and(|q| q.qtype == NXNAME_TYPE) =>
+        {
+            Kind::FormErr
+        }
         (k, _) => k,
     };
     let code: u16 = match kind {
@@ -364,7 +374,7 @@ fn walk(
         // Synthesized records take the query name as owner (RFC 4592 §4.1).
         if let (Some(idx), false) = (node.service, owner_is_wild) {
             if matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY) {
-                return service(snap, zone, idx, q.qtype, raw, who, w, trace);
+                return service(snap, zone, node, idx, q.qtype, raw, who, w, trace);
             }
         }
         if q.qtype != rtype::CNAME {
@@ -411,10 +421,14 @@ fn walk(
                     trace.class = Class::NoData;
                 }
                 if trace.dnssec {
-                    let kind = if owner_is_wild {
-                        Denial::Synthesized(node)
-                    } else {
-                        Denial::NoData(node)
+                    let kind = match (owner_is_wild, node.service) {
+                        (true, _) => Denial::Synthesized(node),
+                        // A service name has A and/or AAAA whatever the type asked.
+                        (false, Some(idx)) => {
+                            let (v4, v6) = service_families(snap, idx);
+                            Denial::Service(node, v4, v6)
+                        }
+                        (false, None) => Denial::NoData(node),
                     };
                     deny(zone, w, raw, name.as_slice(), kind);
                 } else {
@@ -432,6 +446,7 @@ fn walk(
 fn service(
     snap: &Snapshot,
     zone: &Zone,
+    node: &Node,
     idx: u32,
     qtype: u16,
     raw: &[u8],
@@ -513,8 +528,34 @@ fn service(
         return rcode::NOERROR;
     }
     trace.class = Class::NoData;
-    negative(zone, w);
+    if trace.dnssec {
+        // The NSEC lists the service's families but those this answer found empty (every
+        // datacenter out with `on_all_down = "none"`), which it is then signed for.
+        let (v4, v6) = service_families(snap, idx);
+        let tried = |f: Family| families.contains(&f);
+        let lower = NameBuf::lower(raw);
+        let kind = Denial::Service(node, v4 && !tried(Family::V4), v6 && !tried(Family::V6));
+        deny(zone, w, raw, lower.as_slice(), kind);
+    } else {
+        negative(zone, w);
+    }
     rcode::NOERROR
+}
+
+/// Whether a service's datacenters have IPv4 and IPv6 addresses (whatever their health,
+/// so a NODATA proof never hides a variant another client may get).
+fn service_families(snap: &Snapshot, idx: u32) -> (bool, bool) {
+    let Some(plan) = snap.plans.get(idx as usize).and_then(Option::as_deref) else {
+        return (false, false);
+    };
+    let (mut v4, mut v6) = (false, false);
+    for &d in plan.members.iter() {
+        if let Some(e) = snap.dcs.entries.get(d as usize) {
+            v4 |= e.has(Family::V4);
+            v6 |= e.has(Family::V6);
+        }
+    }
+    (v4, v6)
 }
 
 /// The thread's random generator, taken only when a pick draws (weighted services): a geo
@@ -678,19 +719,16 @@ fn answer_set(
     if !(dnssec && wild) {
         return put(w, dnssec, Section::Answer, raw, set, set.ttl);
     }
-    let Some(signer) = zone.signer() else {
-        return w.rrset(Section::Answer, raw, set, set.ttl);
-    };
     let lower = NameBuf::lower(raw);
-    let mut scratch = [0u8; MAX_TBS];
     let mut sig = [0u8; SIG_ROOM];
     let canon = set.canon.iter().map(|c| &c[..]);
-    let Some(n) = signer.sign_into(
+    let Some(n) = sign_rrset(
+        zone,
         lower.as_slice(),
         set.rtype,
         set.ttl,
         canon,
-        &mut scratch,
+        true,
         &mut sig,
     ) else {
         return w.rrset(Section::Answer, raw, set, set.ttl);
@@ -731,9 +769,9 @@ fn signed_addrs<'a>(
     if !w.raw_rrset(Section::Answer, raw, rt, ttl, list[..n].iter().copied()) {
         return false;
     }
-    let Some(signer) = zone.signer() else {
+    if zone.signer().is_none() {
         return true;
-    };
+    }
     let mut sorted = list;
     sorted[..n].sort_unstable();
     let mut uniq = 0;
@@ -744,11 +782,9 @@ fn signed_addrs<'a>(
         }
     }
     let lower = NameBuf::lower(raw);
-    let mut scratch = [0u8; MAX_TBS];
     let mut sig = [0u8; SIG_ROOM];
     let rdatas = sorted[..uniq].iter().copied();
-    let Some(len) = signer.sign_into(lower.as_slice(), rt, ttl, rdatas, &mut scratch, &mut sig)
-    else {
+    let Some(len) = sign_rrset(zone, lower.as_slice(), rt, ttl, rdatas, true, &mut sig) else {
         return true;
     };
     if w.raw_rrset(
@@ -786,9 +822,43 @@ fn put_nsec(w: &mut Writer<'_>, owner: &[u8], ttl: u32, nsec: &crate::zone::Sign
     false
 }
 
+/// Sign one RRset as `owner` (lower-case wire; `rdatas` canonical, in canonical order) into
+/// `sig`: from the shared signature cache when `cached` and it has it, else signed now
+/// (and cached when `cached`). `None` in an unsigned zone or when it cannot be signed.
+fn sign_rrset<'r, I>(
+    zone: &Zone,
+    owner: &[u8],
+    rtype: u16,
+    ttl: u32,
+    rdatas: I,
+    cached: bool,
+    sig: &mut [u8; SIG_ROOM],
+) -> Option<usize>
+where
+    I: Iterator<Item = &'r [u8]> + Clone,
+{
+    let signer = zone.signer()?;
+    let mut scratch = [0u8; MAX_TBS];
+    if !cached {
+        return signer.sign_into(owner, rtype, ttl, rdatas, &mut scratch, sig);
+    }
+    let cache = sigcache::global();
+    let key = cache.key(zone.sig_generation(), owner, rtype, ttl, rdatas.clone());
+    let now = sigcache::now();
+    let origin = zone.origin_wire();
+    if let Some(n) = cache.get(key, origin, now, sig) {
+        return Some(n);
+    }
+    let n = signer.sign_into(owner, rtype, ttl, rdatas, &mut scratch, sig)?;
+    cache.put(key, origin, &sig[..n], now);
+    Some(n)
+}
+
 /// RRSIG and NSEC type numbers.
 const RRSIG: u16 = crate::zone::dnssec::types::RRSIG;
 const NSEC: u16 = crate::zone::dnssec::types::NSEC;
+const NXNAME_TYPE: u16 = crate::zone::dnssec::types::NXNAME;
+use crate::dns::sigcache;
 use crate::zone::dnssec::MAX_TBS;
 /// Room for one RRSIG RDATA: the fixed fields, the signer's name, a 64-byte signature.
 const SIG_ROOM: usize = 18 + 255 + 64;
@@ -803,6 +873,9 @@ enum Denial<'z> {
     NoData(&'z Node),
     /// A wildcard-made name without the type: the wildcard's types, signed as the name.
     Synthesized(&'z Node),
+    /// A service name without the type: its ready NSEC's types plus A (first flag) and/or
+    /// AAAA (second) by the service's address families, signed as the name.
+    Service(&'z Node, bool, bool),
     /// The name does not exist (answered NOERROR, RFC 9824).
     NxName,
 }
@@ -821,7 +894,34 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
         w.set_tc();
         return;
     }
+    let mut bits = [0u8; 256];
+    let cached = !matches!(kind, Denial::NxName);
     let bitmap: &[u8] = match kind {
+        Denial::Service(node, v4, v6) => match &node.nsec {
+            Some(nsec) => {
+                let rd = &nsec.rdata[..];
+                let b = rd
+                    .get(name_len(rd.get(2..).unwrap_or(&[])) + 2..)
+                    .unwrap_or(&[]);
+                // Window 0 is always there (RRSIG and NSEC are in it) and reaches AAAA.
+                let ok = b.len() <= bits.len() && b.len() >= 6 && b[0] == 0 && b[1] >= 4;
+                if !(v4 || v6) || !ok {
+                    if !put_nsec(w, raw, ttl, nsec) {
+                        w.set_tc();
+                    }
+                    return;
+                }
+                bits[..b.len()].copy_from_slice(b);
+                if v4 {
+                    bits[2] |= 0x80 >> rtype::A; // type 1: window 0, byte 0
+                }
+                if v6 {
+                    bits[2 + 3] |= 0x80 >> (rtype::AAAA % 8); // type 28: byte 3
+                }
+                &bits[..b.len()]
+            }
+            None => return,
+        },
         Denial::NoData(node) => {
             if let Some(nsec) = &node.nsec {
                 if !put_nsec(w, raw, ttl, nsec) {
@@ -841,10 +941,7 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
         },
         Denial::NxName => &NXNAME_BITMAP,
     };
-    let Some(signer) = zone.signer() else {
-        return;
-    };
-    let mut rdata = [0u8; 2 + 255 + 34];
+    let mut rdata = [0u8; 2 + 255 + 256];
     let len = 2 + lower.len() + bitmap.len();
     if len > rdata.len() {
         return;
@@ -853,14 +950,15 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     rdata[2..2 + lower.len()].copy_from_slice(lower);
     rdata[2 + lower.len()..len].copy_from_slice(bitmap);
     let rdata = &rdata[..len];
-    let mut scratch = [0u8; MAX_TBS];
     let mut sig = [0u8; SIG_ROOM];
-    let Some(n) = signer.sign_into(
+    // Only the NSEC of a name that does not exist is signed per query, uncached.
+    let Some(n) = sign_rrset(
+        zone,
         lower,
         NSEC,
         ttl,
         std::iter::once(rdata),
-        &mut scratch,
+        cached,
         &mut sig,
     ) else {
         return;

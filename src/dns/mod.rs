@@ -9,6 +9,7 @@ pub mod cookie;
 pub mod encode;
 pub mod request;
 pub mod rrl;
+pub mod sigcache;
 pub mod tcp;
 pub mod tsig;
 pub mod udp;

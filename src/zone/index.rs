@@ -126,6 +126,9 @@ pub struct Zone {
     /// In a signed zone: the expiration of the signature that expires first (the window of
     /// the per-answer ones included), so the renewal pass costs one comparison per zone.
     oldest_expiration: Option<u32>,
+    /// The signer's generation for the shared signature cache (`dns::sigcache`): a new
+    /// signer, a new generation, so no answer gets an old signer's cached signature.
+    sig_generation: u64,
 }
 
 impl Zone {
@@ -190,26 +193,40 @@ impl Zone {
             .cloned()
             .ok_or(IndexError::NoSoa)?;
 
-        // Empty non-terminals: every ancestor of a name, up to the origin, exists.
-        let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
-        for name in &names {
+        // Empty non-terminals: every ancestor of a name, up to the origin, exists. Only the
+        // missing ones are collected (not every name: a zone may have a million).
+        let mut missing: rustc_hash::FxHashSet<Box<[u8]>> = Default::default();
+        let mut wildcard_parents: Vec<Box<[u8]>> = Vec::new();
+        for name in nodes.keys() {
+            if name.len() > origin_wire.len() && name.starts_with(b"\x01*") {
+                wildcard_parents.push(parent(name).into());
+            }
             let mut rest: &[u8] = name;
             while rest.len() > origin_wire.len() {
                 rest = parent(rest);
-                nodes.entry(rest.into()).or_default();
+                if nodes.contains_key(rest) || !missing.insert(rest.into()) {
+                    break;
+                }
             }
         }
-        for name in &names {
-            if name.len() > origin_wire.len() && name.starts_with(b"\x01*") {
-                if let Some(n) = nodes.get_mut(parent(name)) {
-                    n.has_wildcard_child = true;
-                }
+        for name in missing {
+            nodes.insert(name, Node::default());
+        }
+        for name in wildcard_parents {
+            if let Some(n) = nodes.get_mut(&name) {
+                n.has_wildcard_child = true;
             }
         }
         for (name, node) in nodes.iter_mut() {
             node.rrsets.sort_by_key(|s| s.rtype);
+            // Most names hold one RRset of one record: no spare capacity kept per name.
+            node.rrsets.shrink_to_fit();
+            for set in node.rrsets.iter_mut() {
+                set.rdatas.shrink_to_fit();
+            }
             node.is_cut = name[..] != origin_wire[..] && node.get(rtype::NS).is_some();
         }
+        nodes.shrink_to_fit();
         // A service below a delegation would never be reached.
         for (name, _) in services {
             let mut rest: &[u8] = name;
@@ -234,6 +251,7 @@ impl Zone {
             signer: None,
             signing_keys: Box::new([]),
             oldest_expiration: None,
+            sig_generation: 0,
         })
     }
 
@@ -433,6 +451,7 @@ impl Zone {
         self.signer = Some(Arc::new(signer));
         self.signing_keys = signing_keys;
         self.oldest_expiration = Some(oldest.expiration);
+        self.sig_generation = crate::dns::sigcache::next_generation();
         Ok(stats)
     }
 
@@ -448,6 +467,11 @@ impl Zone {
     /// The signer, in a signed zone.
     pub fn signer(&self) -> Option<&Signer> {
         self.signer.as_deref()
+    }
+
+    /// The signer's generation (0 in an unsigned zone): part of every signature cache key.
+    pub fn sig_generation(&self) -> u64 {
+        self.sig_generation
     }
 
     pub fn origin(&self) -> &Name {
@@ -495,6 +519,7 @@ impl Zone {
             signer: self.signer.clone(),
             signing_keys: self.signing_keys.clone(),
             oldest_expiration: self.oldest_expiration,
+            sig_generation: self.sig_generation,
         }
     }
 

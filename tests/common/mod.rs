@@ -2,6 +2,7 @@
 //! zone directory of the test's own, wait for `/healthz`, and ask it with the real `dig`.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod unbound;
 
 use std::io::{Read, Write};

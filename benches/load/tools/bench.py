@@ -40,9 +40,9 @@ def qname_wire(name):
     return out + b"\0"
 
 
-def query(name, qtype=1, ecs=None):
+def query(name, qtype=1, ecs=None, do=False):
     """A wire query: RD=0 (as a resolver asks an authoritative), EDNS0 with a 1232-byte
-    buffer, and optionally an ECS option (IPv4 address string, source prefix)."""
+    buffer, optionally an ECS option (IPv4 address string, source prefix) and the DO bit."""
     opts = b""
     if ecs:
         addr, plen = ecs
@@ -50,7 +50,7 @@ def query(name, qtype=1, ecs=None):
         body = struct.pack("!HBB", 1, plen, 0) + raw
         opts = struct.pack("!HH", 8, len(body)) + body
     msg = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 1) + qname_wire(name) + struct.pack("!HH", qtype, 1)
-    msg += b"\0" + struct.pack("!HHIH", 41, 1232, 0, len(opts)) + opts
+    msg += b"\0" + struct.pack("!HHIH", 41, 1232, 0x8000 if do else 0, len(opts)) + opts
     return msg
 
 
@@ -105,6 +105,10 @@ def gen(args):
     # Distinct random names, as in a random-subdomain flood: a packet cache cannot help much.
     labels = {"nx-%08x" % rng.getrandbits(32) for _ in range(100000)}
     write_stream(outdir + "/nxdomain.bin", [query(l + "." + ZONE) for l in sorted(labels)])
+    # The DNSSEC rows: the same questions with DO (signed zones, -sec servers).
+    write_stream(outdir + "/static-do.bin", [query("static." + ZONE, do=True)])
+    write_stream(outdir + "/geo-do.bin", [query("www." + ZONE, ecs=(s[0], 24), do=True) for s in subnets])
+    write_stream(outdir + "/nx-do.bin", [query(l + "." + ZONE, do=True) for l in sorted(labels)])
     per_dc = {d[0]: sum(1 for s in subnets if s[4] == d[0]) for d in DCS}
     print("gen: %d client /24s (%s), %d NXDOMAIN names" % (
         len(subnets), ", ".join("%s %d" % kv for kv in per_dc.items()), len(labels)))
@@ -183,7 +187,16 @@ def stats(args):
         summary.get("Average Latency (s)", float("nan")) * 1000, p99))
 
 
-WORKLOADS = ["static", "geo-ecs", "geo-noecs", "nxdomain"]
+WORKLOADS = ["static", "geo-ecs", "geo-noecs", "nxdomain", "static-do", "geo-do", "nx-do"]
+
+
+def reference(w):
+    """The Meridian row a workload is compared with: the signed instance for DO rows."""
+    return "meridian-sec" if w.endswith("-do") else "meridian"
+
+
+# A DO row and the unsigned row of the same question (the cost of signing).
+UNSIGNED = {"static-do": "static", "geo-do": "geo-ecs", "nx-do": "nxdomain"}
 
 
 def table(args):
@@ -229,13 +242,19 @@ def table(args):
     for key, m, lost in present(False):
         server, w, _ = key
         qps, cpu = m("qps"), m("cpu_us_per_q")
-        mq, mc = med(("meridian", w, False), "qps"), med(("meridian", w, False), "cpu_us_per_q")
-        other = server != "meridian"
+        ref = reference(w)
+        mq, mc = med((ref, w, False), "qps"), med((ref, w, False), "cpu_us_per_q")
+        other = server != ref
         out.append([label(key), w, str(len(rows[key])), fmt(qps, ",.0f"), fmt(m("mean_ms"), ".3f"),
                     fmt(m("p99_ms"), ".3f"), fmt(cpu, ".2f"), fmt(m("cpu_pct"), ".0f"),
                     fmt(m("rss_kib") / 1024, ".1f"), lost, rows[key][-1]["threads"],
                     ratio(mq, qps) if other else "-", ratio(mc, cpu) if other else "-"])
     show(out)
+    sig = signed(rows, med, fmt)
+    if len(sig) > 1:
+        print()
+        print("DNSSEC (DO rows): Meridian signed vs its unsigned answer to the same question, and vs the signed peers")
+        show(sig)
     paced = [k for k in rows if k[2]]
     if not paced:
         return
@@ -245,11 +264,28 @@ def table(args):
             "M/peer p99"]]
     for key, m, lost in present(True):
         server, w, _ = key
-        p99, mp = m("p99_ms"), med(("meridian", w, True), "p99_ms")
+        p99, mp = m("p99_ms"), med((reference(w), w, True), "p99_ms")
         out.append([label(key), w, str(len(rows[key])), fmt(m("target_qps"), ",.0f"), fmt(m("qps"), ",.0f"),
                     fmt(m("mean_ms"), ".3f"), fmt(p99, ".3f"), fmt(m("cpu_us_per_q"), ".2f"), lost,
-                    ratio(mp, p99) if server != "meridian" else "-"])
+                    ratio(mp, p99) if server != reference(w) else "-"])
     show(out)
+
+
+def signed(rows, med, fmt):
+    """DNSSEC: Meridian's signed CPU per query against its unsigned answer to the same
+    question and against the signed peers (the targets of issue 13)."""
+    out = [["workload", "M signed us/q", "M unsigned us/q", "signed/unsigned", "knot-sec us/q",
+            "M/knot-sec", "pdns-sec us/q", "M/pdns-sec"]]
+    for w, plain in UNSIGNED.items():
+        m = med(("meridian-sec", w, False), "cpu_us_per_q")
+        if math.isnan(m):
+            continue
+        u = med(("meridian", plain, False), "cpu_us_per_q")
+        k = med(("knot-sec", w, False), "cpu_us_per_q")
+        p = med(("pdns-sec", w, False), "cpu_us_per_q")
+        r = lambda a, b: fmt(a / b, ".2f") if b > 0 and not math.isnan(a) and not math.isnan(b) else "-"
+        out.append([w, fmt(m, ".2f"), fmt(u, ".2f"), r(m, u), fmt(k, ".2f"), r(m, k), fmt(p, ".2f"), r(m, p)])
+    return out
 
 
 if __name__ == "__main__":

@@ -44,6 +44,20 @@ pub struct ZonePatch {
 impl ZonePatch {
     /// The patch that turns `after` into `before`.
     pub fn between(after: &str, before: &str) -> ZonePatch {
+        if before.is_empty() {
+            // A new zone: delete every line (what the diff would say, without diffing a
+            // million lines against nothing).
+            let lines = after.split_inclusive('\n').count();
+            let edits = (lines > 0)
+                .then_some(Edit {
+                    at: 0,
+                    delete: lines,
+                    insert: Vec::new(),
+                })
+                .into_iter()
+                .collect();
+            return ZonePatch { edits };
+        }
         // A deadline bounds the work on a huge zone rewritten whole; the diff is then less
         // minimal but still exact, and each node's patch, whichever, rebuilds the same text.
         let diff = similar::TextDiff::configure()

@@ -1,0 +1,132 @@
+//! DNSSEC across a 3-node cluster (DESIGN.md "DNSSEC (online signing)": keys made once,
+//! replicated through Raft, the same on every node): every node serves the same DNSKEY
+//! RRset, and its answers — static, geo, compact denial — validate with the one DS.
+//! One cluster for the file.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::two_sites::{DCS, SERVICES, ZONE};
+use common::{http, NodeRef, TestCluster, TOKEN};
+
+/// `delv @node +root=example.com ARGS…` with `ds` as the only trust anchor: its output.
+fn delv(at: &NodeRef, ds: &str, dir: &std::path::Path, args: &[&str]) -> String {
+    let anchors = dir.join("anchors.conf");
+    let parts: Vec<&str> = ds.split_whitespace().collect();
+    std::fs::write(
+        &anchors,
+        format!(
+            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
+            parts[0], parts[1], parts[2], parts[3]
+        ),
+    )
+    .expect("anchors");
+    let out = Command::new("delv")
+        .arg(format!("@{}", at.dns.ip()))
+        .arg("-p")
+        .arg(at.dns.port().to_string())
+        .arg("-a")
+        .arg(&anchors)
+        .arg("+root=example.com")
+        .args(args)
+        .output()
+        .expect("run delv (scripts/test.sh installs bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// RFC 4035 §5 on every node: the key PUT on one follower is the key every node signs
+/// with, so one DS validates every node's answers.
+#[test]
+fn rfc4035_5_every_node_of_a_cluster_serves_the_same_dnskey_and_validates() {
+    let c = TestCluster::start(
+        3,
+        &[
+            ("example.com.zone", ZONE),
+            ("datacenters.toml", DCS),
+            ("services.toml", SERVICES),
+        ],
+    );
+    let refs: Vec<NodeRef> = c.nodes.iter().map(|n| n.at.clone()).collect();
+    let leader = c.leader(Duration::from_secs(10)).expect("a leader");
+    let follower = &refs[(1..=3).find(|&i| i != leader).expect("a follower") as usize - 1];
+    let (status, body) = http(
+        follower.admin,
+        "PUT",
+        "/api/v1/zones/example.com/dnssec",
+        Some(("application/json", r#"{"algorithm": "ECDSAP256SHA256"}"#)),
+        Some(TOKEN),
+    )
+    .expect("PUT dnssec");
+    assert_eq!(status, 201, "{body}");
+    let keys: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let ds = keys["ds"][0].as_str().expect("a DS").to_string();
+    let dnskey = keys["keys"][0]["dnskey"]
+        .as_str()
+        .expect("a DNSKEY")
+        .to_string();
+
+    // Every node serves it within 5 s, and only it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut sets = Vec::new();
+    for n in &refs {
+        let set = loop {
+            let set = n.dig(&["example.com", "DNSKEY"]).answer_data("DNSKEY");
+            if !set.is_empty() || Instant::now() > deadline {
+                break set;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        sets.push(set);
+    }
+    // dig splits the key's base64 with spaces.
+    let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+    for (i, set) in sets.iter().enumerate() {
+        let set: Vec<String> = set.iter().map(|k| squeeze(k)).collect();
+        assert_eq!(set, vec![squeeze(&dnskey)], "node {}: {sets:?}", i + 1);
+    }
+    // And GET on each node shows the same keys and DS.
+    for n in &refs {
+        let (s, body) = http(
+            n.admin,
+            "GET",
+            "/api/v1/zones/example.com./dnssec",
+            None,
+            Some(TOKEN),
+        )
+        .expect("GET");
+        assert_eq!(s, 200, "{body}");
+        let got: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(got["ds"], keys["ds"], "{body}");
+    }
+
+    // Each node's answers validate with the one DS: static, the geo service (signed as
+    // the query name on each node), the key set, and a name that does not exist.
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (i, n) in refs.iter().enumerate() {
+        for (name, rtype, want) in [
+            ("example.com", "SOA", "; fully validated"),
+            ("example.com", "DNSKEY", "; fully validated"),
+            ("www.example.com", "A", "; fully validated"),
+            ("ns1.example.com", "A", "; fully validated"),
+            (
+                "nope.example.com",
+                "A",
+                "; negative response, fully validated",
+            ),
+            (
+                "www.example.com",
+                "TXT",
+                "; negative response, fully validated",
+            ),
+        ] {
+            let text = delv(n, &ds, dir.path(), &[name, rtype]);
+            assert!(
+                text.contains(want),
+                "node {}: {name} {rtype}:\n{text}",
+                i + 1
+            );
+        }
+    }
+}
