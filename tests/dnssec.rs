@@ -6,12 +6,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{dig_at, http, Dig, Node, TOKEN};
 
-use common::unbound::{Unbound, UNBOUND};
+use common::unbound::{delv, Unbound, UNBOUND};
 
 const ZONE: &str = r#"$ORIGIN example.com.
 $TTL 300
@@ -205,27 +204,7 @@ fn rfc4035_signed_answers_validate_through_unbound() {
     }
 
     // delv validates too, straight from the node, with the same anchor.
-    let anchors = node.dir.path().join("anchors.conf");
-    let parts: Vec<&str> = ds.split_whitespace().collect();
-    std::fs::write(
-        &anchors,
-        format!(
-            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
-            parts[0], parts[1], parts[2], parts[3]
-        ),
-    )
-    .expect("anchors");
-    let out = Command::new("delv")
-        .arg(format!("@{}", node.dns.ip()))
-        .arg("-p")
-        .arg(node.dns.port().to_string())
-        .arg("-a")
-        .arg(&anchors)
-        .args(["+root=example.com", "example.com", "A"])
-        .output()
-        .expect("run delv");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = delv(node.dns, &ds, &["example.com", "A"]);
     assert!(text.contains("; fully validated"), "delv:\n{text}");
 }
 
@@ -376,32 +355,6 @@ fn wire() -> &'static Wire {
     })
 }
 
-/// `delv @node +root=example.com ARGS…` with `ds` as the trust anchor: its output.
-fn delv(at: &common::NodeRef, ds: &str, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let anchors = dir.path().join("anchors.conf");
-    let parts: Vec<&str> = ds.split_whitespace().collect();
-    std::fs::write(
-        &anchors,
-        format!(
-            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
-            parts[0], parts[1], parts[2], parts[3]
-        ),
-    )
-    .expect("anchors");
-    let out = Command::new("delv")
-        .arg(format!("@{}", at.dns.ip()))
-        .arg("-p")
-        .arg(at.dns.port().to_string())
-        .arg("-a")
-        .arg(&anchors)
-        .arg("+root=example.com")
-        .args(args)
-        .output()
-        .expect("run delv");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 /// The size dig reports for the reply (`;; MSG SIZE  rcvd: N`).
 fn msg_size(d: &Dig) -> usize {
     d.raw
@@ -537,7 +490,7 @@ fn rfc9824_3_nodata_nsec_bitmaps_at_services_wildcards_and_empty_non_terminals()
         assert_eq!(plain.status, "NOERROR", "{}", plain.raw);
         assert!(!plain.raw.contains("NSEC"), "{}", plain.raw);
         // A validator proves it.
-        let text = delv(&w.at, &w.ds, &[name, rtype]);
+        let text = delv(w.at.dns, &w.ds, &[name, rtype]);
         assert!(
             text.contains("; negative response, fully validated"),
             "{name} {rtype}: delv:\n{text}"

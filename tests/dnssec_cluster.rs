@@ -5,36 +5,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::two_sites::{DCS, SERVICES, ZONE};
+use common::unbound::delv;
 use common::{http, NodeRef, TestCluster, TOKEN};
-
-/// `delv @node +root=example.com ARGS…` with `ds` as the only trust anchor: its output.
-fn delv(at: &NodeRef, ds: &str, dir: &std::path::Path, args: &[&str]) -> String {
-    let anchors = dir.join("anchors.conf");
-    let parts: Vec<&str> = ds.split_whitespace().collect();
-    std::fs::write(
-        &anchors,
-        format!(
-            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
-            parts[0], parts[1], parts[2], parts[3]
-        ),
-    )
-    .expect("anchors");
-    let out = Command::new("delv")
-        .arg(format!("@{}", at.dns.ip()))
-        .arg("-p")
-        .arg(at.dns.port().to_string())
-        .arg("-a")
-        .arg(&anchors)
-        .arg("+root=example.com")
-        .args(args)
-        .output()
-        .expect("run delv (scripts/test.sh installs bind9-dnsutils)");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 /// RFC 4035 §5 on every node: the key PUT on one follower is the key every node signs
 /// with, so one DS validates every node's answers.
@@ -103,7 +78,6 @@ fn rfc4035_5_every_node_of_a_cluster_serves_the_same_dnskey_and_validates() {
 
     // Each node's answers validate with the one DS: static, the geo service (signed as
     // the query name on each node), the key set, and a name that does not exist.
-    let dir = tempfile::tempdir().expect("temp dir");
     for (i, n) in refs.iter().enumerate() {
         for (name, rtype, want) in [
             ("example.com", "SOA", "; fully validated"),
@@ -121,7 +95,7 @@ fn rfc4035_5_every_node_of_a_cluster_serves_the_same_dnskey_and_validates() {
                 "; negative response, fully validated",
             ),
         ] {
-            let text = delv(n, &ds, dir.path(), &[name, rtype]);
+            let text = delv(n.dns, &ds, &[name, rtype]);
             assert!(
                 text.contains(want),
                 "node {}: {name} {rtype}:\n{text}",

@@ -113,3 +113,31 @@ impl Drop for Unbound {
         }
     }
 }
+
+/// `delv @at +root=example.com ARGS…` with `ds` (DS RDATA in presentation form, as the
+/// dnssec API's GET gives it) as the only trust anchor: delv's whole output.
+pub fn delv(at: SocketAddr, ds: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let anchors = dir.path().join("anchors.conf");
+    let parts: Vec<&str> = ds.split_whitespace().collect();
+    assert_eq!(parts.len(), 4, "a DS RDATA has four fields: {ds:?}");
+    std::fs::write(
+        &anchors,
+        format!(
+            "trust-anchors {{ example.com. static-ds {} {} {} \"{}\"; }};\n",
+            parts[0], parts[1], parts[2], parts[3]
+        ),
+    )
+    .expect("anchors");
+    let out = Command::new("delv")
+        .arg(format!("@{}", at.ip()))
+        .arg("-p")
+        .arg(at.port().to_string())
+        .arg("-a")
+        .arg(&anchors)
+        .arg("+root=example.com")
+        .args(args)
+        .output()
+        .expect("run delv (scripts/test.sh installs bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
