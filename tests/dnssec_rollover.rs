@@ -470,6 +470,95 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
     );
 }
 
+/// A KSK roll in a KSK+ZSK zone: the ZSK keeps signing the data throughout; the DNSKEY
+/// RRset is signed by both KSKs until `ds-seen`, so validators anchored at the old DS and
+/// at the new DS both validate; after `ds-seen` the old KSK leaves and the new DS alone is
+/// listed.
+#[test]
+fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
+    let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
+    let (s, v) = call(
+        &node,
+        "PUT",
+        PATH,
+        Some(r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#),
+    );
+    assert_eq!(s, 201, "{v}");
+    let ks = keys(&v);
+    let old = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
+    let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
+    let old_ds = ds_list(&v)[0].clone();
+    wait_sig_tags(&node, "example.com", "DNSKEY", &[old]);
+    let with_old = validator(node.dns, &old_ds);
+    validates(&with_old, "before the KSK roll", &node);
+
+    let (s, v) = rollover(&node, "ksk");
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(rollover(&node, "ksk").0, 409, "a KSK roll is under way");
+    let new = keys(&v)
+        .iter()
+        .find(|k| k.1 == "ksk" && k.0 != old)
+        .unwrap_or_else(|| panic!("no new KSK: {v}"))
+        .0;
+    let both = ds_list(&v);
+    assert_eq!(both.len(), 2, "both DS meanwhile: {v}");
+    let new_ds = both
+        .iter()
+        .find(|d| **d != old_ds)
+        .expect("the new DS")
+        .clone();
+    let mut both_tags = vec![old, new];
+    both_tags.sort_unstable();
+    wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
+    let with_new = validator(node.dns, &new_ds);
+
+    // Through published → active/retired, and well past the waits without ds-seen.
+    let hold = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < hold {
+        validates(&with_old, "old DS, during the KSK roll", &node);
+        validates(&with_new, "new DS, during the KSK roll", &node);
+        let v = get(&node);
+        assert!(
+            keys(&v).iter().any(|k| k.0 == old),
+            "left before ds-seen: {v}"
+        );
+        assert_eq!(ds_list(&v), both);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ks = keys(&get(&node));
+    let state = |tag: u64| ks.iter().find(|k| k.0 == tag).map(|k| k.2.clone());
+    assert_eq!(
+        (
+            state(new).as_deref(),
+            state(old).as_deref(),
+            state(zsk).as_deref()
+        ),
+        (Some("active"), Some("retired"), Some("active")),
+        "{ks:?}"
+    );
+    wait_sig_tags(&node, "example.com", "A", &[zsk]);
+
+    let (s, v) = call(&node, "POST", &format!("{PATH}/ds-seen"), None);
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + ROLL_LIMIT;
+    loop {
+        validates(&with_new, "new DS, after ds-seen", &node);
+        let v = get(&node);
+        if keys(&v).iter().all(|k| k.0 != old) {
+            assert_eq!(ds_list(&v), std::slice::from_ref(&new_ds));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old KSK did not leave after ds-seen: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
+    wait_sig_tags(&node, "www.example.com", "A", &[zsk]);
+    validates(&with_new, "new DS, after the KSK roll", &node);
+}
+
 /// In a 3-node cluster: the roll is started on one node, the new key is in every node's
 /// DNSKEY RRset within 5 s, the leader that was in charge dies mid-roll and the new leader
 /// takes the remaining steps, each exactly once; every node ends with the same keys.
