@@ -191,6 +191,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // The bootstrap files are checked before anything starts: a broken file is an error at
     // start, never a half-imported cluster.
     let bootstrap = match &config.bootstrap_dir {
+        // A restart: the state is in the store and the directory will not be imported, so
+        // it is not read (a million-record zone would add tens of seconds to every start).
+        Some(dir) if cluster::store::holds_applied_state(&config.data_dir.join("raft")) => {
+            tracing::info!(
+                dir = %dir.display(),
+                "the store holds the cluster's state; the bootstrap directory is not read"
+            );
+            None
+        }
         Some(_) => {
             let (mut loaded, builder, snap) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             // Only the texts go on (the import); what the check built is freed off the

@@ -111,6 +111,14 @@ fn a_thousand_writes_keep_data_dir_bounded_and_survive_a_restart() {
     c.node(1).restart();
     c.node(1).wait_healthy(Duration::from_secs(10));
     eprintln!("restart to /healthz 200 in {:?}", t.elapsed());
+    assert!(
+        c.node(1)
+            .at
+            .log()
+            .contains("the bootstrap directory is not read"),
+        "a restart reads no bootstrap directory:\n{}",
+        c.node(1).at.log()
+    );
     assert_eq!(
         too_open(&data),
         Vec::<String>::new(),

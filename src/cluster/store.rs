@@ -157,6 +157,9 @@ pub struct Change {
     pub delta: Delta,
 }
 
+/// The acknowledgement mark's file name in the store's directory.
+const MARK_FILE: &str = "meridian.ack";
+
 /// The acknowledged high-water mark, kept beside the store (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Ack {
@@ -165,6 +168,19 @@ struct Ack {
     log_last: Option<u64>,
     /// The last applied index made durable.
     applied: Option<u64>,
+}
+
+/// Whether the store in `dir` has applied anything, read from its acknowledgement mark
+/// alone, without opening the store (the node asks before it opens it, to skip reading a
+/// bootstrap directory it will not import). A mark that is missing or does not read counts
+/// as no: the open that follows says what is wrong with it.
+pub fn holds_applied_state(dir: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(dir.join(MARK_FILE)) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    serde_json::from_str::<Ack>(text.trim_end_matches(['\0', ' ', '\n']))
+        .is_ok_and(|a| a.applied.is_some())
 }
 
 /// Writes [`Ack`] in place and syncs it: one small write, no rename.
@@ -306,7 +322,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     };
 
     // Fail closed: compare what is on disk with what was acknowledged.
-    let mark_path = dir.join("meridian.ack");
+    let mark_path = dir.join(MARK_FILE);
     let (ack_file, mark) = AckFile::open(mark_path.clone())?;
     let ack_file = Arc::new(ack_file);
     if let Some(mark) = mark {
