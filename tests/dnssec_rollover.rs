@@ -190,6 +190,27 @@ fn history(node: &NodeRef) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// `POST .../ds-seen` (200), then wait (bounded) until key `old` has left `keys` and only
+/// `new_ds` is listed, `with_new` (anchored at the new DS) validating at every look.
+fn ds_seen_then_old_key_leaves(node: &Node, with_new: &Unbound, old: u64, new_ds: &str) {
+    let (s, v) = call(node, "POST", &format!("{PATH}/ds-seen"), None);
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + ROLL_LIMIT;
+    loop {
+        validates(with_new, "new DS, after ds-seen", node);
+        let v = get(node);
+        if keys(&v).iter().all(|k| k.0 != old) {
+            assert_eq!(ds_list(&v), [new_ds.to_string()]);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "key {old} did not leave after ds-seen: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// `keys: "ksk+zsk"`: the KSK (257) signs only the key RRsets, the ZSK (256) the rest, the
 /// DS is the KSK's; a ZSK roll (RFC 6781 §4.1.1.1) validates at every step, ends with the
 /// new ZSK active and the old one gone, and never changes the DS. Plus the refusals: 404,
@@ -416,22 +437,7 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    let (s, v) = call(&node, "POST", &format!("{PATH}/ds-seen"), None);
-    assert_eq!(s, 200, "{v}");
-    let deadline = Instant::now() + ROLL_LIMIT;
-    loop {
-        validates(&with_new, "new DS, after ds-seen", &node);
-        let v = get(&node);
-        if keys(&v).iter().all(|k| k.0 != old) {
-            assert_eq!(ds_list(&v), std::slice::from_ref(&new_ds));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the old key did not leave after ds-seen: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    ds_seen_then_old_key_leaves(&node, &with_new, old, &new_ds);
     wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while node
@@ -538,22 +544,7 @@ fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     );
     wait_sig_tags(&node, "example.com", "A", &[zsk]);
 
-    let (s, v) = call(&node, "POST", &format!("{PATH}/ds-seen"), None);
-    assert_eq!(s, 200, "{v}");
-    let deadline = Instant::now() + ROLL_LIMIT;
-    loop {
-        validates(&with_new, "new DS, after ds-seen", &node);
-        let v = get(&node);
-        if keys(&v).iter().all(|k| k.0 != old) {
-            assert_eq!(ds_list(&v), std::slice::from_ref(&new_ds));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the old KSK did not leave after ds-seen: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    ds_seen_then_old_key_leaves(&node, &with_new, old, &new_ds);
     wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
     wait_sig_tags(&node, "www.example.com", "A", &[zsk]);
     validates(&with_new, "new DS, after the KSK roll", &node);
