@@ -273,6 +273,7 @@ fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
     );
 
     // The roll: 202 with the new ZSK published at once; a second ZSK roll meanwhile is 409.
+    let rolled = Instant::now();
     let (s, v) = rollover(&node, "zsk");
     assert_eq!(s, 202, "{v}");
     let ks = keys(&v);
@@ -335,6 +336,10 @@ fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
     wait_sig_tags(&node, "www.example.com", "A", &[new]);
     wait_sig_tags(&node, "example.com", "DNSKEY", &[ksk]);
     validates(&unbound, "after the ZSK roll", &node);
+    eprintln!(
+        "ZSK roll, start to the old key's removal: {:?}",
+        rolled.elapsed()
+    );
 
     let h = history(&node);
     assert!(
@@ -365,6 +370,7 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
     validates(&with_old, "before the roll", &node);
 
     // `zsk` rolls the one combined key too.
+    let rolled = Instant::now();
     let (s, v) = rollover(&node, "zsk");
     assert_eq!(s, 202, "{v}");
     assert_eq!(rollover(&node, "csk").0, 409, "a CSK roll is under way");
@@ -450,6 +456,10 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
         std::thread::sleep(Duration::from_millis(50));
     }
     validates(&with_new, "new DS, after the roll", &node);
+    eprintln!(
+        "CSK roll to the old key's removal (with 10 s held without ds-seen): {:?}",
+        rolled.elapsed()
+    );
     assert_eq!(
         call(&node, "POST", &format!("{PATH}/ds-seen"), None).0,
         409,
@@ -498,6 +508,7 @@ fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     let with_old = validator(node.dns, &old_ds);
     validates(&with_old, "before the KSK roll", &node);
 
+    let rolled = Instant::now();
     let (s, v) = rollover(&node, "ksk");
     assert_eq!(s, 202, "{v}");
     assert_eq!(rollover(&node, "ksk").0, 409, "a KSK roll is under way");
@@ -548,6 +559,10 @@ fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
     wait_sig_tags(&node, "www.example.com", "A", &[zsk]);
     validates(&with_new, "new DS, after the KSK roll", &node);
+    eprintln!(
+        "KSK roll to the old key's removal (with 20 s held without ds-seen): {:?}",
+        rolled.elapsed()
+    );
 }
 
 /// In a 3-node cluster: the roll is started on one node, the new key is in every node's

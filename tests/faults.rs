@@ -77,7 +77,7 @@ impl Nodes {
                 Nodes::Ns(lab)
             }
             None => {
-                eprintln!("no network namespaces: kills and pauses on loopback, no partitions");
+                eprintln!("MERIDIAN_SKIP_NETNS=1: kills and pauses on loopback, no partitions");
                 Nodes::Loopback(TestCluster::start(5, &FILES))
             }
         }

@@ -12,7 +12,7 @@
 //! 128-bit keyed SipHash of everything signed but the signer's fixed fields — the zone's
 //! signer generation (a new key or a rebuild is a new generation, so its entries are never
 //! hit again), the owner, the type, the TTL and the RDATAs — so a client cannot aim two
-//! RRsets at one slot. An entry is used only while more than half of its signature's
+//! RRsets at one slot. An entry is used only while more than a quarter of its signature's
 //! validity is left, well before the point (a quarter left) at which signatures are remade.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -204,15 +204,18 @@ fn read(slot: &Slot, key: Key) -> Option<[u64; DATA_WORDS]> {
     (s1 == s2 && k == (key.0, key.1)).then_some(words)
 }
 
-/// Whether a signature with these fixed fields has more than half its validity left at
-/// `now` (serial number arithmetic, RFC 4034 §3.1.5).
+/// Whether a signature with these fixed fields has more than a quarter of its validity
+/// left at `now` (serial number arithmetic, RFC 4034 §3.1.5). A quarter, not the half at
+/// which the publisher re-signs a zone: the re-signed zone is a new generation whose
+/// entries replace these, and until it is published (within the publisher's hourly look)
+/// these must still be served from the cache rather than signed per query.
 fn fresh(head: &[u8], now: u32) -> bool {
     let field =
         |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
     let (expiration, inception) = (field(8), field(12));
     let total = expiration.wrapping_sub(inception);
     let left = expiration.wrapping_sub(now) as i32;
-    left > 0 && left as u32 > total / 2
+    left > 0 && left as u32 > total / 4
 }
 
 /// Seconds since the epoch, as RRSIG times count them.
@@ -260,8 +263,10 @@ mod tests {
             assert_ne!(other, k);
             assert_eq!(c.get(other, signer, now, &mut out), None);
         }
-        // Half the validity gone: no longer used.
-        assert_eq!(c.get(k, signer, now + 8 * 86400, &mut out), None);
+        // Past the re-signing point (half left) it is still used; with a quarter left, no
+        // longer.
+        assert_eq!(c.get(k, signer, now + 8 * 86400, &mut out), Some(sig.len()));
+        assert_eq!(c.get(k, signer, now + 11 * 86400, &mut out), None);
     }
 
     #[test]

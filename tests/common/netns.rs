@@ -252,13 +252,19 @@ pub fn node_ip(i: u8) -> [u8; 4] {
 
 impl Lab {
     /// The bridge and `n` node namespaces (on 10.77.0.1…n), named after the test process and
-    /// `label`; `None` (after saying why) where namespaces cannot be made.
+    /// `label`. Where namespaces cannot be made the test fails (it needs root, as
+    /// `scripts/test.sh` runs it), unless `MERIDIAN_SKIP_NETNS=1` says to skip on purpose:
+    /// then `None`, after saying so.
     pub fn create(label: &str, n: u8) -> Option<Lab> {
         remove_stale_namespaces();
         let tag = format!("mrd-{}-{label}", std::process::id());
         let bridge_ns = format!("{tag}-br");
         if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
-            eprintln!("skipping: cannot create network namespaces: {e}");
+            assert!(
+                std::env::var_os("MERIDIAN_SKIP_NETNS").is_some_and(|v| v == "1"),
+                "cannot create network namespaces (run as root, or set MERIDIAN_SKIP_NETNS=1 to skip): {e}"
+            );
+            eprintln!("skipping on MERIDIAN_SKIP_NETNS=1: cannot create network namespaces: {e}");
             return None;
         }
         let mut lab = Lab {
