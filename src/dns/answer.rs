@@ -202,16 +202,6 @@ pub fn answer(snap: &Snapshot, req: &Request<'_>, client: &Client, out: &mut Vec
     // A malformed COOKIE option is FORMERR (RFC 7873 §5.2.2).
     let kind = match (req.kind, client.cookie) {
         (Kind::Query, Cookie::Malformed) => Kind::FormErr,
-        // RFC 9824 §3.5: an explicit query for the NXNAME meta-type is FORMERR, with or
-        // without DO.
-        (Kind::Query, _)
-            if req
-                .question
-                .as_ref()
-                .is_some_and(|q| q.qtype == NXNAME_TYPE) =>
-        {
-            Kind::FormErr
-        }
         (k, _) => k,
     };
     let code: u16 = match kind {
@@ -857,7 +847,6 @@ where
 /// RRSIG and NSEC type numbers.
 const RRSIG: u16 = crate::zone::dnssec::types::RRSIG;
 const NSEC: u16 = crate::zone::dnssec::types::NSEC;
-const NXNAME_TYPE: u16 = crate::zone::dnssec::types::NXNAME;
 use crate::dns::sigcache;
 use crate::zone::dnssec::MAX_TBS;
 /// Room for one RRSIG RDATA: the fixed fields, the signer's name, a 64-byte signature.

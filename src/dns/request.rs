@@ -214,6 +214,9 @@ pub fn parse(packet: &[u8]) -> Option<Request<'_>> {
     }
     req.kind = match req.edns {
         Some(e) if e.version > 0 => Kind::BadVers,
+        // RFC 9824 §3.5: an explicit query for the NXNAME meta-type is FORMERR, with or
+        // without DO.
+        _ if qtype == crate::zone::dnssec::types::NXNAME => Kind::FormErr,
         _ => Kind::Query,
     };
     Some(req)
