@@ -159,14 +159,19 @@ pub(crate) trait ControlPlane: Send + Sync + 'static {
     fn write(&self, req: cluster::Request) -> BoxFuture<'_, Result<Committed, WriteError>>;
     fn state(&self) -> Arc<cluster::State>;
     fn status(&self) -> ClusterStatus;
-    fn add_member(
-        &self,
+    fn add_member<'a>(
+        &'a self,
         id: u64,
         raft: String,
         admin: String,
         voter: bool,
-    ) -> BoxFuture<'_, Result<(), WriteError>>;
-    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>>;
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
+    fn remove_member<'a>(
+        &'a self,
+        id: u64,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
 }
 
 impl ControlPlane for Handle {
@@ -182,18 +187,23 @@ impl ControlPlane for Handle {
         RaftNode::status(self)
     }
 
-    fn add_member(
-        &self,
+    fn add_member<'a>(
+        &'a self,
         id: u64,
         raft: String,
         admin: String,
         voter: bool,
-    ) -> BoxFuture<'_, Result<(), WriteError>> {
-        Box::pin(RaftNode::add_member(self, id, raft, admin, voter))
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
+        Box::pin(RaftNode::add_member(self, id, raft, admin, voter, actor))
     }
 
-    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>> {
-        Box::pin(RaftNode::remove_member(self, id))
+    fn remove_member<'a>(
+        &'a self,
+        id: u64,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
+        Box::pin(RaftNode::remove_member(self, id, actor))
     }
 }
 

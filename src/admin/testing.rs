@@ -77,13 +77,14 @@ impl ControlPlane for Arc<FakeCluster> {
         }
     }
 
-    fn add_member(
-        &self,
+    fn add_member<'a>(
+        &'a self,
         id: u64,
         raft: String,
         admin: String,
         voter: bool,
-    ) -> BoxFuture<'_, Result<(), WriteError>> {
+        _actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(async move {
             self.check()?;
             self.members.rcu(|m| {
@@ -101,7 +102,11 @@ impl ControlPlane for Arc<FakeCluster> {
         })
     }
 
-    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>> {
+    fn remove_member<'a>(
+        &'a self,
+        id: u64,
+        _actor: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(async move {
             self.check()?;
             if !self.members.load().iter().any(|m| m.id == id) {

@@ -859,3 +859,227 @@ fn membership_errors_map_by_message() {
     );
     assert_eq!(s("bad"), StatusCode::BAD_REQUEST);
 }
+
+/// A JSON write with extra headers.
+async fn send_with(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::from(body.to_string())).expect("request");
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        content_type: "application/json".into(),
+        headers,
+        body,
+    }
+}
+
+/// The newest history entry of `kind`, with its before and after.
+async fn newest_entry(router: &Router, kind: &str) -> Value {
+    let list = get(router, "/api/v1/history?limit=1000").await.json();
+    let index = list
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["kind"] == kind))
+        .and_then(|e| e["index"].as_u64())
+        .unwrap_or_else(|| panic!("no {kind} entry in {list}"));
+    get(router, &format!("/api/v1/history/{index}"))
+        .await
+        .json()
+}
+
+#[tokio::test]
+async fn history_shows_tsig_keys_settings_and_dnssec_before_and_after_without_secrets() {
+    let t = api();
+    let r = &t.router;
+    assert_eq!(
+        put_zone(r, "example.com", ZONE).await.status,
+        StatusCode::CREATED
+    );
+    let key = "/api/v1/tsig-keys/k1";
+    let secret = |s: &str| json!({"algorithm": "hmac-sha256", "secret": s});
+    assert_eq!(
+        send_json(r, Method::PUT, key, secret("c2VjcmV0MQ=="))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let e = newest_entry(r, "put_tsig_key").await;
+    assert_eq!(e["target"], "tsig/k1");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(
+        e["after"],
+        json!({"name": "k1", "algorithm": "hmac-sha256"})
+    );
+    assert_eq!(
+        send_json(r, Method::PUT, key, secret("c2VjcmV0Mg=="))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let e = newest_entry(r, "put_tsig_key").await;
+    assert_eq!(
+        e["before"], e["after"],
+        "a new secret shows as the same key"
+    );
+    assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+
+    let settings = json!({"allow_transfer": ["key:k1", "127.0.0.0/8"]});
+    let uri = "/api/v1/zones/example.com/settings";
+    assert_eq!(
+        send_json(r, Method::PUT, uri, settings).await.status,
+        StatusCode::CREATED
+    );
+    let e = newest_entry(r, "put_zone_settings").await;
+    assert_eq!(e["target"], "settings/example.com.");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(
+        e["after"]["allow_transfer"],
+        json!(["key:k1", "127.0.0.0/8"])
+    );
+
+    let dnssec = "/api/v1/zones/example.com/dnssec";
+    let signed = send_json(r, Method::PUT, dnssec, json!({})).await;
+    assert_eq!(signed.status, StatusCode::CREATED);
+    let mut shown = signed.json();
+    shown.as_object_mut().map(|o| o.remove("version"));
+    let e = newest_entry(r, "put_dnssec").await;
+    assert_eq!(e["target"], "dnssec/example.com.");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(e["after"], shown, "the GET body without its version");
+    let rolled = send_json(
+        r,
+        Method::POST,
+        "/api/v1/zones/example.com/dnssec/rollover",
+        json!({"role": "csk"}),
+    )
+    .await;
+    assert_eq!(rolled.status, StatusCode::ACCEPTED);
+    let e = newest_entry(r, "rollover").await;
+    assert_eq!(e["before"], shown);
+    assert_eq!(e["after"]["keys"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        delete(r, dnssec).await.status,
+        StatusCode::NO_CONTENT,
+        "unsign"
+    );
+    let e = newest_entry(r, "delete_dnssec").await;
+    assert_eq!(e["after"], Value::Null);
+    assert_eq!(e["before"]["keys"].as_array().map(Vec::len), Some(2));
+    assert!(!e.to_string().to_lowercase().contains("private"), "{e}");
+    assert_eq!(
+        send_json(r, Method::PUT, uri, json!({})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(delete(r, key).await.status, StatusCode::NO_CONTENT);
+    let e = newest_entry(r, "delete_tsig_key").await;
+    assert_eq!(
+        e["before"],
+        json!({"name": "k1", "algorithm": "hmac-sha256"})
+    );
+    assert_eq!(e["after"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_repeated_dnssec_put_is_a_write_and_honours_its_idempotency_key() {
+    let t = api();
+    let r = &t.router;
+    put_zone(r, "example.com", ZONE).await;
+    let uri = "/api/v1/zones/example.com/dnssec";
+    let key = [("Idempotency-Key", "sign-1")];
+    let first = send_with(r, Method::PUT, uri, &key, json!({"keys": "ksk+zsk"})).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    // The same key again: the first result (201), not a second answer of its own.
+    let again = send_with(r, Method::PUT, uri, &key, json!({"keys": "ksk+zsk"})).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text());
+    assert_eq!(again.json()["keys"], first.json()["keys"]);
+    // Without a key: 200 with the same keys, whether or not the layout is named.
+    for body in [json!({}), json!({"keys": "ksk+zsk"})] {
+        let same = send_json(r, Method::PUT, uri, body).await;
+        assert_eq!(same.status, StatusCode::OK, "{}", same.text());
+        assert_eq!(same.json()["keys"], first.json()["keys"]);
+    }
+    for other in [json!({"algorithm": "ED25519"}), json!({"keys": "csk"})] {
+        let r = send_json(r, Method::PUT, uri, other).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    }
+    // A second roll of the same role while one runs: the state's 409.
+    let roll = "/api/v1/zones/example.com/dnssec/rollover";
+    let zsk = json!({"role": "zsk"});
+    assert_eq!(
+        send_json(r, Method::POST, roll, zsk.clone()).await.status,
+        StatusCode::ACCEPTED
+    );
+    let again = send_json(r, Method::POST, roll, zsk).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    assert!(again.error().contains("under way"), "{}", again.error());
+    let csk = send_json(r, Method::POST, roll, json!({"role": "csk"})).await;
+    assert_eq!(
+        csk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        csk.text()
+    );
+    let missing = send_json(r, Method::PUT, "/api/v1/zones/nope.test/dnssec", json!({})).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn if_match_star_is_checked_when_applied_and_means_exists() {
+    let t = api();
+    let r = &t.router;
+    put_zone(r, "example.com", ZONE).await;
+    let uri = "/api/v1/datacenters/lon";
+    let star = [("If-Match", "*")];
+    let missing = send_with(r, Method::PUT, uri, &star, dc_body(51.5)).await;
+    assert_eq!(missing.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(missing.json()["outcome"], "not_applied");
+    assert_eq!(
+        send_json(r, Method::PUT, uri, dc_body(51.5)).await.status,
+        StatusCode::CREATED
+    );
+    let ok = send_with(r, Method::PUT, uri, &star, dc_body(52.0)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    // The entry carries "exists", not the version read when it was proposed: another
+    // change committed in between does not make it fail.
+    let state = t.cluster.state();
+    let target = crate::cluster::state::Target::Datacenter("lon".into());
+    let req = cluster::Request::new(cluster::Command::PatchDatacenter {
+        id: "lon".into(),
+        weight: Some(5),
+        state: None,
+    })
+    .if_exists(target);
+    let mut next = (*state).clone();
+    let (moved, _) = next.apply_request(
+        &cluster::Request::new(cluster::Command::PatchDatacenter {
+            id: "lon".into(),
+            weight: Some(7),
+            state: None,
+        }),
+        100,
+    );
+    assert!(matches!(moved, cluster::Response::Updated { .. }));
+    let (r, _) = next.apply_request(&req, 101);
+    assert!(matches!(r, cluster::Response::Updated { .. }), "{r:?}");
+    assert_eq!(req.v, crate::cluster::types::FORMAT_VERSION);
+}
