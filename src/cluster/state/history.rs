@@ -842,6 +842,37 @@ mod tests {
     }
 
     #[test]
+    fn an_update_entry_older_binaries_wrote_still_shows_its_key_as_actor() {
+        let mut s = State::default();
+        let zone = Command::PutZone {
+            origin: "example.com".into(),
+            text: ZONE.into(),
+        };
+        s.apply_request(&Request::new(zone).by("ops"), 1);
+        let settings = Command::PutZoneSettings {
+            origin: "example.com".into(),
+            settings: Default::default(),
+        };
+        s.apply_request(&Request::new(settings).by("ops"), 2);
+        // As entries were written before the actor went with the request: `system` there,
+        // the real actor inside the command (now ignored).
+        let old = r#"{"v":1,"at_ms":5,"actor":"system","cmd":{"op":"dns_update",
+            "zone":"example.com.","key":"k1","actor":"dns-update:k1"}}"#;
+        let req: Request = serde_json::from_str(old).expect("an old entry reads");
+        let (r, _) = s.apply_request(&req, 3);
+        assert_eq!(r, Response::DnsUpdate { rcode: 0 });
+        let new = Command::DnsUpdate {
+            zone: "example.com.".into(),
+            key: "k2".into(),
+            prereqs: vec![],
+            updates: vec![],
+        };
+        s.apply_request(&Request::new(new).by("dns-update:k2"), 4);
+        let actors: Vec<&str> = s.history().map(|e| e.actor.as_str()).collect();
+        assert_eq!(actors, ["ops", "ops", "dns-update:k1", "dns-update:k2"]);
+    }
+
+    #[test]
     fn a_target_is_written_and_read_back_in_one_form() {
         let all = [
             Target::Datacenter("lon".into()),
