@@ -42,6 +42,7 @@ use crate::snapshot::SnapshotReader;
 
 pub use error::{ApiError, BODY_LIMIT};
 pub use metrics::ProbeStatsFn;
+pub use routes::SERIAL_HEADER;
 pub use types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ErrorBody, ExplainQuery, GeoInfo, MemberRequest,
     ServiceSpec,

@@ -21,6 +21,9 @@ use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
 type St = State<Arc<App>>;
 type Res<T> = Result<T, ApiError>;
 
+/// The header `GET /zones/{origin}` names the zone's published SOA serial in (an extension).
+pub const SERIAL_HEADER: &str = "meridian-serial";
+
 /// The media type zone text is answered with.
 const TEXT_DNS: &str = "text/dns";
 
@@ -699,13 +702,16 @@ pub async fn get_zone(
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
     let key = zone_key(&origin)?;
-    let (text, version) = app
-        .cluster
-        .state()
+    let state = app.cluster.state();
+    let (text, version) = state
         .zone(&key)
         .map(|z| (z.text.to_string(), z.version))
         .ok_or_else(|| ApiError::NotFound(format!("no zone {key}")))?;
-    Ok((etag(version), zone_text(StatusCode::OK, text)).into_response())
+    // The serial the cluster publishes, which may be ahead of the text's (a drain, a
+    // verdict, an UPDATE move it): what `meridian export` writes into the SOA.
+    let serial = state.serial(&key).unwrap_or(0);
+    let headers = [(SERIAL_HEADER, serial.to_string())];
+    Ok((etag(version), headers, zone_text(StatusCode::OK, text)).into_response())
 }
 
 pub async fn put_zone(
