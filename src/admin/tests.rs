@@ -1018,6 +1018,9 @@ async fn a_repeated_dnssec_put_is_a_write_and_honours_its_idempotency_key() {
         assert_eq!(same.status, StatusCode::OK, "{}", same.text());
         assert_eq!(same.json()["keys"], first.json()["keys"]);
     }
+    let e = newest_entry(r, "put_dnssec").await;
+    assert_eq!(e["summary"], "no change", "{e}");
+    assert_eq!(e["before"], e["after"]);
     for other in [json!({"algorithm": "ED25519"}), json!({"keys": "csk"})] {
         let r = send_json(r, Method::PUT, uri, other).await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());

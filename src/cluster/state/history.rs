@@ -743,6 +743,8 @@ fn summarize(
             }
         }
         (_, Response::Deleted) => "deleted".into(),
+        // A repeated PUT .../dnssec with the same algorithm and layout.
+        (_, Response::Noop) => "no change".into(),
         _ => String::new(),
     }
 }
