@@ -172,7 +172,7 @@ pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(
             IfMatch::Any => req.if_exists(target),
         };
     }
-    let committed = app.cluster.write(req).await?;
+    let committed = app.cluster.propose(req).await?;
     if let Some(published) = &app.published {
         let mut rx = published.clone();
         let index = committed.index;

@@ -1,6 +1,5 @@
-//! The admin API end to end through the router, over a fake one-node cluster.
-
-use std::sync::atomic::Ordering;
+//! The admin API end to end through the router, over a real one-node cluster (Raft and its
+//! store in a temporary directory; a second node where membership is tested).
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -11,6 +10,7 @@ use tower::ServiceExt;
 
 use super::testing::{test_api, TestApi};
 use super::*;
+use crate::cluster;
 
 const TOKEN: &str = "s3cret";
 const ZONE: &str = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
@@ -130,13 +130,13 @@ fn dc_body(lat: f64) -> Value {
     json!({"location": {"lat": lat, "lon": -0.1}, "addresses": ["192.0.2.10", "2001:db8::10"]})
 }
 
-fn api() -> TestApi {
-    test_api(Some(TOKEN))
+async fn api() -> TestApi {
+    test_api(Some(TOKEN)).await
 }
 
 #[tokio::test]
 async fn healthz_is_503_until_ready_then_200() {
-    let t = api();
+    let t = api().await;
     let r = get(&t.router, "/healthz").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     t.ready.set_ready();
@@ -147,7 +147,7 @@ async fn healthz_is_503_until_ready_then_200() {
 
 #[tokio::test]
 async fn mutating_calls_need_the_token() {
-    let t = api();
+    let t = api().await;
     let uri = "/api/v1/zones/example.com";
     let r = call(&t.router, Method::PUT, uri, None, Some("text/dns"), ZONE).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -186,7 +186,7 @@ async fn mutating_calls_need_the_token() {
     let resp = t.router.clone().oneshot(req).await.expect("infallible");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // Nothing was written.
-    assert_eq!(t.cluster.state.load().zones().count(), 0);
+    assert_eq!(t.cluster.state().zones().count(), 0);
     let r = call(
         &t.router,
         Method::PUT,
@@ -204,7 +204,7 @@ async fn mutating_calls_need_the_token() {
 #[tokio::test]
 async fn no_configured_token_refuses_every_write() {
     for token in [None, Some("")] {
-        let t = test_api(token);
+        let t = test_api(token).await;
         let r = call(
             &t.router,
             Method::DELETE,
@@ -235,7 +235,7 @@ async fn no_configured_token_refuses_every_write() {
 
 #[tokio::test]
 async fn bad_json_is_400_and_wrong_shapes_are_422() {
-    let t = api();
+    let t = api().await;
     let uri = "/api/v1/datacenters/lon";
     let r = call(
         &t.router,
@@ -319,7 +319,7 @@ async fn bad_json_is_400_and_wrong_shapes_are_422() {
 
 #[tokio::test]
 async fn oversize_body_is_413_json() {
-    let t = api();
+    let t = api().await;
     let big = "; padding\n".repeat(BODY_LIMIT / 10 + 10);
     let r = put_zone(&t.router, "example.com", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -340,7 +340,7 @@ async fn oversize_body_is_413_json() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_json_and_wrong_methods_405_json() {
-    let t = api();
+    let t = api().await;
     let r = get(&t.router, "/api/v1/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.error().contains("/api/v1/nope"));
@@ -366,8 +366,8 @@ async fn unknown_routes_are_404_json_and_wrong_methods_405_json() {
 
 #[tokio::test]
 async fn writes_without_quorum_are_503_json() {
-    let t = api();
-    t.cluster.available.store(false, Ordering::Relaxed);
+    // A node whose only peer is never there: no leader, no quorum.
+    let t = super::testing::no_quorum_api(Some(TOKEN)).await;
     let r = put_zone(&t.router, "example.com", ZONE).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.error().contains("no quorum"), "{}", r.error());
@@ -384,10 +384,10 @@ async fn writes_without_quorum_are_503_json() {
         &t.router,
         Method::POST,
         "/api/v1/cluster/members",
-        json!({"id": 2, "addr": "127.0.0.2:9053"}),
+        json!({"id": 3, "addr": "127.0.0.1:9"}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     r.error();
     // Reads still answer.
     assert_eq!(get(&t.router, "/api/v1/zones").await.status, StatusCode::OK);
@@ -395,7 +395,7 @@ async fn writes_without_quorum_are_503_json() {
 
 #[tokio::test]
 async fn openapi_lists_every_route() {
-    let t = api();
+    let t = api().await;
     let r = get(&t.router, "/api/v1/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.content_type.starts_with("application/json"));
@@ -457,7 +457,7 @@ async fn openapi_lists_every_route() {
 
 #[tokio::test]
 async fn zones_put_get_delete_in_any_case_with_or_without_the_dot() {
-    let t = api();
+    let t = api().await;
     let r = put_zone(&t.router, "Example.COM", ZONE).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.content_type, "text/dns");
@@ -526,7 +526,7 @@ async fn zones_put_get_delete_in_any_case_with_or_without_the_dot() {
 
 #[tokio::test]
 async fn datacenters_put_patch_delete() {
-    let t = api();
+    let t = api().await;
     let uri = "/api/v1/datacenters/lon";
     let r = send_json(&t.router, Method::PUT, uri, dc_body(51.5)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
@@ -626,7 +626,7 @@ async fn datacenters_put_patch_delete() {
 
 #[tokio::test]
 async fn services_put_get_list_delete() {
-    let t = api();
+    let t = api().await;
     put_zone(&t.router, "example.com", ZONE).await;
     send_json(
         &t.router,
@@ -746,7 +746,7 @@ async fn services_put_get_list_delete() {
 
 #[tokio::test]
 async fn explain_checks_its_parameters() {
-    let t = api();
+    let t = api().await;
     for uri in [
         "/api/v1/explain",
         "/api/v1/explain?type=A&client=192.0.2.1",
@@ -770,31 +770,33 @@ async fn explain_checks_its_parameters() {
 
 #[tokio::test]
 async fn cluster_status_and_membership() {
-    let t = api();
+    let t = api().await;
     let v = get(&t.router, "/api/v1/cluster").await.json();
     assert_eq!(v["node_id"], 1);
     assert_eq!(v["leader"], 1);
-    assert_eq!(v["members"][0]["addr"], "127.0.0.1:9053");
+    assert_eq!(v["members"][0]["addr"], t.raft.to_string());
     assert_eq!(v["geoip"]["build_epoch"], 0);
     assert_eq!(v["geoip"]["description"], "none");
+    // A second real node, started empty, joins as a learner.
+    let two = super::testing::start_node(2, None).await;
     let uri = "/api/v1/cluster/members";
-    let r = send_json(
-        &t.router,
-        Method::POST,
-        uri,
-        json!({"id": 2, "addr": "127.0.0.2:9053", "admin": "127.0.0.2:8053"}),
-    )
-    .await;
+    let add =
+        json!({"id": 2, "addr": two.raft.to_string(), "admin": "127.0.0.2:8053", "voter": false});
+    let r = send_json(&t.router, Method::POST, uri, add.clone()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(2));
+    let r = send_json(&t.router, Method::POST, uri, add).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // A node that is not there is not added: 503, membership as it was.
     let r = send_json(
         &t.router,
         Method::POST,
         uri,
-        json!({"id": 2, "addr": "127.0.0.2:9053", "voter": false}),
+        json!({"id": 3, "addr": "127.0.0.1:9", "voter": false}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "not_applied");
     let r = send_json(
         &t.router,
         Method::POST,
@@ -814,22 +816,43 @@ async fn cluster_status_and_membership() {
     let r = delete(&t.router, "/api/v1/cluster/members/two").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     r.error();
+    // Both changes are history, under the token's name (`admin`); adding again was not.
+    let list = get(&t.router, "/api/v1/history?limit=1000").await.json();
+    let kinds: Vec<(String, String, String)> = list
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                    (s("kind"), s("target"), s("actor"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let member = |k: &str| (k.to_string(), "member/2".to_string(), "admin".to_string());
+    assert_eq!(kinds, [member("remove_member"), member("add_member")]);
 }
 
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
-    let t = api();
+    let t = api().await;
     t.publisher.publish(crate::snapshot::Snapshot::empty(1));
     let r = get(&t.router, "/metrics").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.content_type.starts_with("text/plain"));
     let text = r.text();
+    let status = t.cluster.status();
+    let term = format!("meridian_raft_term {}", status.term);
+    let applied = format!(
+        "meridian_raft_last_applied {}",
+        status.last_applied.unwrap_or(0)
+    );
     for line in [
         "meridian_up 1",
         "meridian_snapshot_generation 1",
-        "meridian_raft_term 3",
         "meridian_raft_leader 1",
-        "meridian_raft_last_applied 7",
+        &term,
+        &applied,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
@@ -909,7 +932,7 @@ async fn newest_entry(router: &Router, kind: &str) -> Value {
 
 #[tokio::test]
 async fn history_shows_tsig_keys_settings_and_dnssec_before_and_after_without_secrets() {
-    let t = api();
+    let t = api().await;
     let r = &t.router;
     assert_eq!(
         put_zone(r, "example.com", ZONE).await.status,
@@ -1001,7 +1024,7 @@ async fn history_shows_tsig_keys_settings_and_dnssec_before_and_after_without_se
 
 #[tokio::test]
 async fn a_repeated_dnssec_put_is_a_write_and_honours_its_idempotency_key() {
-    let t = api();
+    let t = api().await;
     let r = &t.router;
     put_zone(r, "example.com", ZONE).await;
     let uri = "/api/v1/zones/example.com/dnssec";
@@ -1048,7 +1071,7 @@ async fn a_repeated_dnssec_put_is_a_write_and_honours_its_idempotency_key() {
 
 #[tokio::test]
 async fn if_match_star_is_checked_when_applied_and_means_exists() {
-    let t = api();
+    let t = api().await;
     let r = &t.router;
     put_zone(r, "example.com", ZONE).await;
     let uri = "/api/v1/datacenters/lon";
