@@ -35,6 +35,7 @@ impl ClusterUpdater {
         let cmd = Command::DnsUpdate {
             zone: request.zone,
             key: request.key,
+            legacy_actor: actor.clone(),
             prereqs: request.prerequisites,
             updates: request.updates,
         };

@@ -99,10 +99,13 @@ pub enum Command {
     DnsUpdate {
         /// The zone section's name.
         zone: String,
-        /// The signing key's canonical name. (Entries older binaries wrote also carried
-        /// `actor`, a copy of `dns-update:KEY`; the entry's own actor says it now, and the
-        /// field is ignored when read.)
+        /// The signing key's canonical name.
         key: String,
+        /// `dns-update:KEY`. Ignored when applied (the entry's own actor says who), but still
+        /// written: binaries before entry format 3 require the field, and during a rolling
+        /// upgrade they apply what a newer leader wrote.
+        #[serde(default, rename = "actor")]
+        legacy_actor: String,
         #[serde(default)]
         prereqs: Vec<UpdateRr>,
         #[serde(default)]

@@ -866,6 +866,7 @@ mod tests {
         let new = Command::DnsUpdate {
             zone: "example.com.".into(),
             key: "k2".into(),
+            legacy_actor: "dns-update:k2".into(),
             prereqs: vec![],
             updates: vec![],
         };

@@ -227,6 +227,7 @@ mod tests {
         Command::DnsUpdate {
             zone: "example.com.".into(),
             key: "k".into(),
+            legacy_actor: "dns-update:k".into(),
             prereqs: w(prereqs),
             updates: w(updates),
         }
