@@ -7,6 +7,7 @@ pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError};
 pub use records::{Rr, RrError, ZoneFile};
 
 pub mod dnssec;
+pub mod handover;
 mod index;
 pub mod transfer;
 pub mod update;
