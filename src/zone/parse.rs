@@ -25,6 +25,7 @@
 //! duplicates dropped. Then [`validate`] checks the zone: records encodable, one SOA at
 //! the origin, NS at the origin, no data outside the zone, CNAME exclusivity.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -480,7 +481,8 @@ impl<'a> Entries<'a> {
         while cur.peek().is_some() {
             let line = cur.line;
             let blank_owner = cur.peek().is_some_and(|c| c.is_whitespace() && c != '\n');
-            let mut items = Vec::new();
+            // Room for a usual record (owner, TTL, class, type, data): one allocation.
+            let mut items = Vec::with_capacity(6);
             while let Some(c) = cur.peek() {
                 match c {
                     '\n' => {
@@ -614,11 +616,25 @@ impl Reader {
                 }
                 None => return Err("missing record type".to_owned()),
             };
-            let upper = word.to_ascii_uppercase();
-            if let Ok(value) = parse_ttl(word) {
+            // No allocation for the usual words (a million records are read): a TTL starts
+            // with a digit (`parse_ttl` refuses anything else, with an allocated error),
+            // words already upper case are not copied, and the common types are no class.
+            let upper: Cow<'_, str> = if word.bytes().any(|b| b.is_ascii_lowercase()) {
+                Cow::Owned(word.to_ascii_uppercase())
+            } else {
+                Cow::Borrowed(word)
+            };
+            let ttl_value = if word.starts_with(|c: char| c.is_ascii_digit()) {
+                parse_ttl(word).ok()
+            } else {
+                None
+            };
+            if let Some(value) = ttl_value {
                 if ttl.replace(check_ttl(value)?).is_some() {
                     return Err(format!("second TTL '{word}'"));
                 }
+            } else if let Some(rtype) = common_type(&upper) {
+                break (rtype, upper);
             } else if let Ok(value) = DNSClass::from_str(&upper) {
                 if value != DNSClass::IN {
                     return Err(format!("class {upper} is not supported (only IN)"));
@@ -732,6 +748,24 @@ fn check_ttl(ttl: u32) -> Result<u32, String> {
     } else {
         Ok(ttl)
     }
+}
+
+/// The common record types, none of them also a class name (`ANY` is both: it is left to
+/// the class first, as before).
+fn common_type(upper: &str) -> Option<RecordType> {
+    Some(match upper {
+        "A" => RecordType::A,
+        "AAAA" => RecordType::AAAA,
+        "CNAME" => RecordType::CNAME,
+        "NS" => RecordType::NS,
+        "PTR" => RecordType::PTR,
+        "MX" => RecordType::MX,
+        "TXT" => RecordType::TXT,
+        "SRV" => RecordType::SRV,
+        "SOA" => RecordType::SOA,
+        "CAA" => RecordType::CAA,
+        _ => return None,
+    })
 }
 
 /// The number of data fields of types with a fixed number of them.
@@ -1860,6 +1894,32 @@ ok A 192.0.2.4
 
         let errors = load_zone_dir(&dir.0.join("missing")).expect_err("no dir");
         assert_eq!(errors.len(), 1);
+    }
+
+    /// A parsed zone holds its records' wire bytes and a 16-byte slot per record, nothing
+    /// per record on the heap (issue 9: a million-record zone).
+    #[test]
+    fn the_store_costs_its_wire_bytes_and_16_bytes_a_record() {
+        let mut text = with_head("ns1 A 192.0.2.1\n");
+        for i in 0..10_000 {
+            text.push_str(&format!("h{i} A 192.0.2.{}\n", i % 250));
+            if i % 10 == 0 {
+                text.push_str(&format!("c{i} CNAME h{i}\n"));
+            }
+        }
+        let zone = parse(&text).expect("zone");
+        assert_eq!(zone.len(), 11_003);
+        let wire: usize = zone.rrs().map(|r| r.owner.len() + r.rdata.len()).sum();
+        assert!(
+            zone.heap_bytes() <= wire + 16 * zone.len(),
+            "{} bytes for {} records of {wire} wire bytes",
+            zone.heap_bytes(),
+            zone.len()
+        );
+        let c = zone.get(4).expect("the first CNAME");
+        assert_eq!(c.owner, b"\x02c0\x07example\x03com\x00");
+        assert_eq!(c.rdata, b"\x02h0\x07example\x03com\x00");
+        assert_eq!((c.rtype, c.ttl), (5, 300));
     }
 
     /// The fast path reads the one-field types exactly as hickory's parser does, in wire
