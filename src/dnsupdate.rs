@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 
-use crate::cluster::{Command, Handle, Response};
+use crate::cluster::{Command, Handle, Request, Response};
 use crate::dns::xfr::{UpdateRequest, Updater};
 
 /// How long an accepted update waits for this node's DNS to show it before answering.
@@ -31,14 +31,15 @@ impl ClusterUpdater {
     async fn propose(&self, request: UpdateRequest) -> ResponseCode {
         let key = request.key.clone();
         let zone = request.zone.clone();
+        let actor = format!("dns-update:{}", request.key);
         let cmd = Command::DnsUpdate {
             zone: request.zone,
-            actor: format!("dns-update:{}", request.key),
             key: request.key,
             prereqs: request.prerequisites,
             updates: request.updates,
         };
-        let committed = match self.handle.write(cmd, request.request_id).await {
+        let req = Request::with_id(cmd, request.request_id).by(&actor);
+        let committed = match self.handle.propose(req).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%zone, %key, error = %e, "DNS update not committed");

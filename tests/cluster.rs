@@ -40,6 +40,29 @@ fn converge(nodes: &[&common::NodeRef], want: &str, limit: Duration) -> Duration
     }
 }
 
+/// The newest history entry of `kind` for `target` (any, when empty) that `node` lists,
+/// polled for up to 5 s (the entry is proposed once the change committed).
+fn history_entry(node: &common::NodeRef, kind: &str, target: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let list = http_get(node.admin, "/api/v1/history?limit=1000")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+        let found = list.as_ref().and_then(|l| l.as_array()).and_then(|l| {
+            l.iter()
+                .find(|e| e["kind"] == kind && (target.is_empty() || e["target"] == target))
+                .cloned()
+        });
+        if let Some(e) = found {
+            return e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no {kind} entry for {target:?} in {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn patch_state(node: &common::NodeRef, dc: &str, state: &str) -> (u16, String) {
     let body = format!("{{\"state\": \"{state}\"}}");
     http(
@@ -209,7 +232,27 @@ fn three_node_cluster_replicates_survives_and_restarts() {
         .and_then(|m| m.iter().find(|x| x["id"] == extra))
         .expect("the new node is a member");
     assert_eq!(learner["voter"], false, "{cluster}");
+    let target = format!("member/{extra}");
+    let added = history_entry(&refs[0], "add_member", &target);
+    assert_eq!(added["actor"], "admin", "{added}");
     c.node(extra).kill9();
+    //     Removed again (through a follower), which history lists too.
+    let (status, resp) = http(
+        refs[follower as usize - 1].admin,
+        "DELETE",
+        &format!("/api/v1/cluster/members/{extra}"),
+        None,
+        Some(TOKEN),
+    )
+    .expect("admin answered");
+    assert_eq!(status, 204, "{resp}");
+    let removed = history_entry(&refs[0], "remove_member", &target);
+    assert_eq!(removed["actor"], "admin", "{removed}");
+    assert!(removed["index"].as_u64() > added["index"].as_u64());
+    // The cluster's first cookie secret was drawn by a node, under its own name.
+    let drawn = history_entry(&refs[0], "rotate_cookie_secret", "");
+    let actor = drawn["actor"].as_str().unwrap_or("");
+    assert!(actor.starts_with("node:"), "{drawn}");
 
     // 4. All three restart and keep their state.
     let (status, body) = patch_state(&refs[0], "lon", "drained");

@@ -579,3 +579,58 @@ fn export_warns_that_dnssec_keys_are_not_exported_and_writes_none() {
         }
     }
 }
+
+/// RFC 1982 serials: a cluster restored from an export must not publish a lower serial
+/// than the source did (its secondaries would stop transferring, RFC 1995 §4): the export
+/// writes the serial the cluster publishes, which a drain moved past the text's.
+#[test]
+fn export_keeps_the_published_soa_serial_so_a_restore_does_not_go_back() {
+    let files = [
+        ("example.com.zone", ZONE),
+        ("other.test.zone", OTHER),
+        ("datacenters.toml", DCS),
+        ("services.toml", SERVICES),
+    ];
+    let src = Node::start(&Setup {
+        files: &files,
+        extra_config: "",
+    });
+    assert_eq!(serial(&src), 42);
+    // Draining lon changes www's unlocated answer, so example.com's serial moves.
+    let (status, body) = http(
+        src.admin,
+        "PATCH",
+        "/api/v1/datacenters/lon",
+        Some(("application/json", r#"{"state": "drained"}"#)),
+        Some(TOKEN),
+    )
+    .expect("PATCH");
+    assert_eq!(status, 200, "{body}");
+    let published = eventually("the serial moves", || {
+        let s = serial(&src);
+        (s > 42).then_some(s)
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("backup");
+    let o = export(&src, Some(TOKEN), &dir);
+    assert!(o.status.success(), "{}", out(&o));
+    let written = read_dir(&dir);
+    assert_eq!(
+        written["example.com.zone"],
+        ZONE.replace(
+            "SOA ns1 hostmaster 42 ",
+            &format!("SOA ns1 hostmaster {published} ")
+        ),
+        "only the serial changes"
+    );
+    assert_eq!(
+        written["other.test.zone"], OTHER,
+        "a serial that did not move"
+    );
+    let copy = node_from(&dir);
+    assert_eq!(
+        serial(&copy),
+        published,
+        "restored with the published serial"
+    );
+}

@@ -301,6 +301,70 @@ fn if_match_lets_exactly_one_of_two_racing_writers_through() {
     )
     .expect("PUT");
     assert_eq!(s, 200, "{b}");
+    // `If-Match: *` means "exists": checked when applied, so racing writers all get
+    // through (a change committed between a handler's read and the apply is no 412).
+    for round in 0..5 {
+        let racers: Vec<_> = [5, 6, 7]
+            .into_iter()
+            .map(|w| {
+                std::thread::spawn(move || {
+                    http_with(
+                        admin,
+                        "PATCH",
+                        "/api/v1/datacenters/lon",
+                        Some((JSON, &format!(r#"{{"weight": {w}}}"#))),
+                        Some(TOKEN),
+                        &[("If-Match", "*")],
+                    )
+                    .expect("PATCH")
+                })
+            })
+            .collect();
+        for r in racers {
+            let (s, b) = r.join().expect("racer");
+            assert_eq!(s, 200, "round {round}: {b}");
+        }
+    }
+    let (s, b) = http_with(
+        admin,
+        "PATCH",
+        "/api/v1/datacenters/nowhere",
+        Some((JSON, r#"{"weight": 5}"#)),
+        Some(TOKEN),
+        &[("If-Match", "*")],
+    )
+    .expect("PATCH");
+    assert_eq!(s, 412, "{b}");
+}
+
+/// DESIGN "History, rollback, export": `GET /history/{index}` shows the object a change
+/// changed before and after, TSIG keys included (never their secret).
+#[test]
+fn a_tsig_key_change_shows_before_and_after_without_its_secret() {
+    let node = single("");
+    let admin = node.admin;
+    let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQ=";
+    let body = format!(r#"{{"algorithm": "hmac-sha256", "secret": "{secret}"}}"#);
+    let (s, b) = write(admin, "PUT", "/api/v1/tsig-keys/xfr", Some((JSON, &body)));
+    assert_eq!(s, 201, "{b}");
+    let e = get(admin, &format!("/api/v1/history/{}", newest(admin)));
+    assert_eq!(e["kind"], "put_tsig_key");
+    assert_eq!(e["target"], "tsig/xfr");
+    assert_eq!(e["actor"], "admin");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(
+        e["after"],
+        serde_json::json!({"name": "xfr", "algorithm": "hmac-sha256"})
+    );
+    let (s, b) = write(admin, "DELETE", "/api/v1/tsig-keys/xfr", None);
+    assert_eq!(s, 204, "{b}");
+    let e = get(admin, &format!("/api/v1/history/{}", newest(admin)));
+    assert_eq!(
+        (&e["kind"], &e["after"]),
+        (&"delete_tsig_key".into(), &Value::Null)
+    );
+    assert_eq!(e["before"]["name"], "xfr");
+    assert!(!e.to_string().contains(secret), "{e}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #
 #   benches/bigzone/run.sh [--no-build] [--skip-knot] [--skip-cluster] [--skip-many]
 #                          [--records N] [--cnames M] [--many K] [--nice N]
-#                          [--only boot,knot,api,cluster,many]
+#                          [--only boot,knot,api,cluster,many,query]
 #
 # Servers run under `nice -n N` (default -10, as benches/load does): on a shared machine the
 # wall times are otherwise mostly other people's work; the CPU times are shown beside them.
@@ -19,12 +19,17 @@
 #     answers from the zone, and the Raft term on every node before and after (an
 #     election while the zone replicates shows as a higher term);
 #   - many: K small zones (5 records each) in the bootstrap dir / Knot config: start to
-#     the last zone answered, RSS and peak.
+#     the last zone answered, RSS and peak;
+#   - query (with boot and/or knot): once the big zone answers, dnsperf sends random
+#     existing names (A, and CNAME one time in four) for QUERY_SECONDS (8) with the server
+#     on CPU 0 and dnsperf on CPU 1: the server's CPU time per answer.
+# Needs dig, curl, python3, jq (and dnsperf for query). MERIDIAN_BIN=path runs another
+# build of Meridian (e.g. an older one, for a before/after row) instead of this tree's.
 # Loopback only; every process started here is stopped on exit (by pid).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
-ONLY=boot,knot,api,cluster,many NICE=-10 BUILD=1 KNOT=1 CLUSTER=1 MANY_RUN=1 N=1000000 M=100000 K=10000 PORT_BASE=${PORT_BASE:-7400}
+ONLY=boot,knot,api,cluster,many,query NICE=-10 BUILD=1 KNOT=1 CLUSTER=1 MANY_RUN=1 N=1000000 M=100000 K=10000 PORT_BASE=${PORT_BASE:-7400}
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) BUILD=0 ;;
@@ -133,6 +138,31 @@ small_zone() { # DIR: the shipped example, for a node that must start with somet
   mkdir -p "$1"; cp zones/example.com.zone zones/datacenters.toml zones/services.toml "$1/"
 }
 term_of() { curl -fs "http://127.0.0.1:$1/api/v1/cluster" | jq -r '.term // "?"'; }
+# query NAME PID PORT: CPU per answer over the big zone, the server on CPU 0 and dnsperf on
+# CPU 1 (part "query"; needs dnsperf): random existing names, three A per CNAME.
+query() {
+  part query || return 0
+  command -v dnsperf >/dev/null || { result "$1 query: dnsperf is not installed"; return 0; }
+  [ -s "$WORK/queries.txt" ] || python3 - "$N" "$M" "$ORIGIN" >"$WORK/queries.txt" <<'PY'
+import random, sys
+n, m, origin = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+rnd = random.Random(7)
+for i in range(200000):
+    if i % 4 == 3:
+        print(f"c{rnd.randrange(m)}.{origin} CNAME")
+    else:
+        print(f"h{rnd.randrange(n)}.{origin} A")
+PY
+  taskset -a -cp 0 "$2" >/dev/null 2>&1 || true
+  local c0 out q c
+  c0=$(cpu_ms "$2")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$3" -d "$WORK/queries.txt" -l "${QUERY_SECONDS:-8}" -c 4 -q 200 2>&1)
+  c=$(( $(cpu_ms "$2") - c0 ))
+  q=$(echo "$out" | awk '/Queries completed:/ { print $3 }')
+  if [ -n "$q" ] && [ "$q" -gt 0 ]; then
+    result "$1 query: $q answers, $(echo "$out" | awk '/Queries per second:/ { print $4 }') per second, $(awk -v c="$c" -v q="$q" 'BEGIN { printf "%.2f", c * 1000 / q }') us CPU per answer"
+  else result "$1 query: dnsperf failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; fi
+}
 
 # ------------------------------------------------------------------ bootstrap, 1 node
 P=$PORT_BASE
@@ -144,6 +174,7 @@ t0=$(now_ms); start_meridian "$d"
 if wait_answers "$MPID" $((P + 1)) 600 "$LAST_A" A "$LAST_C" CNAME; then
   t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$MPID"); sleep 2
   result "meridian bootstrap: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$MPID")") MiB, peak $(mib "$(hwm_kb "$MPID")") MiB"
+  query meridian "$MPID" $((P + 1))
 else result "meridian bootstrap: FAILED (see $d/log)"; fi
 stop "$MPID"
 fi
@@ -164,6 +195,7 @@ if [ "$KNOT" = 1 ]; then
   if wait_answers "$KPID" $((P + 9)) 600 "$LAST_A" A "$LAST_C" CNAME; then
     t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$KPID"); sleep 2
     result "knot bootstrap: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$KPID")") MiB, peak $(mib "$(hwm_kb "$KPID")") MiB"
+    query knot "$KPID" $((P + 9))
   else result "knot bootstrap: FAILED (see $WORK/knot-big/log)"; fi
   stop "$KPID"
 fi

@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
 use serde::Serialize;
 
 use crate::admin::error::{ApiError, JsonBody};
-use crate::admin::routes::{deleted, put_status, write, zone_key, WriteMeta};
+use crate::admin::routes::{deleted, etag, put_status, write, zone_key, WriteMeta};
 use crate::admin::App;
 use crate::cluster::Command;
 use crate::zoneconf::{canonical_key_name, TsigKeySpec, ZoneSettings};
@@ -33,10 +32,6 @@ pub struct SettingsView {
     #[serde(flatten)]
     pub settings: ZoneSettings,
     pub version: u64,
-}
-
-fn etag(version: u64) -> [(header::HeaderName, String); 1] {
-    [(header::ETAG, format!("\"{version}\""))]
 }
 
 pub async fn list_tsig_keys(State(app): St) -> Json<Vec<TsigKeyView>> {

@@ -6,18 +6,17 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
-use hickory_proto::rr::Name;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::admin::error::{ApiError, JsonBody};
-use crate::admin::routes::{deleted, put_status, write, zone_key, WriteMeta};
+use crate::admin::routes::{deleted, etag, put_status, write, zone_key, Versioned, WriteMeta};
 use crate::admin::App;
 use crate::cluster::state::DnssecEntry;
 use crate::cluster::Command;
-use crate::zone::dnssec::{Algorithm, KeyState, Layout, Role, ZoneKey, ZoneKeys};
+use crate::zone::dnssec::{Algorithm, Layout, Role, ZoneKey, ZoneKeys};
 
 type St = State<Arc<App>>;
 type Res<T> = Result<T, ApiError>;
@@ -44,57 +43,13 @@ fn default_algorithm() -> Algorithm {
     Algorithm::EcdsaP256Sha256
 }
 
-/// One key as the API shows it.
-#[derive(Serialize)]
-pub struct KeyView {
-    pub tag: u16,
-    pub flags: u16,
-    pub role: Role,
-    pub dnskey: String,
-    pub state: KeyState,
-}
-
-/// A signed zone as the API shows it.
-#[derive(Serialize)]
-pub struct DnssecView {
-    pub algorithm: Algorithm,
-    pub keys: Vec<KeyView>,
-    pub ds: Vec<String>,
-    pub version: u64,
-}
-
-fn view(origin: &str, e: &DnssecEntry) -> Res<DnssecView> {
-    let name = Name::from_ascii(origin).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let alg = e.keys.algorithm;
-    let keys = e
-        .keys
-        .keys
-        .iter()
-        .map(|k| KeyView {
-            tag: k.tag,
-            flags: k.flags,
-            role: k.role,
-            dnskey: k.dnskey_text(alg),
-            state: k.state,
-        })
-        .collect();
-    let ds = e
-        .keys
-        .entry_points()
-        .map(|k| k.ds(alg, &name).map(|d| d.to_string()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(DnssecView {
-        algorithm: alg,
-        keys,
-        ds,
+/// A signed zone as the API shows it: the keys' public forms, with their version.
+fn answer(status: StatusCode, origin: &str, e: &DnssecEntry) -> HttpResponse {
+    let view = Versioned {
+        object: e.public(origin),
         version: e.version,
-    })
-}
-
-fn answer(status: StatusCode, origin: &str, e: &DnssecEntry) -> Res<HttpResponse> {
-    let etag = [(header::ETAG, format!("\"{}\"", e.version))];
-    Ok((status, etag, Json(view(origin, e)?)).into_response())
+    };
+    (status, etag(e.version), Json(view)).into_response()
 }
 
 pub async fn get_dnssec(
@@ -102,14 +57,15 @@ pub async fn get_dnssec(
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
-    let origin = zone_key(&origin)?;
-    answer(
-        StatusCode::OK,
-        &origin,
-        signed(&app.cluster.state(), &origin)?,
-    )
+    let state = app.cluster.state();
+    let (origin, e) = state.signed(&origin)?;
+    Ok(answer(StatusCode::OK, &origin, e))
 }
 
+/// Sign a zone. Every PUT is proposed, a repeated one too, so that it is answered like any
+/// write (an `Idempotency-Key` gets its first result); the state says what it came to:
+/// the same algorithm and layout again changes nothing (200, the same keys), another is
+/// 409. Without `"keys"`, the layout is the zone's own when it is signed already.
 pub async fn put_dnssec(
     State(app): St,
     meta: WriteMeta,
@@ -119,24 +75,16 @@ pub async fn put_dnssec(
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
     let layout = match body.keys.as_deref() {
-        None => None,
-        Some(k) => Some(Layout::parse(k).ok_or_else(|| {
+        None => app
+            .cluster
+            .state()
+            .dnssec(&origin)
+            .map_or(Layout::Csk, |e| e.keys.layout()),
+        Some(k) => Layout::parse(k).ok_or_else(|| {
             ApiError::Unprocessable(format!("keys {k:?}: \"csk\" or \"ksk+zsk\""))
-        })?),
+        })?,
     };
-    {
-        let state = app.cluster.state();
-        if state.zone(&origin).is_none() {
-            return Err(ApiError::NotFound(format!("no zone {origin}")));
-        }
-        // The same algorithm (and layout, when named) again: nothing to make or propose.
-        if let Some(e) = state.dnssec(&origin) {
-            if e.keys.algorithm == body.algorithm && layout.is_none_or(|l| l == e.keys.layout()) {
-                return answer(StatusCode::OK, &origin, e);
-            }
-        }
-    }
-    let keys = ZoneKeys::generate(body.algorithm, layout.unwrap_or(Layout::Csk))
+    let keys = ZoneKeys::generate(body.algorithm, layout)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let r = write(
         &app,
@@ -148,11 +96,7 @@ pub async fn put_dnssec(
     )
     .await?;
     let status = put_status(&r)?;
-    let state = app.cluster.state();
-    let Some(e) = state.dnssec(&origin) else {
-        return Err(ApiError::Internal("keys not found after commit".into()));
-    };
-    answer(status, &origin, e)
+    after_write(&app, status, &origin)
 }
 
 pub async fn delete_dnssec(
@@ -181,23 +125,15 @@ pub async fn post_rollover(
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
+    // The key is made here, so its role (`zsk` names the one combined key of a CSK zone)
+    // is worked out here; whether a roll may start is the state's to say when it applies.
     let (algorithm, role, taken) = {
         let state = app.cluster.state();
-        let e = signed(&state, &origin)?;
+        let (_, e) = state.signed(&origin)?;
         let role = e
             .keys
             .roll_role(body.role)
             .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-        if e.keys
-            .keys
-            .iter()
-            .any(|k| k.role == role && k.replaces.is_some())
-        {
-            return Err(ApiError::Conflict(format!(
-                "a {} roll of {origin} is already under way",
-                role.name()
-            )));
-        }
         let taken: Vec<u16> = e.keys.keys.iter().map(|k| k.tag).collect();
         (e.keys.algorithm, role, taken)
     };
@@ -233,7 +169,6 @@ pub async fn post_ds_seen(
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
-    signed(&app.cluster.state(), &origin)?;
     write(
         &app,
         Command::DsSeen {
@@ -245,22 +180,9 @@ pub async fn post_ds_seen(
     after_write(&app, StatusCode::OK, &origin)
 }
 
-/// The zone's keys, or 404 (no zone, or not signed).
-fn signed<'s>(state: &'s crate::cluster::State, origin: &str) -> Res<&'s DnssecEntry> {
-    match state.dnssec(origin) {
-        Some(e) => Ok(e),
-        None if state.zone(origin).is_none() => {
-            Err(ApiError::NotFound(format!("no zone {origin}")))
-        }
-        None => Err(ApiError::NotFound(format!("zone {origin} is not signed"))),
-    }
-}
-
 /// The GET body after a committed write.
 fn after_write(app: &App, status: StatusCode, origin: &str) -> Res<HttpResponse> {
     let state = app.cluster.state();
-    match state.dnssec(origin) {
-        Some(e) => answer(status, origin, e),
-        None => Err(ApiError::NotFound(format!("zone {origin} is not signed"))),
-    }
+    let (origin, e) = state.signed(origin)?;
+    Ok(answer(status, &origin, e))
 }

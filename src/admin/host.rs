@@ -116,7 +116,7 @@ mod tests {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
 
-        let api = crate::admin::testing::test_api(Some("tok"));
+        let api = crate::admin::testing::test_api(Some("tok")).await;
         let router = layer(api.router.clone(), AllowedHosts::new(&["dns.example.net"]));
         let get = |host: Option<&'static str>| {
             let mut req = axum::http::Request::builder().uri("/api/v1/datacenters");

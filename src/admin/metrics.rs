@@ -491,7 +491,7 @@ mod tests {
             datacenters: &dcs.datacenter,
             services: &svcs.service,
         };
-        let t = test_api(None);
+        let t = test_api(None).await;
         let first = builder.build(&inputs).expect("snapshot");
         ask(&first, "www.example.com", 1); // geo_nearest; no location: lon
         ask(&first, "rr.example.com", 1); // round_robin: lon, iad, sin
@@ -543,12 +543,16 @@ mod tests {
             "# TYPE meridian_health_probe_duration_seconds histogram",
             "meridian_up 1",
             "meridian_snapshot_generation 1",
-            "meridian_raft_term 3",
             "meridian_raft_leader 1",
-            "meridian_raft_last_applied 7",
+            "meridian_raft_is_leader 1",
         ] {
             has(&text, line);
         }
+        // The real one-node cluster's own figures.
+        let status = t.cluster.status();
+        has(&text, &format!("meridian_raft_term {}", status.term));
+        let applied = status.last_applied.unwrap_or(0);
+        has(&text, &format!("meridian_raft_last_applied {applied}"));
         let value = |series: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

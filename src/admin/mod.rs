@@ -24,8 +24,6 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -36,12 +34,15 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use crate::cluster::{self, ClusterStatus, Committed, Handle, RaftNode, WriteError};
+use crate::cluster::Handle;
+#[cfg(doc)]
+use crate::cluster::RaftNode;
 use crate::config::{NamedToken, Role};
 use crate::snapshot::SnapshotReader;
 
 pub use error::{ApiError, BODY_LIMIT};
 pub use metrics::ProbeStatsFn;
+pub use routes::SERIAL_HEADER;
 pub use types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ErrorBody, ExplainQuery, GeoInfo, MemberRequest,
     ServiceSpec,
@@ -136,7 +137,7 @@ pub struct AdminContext {
 /// Every route of the admin API.
 pub fn router(ctx: AdminContext) -> Router {
     let router = build(App {
-        cluster: Arc::new(ctx.cluster),
+        cluster: ctx.cluster,
         reader: ctx.reader,
         ready: ctx.ready,
         token: ctx.token,
@@ -150,51 +151,6 @@ pub fn router(ctx: AdminContext) -> Router {
         None => router,
     };
     host::layer(router, host::AllowedHosts::new(&ctx.hosts))
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The control plane as the routes use it: the cluster [`Handle`], or a fake in tests.
-pub(crate) trait ControlPlane: Send + Sync + 'static {
-    fn write(&self, req: cluster::Request) -> BoxFuture<'_, Result<Committed, WriteError>>;
-    fn state(&self) -> Arc<cluster::State>;
-    fn status(&self) -> ClusterStatus;
-    fn add_member(
-        &self,
-        id: u64,
-        raft: String,
-        admin: String,
-        voter: bool,
-    ) -> BoxFuture<'_, Result<(), WriteError>>;
-    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>>;
-}
-
-impl ControlPlane for Handle {
-    fn write(&self, req: cluster::Request) -> BoxFuture<'_, Result<Committed, WriteError>> {
-        Box::pin(RaftNode::propose(self, req))
-    }
-
-    fn state(&self) -> Arc<cluster::State> {
-        RaftNode::state(self)
-    }
-
-    fn status(&self) -> ClusterStatus {
-        RaftNode::status(self)
-    }
-
-    fn add_member(
-        &self,
-        id: u64,
-        raft: String,
-        admin: String,
-        voter: bool,
-    ) -> BoxFuture<'_, Result<(), WriteError>> {
-        Box::pin(RaftNode::add_member(self, id, raft, admin, voter))
-    }
-
-    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), WriteError>> {
-        Box::pin(RaftNode::remove_member(self, id))
-    }
 }
 
 /// Who may do what: the named tokens and whether reads need one.
@@ -251,7 +207,9 @@ pub fn token_cell(access: Access) -> TokenCell {
 
 /// The routes' shared state.
 pub(crate) struct App {
-    pub cluster: Arc<dyn ControlPlane>,
+    /// The control plane: writes go to [`RaftNode::propose`] as they are; the admin unit
+    /// tests run a real one-node cluster in a temporary directory.
+    pub cluster: Handle,
     pub reader: SnapshotReader,
     pub ready: Readiness,
     pub token: TokenCell,

@@ -144,7 +144,7 @@ mod tests {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
 
-        let api = crate::admin::testing::test_api(Some("tok"));
+        let api = crate::admin::testing::test_api(Some("tok")).await;
         let url = "http://monitor:hunter2@192.0.2.9:8080/health?api_key=s3cret";
         let call = |method: Method, uri: &str, token: Option<&str>, body: String| {
             let mut req = Request::builder().method(method).uri(uri);

@@ -21,6 +21,9 @@ use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
 type St = State<Arc<App>>;
 type Res<T> = Result<T, ApiError>;
 
+/// The header `GET /zones/{origin}` names the zone's published SOA serial in (an extension).
+pub const SERIAL_HEADER: &str = "meridian-serial";
+
 /// The media type zone text is answered with.
 const TEXT_DNS: &str = "text/dns";
 
@@ -162,22 +165,14 @@ pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(
                 "If-Match is not taken by this call".into(),
             ));
         };
-        // `*` stands for the version the object has now; either way the check is made when
-        // the entry is applied, in log order.
-        let version = match wanted {
-            IfMatch::Version(v) => v,
-            IfMatch::Any => match app.cluster.state().version_of(&target) {
-                0 => {
-                    return Err(ApiError::PreconditionFailed(format!(
-                        "If-Match *: {target} does not exist"
-                    )))
-                }
-                v => v,
-            },
+        // Either way the check is made when the entry is applied, in log order: `*` holds
+        // while the object exists, whatever changes commit meanwhile.
+        req = match wanted {
+            IfMatch::Version(v) => req.if_match(target, v),
+            IfMatch::Any => req.if_exists(target),
         };
-        req = req.if_match(target, version);
     }
-    let committed = app.cluster.write(req).await?;
+    let committed = app.cluster.propose(req).await?;
     if let Some(published) = &app.published {
         let mut rx = published.clone();
         let index = committed.index;
@@ -193,7 +188,7 @@ pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(
         r => {
             tracing::info!(
                 actor = %meta.actor,
-                target = target.as_deref().unwrap_or("-"),
+                target = %target.as_ref().map_or_else(|| "-".to_string(), |t| t.to_string()),
                 index = committed.index,
                 result = ?r,
                 "write committed"
@@ -201,7 +196,8 @@ pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(
             // The object's version as this node now has it (a repeated request answers the
             // first one's result; its object may have moved on since).
             let version = target
-                .map(|t| app.cluster.state().version_of(&t))
+                .as_ref()
+                .map(|t| app.cluster.state().version_of(t))
                 .filter(|v| *v > 0)
                 .unwrap_or(committed.index);
             Ok((r, version))
@@ -259,6 +255,7 @@ fn check_addr(what: &str, addr: &str) -> Res<()> {
 
 pub async fn add_member(
     State(app): St,
+    meta: WriteMeta,
     JsonBody(req): JsonBody<MemberRequest>,
 ) -> Res<HttpResponse> {
     check_addr("addr", &req.addr)?;
@@ -267,7 +264,13 @@ pub async fn add_member(
     }
     let existed = app.cluster.status().members.iter().any(|m| m.id == req.id);
     app.cluster
-        .add_member(req.id, req.addr, req.admin.unwrap_or_default(), req.voter)
+        .add_member(
+            req.id,
+            req.addr,
+            req.admin.unwrap_or_default(),
+            req.voter,
+            &meta.actor,
+        )
         .await?;
     let status = if existed {
         StatusCode::OK
@@ -279,6 +282,7 @@ pub async fn add_member(
 
 pub async fn remove_member(
     State(app): St,
+    meta: WriteMeta,
     path: Result<Path<String>, PathRejection>,
 ) -> Res<StatusCode> {
     let Path(id) = path?;
@@ -286,7 +290,7 @@ pub async fn remove_member(
         .trim()
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("member id {id:?} is not a number")))?;
-    app.cluster.remove_member(id).await?;
+    app.cluster.remove_member(id, &meta.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -520,7 +524,7 @@ pub struct HistoryView {
     time: String,
     actor: String,
     kind: String,
-    target: Option<String>,
+    target: Option<crate::cluster::state::Target>,
     summary: String,
 }
 
@@ -561,7 +565,8 @@ pub async fn list_history(
     Ok(Json(list))
 }
 
-/// An object as the API shows it, for `before`/`after`.
+/// An object as the API shows it, for `before`/`after` (without its version, which is the
+/// entry's index or an earlier one).
 fn shown_json(shown: Option<crate::cluster::state::Shown>) -> serde_json::Value {
     use crate::cluster::state::Shown;
     match shown {
@@ -575,6 +580,11 @@ fn shown_json(shown: Option<crate::cluster::state::Shown>) -> serde_json::Value 
         }
         Some(Shown::Service(s)) => serde_json::to_value(&*s).unwrap_or_default(),
         Some(Shown::Zone(text)) => serde_json::Value::String(text),
+        // Name and algorithm: the secret is never shown.
+        Some(Shown::TsigKey(k)) => serde_json::to_value(k).unwrap_or_default(),
+        Some(Shown::ZoneSettings(s)) => serde_json::to_value(&*s).unwrap_or_default(),
+        // The GET .../dnssec body: public keys and DS only.
+        Some(Shown::Dnssec(d)) => serde_json::to_value(&*d).unwrap_or_default(),
     }
 }
 
@@ -588,8 +598,9 @@ pub async fn get_history_entry(
         .history_entry(index)
         .ok_or_else(|| ApiError::NotFound(format!("no history entry {index}")))?;
     let mut body = serde_json::to_value(history_view(entry)).unwrap_or_default();
-    // Every routing object the entry changed, before and after; `before`/`after` are the
-    // entry's target's (a rollback, which changes many, has them in `changes` only).
+    // Every object the entry changed, before and after; `before`/`after` are the entry's
+    // target's (a rollback, which changes many, has them in `changes` only; a membership
+    // change has neither).
     let changes: Vec<serde_json::Value> = entry
         .undo
         .iter()
@@ -602,17 +613,11 @@ pub async fn get_history_entry(
         })
         .collect();
     let (before, after) = match &entry.target {
-        Some(t)
-            if t.starts_with("datacenter/")
-                || t.starts_with("zone/")
-                || t.starts_with("service/") =>
-        {
-            (
-                shown_json(state.shown_before(t, index)),
-                shown_json(state.shown_after(t, index)),
-            )
-        }
-        _ => (serde_json::Value::Null, serde_json::Value::Null),
+        Some(t) => (
+            shown_json(state.shown_before(t, index)),
+            shown_json(state.shown_after(t, index)),
+        ),
+        None => (serde_json::Value::Null, serde_json::Value::Null),
     };
     body["before"] = before;
     body["after"] = after;
@@ -697,13 +702,16 @@ pub async fn get_zone(
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
     let key = zone_key(&origin)?;
-    let (text, version) = app
-        .cluster
-        .state()
+    let state = app.cluster.state();
+    let (text, version) = state
         .zone(&key)
         .map(|z| (z.text.to_string(), z.version))
         .ok_or_else(|| ApiError::NotFound(format!("no zone {key}")))?;
-    Ok((etag(version), zone_text(StatusCode::OK, text)).into_response())
+    // The serial the cluster publishes, which may be ahead of the text's (a drain, a
+    // verdict, an UPDATE move it): what `meridian export` writes into the SOA.
+    let serial = state.serial(&key).unwrap_or(0);
+    let headers = [(SERIAL_HEADER, serial.to_string())];
+    Ok((etag(version), headers, zone_text(StatusCode::OK, text)).into_response())
 }
 
 pub async fn put_zone(

@@ -1,6 +1,5 @@
-//! The admin API end to end through the router, over a fake one-node cluster.
-
-use std::sync::atomic::Ordering;
+//! The admin API end to end through the router, over a real one-node cluster (Raft and its
+//! store in a temporary directory; a second node where membership is tested).
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -11,6 +10,7 @@ use tower::ServiceExt;
 
 use super::testing::{test_api, TestApi};
 use super::*;
+use crate::cluster;
 
 const TOKEN: &str = "s3cret";
 const ZONE: &str = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
@@ -130,13 +130,13 @@ fn dc_body(lat: f64) -> Value {
     json!({"location": {"lat": lat, "lon": -0.1}, "addresses": ["192.0.2.10", "2001:db8::10"]})
 }
 
-fn api() -> TestApi {
-    test_api(Some(TOKEN))
+async fn api() -> TestApi {
+    test_api(Some(TOKEN)).await
 }
 
 #[tokio::test]
 async fn healthz_is_503_until_ready_then_200() {
-    let t = api();
+    let t = api().await;
     let r = get(&t.router, "/healthz").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     t.ready.set_ready();
@@ -147,7 +147,7 @@ async fn healthz_is_503_until_ready_then_200() {
 
 #[tokio::test]
 async fn mutating_calls_need_the_token() {
-    let t = api();
+    let t = api().await;
     let uri = "/api/v1/zones/example.com";
     let r = call(&t.router, Method::PUT, uri, None, Some("text/dns"), ZONE).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -186,7 +186,7 @@ async fn mutating_calls_need_the_token() {
     let resp = t.router.clone().oneshot(req).await.expect("infallible");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // Nothing was written.
-    assert_eq!(t.cluster.state.load().zones().count(), 0);
+    assert_eq!(t.cluster.state().zones().count(), 0);
     let r = call(
         &t.router,
         Method::PUT,
@@ -204,7 +204,7 @@ async fn mutating_calls_need_the_token() {
 #[tokio::test]
 async fn no_configured_token_refuses_every_write() {
     for token in [None, Some("")] {
-        let t = test_api(token);
+        let t = test_api(token).await;
         let r = call(
             &t.router,
             Method::DELETE,
@@ -235,7 +235,7 @@ async fn no_configured_token_refuses_every_write() {
 
 #[tokio::test]
 async fn bad_json_is_400_and_wrong_shapes_are_422() {
-    let t = api();
+    let t = api().await;
     let uri = "/api/v1/datacenters/lon";
     let r = call(
         &t.router,
@@ -319,7 +319,7 @@ async fn bad_json_is_400_and_wrong_shapes_are_422() {
 
 #[tokio::test]
 async fn oversize_body_is_413_json() {
-    let t = api();
+    let t = api().await;
     let big = "; padding\n".repeat(BODY_LIMIT / 10 + 10);
     let r = put_zone(&t.router, "example.com", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -340,7 +340,7 @@ async fn oversize_body_is_413_json() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_json_and_wrong_methods_405_json() {
-    let t = api();
+    let t = api().await;
     let r = get(&t.router, "/api/v1/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.error().contains("/api/v1/nope"));
@@ -366,8 +366,8 @@ async fn unknown_routes_are_404_json_and_wrong_methods_405_json() {
 
 #[tokio::test]
 async fn writes_without_quorum_are_503_json() {
-    let t = api();
-    t.cluster.available.store(false, Ordering::Relaxed);
+    // A node whose only peer is never there: no leader, no quorum.
+    let t = super::testing::no_quorum_api(Some(TOKEN)).await;
     let r = put_zone(&t.router, "example.com", ZONE).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.error().contains("no quorum"), "{}", r.error());
@@ -384,10 +384,10 @@ async fn writes_without_quorum_are_503_json() {
         &t.router,
         Method::POST,
         "/api/v1/cluster/members",
-        json!({"id": 2, "addr": "127.0.0.2:9053"}),
+        json!({"id": 3, "addr": "127.0.0.1:9"}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     r.error();
     // Reads still answer.
     assert_eq!(get(&t.router, "/api/v1/zones").await.status, StatusCode::OK);
@@ -395,7 +395,7 @@ async fn writes_without_quorum_are_503_json() {
 
 #[tokio::test]
 async fn openapi_lists_every_route() {
-    let t = api();
+    let t = api().await;
     let r = get(&t.router, "/api/v1/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.content_type.starts_with("application/json"));
@@ -457,7 +457,7 @@ async fn openapi_lists_every_route() {
 
 #[tokio::test]
 async fn zones_put_get_delete_in_any_case_with_or_without_the_dot() {
-    let t = api();
+    let t = api().await;
     let r = put_zone(&t.router, "Example.COM", ZONE).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.content_type, "text/dns");
@@ -526,7 +526,7 @@ async fn zones_put_get_delete_in_any_case_with_or_without_the_dot() {
 
 #[tokio::test]
 async fn datacenters_put_patch_delete() {
-    let t = api();
+    let t = api().await;
     let uri = "/api/v1/datacenters/lon";
     let r = send_json(&t.router, Method::PUT, uri, dc_body(51.5)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
@@ -626,7 +626,7 @@ async fn datacenters_put_patch_delete() {
 
 #[tokio::test]
 async fn services_put_get_list_delete() {
-    let t = api();
+    let t = api().await;
     put_zone(&t.router, "example.com", ZONE).await;
     send_json(
         &t.router,
@@ -746,7 +746,7 @@ async fn services_put_get_list_delete() {
 
 #[tokio::test]
 async fn explain_checks_its_parameters() {
-    let t = api();
+    let t = api().await;
     for uri in [
         "/api/v1/explain",
         "/api/v1/explain?type=A&client=192.0.2.1",
@@ -770,31 +770,33 @@ async fn explain_checks_its_parameters() {
 
 #[tokio::test]
 async fn cluster_status_and_membership() {
-    let t = api();
+    let t = api().await;
     let v = get(&t.router, "/api/v1/cluster").await.json();
     assert_eq!(v["node_id"], 1);
     assert_eq!(v["leader"], 1);
-    assert_eq!(v["members"][0]["addr"], "127.0.0.1:9053");
+    assert_eq!(v["members"][0]["addr"], t.raft.to_string());
     assert_eq!(v["geoip"]["build_epoch"], 0);
     assert_eq!(v["geoip"]["description"], "none");
+    // A second real node, started empty, joins as a learner.
+    let two = super::testing::start_node(2, None).await;
     let uri = "/api/v1/cluster/members";
-    let r = send_json(
-        &t.router,
-        Method::POST,
-        uri,
-        json!({"id": 2, "addr": "127.0.0.2:9053", "admin": "127.0.0.2:8053"}),
-    )
-    .await;
+    let add =
+        json!({"id": 2, "addr": two.raft.to_string(), "admin": "127.0.0.2:8053", "voter": false});
+    let r = send_json(&t.router, Method::POST, uri, add.clone()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(2));
+    let r = send_json(&t.router, Method::POST, uri, add).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // A node that is not there is not added: 503, membership as it was.
     let r = send_json(
         &t.router,
         Method::POST,
         uri,
-        json!({"id": 2, "addr": "127.0.0.2:9053", "voter": false}),
+        json!({"id": 3, "addr": "127.0.0.1:9", "voter": false}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "not_applied");
     let r = send_json(
         &t.router,
         Method::POST,
@@ -814,22 +816,43 @@ async fn cluster_status_and_membership() {
     let r = delete(&t.router, "/api/v1/cluster/members/two").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     r.error();
+    // Both changes are history, under the token's name (`admin`); adding again was not.
+    let list = get(&t.router, "/api/v1/history?limit=1000").await.json();
+    let kinds: Vec<(String, String, String)> = list
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                    (s("kind"), s("target"), s("actor"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let member = |k: &str| (k.to_string(), "member/2".to_string(), "admin".to_string());
+    assert_eq!(kinds, [member("remove_member"), member("add_member")]);
 }
 
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
-    let t = api();
+    let t = api().await;
     t.publisher.publish(crate::snapshot::Snapshot::empty(1));
     let r = get(&t.router, "/metrics").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.content_type.starts_with("text/plain"));
     let text = r.text();
+    let status = t.cluster.status();
+    let term = format!("meridian_raft_term {}", status.term);
+    let applied = format!(
+        "meridian_raft_last_applied {}",
+        status.last_applied.unwrap_or(0)
+    );
     for line in [
         "meridian_up 1",
         "meridian_snapshot_generation 1",
-        "meridian_raft_term 3",
         "meridian_raft_leader 1",
-        "meridian_raft_last_applied 7",
+        &term,
+        &applied,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
@@ -858,4 +881,231 @@ fn membership_errors_map_by_message() {
         StatusCode::CONFLICT
     );
     assert_eq!(s("bad"), StatusCode::BAD_REQUEST);
+}
+
+/// A JSON write with extra headers.
+async fn send_with(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::from(body.to_string())).expect("request");
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        content_type: "application/json".into(),
+        headers,
+        body,
+    }
+}
+
+/// The newest history entry of `kind`, with its before and after.
+async fn newest_entry(router: &Router, kind: &str) -> Value {
+    let list = get(router, "/api/v1/history?limit=1000").await.json();
+    let index = list
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["kind"] == kind))
+        .and_then(|e| e["index"].as_u64())
+        .unwrap_or_else(|| panic!("no {kind} entry in {list}"));
+    get(router, &format!("/api/v1/history/{index}"))
+        .await
+        .json()
+}
+
+#[tokio::test]
+async fn history_shows_tsig_keys_settings_and_dnssec_before_and_after_without_secrets() {
+    let t = api().await;
+    let r = &t.router;
+    assert_eq!(
+        put_zone(r, "example.com", ZONE).await.status,
+        StatusCode::CREATED
+    );
+    let key = "/api/v1/tsig-keys/k1";
+    let secret = |s: &str| json!({"algorithm": "hmac-sha256", "secret": s});
+    assert_eq!(
+        send_json(r, Method::PUT, key, secret("c2VjcmV0MQ=="))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let e = newest_entry(r, "put_tsig_key").await;
+    assert_eq!(e["target"], "tsig/k1");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(
+        e["after"],
+        json!({"name": "k1", "algorithm": "hmac-sha256"})
+    );
+    assert_eq!(
+        send_json(r, Method::PUT, key, secret("c2VjcmV0Mg=="))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let e = newest_entry(r, "put_tsig_key").await;
+    assert_eq!(
+        e["before"], e["after"],
+        "a new secret shows as the same key"
+    );
+    assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+
+    let settings = json!({"allow_transfer": ["key:k1", "127.0.0.0/8"]});
+    let uri = "/api/v1/zones/example.com/settings";
+    assert_eq!(
+        send_json(r, Method::PUT, uri, settings).await.status,
+        StatusCode::CREATED
+    );
+    let e = newest_entry(r, "put_zone_settings").await;
+    assert_eq!(e["target"], "settings/example.com.");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(
+        e["after"]["allow_transfer"],
+        json!(["key:k1", "127.0.0.0/8"])
+    );
+
+    let dnssec = "/api/v1/zones/example.com/dnssec";
+    let signed = send_json(r, Method::PUT, dnssec, json!({})).await;
+    assert_eq!(signed.status, StatusCode::CREATED);
+    let mut shown = signed.json();
+    shown.as_object_mut().map(|o| o.remove("version"));
+    let e = newest_entry(r, "put_dnssec").await;
+    assert_eq!(e["target"], "dnssec/example.com.");
+    assert_eq!(e["before"], Value::Null);
+    assert_eq!(e["after"], shown, "the GET body without its version");
+    let rolled = send_json(
+        r,
+        Method::POST,
+        "/api/v1/zones/example.com/dnssec/rollover",
+        json!({"role": "csk"}),
+    )
+    .await;
+    assert_eq!(rolled.status, StatusCode::ACCEPTED);
+    let e = newest_entry(r, "rollover").await;
+    assert_eq!(e["before"], shown);
+    assert_eq!(e["after"]["keys"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        delete(r, dnssec).await.status,
+        StatusCode::NO_CONTENT,
+        "unsign"
+    );
+    let e = newest_entry(r, "delete_dnssec").await;
+    assert_eq!(e["after"], Value::Null);
+    assert_eq!(e["before"]["keys"].as_array().map(Vec::len), Some(2));
+    assert!(!e.to_string().to_lowercase().contains("private"), "{e}");
+    assert_eq!(
+        send_json(r, Method::PUT, uri, json!({})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(delete(r, key).await.status, StatusCode::NO_CONTENT);
+    let e = newest_entry(r, "delete_tsig_key").await;
+    assert_eq!(
+        e["before"],
+        json!({"name": "k1", "algorithm": "hmac-sha256"})
+    );
+    assert_eq!(e["after"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_repeated_dnssec_put_is_a_write_and_honours_its_idempotency_key() {
+    let t = api().await;
+    let r = &t.router;
+    put_zone(r, "example.com", ZONE).await;
+    let uri = "/api/v1/zones/example.com/dnssec";
+    let key = [("Idempotency-Key", "sign-1")];
+    let first = send_with(r, Method::PUT, uri, &key, json!({"keys": "ksk+zsk"})).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    // The same key again: the first result (201), not a second answer of its own.
+    let again = send_with(r, Method::PUT, uri, &key, json!({"keys": "ksk+zsk"})).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text());
+    assert_eq!(again.json()["keys"], first.json()["keys"]);
+    // Without a key: 200 with the same keys, whether or not the layout is named.
+    for body in [json!({}), json!({"keys": "ksk+zsk"})] {
+        let same = send_json(r, Method::PUT, uri, body).await;
+        assert_eq!(same.status, StatusCode::OK, "{}", same.text());
+        assert_eq!(same.json()["keys"], first.json()["keys"]);
+    }
+    let e = newest_entry(r, "put_dnssec").await;
+    assert_eq!(e["summary"], "no change", "{e}");
+    assert_eq!(e["before"], e["after"]);
+    for other in [json!({"algorithm": "ED25519"}), json!({"keys": "csk"})] {
+        let r = send_json(r, Method::PUT, uri, other).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    }
+    // A second roll of the same role while one runs: the state's 409.
+    let roll = "/api/v1/zones/example.com/dnssec/rollover";
+    let zsk = json!({"role": "zsk"});
+    assert_eq!(
+        send_json(r, Method::POST, roll, zsk.clone()).await.status,
+        StatusCode::ACCEPTED
+    );
+    let again = send_json(r, Method::POST, roll, zsk).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    assert!(again.error().contains("under way"), "{}", again.error());
+    let csk = send_json(r, Method::POST, roll, json!({"role": "csk"})).await;
+    assert_eq!(
+        csk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        csk.text()
+    );
+    let missing = send_json(r, Method::PUT, "/api/v1/zones/nope.test/dnssec", json!({})).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn if_match_star_is_checked_when_applied_and_means_exists() {
+    let t = api().await;
+    let r = &t.router;
+    put_zone(r, "example.com", ZONE).await;
+    let uri = "/api/v1/datacenters/lon";
+    let star = [("If-Match", "*")];
+    let missing = send_with(r, Method::PUT, uri, &star, dc_body(51.5)).await;
+    assert_eq!(missing.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(missing.json()["outcome"], "not_applied");
+    assert_eq!(
+        send_json(r, Method::PUT, uri, dc_body(51.5)).await.status,
+        StatusCode::CREATED
+    );
+    let ok = send_with(r, Method::PUT, uri, &star, dc_body(52.0)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    // The entry carries "exists", not the version read when it was proposed: another
+    // change committed in between does not make it fail.
+    let state = t.cluster.state();
+    let target = crate::cluster::state::Target::Datacenter("lon".into());
+    let req = cluster::Request::new(cluster::Command::PatchDatacenter {
+        id: "lon".into(),
+        weight: Some(5),
+        state: None,
+    })
+    .if_exists(target);
+    let mut next = (*state).clone();
+    let (moved, _) = next.apply_request(
+        &cluster::Request::new(cluster::Command::PatchDatacenter {
+            id: "lon".into(),
+            weight: Some(7),
+            state: None,
+        }),
+        100,
+    );
+    assert!(matches!(moved, cluster::Response::Updated { .. }));
+    let (r, _) = next.apply_request(&req, 101);
+    assert!(matches!(r, cluster::Response::Updated { .. }), "{r:?}");
+    assert_eq!(req.v, crate::cluster::types::FORMAT_VERSION);
 }

@@ -717,9 +717,9 @@ mod tests {
     const DCS: &str = "[[datacenter]]\nid = \"lon\"\nlocation = { lat = 51.5, lon = -0.1 }\naddresses = [\"192.0.2.10\"]\n\n[[datacenter]]\nid = \"nyc\"\nlocation = { lat = 40.7, lon = -74.0 }\naddresses = [\"192.0.2.20\"]\nweight = 50\n";
     const SVCS: &str = "[[service]]\nzone = \"Example.com\"\nname = \"WWW\"\npolicy = \"geo_nearest\"\ndatacenters = [\"lon\", \"nyc\"]\n";
 
-    /// Serve the admin API over a fake cluster on a loopback port.
+    /// Serve the admin API over a real one-node cluster on a loopback port.
     async fn serve() -> (String, crate::admin::testing::TestApi) {
-        let t = test_api(Some(TOKEN));
+        let t = test_api(Some(TOKEN)).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -754,10 +754,7 @@ mod tests {
             .await
             .expect("dry run");
         assert_eq!((dry.created(), dry.replaced(), dry.unchanged()), (4, 0, 0));
-        assert!(
-            t.cluster.state.load().is_empty(),
-            "a dry run changes nothing"
-        );
+        assert!(t.cluster.state().is_empty(), "a dry run changes nothing");
         assert!(dry.to_string().contains("nothing was changed"), "{dry}");
 
         let first = apply(&url, TOKEN, None, &paths, REAL).await.expect("apply");
@@ -768,7 +765,7 @@ mod tests {
         let kinds: Vec<ObjectKind> = first.changes.iter().map(|c| c.kind).collect();
         use ObjectKind::*;
         assert_eq!(kinds, [Datacenter, Datacenter, Zone, Service]);
-        let state = t.cluster.state.load_full();
+        let state = t.cluster.state();
         assert_eq!(&*state.zone("example.com.").expect("zone").text, ZONE);
         assert_eq!(state.datacenter("nyc").expect("nyc").dc.weight, 50);
         assert!(state.service("example.com.", "www").is_some());
@@ -784,18 +781,13 @@ mod tests {
         assert!(!again.changed());
 
         // A drain made through the API survives re-applying definitions without a state.
-        let mut drained = (*t.cluster.state.load_full()).clone();
-        drained.apply(
-            &crate::cluster::Command::PatchDatacenter {
-                id: "lon".into(),
-                weight: None,
-                state: Some(DcState::Drained),
-            },
-            None,
-            0,
-            1,
-        );
-        t.cluster.state.store(std::sync::Arc::new(drained));
+        let drain = crate::cluster::Request::new(crate::cluster::Command::PatchDatacenter {
+            id: "lon".into(),
+            weight: None,
+            state: Some(DcState::Drained),
+        })
+        .by("test");
+        t.cluster.propose(drain).await.expect("drained");
         let dcs = DCS.replace("weight = 50", "weight = 60");
         let zone = format!("{ZONE}www2 IN A 192.0.2.2\n");
         let dir2 = dir_with(&[("example.com.zone", &zone), ("datacenters.toml", &dcs)]);
@@ -806,7 +798,7 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("weight 50 -> 60"), "{text}");
         assert!(text.contains("4 -> 5 lines, +1 -0"), "{text}");
-        let state = t.cluster.state.load_full();
+        let state = t.cluster.state();
         assert_eq!(
             state.datacenter("lon").expect("lon").dc.state,
             DcState::Drained
@@ -826,13 +818,7 @@ mod tests {
         assert_eq!((r.replaced(), r.unchanged()), (2, 0), "{r}");
         assert!(r.to_string().contains("state drained -> active"), "{r}");
         assert_eq!(
-            t.cluster
-                .state
-                .load()
-                .datacenter("lon")
-                .expect("lon")
-                .dc
-                .state,
+            t.cluster.state().datacenter("lon").expect("lon").dc.state,
             DcState::Active
         );
     }
@@ -915,7 +901,7 @@ mod tests {
         let paths = vec![full.path().to_path_buf()];
         let r = apply(&url, TOKEN, None, &paths, REAL).await.expect("apply");
         assert_eq!(r.created(), 7, "{r}");
-        let state = t.cluster.state.load_full();
+        let state = t.cluster.state();
         assert!(state.tsig_key("xfr").is_some());
         let s = state.zone_settings("example.com.").expect("settings");
         assert_eq!(s.settings.allow_transfer, ["key:xfr", "::1/128"]);
@@ -957,7 +943,7 @@ mod tests {
             dry.to_string().contains("1 to replace, 3 to delete"),
             "{dry}"
         );
-        assert!(t.cluster.state.load().zone("other.test.").is_some());
+        assert!(t.cluster.state().zone("other.test.").is_some());
         let prune = Options {
             prune: true,
             ..REAL
@@ -966,7 +952,7 @@ mod tests {
             .await
             .expect("prune");
         assert_eq!((r.replaced(), r.deleted()), (1, 3), "{r}");
-        let state = t.cluster.state.load_full();
+        let state = t.cluster.state();
         assert!(state.zone("other.test.").is_none());
         assert!(state.datacenter("nyc").is_none());
         assert!(state.service("example.com.", "www").is_none());

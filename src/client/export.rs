@@ -2,7 +2,8 @@
 //! directory — the logical backup.
 //!
 //! Writes `NAME.zone` for every zone (NAME being the origin without its final dot, the text
-//! as `GET /zones/{origin}` gives it), `datacenters.toml` (each datacenter with its `state`),
+//! as `GET /zones/{origin}` gives it but for the SOA serial, which is the one the cluster
+//! publishes: its `Meridian-Serial` header), `datacenters.toml` (each datacenter with its `state`),
 //! `services.toml`, `zone-settings.toml` (the zones whose settings are not the defaults)
 //! and, when TSIG keys exist, `tsig.toml` with each key's name and algorithm and `secret =
 //! ""`: secrets never leave the cluster, and both the bootstrap import and `meridian apply`
@@ -45,6 +46,9 @@ pub struct ExportReport {
     pub masked: Vec<String>,
     /// The signed zones, each with its DNSSEC algorithm: their keys are not exported.
     pub signed: Vec<(String, String)>,
+    /// The zones whose SOA serial field could not be found in their text to put the
+    /// published serial in (their text is written as the cluster has it).
+    pub serial_kept: Vec<String>,
 }
 
 impl ExportReport {
@@ -63,6 +67,14 @@ impl ExportReport {
             out.push(format!(
                 "TSIG secrets are never exported: fill in each key's base64 secret in {} before importing",
                 self.dir.join("tsig.toml").display()
+            ));
+        }
+        if !self.serial_kept.is_empty() {
+            out.push(format!(
+                "the SOA serial of zone(s) {} was not found in their text, which is written as it is: \
+                 the serial they publish may be ahead of it; raise it before restoring, or secondaries \
+                 see the zone go back",
+                self.serial_kept.join(", ")
             ));
         }
         if !self.signed.is_empty() {
@@ -162,8 +174,21 @@ pub async fn export(
     let mut settings = Vec::new();
     for origin in &zones {
         let stem = file_stem(origin)?;
-        let Some(text) = api.zone_text(origin).await? else {
+        let Some((text, serial)) = api.zone_with_serial(origin).await? else {
             bail!("zone {origin} was deleted while it was exported: export again");
+        };
+        // The serial the cluster publishes (a drain, a verdict or an UPDATE may have moved
+        // it past the text's), so that a cluster restored from the export does not go
+        // back for the zone's secondaries.
+        let text = match serial {
+            Some(serial) => match with_serial(&text, serial) {
+                Some(t) => t,
+                None => {
+                    report.serial_kept.push(origin.clone());
+                    text
+                }
+            },
+            None => text,
         };
         files.push((format!("{stem}.zone"), text));
         services.extend(api.services(origin).await?.iter().map(|s| s.to_service()));
@@ -256,6 +281,127 @@ pub async fn export(
         report.files.push(path);
     }
     Ok(report)
+}
+
+/// `text` with the serial field of its SOA record set to `serial`, the rest byte for byte
+/// (comments, layout, parentheses kept); the same text when it has that serial already.
+/// `None` when no SOA record is found. RFC 1035 §5.1 tokens: `;` comments, quoted strings,
+/// `\` escapes, and parentheses that continue a record over lines.
+fn with_serial(text: &str, serial: u32) -> Option<String> {
+    let serial_field = soa_serial_span(text)?;
+    let mut out = String::with_capacity(text.len() + 10);
+    out.push_str(&text[..serial_field.start]);
+    out.push_str(&serial.to_string());
+    out.push_str(&text[serial_field.end..]);
+    Some(out)
+}
+
+/// One token of zone text: its byte range, whether it was quoted, whether it starts a line
+/// (an owner name; a line starting with blank has none).
+struct Token {
+    span: std::ops::Range<usize>,
+    quoted: bool,
+    at_line_start: bool,
+}
+
+/// Where the serial of the first SOA record is in `text`.
+fn soa_serial_span(text: &str) -> Option<std::ops::Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut record: Vec<Token> = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut line_start = true;
+    let found = |record: &[Token]| -> Option<std::ops::Range<usize>> {
+        let word = |t: &Token| &text[t.span.clone()];
+        let first = record.first()?;
+        if !first.quoted && word(first).starts_with('$') {
+            return None; // a directive
+        }
+        let skip = usize::from(first.at_line_start);
+        let soa = record.iter().skip(skip).position(|t| {
+            let w = word(t);
+            !t.quoted && w.eq_ignore_ascii_case("SOA")
+        })? + skip;
+        // Before the type only a TTL and a class may stand (after the owner).
+        let ttl_or_class = |t: &Token| {
+            let w = word(t);
+            !t.quoted
+                && (["IN", "CH", "HS", "CS"]
+                    .iter()
+                    .any(|c| w.eq_ignore_ascii_case(c))
+                    || (w.starts_with(|c: char| c.is_ascii_digit())
+                        && w.chars().all(|c| c.is_ascii_alphanumeric())))
+        };
+        if !record[skip..soa].iter().all(ttl_or_class) {
+            return None;
+        }
+        let serial = record.get(soa + 3)?;
+        let digits = word(serial);
+        (!serial.quoted && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| serial.span.clone())
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\n' => {
+                if depth == 0 {
+                    if let Some(span) = found(&record) {
+                        return Some(span);
+                    }
+                    record.clear();
+                }
+                line_start = true;
+                i += 1;
+                continue;
+            }
+            b';' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b' ' | b'\t' | b'\r' => {}
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(bytes.len());
+                record.push(Token {
+                    span: start..i,
+                    quoted: true,
+                    at_line_start: line_start,
+                });
+                line_start = false;
+                continue;
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len()
+                    && !matches!(
+                        bytes[i],
+                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"'
+                    )
+                {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = i.min(bytes.len());
+                record.push(Token {
+                    span: start..end,
+                    quoted: false,
+                    at_line_start: line_start,
+                });
+                line_start = false;
+                continue;
+            }
+        }
+        line_start = false;
+        i += 1;
+    }
+    found(&record)
 }
 
 /// `dir` must not exist, or be an empty directory.
@@ -440,6 +586,43 @@ mod tests {
             "{e}"
         );
         assert!(check_target(&dir.path().join("x")).is_err(), "a file");
+    }
+
+    #[test]
+    fn the_published_serial_replaces_the_soa_serial_and_nothing_else() {
+        let cases = [
+            (
+                "$TTL 300\n@ IN SOA ns1 h 42 2 3 4 5\n@ IN NS ns1\n",
+                "$TTL 300\n@ IN SOA ns1 h 2026120701 2 3 4 5\n@ IN NS ns1\n",
+            ),
+            // Over lines in parentheses, with comments, a TTL and lower case.
+            (
+                "; soa 1 2 3\n$ORIGIN example.com.\nexample.com. 3600 in soa ns1.example.com. (\n  host.example.com. ; 7\n  42 ; serial\n  7200 3600 1209600 300 )\n",
+                "; soa 1 2 3\n$ORIGIN example.com.\nexample.com. 3600 in soa ns1.example.com. (\n  host.example.com. ; 7\n  2026120701 ; serial\n  7200 3600 1209600 300 )\n",
+            ),
+            // No owner (a line starting with blank); a name called soa before it; a TXT
+            // that says SOA.
+            (
+                "soa IN A 192.0.2.1\nt IN TXT \"SOA a b 9\"\n 300 IN SOA ns1 h 42 2 3 4 5",
+                "soa IN A 192.0.2.1\nt IN TXT \"SOA a b 9\"\n 300 IN SOA ns1 h 2026120701 2 3 4 5",
+            ),
+            (
+                "@ IN SOA ns1 h 42 2 3 4 5\n",
+                "@ IN SOA ns1 h 2026120701 2 3 4 5\n",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                with_serial(text, 2026120701).as_deref(),
+                Some(want),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            with_serial("@ IN NS ns1\nx CNAME soa\ny TXT 5 6 7\n", 9),
+            None
+        );
+        assert_eq!(with_serial("", 9), None);
     }
 
     #[test]

@@ -141,6 +141,19 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.send_full(method, segments, query, body)
+            .await
+            .map(|(status, _, bytes)| (status, bytes))
+    }
+
+    /// [`Api::send_query`] with the answer's headers.
+    async fn send_full(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let mut url = self.url(segments);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
@@ -159,8 +172,9 @@ impl Api {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(transport)?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, headers, bytes.to_vec()))
     }
 
     fn failure(
@@ -296,6 +310,27 @@ impl Api {
     /// A zone's text; `None` when there is no such zone.
     pub async fn zone_text(&self, origin: &str) -> Result<Option<String>, ClientError> {
         self.get_text(&["zones", origin]).await
+    }
+
+    /// A zone's text and the SOA serial the cluster publishes for it (`None` from a server
+    /// that does not say); `None` when there is no such zone.
+    pub async fn zone_with_serial(
+        &self,
+        origin: &str,
+    ) -> Result<Option<(String, Option<u32>)>, ClientError> {
+        let segments = ["zones", origin];
+        let (status, headers, body) = self.send_full(Method::GET, &segments, &[], None).await?;
+        match status {
+            StatusCode::OK => {
+                let serial = headers
+                    .get(crate::admin::SERIAL_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok());
+                Ok(Some((String::from_utf8_lossy(&body).into_owned(), serial)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.failure(&Method::GET, &segments, status, &body)),
+        }
     }
 
     /// The services of a zone (none when the zone does not exist).

@@ -99,10 +99,10 @@ pub enum Command {
     DnsUpdate {
         /// The zone section's name.
         zone: String,
-        /// The signing key's canonical name.
+        /// The signing key's canonical name. (Entries older binaries wrote also carried
+        /// `actor`, a copy of `dns-update:KEY`; the entry's own actor says it now, and the
+        /// field is ignored when read.)
         key: String,
-        /// Who made the change, for history: `dns-update:KEY`.
-        actor: String,
         #[serde(default)]
         prereqs: Vec<UpdateRr>,
         #[serde(default)]
@@ -138,6 +138,21 @@ pub enum Command {
     DsSeen {
         origin: String,
     },
+    /// Node `id` joined the cluster (as a voter or a learner). Proposed by the leader after
+    /// openraft's own membership entry committed, so that history lists the change under
+    /// its actor (history kind `add_member`); applying it changes nothing else.
+    MemberAdded {
+        id: u64,
+        raft: String,
+        #[serde(default)]
+        admin: String,
+        voter: bool,
+    },
+    /// Node `id` left the cluster; like [`Command::MemberAdded`] (history kind
+    /// `remove_member`).
+    MemberRemoved {
+        id: u64,
+    },
 }
 
 impl Command {
@@ -164,6 +179,8 @@ impl Command {
             Command::Rollover { .. } => "rollover",
             Command::RolloverStep { .. } => "rollover_step",
             Command::DsSeen { .. } => "ds_seen",
+            Command::MemberAdded { .. } => "add_member",
+            Command::MemberRemoved { .. } => "remove_member",
         }
     }
 

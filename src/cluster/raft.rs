@@ -331,14 +331,11 @@ impl RaftNode {
         }
     }
 
-    /// Propose a command: here when leading, else at the leader; wait out an election (up
-    /// to [`WRITE_DEADLINE`]). The request id makes a repeat harmless: the state machine
-    /// applies an id once. The error says whether the write may still apply.
-    pub async fn write(&self, cmd: Command, id: String) -> Result<Committed, WriteError> {
-        self.propose(Request::with_id(cmd, id).by("system")).await
-    }
-
-    /// [`RaftNode::write`] of a whole request (its id, actor and precondition set).
+    /// Propose a request (its command, id, actor and precondition): here when leading,
+    /// else at the leader; wait out an election (up to [`WRITE_DEADLINE`]). The request id
+    /// makes a repeat harmless: the state machine applies an id once. The error says
+    /// whether the write may still apply. Every write of the node goes this one way, with
+    /// its actor set by the caller (`Request::by`).
     #[tracing::instrument(level = "debug", skip_all, fields(cmd = req.cmd.name(), actor = req.actor.as_deref().unwrap_or("system")))]
     pub async fn propose(&self, req: Request) -> Result<Committed, WriteError> {
         if let Some(why) = self.disk_full() {
@@ -532,34 +529,66 @@ impl RaftNode {
         })
     }
 
-    /// Add a node, at the leader wherever this is called.
+    /// Add a node, at the leader wherever this is called; then, when it changed the
+    /// membership, record the change in history under `actor` ([`Command::MemberAdded`]).
     pub async fn add_member(
         &self,
         id: u64,
         raft_addr: String,
         admin_addr: String,
         voter: bool,
+        actor: &str,
     ) -> Result<(), WriteError> {
+        let same = self.status().members.iter().any(|m| {
+            m.id == id && m.addr == raft_addr && m.admin == admin_addr && m.voter == voter
+        });
         let change = MemberChange::Add {
             id,
             raft: raft_addr.clone(),
             admin: admin_addr.clone(),
             voter,
         };
-        match self.add_member_here(id, raft_addr, admin_addr, voter).await {
+        match self
+            .add_member_here(id, raft_addr.clone(), admin_addr.clone(), voter)
+            .await
+        {
             Err(MemberError::NotLeader(leader)) => self.forward_members(leader, &change).await,
             other => other.map_err(MemberError::into_write),
+        }?;
+        if !same {
+            let cmd = Command::MemberAdded {
+                id,
+                raft: raft_addr,
+                admin: admin_addr,
+                voter,
+            };
+            self.record_member_change(cmd, actor).await;
         }
+        Ok(())
     }
 
-    /// Remove a node, at the leader wherever this is called.
-    pub async fn remove_member(&self, id: u64) -> Result<(), WriteError> {
+    /// Remove a node, at the leader wherever this is called; then record the change in
+    /// history under `actor` ([`Command::MemberRemoved`]).
+    pub async fn remove_member(&self, id: u64, actor: &str) -> Result<(), WriteError> {
         match self.remove_member_here(id).await {
             Err(MemberError::NotLeader(leader)) => {
                 self.forward_members(leader, &MemberChange::Remove { id })
                     .await
             }
             other => other.map_err(MemberError::into_write),
+        }?;
+        self.record_member_change(Command::MemberRemoved { id }, actor)
+            .await;
+        Ok(())
+    }
+
+    /// Propose the history entry of a membership change that committed. The change stands
+    /// whatever becomes of this entry (openraft's own entry made it), so a failure here is
+    /// logged, not answered.
+    async fn record_member_change(&self, cmd: Command, actor: &str) {
+        let req = Request::with_id(cmd, crate::cluster::new_request_id()).by(actor);
+        if let Err(e) = self.propose(req).await {
+            tracing::warn!(error = %e, "membership changed, but its history entry was not committed");
         }
     }
 

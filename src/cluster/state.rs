@@ -16,7 +16,7 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Rejection, Response};
-use crate::cluster::types::Request;
+use crate::cluster::types::{Precondition, Request};
 use crate::model::{Datacenter, DcState, Health, Service};
 use crate::snapshot::CookieSecrets;
 use crate::zone::transfer::Journal;
@@ -25,10 +25,10 @@ use crate::zoneconf::{TsigKey, ZoneSettings};
 
 mod dnssec;
 pub mod history;
-pub use dnssec::DnssecEntry;
+pub use dnssec::{DnssecEntry, DnssecPublic, PublicKey};
 mod serial;
 
-pub use history::{HistoryEntry, Shown, MAX_HISTORY};
+pub use history::{HistoryEntry, Shown, Target, TsigShown, MAX_HISTORY};
 pub use serial::{next_serial, JOURNAL_VERSIONS};
 mod update;
 
@@ -478,26 +478,37 @@ impl State {
         self.requests.insert(id, Arc::new(record));
     }
 
-    /// The version of the object `target` names (`datacenter/ID`, `zone/ORIGIN`,
-    /// `service/ZONE/NAME`, `tsig/NAME`, `settings/ORIGIN`): the log index of its last
-    /// change, 0 when it does not exist.
-    pub fn version_of(&self, target: &str) -> u64 {
-        let Some((kind, rest)) = target.split_once('/') else {
-            return 0;
-        };
-        match kind {
-            "datacenter" => self.datacenter(rest).map(|e| e.version),
-            "zone" => self.zone(rest).map(|z| z.version),
-            "service" => rest
-                .rsplit_once('/')
-                .and_then(|(z, n)| self.service(z, n))
-                .map(|s| s.version),
-            "tsig" => self.tsig_key(rest).map(|k| k.version),
-            "settings" => self.zone_settings(rest).map(|s| s.version),
-            "dnssec" => self.dnssec(rest).map(|s| s.version),
-            _ => None,
+    /// The version of the object `target` names: the log index of its last change, 0
+    /// when it does not exist (a member has none).
+    pub fn version_of(&self, target: &Target) -> u64 {
+        match target {
+            Target::Datacenter(id) => self.datacenter(id).map(|e| e.version),
+            Target::Zone(origin) => self.zone(origin).map(|z| z.version),
+            Target::Service(zone, name) => self.service(zone, name).map(|s| s.version),
+            Target::Tsig(name) => self.tsig_key(name).map(|k| k.version),
+            Target::Settings(origin) => self.zone_settings(origin).map(|s| s.version),
+            Target::Dnssec(origin) => self.dnssec(origin).map(|s| s.version),
+            Target::Member(_) => None,
         }
         .unwrap_or(0)
+    }
+
+    /// Whether a write's precondition holds here, in log order: the object is at the
+    /// version named, or (`If-Match: *`) exists at all.
+    fn precondition(&self, p: &Precondition) -> Result<(), Rejection> {
+        let now = self.version_of(&p.target);
+        match (p.exists, now) {
+            (true, 0) => Err(Rejection::PreconditionFailed(format!(
+                "If-Match *: {} does not exist",
+                p.target
+            ))),
+            (true, _) => Ok(()),
+            (false, v) if v == p.version => Ok(()),
+            (false, v) => Err(Rejection::PreconditionFailed(format!(
+                "If-Match \"{}\": {} is at version {v} now",
+                p.version, p.target
+            ))),
+        }
     }
 
     // ---- apply ----------------------------------------------------------------------
@@ -548,16 +559,10 @@ impl State {
                 let mut next = self.clone();
                 let mut changed = Delta::default();
                 let result = match &req.if_match {
-                    Some(p) if next.version_of(&p.target) != p.version => {
-                        Err(Rejection::PreconditionFailed(format!(
-                            "If-Match \"{}\": {} is at version {} now",
-                            p.version,
-                            p.target,
-                            next.version_of(&p.target)
-                        )))
-                    }
-                    _ => next.change(cmd, at_ms, index, &mut changed),
-                };
+                    Some(p) => next.precondition(p),
+                    None => Ok(()),
+                }
+                .and_then(|()| next.change(cmd, at_ms, index, &mut changed));
                 match result {
                     Ok(r) => {
                         next.reassess(at_ms, &mut changed);
@@ -1005,6 +1010,8 @@ impl State {
             } => self.rollover_step(origin, *version, *step, at_ms, index, delta),
             Command::DsSeen { origin } => self.ds_seen(origin, index, delta),
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
+            // Openraft's membership entry made the change; this one is its history.
+            Command::MemberAdded { .. } | Command::MemberRemoved { .. } => Ok(Response::Noop),
             Command::Rollback { to } => self.rollback(*to, at_ms, index, delta),
             Command::DnsUpdate {
                 zone,

@@ -319,6 +319,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         log,
         meta,
         ack: None,
+        flusher: Default::default(),
     };
 
     // Fail closed: compare what is on disk with what was acknowledged.
@@ -929,9 +930,91 @@ pub struct LogStore {
     meta: sled::Tree,
     /// The acknowledged high-water mark (absent only while the store is being opened).
     ack: Option<Arc<AckFile>>,
+    /// The flusher of appended entries, started by the first append (shared by clones).
+    flusher: Arc<std::sync::OnceLock<mpsc::UnboundedSender<FlushJob>>>,
+}
+
+/// Work for the flusher task ([`flush_in_order`]).
+enum FlushJob {
+    /// Entries up to `last` are in sled: flush, raise the mark, then tell Raft.
+    Appended {
+        /// Carried per job, so that an idle flusher holds no handle on the store (a
+        /// closed store can be opened again at once).
+        db: sled::Db,
+        last: Option<u64>,
+        ack: Option<Arc<AckFile>>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// Answered once every job sent before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Flush appended entries off Raft's core task, in the order they were appended.
+///
+/// openraft 0.9 calls `append` on the task that also sends heartbeats: a leader flushing a
+/// zone of tens of megabytes there sends none meanwhile, and its followers call an
+/// election. `append` puts the entries in sled and returns; this task makes them durable,
+/// raises the acknowledged mark and only then reports them flushed, so Raft counts them
+/// (for a commit or an AppendEntries answer) exactly as before. Jobs queued together share
+/// one flush.
+async fn flush_in_order(mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+    let mut batch = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while let Ok(more) = jobs.try_recv() {
+            batch.push(more);
+        }
+        let db = batch.iter().find_map(|j| match j {
+            FlushJob::Appended { db, .. } => Some(db.clone()),
+            FlushJob::Barrier(_) => None,
+        });
+        let flushed = if let Some(db) = db {
+            match tokio::task::spawn_blocking(move || db.flush()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Ok(())
+        };
+        for job in batch.drain(..) {
+            match job {
+                FlushJob::Barrier(done) => {
+                    let _ = done.send(());
+                }
+                FlushJob::Appended {
+                    last,
+                    ack,
+                    callback,
+                    ..
+                } => {
+                    let done = flushed.clone().and_then(|()| match &ack {
+                        Some(ack) => ack
+                            .update(|a| a.log_last = a.log_last.max(last))
+                            .map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    });
+                    if let Err(e) = &done {
+                        tracing::error!(error = %e, "flushing the Raft log failed");
+                    }
+                    callback.log_io_completed(done.map_err(std::io::Error::other));
+                }
+            }
+        }
+    }
 }
 
 impl LogStore {
+    /// Wait until every append so far is flushed and acknowledged (or failed).
+    async fn flushed(&self) {
+        if let Some(flusher) = self.flusher.get() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if flusher.send(FlushJob::Barrier(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
     fn read_meta<T: for<'de> Deserialize<'de>>(
         &self,
         key: &str,
@@ -1121,29 +1204,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, sled_err(e)))?;
-        // Acknowledge only what is on disk.
-        let flushed = match self.db.flush_async().await {
-            Ok(_) => self
-                .acknowledge(ErrorSubject::Logs, |a| {
-                    a.log_last = a.log_last.max(last);
-                })
-                .map_err(|e| sled::Error::Io(std::io::Error::other(e.to_string()))),
-            Err(e) => Err(e),
+        // Acknowledged only once on disk, by the flusher (which keeps the order).
+        let job = FlushJob::Appended {
+            db: self.db.clone(),
+            last,
+            ack: self.ack.clone(),
+            callback,
         };
-        match flushed {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                let err = io_err(ErrorSubject::Logs, ErrorVerb::Write, sled_err(e));
-                callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
-                Err(err)
-            }
-        }
+        let flusher = self.flusher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(flush_in_order(rx));
+            tx
+        });
+        flusher.send(job).map_err(|_| {
+            io_err(
+                ErrorSubject::Logs,
+                ErrorVerb::Write,
+                AnyError::error("the log flusher has stopped"),
+            )
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // A pending flush must not raise the mark over entries removed here.
+        self.flushed().await;
         // Lower the mark first: a mark below the log is safe, one above it is not.
         self.acknowledge(ErrorSubject::Logs, |a| {
             a.log_last = a.log_last.min(log_id.index.checked_sub(1));

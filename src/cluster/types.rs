@@ -4,23 +4,36 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Response};
+use crate::cluster::state::Target;
 
 /// The newest log entry format this binary applies. It reads every older one; it refuses to
 /// apply a newer one (an older binary in a mixed cluster must be upgraded, not guess).
 /// 2: an entry may carry a precondition ([`Request::if_match`]), which an older binary would
-/// ignore; entries without one are still written as format 1.
-pub const FORMAT_VERSION: u32 = 2;
+/// ignore; entries without one are still written as format 1. 3: a precondition may ask
+/// only that the object exists (`If-Match: *`, [`Precondition::exists`]), which a format-2
+/// binary would take for "version 0"; only such entries are written as format 3.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The format of an entry whose precondition names a version.
+const VERSION_MATCH_FORMAT: u32 = 2;
 
 /// The format of an entry an older binary can apply the same way.
 const BASE_FORMAT: u32 = 1;
 
-/// A write's precondition (`If-Match`): the object named still has this version (the log
-/// index of its last change; 0: it does not exist).
+/// A write's precondition (`If-Match`), checked when the entry is applied: the object named
+/// still has this version (the log index of its last change; 0: it does not exist), or,
+/// with `exists`, has any version at all.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Precondition {
-    /// `datacenter/ID`, `zone/ORIGIN`, `service/ZONE/NAME`, `tsig/NAME`, `settings/ORIGIN`.
-    pub target: String,
+    /// `datacenter/ID`, `zone/ORIGIN`, `service/ZONE/NAME`, `tsig/NAME`, `settings/ORIGIN`,
+    /// `dnssec/ORIGIN`.
+    pub target: Target,
+    /// Ignored when `exists`.
+    #[serde(default)]
     pub version: u64,
+    /// `If-Match: *`: any version, as long as the object exists (format 3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exists: bool,
 }
 
 /// A node as the cluster knows it: where its Raft RPC and admin API listen.
@@ -93,8 +106,24 @@ impl Request {
     }
 
     /// The same, applied only while `target` is at `version` (a format-2 entry).
-    pub fn if_match(mut self, target: String, version: u64) -> Request {
-        self.if_match = Some(Precondition { target, version });
+    pub fn if_match(mut self, target: Target, version: u64) -> Request {
+        self.if_match = Some(Precondition {
+            target,
+            version,
+            exists: false,
+        });
+        self.v = self.v.max(VERSION_MATCH_FORMAT);
+        self
+    }
+
+    /// The same, applied only while `target` exists, whatever its version (`If-Match: *`;
+    /// a format-3 entry).
+    pub fn if_exists(mut self, target: Target) -> Request {
+        self.if_match = Some(Precondition {
+            target,
+            version: 0,
+            exists: true,
+        });
         self.v = FORMAT_VERSION;
         self
     }

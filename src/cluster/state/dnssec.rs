@@ -28,6 +28,60 @@ pub struct DnssecEntry {
     pub version: u64,
 }
 
+/// A zone's DNSSEC keys as the API shows them (the `GET .../dnssec` body but its version):
+/// public forms only, never a private key. History keeps this form too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnssecPublic {
+    pub algorithm: dnssec::Algorithm,
+    pub keys: Vec<PublicKey>,
+    /// DS RDATA (SHA-256) of each secure entry point, in presentation form.
+    pub ds: Vec<String>,
+}
+
+/// One key as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKey {
+    pub tag: u16,
+    pub flags: u16,
+    pub role: Role,
+    /// DNSKEY RDATA in presentation form.
+    pub dnskey: String,
+    pub state: KeyState,
+}
+
+impl DnssecEntry {
+    /// The keys' public forms for zone `origin` (canonical). A DS that cannot be made (a
+    /// key the state would not have taken) is left out rather than failing the view.
+    pub fn public(&self, origin: &str) -> DnssecPublic {
+        let alg = self.keys.algorithm;
+        let keys = self
+            .keys
+            .keys
+            .iter()
+            .map(|k| PublicKey {
+                tag: k.tag,
+                flags: k.flags,
+                role: k.role,
+                dnskey: k.dnskey_text(alg),
+                state: k.state,
+            })
+            .collect();
+        let ds = match hickory_proto::rr::Name::from_ascii(origin) {
+            Ok(name) => self
+                .keys
+                .entry_points()
+                .filter_map(|k| k.ds(alg, &name).ok().map(|d| d.to_string()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        DnssecPublic {
+            algorithm: alg,
+            keys,
+            ds,
+        }
+    }
+}
+
 impl From<RollError> for Rejection {
     fn from(e: RollError) -> Rejection {
         match e {
@@ -159,8 +213,9 @@ impl State {
         Ok(Response::Deleted)
     }
 
-    /// The keys of a signed zone, for a change (404 when the zone or its keys are missing).
-    fn signed(&self, origin: &str) -> Result<(String, &DnssecEntry), Rejection> {
+    /// The keys of a signed zone (404 when the zone or its keys are missing): what every
+    /// change and the API's reads of a zone's keys start from.
+    pub fn signed(&self, origin: &str) -> Result<(String, &DnssecEntry), Rejection> {
         let key = canonical_zone(origin)?;
         match self.dnssec.get(&key) {
             Some(e) => Ok((key, e)),

@@ -7,19 +7,28 @@
 //! (a one-record change costs one line, not the zone twice). "After" is never stored: it is
 //! the next change's "before", or the current value.
 //!
+//! TSIG keys, zone settings and DNSSEC keys have their value before kept too, as the API
+//! shows them (a key without its secret, DNSSEC keys as their public DNSKEY and DS), so that
+//! an entry shows them before and after; they are never put back.
+//!
 //! A rollback to entry N is one command: it walks the entries after N newest first, takes
 //! each object's value before the earliest of them, and puts those back. It never touches
 //! health, TSIG keys, zone settings or DNSSEC keys, and it is itself an entry (undoable).
+//!
+//! Every object a change names is a [`Target`], written (`datacenter/lon`) and read back in
+//! one place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::dnssec::DnssecPublic;
 use super::{Delta, State};
 use crate::cluster::command::{Command, Rejection, Response};
 use crate::cluster::types::Request;
 use crate::model::{Datacenter, Health, Service};
+use crate::zoneconf::{TsigAlgorithm, TsigKey, ZoneSettings};
 
 /// History entries kept (health opinions and verdicts are not entries).
 pub const MAX_HISTORY: usize = 10_000;
@@ -127,6 +136,26 @@ pub enum Prior {
     Service {
         service: Option<Arc<Service>>,
     },
+    /// A TSIG key as the API shows it (never its secret). Shown, never rolled back.
+    TsigKey {
+        key: Option<TsigShown>,
+    },
+    /// A zone's settings. Shown, never rolled back.
+    ZoneSettings {
+        settings: Option<Arc<ZoneSettings>>,
+    },
+    /// A zone's DNSSEC keys in their public forms (never a private key). Shown, never
+    /// rolled back.
+    Dnssec {
+        keys: Option<Arc<DnssecPublic>>,
+    },
+}
+
+/// A TSIG key as the API shows it: its name and algorithm, never its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TsigShown {
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
 }
 
 /// One committed change.
@@ -138,11 +167,11 @@ pub struct HistoryEntry {
     pub kind: String,
     /// `datacenter/lon`, `zone/example.com.`, `service/example.com./www`, …; none for a
     /// rollback.
-    pub target: Option<String>,
+    pub target: Option<Target>,
     pub summary: String,
-    /// Each changed routing object (by target) and its value before.
+    /// Each changed object (by target) and its value before.
     #[serde(default)]
-    pub undo: Vec<(String, Prior)>,
+    pub undo: Vec<(Target, Prior)>,
 }
 
 /// An object's value at some point, as the API shows it.
@@ -151,16 +180,94 @@ pub enum Shown {
     Datacenter(Arc<Datacenter>),
     Zone(String),
     Service(Arc<Service>),
+    TsigKey(TsigShown),
+    ZoneSettings(Arc<ZoneSettings>),
+    Dnssec(Arc<DnssecPublic>),
 }
 
-pub fn datacenter_target(id: &str) -> String {
-    format!("datacenter/{id}")
+/// What a change names, in canonical form: the one place its text (`datacenter/lon`,
+/// `zone/example.com.`, `service/example.com./www`, `tsig/NAME`, `settings/ORIGIN`,
+/// `dnssec/ORIGIN`, `member/ID`) is written and read back. Serialized as that text, so
+/// history entries and preconditions keep the form they always had.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Target {
+    Datacenter(String),
+    Zone(String),
+    /// Canonical zone origin, canonical relative name (`@` for the apex).
+    Service(String, String),
+    Tsig(String),
+    Settings(String),
+    Dnssec(String),
+    /// A cluster member (history of `add_member` / `remove_member`).
+    Member(u64),
 }
-pub fn zone_target(origin: &str) -> String {
-    format!("zone/{origin}")
+
+impl Target {
+    /// Whether a rollback puts it back: datacenters, zones and services.
+    pub fn is_routing(&self) -> bool {
+        matches!(
+            self,
+            Target::Datacenter(_) | Target::Zone(_) | Target::Service(..)
+        )
+    }
 }
-pub fn service_target(zone: &str, name: &str) -> String {
-    format!("service/{zone}/{name}")
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Datacenter(id) => write!(f, "datacenter/{id}"),
+            Target::Zone(origin) => write!(f, "zone/{origin}"),
+            Target::Service(zone, name) => write!(f, "service/{zone}/{name}"),
+            Target::Tsig(name) => write!(f, "tsig/{name}"),
+            Target::Settings(origin) => write!(f, "settings/{origin}"),
+            Target::Dnssec(origin) => write!(f, "dnssec/{origin}"),
+            Target::Member(id) => write!(f, "member/{id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Target, String> {
+        let bad = || format!("{text:?} is not a target (kind/name)");
+        let (kind, rest) = text.split_once('/').ok_or_else(bad)?;
+        let rest = rest.to_string();
+        Ok(match kind {
+            "datacenter" => Target::Datacenter(rest),
+            "zone" => Target::Zone(rest),
+            "service" => {
+                let (zone, name) = rest.rsplit_once('/').ok_or_else(bad)?;
+                Target::Service(zone.into(), name.into())
+            }
+            "tsig" => Target::Tsig(rest),
+            "settings" => Target::Settings(rest),
+            "dnssec" => Target::Dnssec(rest),
+            "member" => Target::Member(rest.parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl From<Target> for String {
+    fn from(t: Target) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+    fn try_from(text: String) -> Result<Target, String> {
+        text.parse()
+    }
+}
+
+/// A TSIG key as the API shows it.
+fn tsig_shown(key: &TsigKey) -> TsigShown {
+    TsigShown {
+        name: key.name.clone(),
+        algorithm: key.algorithm,
+    }
 }
 
 /// A datacenter as history keeps it: its health left out (always unknown).
@@ -181,41 +288,45 @@ fn kind_of(cmd: &Command) -> Option<&'static str> {
 }
 
 /// The target a command names, for the entry's `target` and for `If-Match`.
-pub fn target_of(cmd: &Command) -> Option<String> {
+pub fn target_of(cmd: &Command) -> Option<Target> {
+    let zone = |origin: &str| super::canonical_zone(origin).ok();
     match cmd {
-        Command::PutDatacenter { dc, .. } => Some(datacenter_target(&dc.id)),
+        Command::PutDatacenter { dc, .. } => Some(Target::Datacenter(dc.id.clone())),
         Command::PatchDatacenter { id, .. } | Command::DeleteDatacenter { id } => {
-            Some(datacenter_target(id))
+            Some(Target::Datacenter(id.clone()))
         }
-        Command::PutZone { origin, .. } | Command::DeleteZone { origin } => {
-            super::canonical_zone(origin).ok().map(|o| zone_target(&o))
-        }
+        Command::PutZone { origin, .. }
+        | Command::DeleteZone { origin }
+        | Command::DnsUpdate { zone: origin, .. } => zone(origin).map(Target::Zone),
         Command::PutService { service } => {
-            let zone = super::canonical_zone(&service.zone).ok()?;
+            let zone = zone(&service.zone)?;
             let name = super::canonical_service(&zone, &service.name).ok()?;
-            Some(service_target(&zone, &name))
+            Some(Target::Service(zone, name))
         }
-        Command::DeleteService { zone, name } => {
-            let zone = super::canonical_zone(zone).ok()?;
+        Command::DeleteService { zone: z, name } => {
+            let zone = zone(z)?;
             let name = super::canonical_service(&zone, name).ok()?;
-            Some(service_target(&zone, &name))
+            Some(Target::Service(zone, name))
         }
-        Command::PutTsigKey { key } => Some(format!("tsig/{}", key.name)),
-        Command::DeleteTsigKey { name } => Some(format!("tsig/{name}")),
-        Command::DnsUpdate { zone, .. } => {
-            super::canonical_zone(zone).ok().map(|o| zone_target(&o))
+        Command::PutTsigKey {
+            key: TsigKey { name, .. },
         }
-        Command::PutZoneSettings { origin, .. } => super::canonical_zone(origin)
+        | Command::DeleteTsigKey { name } => crate::zoneconf::canonical_key_name(name)
             .ok()
-            .map(|o| format!("settings/{o}")),
+            .map(Target::Tsig),
+        Command::PutZoneSettings { origin, .. } => zone(origin).map(Target::Settings),
         Command::PutDnssec { origin, .. }
         | Command::DeleteDnssec { origin }
         | Command::Rollover { origin, .. }
         | Command::RolloverStep { origin, .. }
-        | Command::DsSeen { origin } => super::canonical_zone(origin)
-            .ok()
-            .map(|o| format!("dnssec/{o}")),
-        _ => None,
+        | Command::DsSeen { origin } => zone(origin).map(Target::Dnssec),
+        Command::MemberAdded { id, .. } | Command::MemberRemoved { id } => {
+            Some(Target::Member(*id))
+        }
+        Command::HealthReport { .. }
+        | Command::RotateCookieSecret { .. }
+        | Command::Rollback { .. }
+        | Command::Import { .. } => None,
     }
 }
 
@@ -253,9 +364,13 @@ impl State {
         delta: &mut Delta,
     ) {
         let (cmd, at_ms) = (&req.cmd, req.at_ms);
-        let actor = match cmd {
-            Command::DnsUpdate { actor, .. } => actor.as_str(),
-            _ => req.actor.as_deref().unwrap_or("system"),
+        let actor = match (cmd, req.actor.as_deref()) {
+            // Entries written before an UPDATE's actor went with the request said `system`
+            // there (and carried the actor in the command, which is now ignored).
+            (Command::DnsUpdate { key, .. }, None | Some("system")) => {
+                format!("dns-update:{key}")
+            }
+            (_, actor) => actor.unwrap_or("system").to_string(),
         };
         let Some(kind) = kind_of(cmd) else { return };
         // An UPDATE whose prerequisites failed changed nothing: not a change to list.
@@ -270,7 +385,7 @@ impl State {
             Arc::new(HistoryEntry {
                 index,
                 at_ms,
-                actor: actor.to_string(),
+                actor,
                 kind: kind.to_string(),
                 target,
                 summary,
@@ -287,15 +402,19 @@ impl State {
         }
     }
 
-    /// Each routing object `delta` names whose value differs from `before`, with its value
-    /// there (a health verdict alone is no change).
-    fn undo_since(&self, before: &State, delta: &Delta) -> Vec<(String, Prior)> {
+    /// Each object `delta` names whose value differs from `before`, with its value there
+    /// (a health verdict alone is no change). Routing objects first, in the order a
+    /// summary looks for them.
+    fn undo_since(&self, before: &State, delta: &Delta) -> Vec<(Target, Prior)> {
         let mut undo = Vec::new();
         for id in &delta.datacenters {
             let old = before.datacenter(id).map(|e| definition(&e.dc));
             let new = self.datacenter(id).map(|e| definition(&e.dc));
             if old != new {
-                undo.push((datacenter_target(id), Prior::Datacenter { dc: old }));
+                undo.push((
+                    Target::Datacenter(id.clone()),
+                    Prior::Datacenter { dc: old },
+                ));
             }
         }
         for origin in &delta.zones {
@@ -305,7 +424,7 @@ impl State {
                 let patch =
                     ZonePatch::between(new.as_deref().unwrap_or(""), old.as_deref().unwrap_or(""));
                 undo.push((
-                    zone_target(origin),
+                    Target::Zone(origin.clone()),
                     Prior::Zone {
                         existed: old.is_some(),
                         patch,
@@ -317,32 +436,64 @@ impl State {
             let old = before.service(zone, name).map(|s| s.service.clone());
             let new = self.service(zone, name).map(|s| s.service.clone());
             if old != new {
-                undo.push((service_target(zone, name), Prior::Service { service: old }));
+                undo.push((
+                    Target::Service(zone.clone(), name.clone()),
+                    Prior::Service { service: old },
+                ));
+            }
+        }
+        for name in &delta.tsig_keys {
+            // Compared whole (a new secret is a change), kept without the secret.
+            let old = before.tsig_key(name).map(|e| e.key.clone());
+            if old != self.tsig_key(name).map(|e| e.key.clone()) {
+                let key = old.map(|k| tsig_shown(&k));
+                undo.push((Target::Tsig(name.clone()), Prior::TsigKey { key }));
+            }
+        }
+        for origin in &delta.zone_settings {
+            let old = before.zone_settings(origin).map(|e| e.settings.clone());
+            if old != self.zone_settings(origin).map(|e| e.settings.clone()) {
+                undo.push((
+                    Target::Settings(origin.clone()),
+                    Prior::ZoneSettings { settings: old },
+                ));
+            }
+        }
+        for origin in &delta.dnssec {
+            let old = before.dnssec(origin);
+            let new = self.dnssec(origin);
+            if old.map(|e| &e.keys) != new.map(|e| &e.keys) {
+                let keys = old.map(|e| Arc::new(e.public(origin)));
+                undo.push((Target::Dnssec(origin.clone()), Prior::Dnssec { keys }));
             }
         }
         undo
     }
 
     /// An object as it is now.
-    fn shown_now(&self, target: &str) -> Option<Shown> {
-        let (kind, rest) = target.split_once('/')?;
-        match kind {
-            "datacenter" => self
-                .datacenter(rest)
-                .map(|e| Shown::Datacenter(e.dc.clone())),
-            "zone" => self.zone(rest).map(|z| Shown::Zone(z.text.to_string())),
-            "service" => {
-                let (zone, name) = rest.rsplit_once('/')?;
-                self.service(zone, name)
-                    .map(|s| Shown::Service(s.service.clone()))
-            }
-            _ => None,
+    fn shown_now(&self, target: &Target) -> Option<Shown> {
+        match target {
+            Target::Datacenter(id) => self.datacenter(id).map(|e| Shown::Datacenter(e.dc.clone())),
+            Target::Zone(origin) => self.zone(origin).map(|z| Shown::Zone(z.text.to_string())),
+            Target::Service(zone, name) => self
+                .service(zone, name)
+                .map(|s| Shown::Service(s.service.clone())),
+            Target::Tsig(name) => self
+                .tsig_key(name)
+                .map(|e| Shown::TsigKey(tsig_shown(&e.key))),
+            Target::Settings(origin) => self
+                .zone_settings(origin)
+                .map(|e| Shown::ZoneSettings(e.settings.clone())),
+            Target::Dnssec(origin) => self
+                .dnssec(origin)
+                .map(|e| Shown::Dnssec(Arc::new(e.public(origin)))),
+            Target::Member(_) => None,
         }
     }
 
     /// What `target` was right after entry `index` (every later entry undone), or `None`
     /// when it did not exist then. Zones are rebuilt by patching the text back.
-    pub fn shown_after(&self, target: &str, index: u64) -> Option<Shown> {
+    pub fn shown_after(&self, target: &Target, index: u64) -> Option<Shown> {
         let mut value = self.shown_now(target);
         for entry in self.history.range(index + 1..).rev().map(|(_, e)| e) {
             for (t, prior) in &entry.undo {
@@ -355,7 +506,7 @@ impl State {
     }
 
     /// What `target` was right before entry `index`.
-    pub fn shown_before(&self, target: &str, index: u64) -> Option<Shown> {
+    pub fn shown_before(&self, target: &Target, index: u64) -> Option<Shown> {
         let after = self.shown_after(target, index);
         let entry = self.history.get(&index)?;
         let mut value = after;
@@ -380,12 +531,19 @@ impl State {
                 "{to} is not the index of a retained history entry"
             )));
         }
-        // Every target changed since, and its value right after `to`.
+        // Every routing target changed since, and its value right after `to`.
         let mut targets = BTreeSet::new();
         for (_, entry) in self.history.range(to + 1..) {
-            targets.extend(entry.undo.iter().map(|(t, _)| t.clone()));
+            targets.extend(
+                entry
+                    .undo
+                    .iter()
+                    .map(|(t, _)| t)
+                    .filter(|t| t.is_routing())
+                    .cloned(),
+            );
         }
-        let mut wanted: BTreeMap<String, Option<Shown>> = BTreeMap::new();
+        let mut wanted: BTreeMap<Target, Option<Shown>> = BTreeMap::new();
         for t in targets {
             let then = self.shown_after(&t, to);
             let now = self.shown_now(&t);
@@ -403,25 +561,35 @@ impl State {
         // with a service: datacenters put; every service that changes taken away; zones
         // deleted, then put; services put back; datacenters deleted. One command, so no
         // query sees the steps in between.
-        let kind = |t: &str| t.split('/').next().unwrap_or("").to_string();
-        let steps: Vec<(&String, &Option<Shown>)> = wanted.iter().collect();
-        let mut plan: Vec<(String, Option<Shown>)> = Vec::new();
-        let mut add = |want_kind: &str, puts: bool| {
+        #[derive(PartialEq)]
+        enum Kind {
+            Datacenter,
+            Zone,
+            Service,
+        }
+        let kind = |t: &Target| match t {
+            Target::Datacenter(_) => Kind::Datacenter,
+            Target::Zone(_) => Kind::Zone,
+            _ => Kind::Service,
+        };
+        let steps: Vec<(&Target, &Option<Shown>)> = wanted.iter().collect();
+        let mut plan: Vec<(Target, Option<Shown>)> = Vec::new();
+        let mut add = |want_kind: Kind, puts: bool| {
             for (t, v) in &steps {
                 if kind(t) == want_kind && v.is_some() == puts {
                     plan.push(((*t).clone(), (*v).clone()));
                 }
             }
         };
-        add("datacenter", true);
-        add("service", false);
-        add("zone", false);
-        add("zone", true);
-        add("service", true);
-        add("datacenter", false);
-        let mut remove_first: Vec<String> = steps
+        add(Kind::Datacenter, true);
+        add(Kind::Service, false);
+        add(Kind::Zone, false);
+        add(Kind::Zone, true);
+        add(Kind::Service, true);
+        add(Kind::Datacenter, false);
+        let mut remove_first: Vec<Target> = steps
             .iter()
-            .filter(|(t, v)| kind(t) == "service" && v.is_some())
+            .filter(|(t, v)| kind(t) == Kind::Service && v.is_some())
             .filter(|(t, _)| self.shown_now(t).is_some())
             .map(|(t, _)| (*t).clone())
             .collect();
@@ -429,53 +597,51 @@ impl State {
         // them); the plan puts them back after the zones.
         let at = plan
             .iter()
-            .position(|(t, _)| kind(t) != "datacenter")
+            .position(|(t, _)| kind(t) != Kind::Datacenter)
             .unwrap_or(plan.len());
         for t in remove_first.drain(..).rev() {
             plan.insert(at, (t, None));
         }
         for (target, value) in plan {
-            let cmd = match (value, target.split_once('/')) {
+            let cmd = match (value, &target) {
                 (Some(Shown::Datacenter(dc)), _) => Command::PutDatacenter {
                     dc: (*dc).clone(),
                     set_state: Some(dc.state),
                 },
-                (Some(Shown::Zone(text)), _) => Command::PutZone {
-                    origin: target.trim_start_matches("zone/").to_string(),
+                (Some(Shown::Zone(text)), Target::Zone(origin)) => Command::PutZone {
+                    origin: origin.clone(),
                     text,
                 },
                 (Some(Shown::Service(s)), _) => Command::PutService {
                     service: (*s).clone(),
                 },
-                (None, Some(("datacenter", id))) => Command::DeleteDatacenter { id: id.into() },
-                (None, Some(("zone", origin))) => Command::DeleteZone {
-                    origin: origin.into(),
+                (None, Target::Datacenter(id)) => Command::DeleteDatacenter { id: id.clone() },
+                (None, Target::Zone(origin)) => Command::DeleteZone {
+                    origin: origin.clone(),
                 },
-                (None, Some((_, rest))) => {
-                    let (zone, name) = rest.rsplit_once('/').unwrap_or(("", ""));
+                (None, Target::Service(zone, name)) => {
+                    // A service already taken away by this rollback has nothing left to
+                    // delete.
+                    if self.service(zone, name).is_none() {
+                        continue;
+                    }
                     Command::DeleteService {
-                        zone: zone.into(),
-                        name: name.into(),
+                        zone: zone.clone(),
+                        name: name.clone(),
                     }
                 }
-                (None, None) => continue,
+                _ => continue,
             };
-            // A service already taken away by this rollback has nothing left to delete.
-            if let Command::DeleteService { zone, name } = &cmd {
-                if self.service(zone, name).is_none() {
-                    continue;
-                }
-            }
             self.change(&cmd, at_ms, index, delta)
                 .map_err(|why| rollback_failed(&target, why))?;
         }
         Ok(Response::RolledBack {
-            changed: wanted.into_keys().collect(),
+            changed: wanted.into_keys().map(|t| t.to_string()).collect(),
         })
     }
 }
 
-fn rollback_failed(target: &str, why: Rejection) -> Rejection {
+fn rollback_failed(target: &Target, why: Rejection) -> Rejection {
     Rejection::Conflict(format!(
         "the rollback cannot put {target} back: {}",
         why.message()
@@ -487,6 +653,9 @@ fn undo_one(value: Option<Shown>, prior: &Prior) -> Option<Shown> {
     match prior {
         Prior::Datacenter { dc } => dc.clone().map(Shown::Datacenter),
         Prior::Service { service } => service.clone().map(Shown::Service),
+        Prior::TsigKey { key } => key.clone().map(Shown::TsigKey),
+        Prior::ZoneSettings { settings } => settings.clone().map(Shown::ZoneSettings),
+        Prior::Dnssec { keys } => keys.clone().map(Shown::Dnssec),
         Prior::Zone { existed, patch } => {
             let after = match &value {
                 Some(Shown::Zone(t)) => t.as_str(),
@@ -501,7 +670,7 @@ fn undo_one(value: Option<Shown>, prior: &Prior) -> Option<Shown> {
 fn summarize(
     cmd: &Command,
     response: &Response,
-    undo: &[(String, Prior)],
+    undo: &[(Target, Prior)],
     before: &State,
     after: &State,
 ) -> String {
@@ -512,6 +681,16 @@ fn summarize(
             | Command::DsSeen { origin },
             _,
         ) => super::dnssec::summary(cmd, origin, before, after),
+        (
+            Command::MemberAdded {
+                id, raft, voter, ..
+            },
+            _,
+        ) => {
+            let role = if *voter { "voter" } else { "learner" };
+            format!("node {id} at {raft} added as a {role}")
+        }
+        (Command::MemberRemoved { id }, _) => format!("node {id} removed"),
         (Command::Rollback { to }, Response::RolledBack { changed }) => {
             format!("rolled back to {to}: {} changed", changed.len())
         }
@@ -564,6 +743,8 @@ fn summarize(
             }
         }
         (_, Response::Deleted) => "deleted".into(),
+        // A repeated PUT .../dnssec with the same algorithm and layout.
+        (_, Response::Noop) => "no change".into(),
         _ => String::new(),
     }
 }
@@ -634,7 +815,7 @@ mod tests {
         );
         let entry = s.history_entry(rollback).expect("the rollback is an entry");
         assert_eq!(
-            (entry.kind.as_str(), entry.target.as_deref()),
+            (entry.kind.as_str(), entry.target.as_ref()),
             ("rollback", None)
         );
         assert_eq!(entry.actor, "ops");
@@ -654,11 +835,161 @@ mod tests {
             crate::model::DcState::Drained
         );
         // Before and after of the first zone change, rebuilt from the patches.
-        let Some(Shown::Zone(after)) = s.shown_after("zone/example.com.", 1) else {
+        let zone = Target::Zone("example.com.".into());
+        let Some(Shown::Zone(after)) = s.shown_after(&zone, 1) else {
             panic!("no zone after entry 1");
         };
         assert!(after.contains("192.0.2.7"));
-        assert_eq!(s.shown_before("zone/example.com.", 1), None);
+        assert_eq!(s.shown_before(&zone, 1), None);
+    }
+
+    #[test]
+    fn an_update_entry_older_binaries_wrote_still_shows_its_key_as_actor() {
+        let mut s = State::default();
+        let zone = Command::PutZone {
+            origin: "example.com".into(),
+            text: ZONE.into(),
+        };
+        s.apply_request(&Request::new(zone).by("ops"), 1);
+        let settings = Command::PutZoneSettings {
+            origin: "example.com".into(),
+            settings: Default::default(),
+        };
+        s.apply_request(&Request::new(settings).by("ops"), 2);
+        // As entries were written before the actor went with the request: `system` there,
+        // the real actor inside the command (now ignored).
+        let old = r#"{"v":1,"at_ms":5,"actor":"system","cmd":{"op":"dns_update",
+            "zone":"example.com.","key":"k1","actor":"dns-update:k1"}}"#;
+        let req: Request = serde_json::from_str(old).expect("an old entry reads");
+        let (r, _) = s.apply_request(&req, 3);
+        assert_eq!(r, Response::DnsUpdate { rcode: 0 });
+        let new = Command::DnsUpdate {
+            zone: "example.com.".into(),
+            key: "k2".into(),
+            prereqs: vec![],
+            updates: vec![],
+        };
+        s.apply_request(&Request::new(new).by("dns-update:k2"), 4);
+        let actors: Vec<&str> = s.history().map(|e| e.actor.as_str()).collect();
+        assert_eq!(actors, ["ops", "ops", "dns-update:k1", "dns-update:k2"]);
+    }
+
+    #[test]
+    fn a_target_is_written_and_read_back_in_one_form() {
+        let all = [
+            Target::Datacenter("lon".into()),
+            Target::Zone("example.com.".into()),
+            Target::Service("example.com.".into(), "www".into()),
+            Target::Service("example.com.".into(), "@".into()),
+            Target::Tsig("k1".into()),
+            Target::Settings("example.com.".into()),
+            Target::Dnssec("example.com.".into()),
+            Target::Member(3),
+        ];
+        for t in all {
+            let text = t.to_string();
+            assert_eq!(text.parse::<Target>(), Ok(t.clone()), "{text}");
+            let json = serde_json::to_string(&t).expect("json");
+            assert_eq!(json, format!("{text:?}"));
+            assert_eq!(serde_json::from_str::<Target>(&json).expect("back"), t);
+        }
+        assert_eq!(
+            "service/example.com./www".parse::<Target>(),
+            Ok(Target::Service("example.com.".into(), "www".into()))
+        );
+        for bad in ["", "zone", "nope/x", "member/x", "service/example.com."] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tsig_keys_settings_and_dnssec_show_before_and_after_but_are_not_rolled_back() {
+        use crate::zone::dnssec::{Algorithm, Layout, ZoneKeys};
+        use crate::zoneconf::{TsigAlgorithm, TsigKey};
+        let mut s = State::default();
+        let mut index = 0;
+        let mut ap = |s: &mut State, cmd: Command| {
+            index += 1;
+            let (r, _) = s.apply_request(&Request::new(cmd).by("ops"), index);
+            assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
+            index
+        };
+        let key = |secret: &[u8]| TsigKey {
+            name: "k1".into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: secret.to_vec(),
+        };
+        let zone = ap(
+            &mut s,
+            Command::PutZone {
+                origin: "example.com".into(),
+                text: ZONE.into(),
+            },
+        );
+        let put_key = ap(&mut s, Command::PutTsigKey { key: key(b"first") });
+        let new_secret = ap(
+            &mut s,
+            Command::PutTsigKey {
+                key: key(b"second"),
+            },
+        );
+        let settings = crate::zoneconf::ZoneSettings {
+            allow_transfer: vec!["key:k1".into()],
+            ..Default::default()
+        };
+        let put_settings = ap(
+            &mut s,
+            Command::PutZoneSettings {
+                origin: "example.com".into(),
+                settings: settings.clone(),
+            },
+        );
+        let keys = ZoneKeys::generate(Algorithm::EcdsaP256Sha256, Layout::Csk).expect("keys");
+        let sign = ap(
+            &mut s,
+            Command::PutDnssec {
+                origin: "example.com".into(),
+                keys,
+            },
+        );
+        let unsign = ap(
+            &mut s,
+            Command::DeleteDnssec {
+                origin: "example.com".into(),
+            },
+        );
+        let tsig = Target::Tsig("k1".into());
+        let shown_key = Some(Shown::TsigKey(TsigShown {
+            name: "k1".into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+        }));
+        assert_eq!(s.shown_before(&tsig, put_key), None);
+        assert_eq!(s.shown_after(&tsig, put_key), shown_key);
+        // A new secret is a change (an entry with its before), shown without the secret.
+        let e = s.history_entry(new_secret).expect("entry");
+        assert_eq!(e.undo.len(), 1);
+        assert_eq!(s.shown_before(&tsig, new_secret), shown_key);
+        let stored = serde_json::to_string(&**e).expect("json");
+        assert!(!stored.contains("secret"), "{stored}");
+        let set = Target::Settings("example.com.".into());
+        assert_eq!(s.shown_before(&set, put_settings), None);
+        assert!(
+            matches!(s.shown_after(&set, put_settings), Some(Shown::ZoneSettings(x)) if *x == settings)
+        );
+        let dnssec = Target::Dnssec("example.com.".into());
+        assert_eq!(s.shown_before(&dnssec, sign), None);
+        let Some(Shown::Dnssec(public)) = s.shown_after(&dnssec, sign) else {
+            panic!("no keys after {sign}");
+        };
+        assert_eq!((public.keys.len(), public.ds.len()), (1, 1));
+        assert_eq!(s.shown_before(&dnssec, unsign), Some(Shown::Dnssec(public)));
+        assert_eq!(s.shown_after(&dnssec, unsign), None);
+        let stored = serde_json::to_string(&**s.history_entry(unsign).expect("e")).expect("j");
+        assert!(!stored.contains("private"), "{stored}");
+        // A rollback to the zone's creation leaves keys, settings and signing as they are.
+        let (r, _) = s.apply_request(&Request::new(Command::Rollback { to: zone }), 99);
+        assert_eq!(r, Response::RolledBack { changed: vec![] });
+        assert!(s.tsig_key("k1").is_some() && s.zone_settings("example.com.").is_some());
     }
 
     #[test]

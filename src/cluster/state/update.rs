@@ -235,7 +235,6 @@ mod tests {
         Command::DnsUpdate {
             zone: "example.com.".into(),
             key: "k".into(),
-            actor: "dns-update:k".into(),
             prereqs: w(prereqs),
             updates: w(updates),
         }
