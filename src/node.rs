@@ -190,9 +190,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     // The bootstrap files are checked before anything starts: a broken file is an error at
     // start, never a half-imported cluster.
-    // The thread freeing what the check built: the import waits for it, so that the
-    // zones' index is not built again while the check's is still being freed (the peak).
-    let mut check_freed = None;
     let mut bootstrap = match &config.bootstrap_dir {
         // A restart: the state is in the store and the directory will not be imported, so
         // it is not read (a million-record zone would add tens of seconds to every start).
@@ -208,7 +205,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             // The texts go on (the import), and the parsed zones to the import's apply
             // (below); what else the check built is freed off the start's path (a zone of
             // a million records takes a while to free).
-            check_freed = Some(std::thread::spawn(move || drop((builder, snap))));
+            std::thread::spawn(move || drop((builder, snap)));
             Some(loaded)
         }
         None => None,
@@ -321,7 +318,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(import_bootstrap(
             handle.clone(),
             b,
-            check_freed.take(),
             gate.import_done.clone(),
             updates.clone(),
         ))
@@ -530,13 +526,9 @@ impl ReadyGate {
 async fn import_bootstrap(
     handle: cluster::Handle,
     files: Loaded,
-    check_freed: Option<std::thread::JoinHandle<()>>,
     done: Arc<AtomicBool>,
     updates: tokio::sync::mpsc::Sender<publisher::Update>,
 ) {
-    if let Some(freed) = check_freed {
-        let _ = tokio::task::spawn_blocking(move || freed.join()).await;
-    }
     let cmd = cluster::Command::Import {
         zones: files.zone_texts,
         datacenters: files.datacenters,
