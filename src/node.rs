@@ -190,7 +190,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     // The bootstrap files are checked before anything starts: a broken file is an error at
     // start, never a half-imported cluster.
-    let bootstrap = match &config.bootstrap_dir {
+    let mut bootstrap = match &config.bootstrap_dir {
         // A restart: the state is in the store and the directory will not be imported, so
         // it is not read (a million-record zone would add tens of seconds to every start).
         Some(dir) if cluster::store::holds_applied_state(&config.data_dir.join("raft")) => {
@@ -201,11 +201,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             None
         }
         Some(_) => {
-            let (mut loaded, builder, snap) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            // Only the texts go on (the import); what the check built is freed off the
-            // start's path (a zone of a million records takes a while to free).
-            let parsed = std::mem::take(&mut loaded.zones);
-            std::thread::spawn(move || drop((parsed, builder, snap)));
+            let (loaded, builder, snap) = load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // The texts go on (the import), and the parsed zones to the import's apply
+            // (below); what else the check built is freed off the start's path (a zone of
+            // a million records takes a while to free).
+            std::thread::spawn(move || drop((builder, snap)));
             Some(loaded)
         }
         None => None,
@@ -298,6 +298,22 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         on_publish,
     ));
     let geo_watch = tokio::spawn(watch_geoip(config.geoip_databases.clone(), updates.clone()));
+    if let Some(b) = &mut bootstrap {
+        let parsed = std::mem::take(&mut b.zones);
+        if import_expected {
+            // Applying the import parses the same texts: it takes these instead.
+            for file in parsed {
+                if let Some((_, text)) = b.zone_texts.iter().find(|(origin, _)| {
+                    hickory_proto::rr::Name::from_ascii(origin)
+                        .is_ok_and(|o| o.to_lowercase() == file.origin)
+                }) {
+                    zone::handover::offer(&file.origin.clone(), text, file);
+                }
+            }
+        } else {
+            std::thread::spawn(move || drop(parsed));
+        }
+    }
     let import_task = bootstrap.filter(|_| import_expected).map(|b| {
         tokio::spawn(import_bootstrap(
             handle.clone(),
@@ -564,6 +580,8 @@ async fn import_bootstrap(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // Applied (or rejected): a parsed zone the apply did not take is of no further use.
+    zone::handover::clear();
     done.store(true, Ordering::Release);
     let _ = updates.send(publisher::Update::Recheck).await;
 }

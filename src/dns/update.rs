@@ -77,7 +77,7 @@ async fn decide(
             return ResponseCode::Refused;
         }
     }
-    for (name, rtype) in update::touched(&zone.origin, &zone.file.records, updates) {
+    for (name, rtype) in update::touched(&zone.origin, &zone.file, updates) {
         if !zone.settings.update_granted(key, &name, rtype) {
             tracing::info!(key, %name, %rtype, "update refused: not granted");
             return ResponseCode::Refused;

@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{RData, RecordType};
 
 use crate::dns::answer::{answer, Client, Transport};
 use crate::dns::cookie::Cookie;
 use crate::dns::request;
 use crate::dns::tsig::{self, Signer, Verified};
 use crate::snapshot::Snapshot;
-use crate::zone::transfer::{serial_after, XfrZone};
+use crate::zone::transfer::{serial_after, XfrRr, XfrZone};
 use crate::zone::wire_lower;
 
 /// A transfer message stays under this many bytes (a TCP message may hold 65,535).
@@ -190,7 +190,7 @@ fn transfer(
         m.answers.push(zone.soa.clone());
         return finish(m, signer);
     }
-    let records: Vec<&Record> = match ixfr_from {
+    let records: Vec<XfrRr<'_>> = match ixfr_from {
         Some(None) => return finish(reply(req, ResponseCode::FormErr), signer),
         Some(Some(client)) => ixfr_records(zone, client).unwrap_or_else(|| axfr_records(zone)),
         None => axfr_records(zone),
@@ -207,70 +207,85 @@ fn transfer(
 }
 
 /// The whole zone, SOA first and last (RFC 5936 §2.2).
-fn axfr_records(zone: &XfrZone) -> Vec<&Record> {
-    let mut out = Vec::with_capacity(zone.file.records.len() + zone.services.len() + 1);
-    out.push(&zone.soa);
+fn axfr_records(zone: &XfrZone) -> Vec<XfrRr<'_>> {
+    let mut out = Vec::with_capacity(zone.file.len() + zone.services.len() + 1);
+    out.push(XfrRr::Record(&zone.soa));
     out.extend(zone.body());
-    out.push(&zone.soa);
+    out.push(XfrRr::Record(&zone.soa));
     out
 }
 
 /// RFC 1995 §4: the current SOA alone when the client is current; the differences when
 /// the journal has them; `None` (the whole zone instead) otherwise.
-fn ixfr_records(zone: &XfrZone, client: u32) -> Option<Vec<&Record>> {
+fn ixfr_records(zone: &XfrZone, client: u32) -> Option<Vec<XfrRr<'_>>> {
     if client == zone.serial || serial_after(client, zone.serial) {
-        return Some(vec![&zone.soa]);
+        return Some(vec![XfrRr::Record(&zone.soa)]);
     }
     let chain = zone.changes_since(client)?;
-    let mut out = vec![&zone.soa];
+    let mut out = vec![XfrRr::Record(&zone.soa)];
     // The entries live as long as the snapshot: borrow them through the journal.
     for e in zone
         .journal
         .iter()
         .filter(|e| chain.iter().any(|c| Arc::ptr_eq(c, e)))
     {
-        out.push(&e.old_soa);
-        out.extend(e.removed.iter());
-        out.push(&e.new_soa);
-        out.extend(e.added.iter());
+        out.push(XfrRr::Record(&e.old_soa));
+        out.extend(e.removed.iter().map(|w| XfrRr::Wire(w)));
+        out.push(XfrRr::Record(&e.new_soa));
+        out.extend(e.added.iter().map(|w| XfrRr::Wire(w)));
     }
-    out.push(&zone.soa);
+    out.push(XfrRr::Record(&zone.soa));
     Some(out)
 }
 
-/// Cut `records` into messages under [`MESSAGE_BUDGET`], each signed in turn.
+/// Cut `records` into messages of at most [`RECORDS_PER_MESSAGE`] records and
+/// [`MESSAGE_BUDGET`] bytes (one record at least), each signed in turn. The header and
+/// question are hickory's; the records are appended in wire form, names uncompressed.
 fn messages(
     req: &Message,
     q: &Query,
-    records: &[&Record],
+    records: &[XfrRr<'_>],
     mut signer: Option<Signer>,
 ) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut rest = records;
     let mut first = true;
+    let mut one = Vec::with_capacity(512);
     while !rest.is_empty() || first {
-        let mut n = rest.len().min(RECORDS_PER_MESSAGE);
-        let bytes = loop {
-            let mut m = reply(req, ResponseCode::NoError);
-            m.metadata.authoritative = true;
-            if !first {
-                m.queries.clear();
-            } else {
-                m.queries = vec![q.clone()];
+        let mut m = reply(req, ResponseCode::NoError);
+        m.metadata.authoritative = true;
+        if !first {
+            m.queries.clear();
+        } else {
+            m.queries = vec![q.clone()];
+        }
+        let mut bytes = encode(&m);
+        if bytes.len() < 12 {
+            tracing::error!("a transfer message header did not encode");
+            return out;
+        }
+        let mut n = 0;
+        let mut taken = 0;
+        for r in rest.iter().take(RECORDS_PER_MESSAGE) {
+            one.clear();
+            if !r.write_wire(&mut one) {
+                tracing::warn!(record = ?r, "a record that does not encode left out of a transfer");
+                taken += 1;
+                continue;
             }
-            m.answers = rest[..n].iter().map(|r| (*r).clone()).collect();
-            let b = encode(&m);
-            if b.len() <= MESSAGE_BUDGET || n <= 1 {
-                break b;
+            if n > 0 && bytes.len() + one.len() > MESSAGE_BUDGET {
+                break;
             }
-            n /= 2;
-        };
-        let mut bytes = bytes;
+            bytes.extend_from_slice(&one);
+            n += 1;
+            taken += 1;
+        }
+        bytes[6..8].copy_from_slice(&(n as u16).to_be_bytes());
         if let Some(s) = &mut signer {
             s.sign(&mut bytes, 0, Vec::new());
         }
         out.push(bytes);
-        rest = &rest[n..];
+        rest = &rest[taken..];
         first = false;
     }
     out

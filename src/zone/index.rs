@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use hickory_proto::rr::{Name, RData, Record};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use hickory_proto::rr::Name;
 
 use super::dnssec::{self, types, Signer, ZoneKeys};
 use super::ZoneFile;
@@ -139,28 +138,29 @@ impl Zone {
         let origin_wire = wire_lower(&origin);
         let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::default();
         let mut soa_fields = None;
-        for record in &file.records {
-            let owner = wire_lower(&record.name);
+        for rr in file.rrs() {
+            let owner: Box<[u8]> = rr.owner.into();
             if !is_subdomain(&owner, &origin_wire) {
-                return Err(IndexError::OutOfZone(record.name.to_string()));
+                return Err(IndexError::OutOfZone(crate::zone::display(rr.owner)));
             }
-            if let RData::SOA(soa) = &record.data {
-                soa_fields = Some((record.ttl, soa.minimum, soa.serial));
+            let rdata = rr_rdata(&rr)?;
+            if let Rdata::Soa(_, _, c) = &rdata {
+                let field = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                soa_fields = Some((rr.ttl, field(16), field(0)));
             }
-            let rdata = encode_rdata(record)?;
-            let rt = u16::from(record.record_type());
+            let rt = rr.rtype;
             let node = nodes.entry(owner).or_default();
             match node.rrsets.iter_mut().find(|s| s.rtype == rt) {
                 // RFC 2181 §5.2: one TTL per RRset; the lowest wins, as most servers do.
                 Some(set) => {
-                    set.ttl = set.ttl.min(record.ttl);
+                    set.ttl = set.ttl.min(rr.ttl);
                     if !set.rdatas.contains(&rdata) {
                         set.rdatas.push(rdata);
                     }
                 }
                 None => node.rrsets.push(RrSet {
                     rtype: rt,
-                    ttl: record.ttl,
+                    ttl: rr.ttl,
                     rdatas: vec![rdata],
                     sigs: Vec::new(),
                     canon: Box::new([]),
@@ -787,33 +787,25 @@ pub fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
     }
 }
 
-fn encode_rdata(record: &Record) -> Result<Rdata, IndexError> {
-    let fail =
-        |e: &dyn std::fmt::Display| IndexError::Encode(record.name.to_string(), e.to_string());
-    Ok(match &record.data {
-        RData::NS(n) => Rdata::Name(wire(&n.0)),
-        RData::CNAME(n) => Rdata::Name(wire(&n.0)),
-        RData::PTR(n) => Rdata::Name(wire(&n.0)),
-        RData::MX(mx) => Rdata::Mx(mx.preference, wire(&mx.exchange)),
-        RData::SOA(soa) => {
-            let mut counters = [0u8; 20];
-            counters[0..4].copy_from_slice(&soa.serial.to_be_bytes());
-            counters[4..8].copy_from_slice(&soa.refresh.to_be_bytes());
-            counters[8..12].copy_from_slice(&soa.retry.to_be_bytes());
-            counters[12..16].copy_from_slice(&soa.expire.to_be_bytes());
-            counters[16..20].copy_from_slice(&soa.minimum.to_be_bytes());
-            Rdata::Soa(wire(&soa.mname), wire(&soa.rname), counters)
+/// A stored record's RDATA prepared for the encoder: NS, CNAME and PTR RDATA is one name,
+/// MX a preference and a name, SOA two names and 20 bytes of counters; the rest is raw.
+fn rr_rdata(rr: &super::Rr<'_>) -> Result<Rdata, IndexError> {
+    use super::records::name_len;
+    let d = rr.rdata;
+    let bad = || IndexError::Encode(crate::zone::display(rr.owner), "malformed RDATA".into());
+    Ok(match rr.rtype {
+        rtype::NS | rtype::CNAME | rtype::PTR => Rdata::Name(d.into()),
+        rtype::MX => {
+            let (pref, name) = d.split_first_chunk::<2>().ok_or_else(bad)?;
+            Rdata::Mx(u16::from_be_bytes(*pref), name.into())
         }
-        data => {
-            let mut buf = Vec::new();
-            let mut enc = BinEncoder::new(&mut buf);
-            enc.set_name_encoding(NameEncoding::Uncompressed);
-            data.emit(&mut enc).map_err(|e| fail(&e))?;
-            if buf.len() > u16::MAX as usize {
-                return Err(fail(&"RDATA longer than 65535 bytes"));
-            }
-            Rdata::Raw(buf.into_boxed_slice())
+        rtype::SOA => {
+            let m = name_len(d);
+            let r = m + name_len(&d[m..]);
+            let counters: [u8; 20] = d[r..].try_into().map_err(|_| bad())?;
+            Rdata::Soa(d[..m].into(), d[m..r].into(), counters)
         }
+        _ => Rdata::Raw(d.into()),
     })
 }
 
@@ -822,17 +814,17 @@ fn encode_rdata(record: &Record) -> Result<Rdata, IndexError> {
 /// when it can. One pass over the records, without building the index: what the state
 /// machine checks before it accepts a service or a zone text.
 pub fn service_conflict(file: &ZoneFile, name: &Name) -> Option<&'static str> {
-    use hickory_proto::rr::RecordType;
-    for record in &file.records {
-        let rt = record.record_type();
-        if record.name == *name {
-            match rt {
-                RecordType::CNAME => return Some("a CNAME"),
-                RecordType::A | RecordType::AAAA => return Some("A or AAAA records"),
+    let name = wire_lower(name);
+    let origin = wire_lower(&file.origin);
+    for rr in file.rrs() {
+        if rr.owner == &name[..] {
+            match rr.rtype {
+                rtype::CNAME => return Some("a CNAME"),
+                rtype::A | rtype::AAAA => return Some("A or AAAA records"),
                 _ => {}
             }
         }
-        if rt == RecordType::NS && record.name != file.origin && record.name.zone_of(name) {
+        if rr.rtype == rtype::NS && rr.owner != &origin[..] && is_subdomain(&name, rr.owner) {
             return Some("a delegation at or above it");
         }
     }

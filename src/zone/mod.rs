@@ -1,10 +1,13 @@
 //! Zones: RFC 1035 zone text → validated records (with `file:line` errors).
 
 mod parse;
+mod records;
 
-pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError, ZoneFile};
+pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError};
+pub use records::{Rr, RrError, ZoneFile};
 
 pub mod dnssec;
+pub mod handover;
 mod index;
 pub mod transfer;
 pub mod update;

@@ -6,18 +6,55 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::ZoneFile;
+use super::{Rr, ZoneFile};
 use crate::zoneconf::ZoneSettings;
 
 /// The differences between two consecutive versions of a zone (RFC 1995 §4): the records
-/// that went and came, with the SOA before and after.
+/// that went and came (each whole record in wire form, as a transfer sends it: owner
+/// lower-case, names uncompressed), with the SOA before and after.
 #[derive(Debug, Clone)]
 pub struct JournalEntry {
     pub old_soa: Record,
     pub new_soa: Record,
-    pub removed: Vec<Record>,
-    pub added: Vec<Record>,
+    pub removed: Vec<Box<[u8]>>,
+    pub added: Vec<Box<[u8]>>,
+}
+
+/// One record a transfer sends: from the zone's store, already in wire form (the
+/// journal's), or a hickory record (the SOA, the services' answers).
+#[derive(Debug, Clone, Copy)]
+pub enum XfrRr<'a> {
+    Stored(Rr<'a>),
+    Wire(&'a [u8]),
+    Record(&'a Record),
+}
+
+impl XfrRr<'_> {
+    /// Append the whole record in wire form (names uncompressed; RFC 5936 §3 does not ask
+    /// for compression) to `out`; `false` (nothing written) when a hickory record does not
+    /// encode.
+    pub fn write_wire(&self, out: &mut Vec<u8>) -> bool {
+        match self {
+            XfrRr::Stored(rr) => rr.write_wire(out),
+            XfrRr::Wire(bytes) => out.extend_from_slice(bytes),
+            XfrRr::Record(r) => match record_wire(r) {
+                Some(bytes) => out.extend_from_slice(&bytes),
+                None => return false,
+            },
+        }
+        true
+    }
+}
+
+/// A hickory record in wire form (names uncompressed, case kept).
+pub fn record_wire(r: &Record) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    r.emit(&mut enc).ok()?;
+    Some(buf)
 }
 
 impl JournalEntry {
@@ -55,12 +92,12 @@ pub struct XfrZone {
 
 impl XfrZone {
     /// Every record but the SOA, text first, then the services'.
-    pub fn body(&self) -> impl Iterator<Item = &Record> {
+    pub fn body(&self) -> impl Iterator<Item = XfrRr<'_>> {
         self.file
-            .records
-            .iter()
-            .filter(|r| !matches!(r.data, RData::SOA(_)))
-            .chain(self.services.iter())
+            .rrs()
+            .filter(|r| r.rtype != SOA)
+            .map(XfrRr::Stored)
+            .chain(self.services.iter().map(XfrRr::Record))
     }
 
     /// The journal entries from `serial` to the current one, when the journal still has
@@ -87,13 +124,23 @@ pub fn soa_serial(r: &Record) -> u32 {
     }
 }
 
+/// The SOA record type.
+const SOA: u16 = 6;
+
+/// The serial of the zone text's SOA (0 without one).
+pub fn text_serial(file: &ZoneFile) -> u32 {
+    file.soa()
+        .and_then(|soa| {
+            let counters = soa.rdata.len().checked_sub(20)?;
+            let serial = soa.rdata.get(counters..counters + 4)?;
+            Some(u32::from_be_bytes(serial.try_into().ok()?))
+        })
+        .unwrap_or(0)
+}
+
 /// The zone text's SOA record with another serial.
 pub fn soa_with_serial(file: &ZoneFile, serial: u32) -> Option<Record> {
-    let mut soa = file
-        .records
-        .iter()
-        .find(|r| matches!(r.data, RData::SOA(_)))?
-        .clone();
+    let mut soa = file.soa()?.to_record().ok()?;
     if let RData::SOA(s) = &mut soa.data {
         s.serial = serial;
     }

@@ -13,6 +13,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use serde::{Deserialize, Serialize};
 
+use super::ZoneFile;
+
 /// One record of an update's prerequisite or update section, as it travels in the Raft
 /// log: the record's uncompressed wire form (RFC 1035 §4.1.3), base64 in JSON. The wire
 /// form keeps what presentation text cannot (class NONE/ANY, empty RDATA).
@@ -143,15 +145,23 @@ pub fn prescan(origin: &Name, prereqs: &[Record], updates: &[Record]) -> Result<
 }
 
 /// The zone's records at the names a set of records mention, lower-cased owner → records,
-/// in one pass over the zone.
-fn at_names<'a>(zone: &'a [Record], names: &[&Name]) -> BTreeMap<Name, Vec<&'a Record>> {
-    let mut out: BTreeMap<Name, Vec<&'a Record>> = names
-        .iter()
-        .map(|n| (n.to_lowercase(), Vec::new()))
-        .collect();
-    for r in zone {
-        if let Some(v) = out.get_mut(&r.name) {
-            v.push(r);
+/// in one pass over the zone's store (only the records found are made hickory's).
+fn at_names(zone: &ZoneFile, names: &[&Name]) -> BTreeMap<Name, Vec<Record>> {
+    let mut out: BTreeMap<Name, Vec<Record>> = BTreeMap::new();
+    let mut wires: rustc_hash::FxHashMap<Box<[u8]>, Name> = Default::default();
+    for n in names {
+        let lower = n.to_lowercase();
+        wires.insert(super::wire_lower(&lower), lower.clone());
+        out.insert(lower, Vec::new());
+    }
+    if wires.is_empty() {
+        return out;
+    }
+    for rr in zone.rrs() {
+        if let Some(name) = wires.get(rr.owner) {
+            if let (Some(v), Ok(r)) = (out.get_mut(name), rr.to_record()) {
+                v.push(r);
+            }
         }
     }
     out
@@ -161,7 +171,7 @@ fn at_names<'a>(zone: &'a [Record], names: &[&Name]) -> BTreeMap<Name, Vec<&'a R
 /// lower-cased) and `extra` (records that are not in the text but exist: a service's
 /// answer at its name). The first failing one gives the RCODE.
 pub fn check_prereqs(
-    zone: &[Record],
+    zone: &ZoneFile,
     extra: &[Record],
     prereqs: &[Record],
 ) -> Result<(), ResponseCode> {
@@ -172,7 +182,7 @@ pub fn check_prereqs(
     let mut found = at_names(zone, &names);
     for r in extra {
         if let Some(v) = found.get_mut(&r.name.to_lowercase()) {
-            v.push(r);
+            v.push(r.clone());
         }
     }
     let empty = Vec::new();
@@ -207,7 +217,7 @@ pub fn check_prereqs(
         }
     }
     for ((name, t), want) in wanted {
-        let have: Vec<&&Record> = at(&name)
+        let have: Vec<&Record> = at(&name)
             .iter()
             .filter(|r| u16::from(r.record_type()) == t)
             .collect();
@@ -235,7 +245,7 @@ fn dedup_len(rs: &[&Record]) -> usize {
 /// The (name, type) pairs an update adds or deletes, for the grants: a deletion of every
 /// type at a name (class ANY, type ANY) counts as each type the zone holds there (but
 /// the apex SOA and NS, which it never deletes, §3.4.2.3).
-pub fn touched(origin: &Name, zone: &[Record], updates: &[Record]) -> Vec<(Name, RecordType)> {
+pub fn touched(origin: &Name, zone: &ZoneFile, updates: &[Record]) -> Vec<(Name, RecordType)> {
     let mut out = Vec::with_capacity(updates.len());
     let any_names: Vec<&Name> = updates
         .iter()
@@ -336,11 +346,14 @@ pub fn apply_updates(origin: &Name, zone: &[Record], updates: &[Record]) -> Vec<
     out
 }
 
-/// Whether two record lists are the same zone content, TTLs included, in order.
-pub fn same_records(a: &[Record], b: &[Record]) -> bool {
+/// Whether a record list and a zone's store are the same zone content, TTLs included, in
+/// order (each stored record is made hickory's in turn, never all at once).
+pub fn same_records(a: &[Record], b: &ZoneFile) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.name == y.name && x.ttl == y.ttl && x.dns_class == y.dns_class && x.data == y.data
+        && a.iter().zip(b.rrs()).all(|(x, y)| {
+            y.to_record().is_ok_and(|y| {
+                x.name == y.name && x.ttl == y.ttl && x.dns_class == y.dns_class && x.data == y.data
+            })
         })
 }
 
@@ -407,8 +420,16 @@ mod tests {
         Name::from_ascii("example.com.").unwrap()
     }
 
+    /// Records as a zone's store.
+    fn file(records: &[Record]) -> ZoneFile {
+        ZoneFile::from_records(origin(), records.to_vec()).unwrap()
+    }
+
     fn zone() -> Vec<Record> {
-        parse_zone(ZONE, "t", &origin()).unwrap().records
+        parse_zone(ZONE, "t", &origin())
+            .unwrap()
+            .to_records()
+            .unwrap()
     }
 
     fn rr(text: &str, class: DNSClass, ttl: u32) -> Record {
@@ -418,7 +439,8 @@ mod tests {
         );
         let mut r = parse_zone(&z, "t", &origin())
             .unwrap()
-            .records
+            .to_records()
+            .unwrap()
             .pop()
             .unwrap();
         r.dns_class = class;
@@ -436,7 +458,7 @@ mod tests {
     fn zone_text_reads_back_to_the_same_records() {
         let recs = zone();
         let text = zone_text(&origin(), &recs);
-        let back = parse_zone(&text, "t", &origin()).unwrap().records;
+        let back = parse_zone(&text, "t", &origin()).unwrap();
         assert!(same_records(&recs, &back), "{text}");
     }
 
@@ -451,7 +473,7 @@ mod tests {
 
     #[test]
     fn rfc2136_3_2_prerequisites() {
-        let z = zone();
+        let z = file(&zone());
         let ok = |p: Vec<Record>| check_prereqs(&z, &[], &p);
         use DNSClass::{ANY, NONE};
         assert_eq!(
@@ -521,19 +543,22 @@ mod tests {
         // Adding it again changes nothing.
         assert!(same_records(
             &apply_updates(&o, &after, std::slice::from_ref(&add)),
-            &after
+            &file(&after)
         ));
         // Delete it by value, by RRset, by name.
         let mut del = add.clone();
         del.dns_class = DNSClass::NONE;
         del.ttl = 0;
-        assert!(same_records(&apply_updates(&o, &after, &[del]), &z));
+        assert!(same_records(&apply_updates(&o, &after, &[del]), &file(&z)));
         let rrset = empty(
             "_acme-challenge.example.com.",
             RecordType::TXT,
             DNSClass::ANY,
         );
-        assert!(same_records(&apply_updates(&o, &after, &[rrset]), &z));
+        assert!(same_records(
+            &apply_updates(&o, &after, &[rrset]),
+            &file(&z)
+        ));
         // The apex keeps its SOA and NS when everything there is deleted.
         let all = empty("example.com.", RecordType::ANY, DNSClass::ANY);
         let left = apply_updates(&o, &z, &[all]);
@@ -547,7 +572,7 @@ mod tests {
         assert!(!left.iter().any(|r| r.record_type() == RecordType::MX));
         // No A beside the CNAME at www.
         let a = rr("www IN A 192.0.2.7", DNSClass::IN, 60);
-        assert!(same_records(&apply_updates(&o, &z, &[a]), &z));
+        assert!(same_records(&apply_updates(&o, &z, &[a]), &file(&z)));
         // The TTL of an RRset follows the last addition.
         let a2 = rr("mail IN A 192.0.2.26", DNSClass::IN, 60);
         let after = apply_updates(&o, &z, &[a2]);
@@ -561,7 +586,7 @@ mod tests {
         // touched(): ANY at a name is every type there.
         let t = touched(
             &o,
-            &z,
+            &file(&z),
             &[empty("mail.example.com.", RecordType::ANY, DNSClass::ANY)],
         );
         assert_eq!(

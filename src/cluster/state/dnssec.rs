@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use hickory_proto::rr::RData;
 use serde::{Deserialize, Serialize};
 
 use super::{canonical_zone, Delta, State};
@@ -114,11 +113,15 @@ impl State {
         let zone = self.zone(origin)?;
         let mut soa_ttl = None;
         let mut max_ttl = 0u32;
-        for r in &zone.file.records {
-            if let RData::SOA(soa) = &r.data {
+        for r in zone.file.rrs() {
+            if r.rtype == u16::from(hickory_proto::rr::RecordType::SOA) {
                 // RFC 2308 §5: the negative TTL is min(SOA TTL, MINIMUM).
+                let minimum = r
+                    .rdata
+                    .last_chunk::<4>()
+                    .map_or(0, |m| u32::from_be_bytes(*m));
                 soa_ttl = Some(r.ttl);
-                max_ttl = max_ttl.max(r.ttl.min(soa.minimum));
+                max_ttl = max_ttl.max(r.ttl.min(minimum));
             }
             max_ttl = max_ttl.max(r.ttl);
         }

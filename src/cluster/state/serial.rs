@@ -3,18 +3,17 @@
 //! the zones it names, the zones of the services it names, and the zones of the services
 //! of the datacenters it names (drains, verdicts), never the rest.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record};
-use hickory_proto::serialize::binary::BinEncodable;
 
 use super::{service_fqdn, Delta, State};
 use crate::zone::transfer::{
-    serial_after, soa_serial, soa_with_serial, Journal, JournalEntry, XfrZone,
+    record_wire, serial_after, soa_with_serial, text_serial, Journal, JournalEntry, XfrZone,
 };
-use crate::zone::ZoneFile;
+use crate::zone::{Rr, ZoneFile};
 use crate::zoneconf::{SerialPolicy, ZoneSettings};
 
 /// Versions kept per zone for IXFR (at least 100, as the contract asks) when their changes
@@ -40,46 +39,59 @@ pub fn next_serial(prev: Option<u32>, text: u32, policy: SerialPolicy, at_ms: u6
     }
 }
 
-fn text_soa(file: &ZoneFile) -> Option<&Record> {
-    file.records
-        .iter()
-        .find(|r| matches!(r.data, RData::SOA(_)))
+/// A whole record in wire form, as the journal keeps it.
+type WireRr = Box<[u8]>;
+
+/// A service's record as the parts of an [`Rr`] (owner lower-cased), for the journal's
+/// keys; `None` when it does not encode.
+fn owned_parts(r: &Record) -> Option<(Vec<u8>, u16, u32, Vec<u8>)> {
+    let mut owner = Vec::with_capacity(r.name.len() + 2);
+    for label in r.name.iter() {
+        owner.push(label.len() as u8);
+        owner.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    owner.push(0);
+    let wire = record_wire(r)?;
+    // The record's wire form: its owner, type, class, TTL, RDLENGTH, RDATA.
+    let rdata = wire.get(owner.len() + 10..)?.to_vec();
+    Some((owner, u16::from(r.record_type()), r.ttl, rdata))
 }
 
-fn key(r: &Record) -> Vec<u8> {
-    let mut r = r.clone();
-    r.name = r.name.to_lowercase();
-    r.to_bytes().unwrap_or_default()
+fn as_rr(p: &(Vec<u8>, u16, u32, Vec<u8>)) -> Rr<'_> {
+    Rr {
+        owner: &p.0,
+        rtype: p.1,
+        ttl: p.2,
+        rdata: &p.3,
+    }
 }
 
-fn keyed<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeMap<Vec<u8>, &'a Record> {
-    records.map(|r| (key(r), r)).collect()
-}
-
-/// `old` → `new`: the records that went and came.
+/// `old` → `new`: the records that went and came, each in wire form, in the order given.
+/// Keys are the records themselves (owner, type, TTL, RDATA borrowed from the stores): no
+/// copy of a record that did not change.
 fn diff<'a>(
-    old: impl Iterator<Item = &'a Record>,
-    new: impl Iterator<Item = &'a Record>,
-) -> (Vec<Record>, Vec<Record>) {
-    let old = keyed(old);
-    let new = keyed(new);
-    let removed = old
-        .iter()
-        .filter(|(k, _)| !new.contains_key(*k))
-        .map(|(_, r)| (*r).clone())
-        .collect();
-    let added = new
-        .iter()
-        .filter(|(k, _)| !old.contains_key(*k))
-        .map(|(_, r)| (*r).clone())
-        .collect();
+    old: impl Iterator<Item = Rr<'a>> + Clone,
+    new: impl Iterator<Item = Rr<'a>> + Clone,
+) -> (Vec<WireRr>, Vec<WireRr>) {
+    let old_set: rustc_hash::FxHashSet<Rr<'a>> = old.clone().collect();
+    let new_set: rustc_hash::FxHashSet<Rr<'a>> = new.clone().collect();
+    let gone = |from: &mut dyn Iterator<Item = Rr<'a>>, other: &rustc_hash::FxHashSet<Rr<'a>>| {
+        let mut done: rustc_hash::FxHashSet<Rr<'a>> = Default::default();
+        from.filter(|r| !other.contains(r) && done.insert(*r))
+            .map(|r| {
+                let mut wire = Vec::with_capacity(r.owner.len() + 10 + r.rdata.len());
+                r.write_wire(&mut wire);
+                wire.into_boxed_slice()
+            })
+            .collect::<Vec<_>>()
+    };
+    let removed = gone(&mut old.clone(), &new_set);
+    let added = gone(&mut new.clone(), &old_set);
     (removed, added)
 }
 
-fn without_soa(file: &ZoneFile) -> impl Iterator<Item = &Record> {
-    file.records
-        .iter()
-        .filter(|r| !matches!(r.data, RData::SOA(_)))
+fn without_soa(file: &ZoneFile) -> impl Iterator<Item = Rr<'_>> + Clone {
+    file.rrs().filter(|r| r.rtype != 6)
 }
 
 impl State {
@@ -90,7 +102,7 @@ impl State {
             self.serials
                 .get(origin)
                 .copied()
-                .unwrap_or_else(|| text_soa(&z.file).map_or(0, soa_serial)),
+                .unwrap_or_else(|| text_serial(&z.file)),
         )
     }
 
@@ -174,7 +186,7 @@ impl State {
                 .get(&origin)
                 .map(|s| s.settings.serial)
                 .unwrap_or_default();
-            let text = text_soa(&new.file).map_or(0, soa_serial);
+            let text = text_serial(&new.file);
             let prev = self.serials.get(&origin).copied();
             let old = before.zones.get(&origin);
             let (Some(old), Some(prev)) = (old, prev) else {
@@ -185,16 +197,27 @@ impl State {
                 delta.serials.insert(origin);
                 continue;
             };
-            let old_services = before.service_records(&origin);
-            let new_services = self.service_records(&origin);
+            let old_services: Vec<_> = before
+                .service_records(&origin)
+                .iter()
+                .filter_map(owned_parts)
+                .collect();
+            let new_services: Vec<_> = self
+                .service_records(&origin)
+                .iter()
+                .filter_map(owned_parts)
+                .collect();
             let text_same = Arc::ptr_eq(&old.file, &new.file);
-            let soa_same = text_same || text_soa(&old.file) == text_soa(&new.file);
+            let soa_same = text_same || old.file.soa() == new.file.soa();
             let (removed, added) = if text_same {
-                diff(old_services.iter(), new_services.iter())
+                diff(
+                    old_services.iter().map(as_rr),
+                    new_services.iter().map(as_rr),
+                )
             } else {
                 diff(
-                    without_soa(&old.file).chain(old_services.iter()),
-                    without_soa(&new.file).chain(new_services.iter()),
+                    without_soa(&old.file).chain(old_services.iter().map(as_rr)),
+                    without_soa(&new.file).chain(new_services.iter().map(as_rr)),
                 )
             };
             if soa_same && removed.is_empty() && added.is_empty() {
@@ -214,7 +237,7 @@ impl State {
                 removed,
                 added,
             };
-            let budget = journal_budget(new.file.records.len() + new_services.len());
+            let budget = journal_budget(new.file.len() + new_services.len());
             let mut journal: Journal = self
                 .journals
                 .get(&origin)

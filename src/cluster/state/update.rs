@@ -68,7 +68,7 @@ impl State {
             .get(&origin)
             .map(|s| s.settings.clone())
             .ok_or(ResponseCode::Refused)?;
-        for (name, rtype) in update::touched(&apex, &entry.file.records, &updates) {
+        for (name, rtype) in update::touched(&apex, &entry.file, &updates) {
             if !settings.update_granted(key, &name, rtype) {
                 return Err(ResponseCode::Refused);
             }
@@ -88,9 +88,16 @@ impl State {
                 extra.extend(self.service_answer(&origin, &rel));
             }
         }
-        update::check_prereqs(&entry.file.records, &extra, &prereqs)?;
-        let records = update::apply_updates(&apex, &entry.file.records, &updates);
-        if update::same_records(&records, &entry.file.records) {
+        update::check_prereqs(&entry.file, &extra, &prereqs)?;
+        // The update itself works on hickory records: the zone is converted for it (an
+        // update rewrites the zone's text anyway).
+        let current = entry.file.to_records().map_err(|e| {
+            tracing::error!(zone = %origin, error = %e, "a stored record does not convert");
+            ResponseCode::ServFail
+        })?;
+        let records = update::apply_updates(&apex, &current, &updates);
+        drop(current);
+        if update::same_records(&records, &entry.file) {
             return Ok(()); // §3.6: nothing changed, nothing moves
         }
         // A delegation added at or above a service would hide it.
@@ -114,7 +121,7 @@ impl State {
                 return Err(ResponseCode::Refused);
             }
         };
-        if !update::same_records(&file.records, &records) {
+        if !update::same_records(&records, &file) {
             tracing::error!(
                 zone = %origin,
                 "the zone text written after an update does not read back to the same records"
@@ -207,7 +214,8 @@ mod tests {
         let origin = Name::from_ascii("example.com.").unwrap();
         crate::zone::parse_zone(&z, "t", &origin)
             .unwrap()
-            .records
+            .to_records()
+            .unwrap()
             .pop()
             .unwrap()
     }
