@@ -364,12 +364,12 @@ fn walk(
         // Synthesized records take the query name as owner (RFC 4592 §4.1).
         if let (Some(idx), false) = (node.service(), owner_is_wild) {
             if matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY) {
-                return service(snap, zone, node, idx, q.qtype, raw, who, w, trace);
+                return service(snap, zone, node, idx, q.qtype, raw, lname, who, w, trace);
             }
         }
         if q.qtype != rtype::CNAME {
             if let Some(cname) = node.get(rtype::CNAME) {
-                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, cname) {
+                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, lname, cname) {
                     w.set_tc();
                     return rcode::NOERROR;
                 }
@@ -406,7 +406,7 @@ fn walk(
         });
         match set {
             Some(set) => {
-                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, set) {
+                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, lname, set) {
                     w.set_tc();
                     return rcode::NOERROR;
                 }
@@ -446,6 +446,7 @@ fn service(
     idx: u32,
     qtype: u16,
     raw: &[u8],
+    lower: &[u8],
     who: IpAddr,
     w: &mut Writer<'_>,
     trace: &mut Trace,
@@ -496,7 +497,7 @@ fn service(
             Family::V6 => rtype::AAAA,
         };
         let written = if trace.dnssec {
-            signed_addrs(w, zone, raw, rt, plan.service.ttl, addrs)
+            signed_addrs(w, zone, raw, lower, rt, plan.service.ttl, addrs)
         } else {
             w.raw_rrset(Section::Answer, raw, rt, plan.service.ttl, addrs)
         };
@@ -529,9 +530,8 @@ fn service(
         // datacenter out with `on_all_down = "none"`), which it is then signed for.
         let (v4, v6) = service_families(snap, idx);
         let tried = |f: Family| families.contains(&f);
-        let lower = NameBuf::lower(raw);
         let kind = Denial::Service(node, v4 && !tried(Family::V4), v6 && !tried(Family::V6));
-        deny(zone, w, raw, lower.as_slice(), kind);
+        deny(zone, w, raw, lower, kind);
     } else {
         negative(zone, w);
     }
@@ -699,13 +699,9 @@ fn put(
     if !signed || set.sigs().is_empty() {
         return w.rrset(section, owner, set, ttl);
     }
-    let m = w.mark();
-    let sigs = set.sigs();
-    if w.rrset(section, owner, set, ttl) && w.raw_rrset(section, owner, RRSIG, ttl, sigs) {
-        return true;
-    }
-    w.rollback(m);
-    false
+    w.together(|w| {
+        w.rrset(section, owner, set, ttl) && w.raw_rrset(section, owner, RRSIG, ttl, set.sigs())
+    })
 }
 
 /// An answer RRset at `raw`: with DO in a signed zone, with its RRSIG; one made from a
@@ -716,39 +712,21 @@ fn answer_set(
     dnssec: bool,
     wild: bool,
     raw: &[u8],
+    lower: &[u8],
     set: RrSetRef<'_>,
 ) -> bool {
     if !(dnssec && wild) {
         return put(w, dnssec, Section::Answer, raw, set, set.ttl());
     }
-    let lower = NameBuf::lower(raw);
     let mut sig = [0u8; SIG_ROOM];
     let canon = set.canon();
-    let Some(n) = sign_rrset(
-        zone,
-        lower.as_slice(),
-        set.rtype(),
-        set.ttl(),
-        canon,
-        true,
-        &mut sig,
-    ) else {
+    let Some(n) = sign_rrset(zone, lower, set.rtype(), set.ttl(), canon, true, &mut sig) else {
         return w.rrset(Section::Answer, raw, set, set.ttl());
     };
-    let m = w.mark();
-    if w.rrset(Section::Answer, raw, set, set.ttl())
-        && w.raw_rrset(
-            Section::Answer,
-            raw,
-            RRSIG,
-            set.ttl(),
-            std::iter::once(&sig[..n]),
-        )
-    {
-        return true;
-    }
-    w.rollback(m);
-    false
+    w.together(|w| {
+        w.rrset(Section::Answer, raw, set, set.ttl())
+            && w.rrsig(Section::Answer, raw, set.ttl(), &sig[..n])
+    })
 }
 
 /// A service's addresses signed as the query name, now (RFC 4034 §6.3 order in the
@@ -757,6 +735,7 @@ fn signed_addrs<'a>(
     w: &mut Writer<'_>,
     zone: &Zone,
     raw: &[u8],
+    lower: &[u8],
     rt: u16,
     ttl: u32,
     addrs: impl Iterator<Item = &'a [u8]>,
@@ -767,61 +746,42 @@ fn signed_addrs<'a>(
         list[n] = a;
         n += 1;
     }
-    let m = w.mark();
-    if !w.raw_rrset(Section::Answer, raw, rt, ttl, list[..n].iter().copied()) {
-        return false;
-    }
-    if zone.signer().is_none() {
-        return true;
-    }
-    let mut sorted = list;
-    sorted[..n].sort_unstable();
-    let mut uniq = 0;
-    for i in 0..n {
-        if i == 0 || sorted[i] != sorted[uniq - 1] {
-            sorted[uniq] = sorted[i];
-            uniq += 1;
+    w.together(|w| {
+        if !w.raw_rrset(Section::Answer, raw, rt, ttl, list[..n].iter().copied()) {
+            return false;
         }
-    }
-    let lower = NameBuf::lower(raw);
-    let mut sig = [0u8; SIG_ROOM];
-    let rdatas = sorted[..uniq].iter().copied();
-    let Some(len) = sign_rrset(zone, lower.as_slice(), rt, ttl, rdatas, true, &mut sig) else {
-        return true;
-    };
-    if w.raw_rrset(
-        Section::Answer,
-        raw,
-        RRSIG,
-        ttl,
-        std::iter::once(&sig[..len]),
-    ) {
-        return true;
-    }
-    w.rollback(m);
-    false
+        if zone.signer().is_none() {
+            return true;
+        }
+        let mut sorted = list;
+        sorted[..n].sort_unstable();
+        let mut uniq = 0;
+        for i in 0..n {
+            if i == 0 || sorted[i] != sorted[uniq - 1] {
+                sorted[uniq] = sorted[i];
+                uniq += 1;
+            }
+        }
+        let mut sig = [0u8; SIG_ROOM];
+        let rdatas = sorted[..uniq].iter().copied();
+        match sign_rrset(zone, lower, rt, ttl, rdatas, true, &mut sig) {
+            Some(len) => w.rrsig(Section::Answer, raw, ttl, &sig[..len]),
+            None => true,
+        }
+    })
 }
 
 /// A ready NSEC with its RRSIG, together or not at all.
 fn put_nsec(w: &mut Writer<'_>, owner: &[u8], ttl: u32, nsec: SignedNsec<'_>) -> bool {
-    let m = w.mark();
-    if w.raw_rrset(
-        Section::Authority,
-        owner,
-        NSEC,
-        ttl,
-        std::iter::once(nsec.rdata),
-    ) && w.raw_rrset(
-        Section::Authority,
-        owner,
-        RRSIG,
-        ttl,
-        std::iter::once(nsec.sig),
-    ) {
-        return true;
-    }
-    w.rollback(m);
-    false
+    w.together(|w| {
+        w.raw_rrset(
+            Section::Authority,
+            owner,
+            NSEC,
+            ttl,
+            std::iter::once(nsec.rdata),
+        ) && w.rrsig(Section::Authority, owner, ttl, nsec.sig)
+    })
 }
 
 /// Sign one RRset as `owner` (lower-case wire; `rdatas` canonical, in canonical order) into
@@ -964,17 +924,11 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     ) else {
         return;
     };
-    let m = w.mark();
-    if !(w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
-        && w.raw_rrset(
-            Section::Authority,
-            raw,
-            RRSIG,
-            ttl,
-            std::iter::once(&sig[..n]),
-        ))
-    {
-        w.rollback(m);
+    let written = w.together(|w| {
+        w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
+            && w.rrsig(Section::Authority, raw, ttl, &sig[..n])
+    });
+    if !written {
         w.set_tc();
     }
 }

@@ -5,6 +5,9 @@
 use crate::dns::request::Request;
 use crate::zone::{Rdata, RrSetRef};
 
+/// The RRSIG type (RFC 4034 §3).
+const RRSIG: u16 = crate::zone::dnssec::types::RRSIG;
+
 /// Message sections, in wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Section {
@@ -158,6 +161,23 @@ impl<'b> Writer<'b> {
         self.buf.truncate(m.len);
         self.npointers = m.npointers;
         self.counts = m.counts;
+    }
+
+    /// Write what `f` writes together or not at all (an RRset and its RRSIG, an NSEC and
+    /// its RRSIG): when `f` returns `false`, everything it wrote is rolled back.
+    #[inline]
+    pub fn together(&mut self, f: impl FnOnce(&mut Self) -> bool) -> bool {
+        let m = self.mark();
+        if f(self) {
+            return true;
+        }
+        self.rollback(m);
+        false
+    }
+
+    /// An RRSIG RDATA over the last RRset written, at the same owner.
+    pub fn rrsig(&mut self, section: Section, owner: &[u8], ttl: u32, sig: &[u8]) -> bool {
+        self.raw_rrset(section, owner, RRSIG, ttl, std::iter::once(sig))
     }
 
     /// Add records built on the fly (service answers): `rdatas` of one type.
