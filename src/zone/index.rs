@@ -749,7 +749,9 @@ pub struct Zone {
 
 impl Zone {
     /// Build the index of one parsed (and validated) zone file, with the services that live
-    /// in it (lower-case wire name, service index).
+    /// in it (lower-case wire name, service index). Every record goes through
+    /// [`Builder::add`] as (owner, type, TTL, RDATA wire); the RDATA is emitted from the
+    /// parsed record here until the zone file keeps its records in wire form itself.
     pub fn build(file: &ZoneFile, services: &[(Box<[u8]>, u32)]) -> Result<Zone, IndexError> {
         let origin = file.origin.to_lowercase();
         let origin_wire = wire_lower(&origin);
