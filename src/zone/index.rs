@@ -1593,6 +1593,7 @@ mod tests {
         }
         let z = build(&text, &[]).expect("build");
         let per_record = z.index_bytes() / (n + m);
+        eprintln!("index: {} bytes, {per_record} per record", z.index_bytes());
         assert!(per_record <= 80, "{per_record} bytes per record");
         assert!(z
             .node(&w("h99999.example.com."))
