@@ -163,7 +163,7 @@ fn build_query(name: &Name, qtype: u16, client: IpAddr) -> Vec<u8> {
 fn service_why(snap: &Snapshot, qname: &Name, client: IpAddr) -> Option<ServiceWhy> {
     let lower = wire_lower(qname);
     let zone = snap.zones.find(&lower)?;
-    let idx = zone.node(&lower)?.service?;
+    let idx = zone.node(&lower)?.service()?;
     let plan = snap.plans.get(idx as usize)?.as_deref()?;
     let (loc, prefix) = snap.geo.locate(client);
     let coords = loc.and_then(|l| l.coords);

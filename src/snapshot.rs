@@ -621,11 +621,12 @@ impl Builder {
                 // The cluster's serial goes in before signing, so the SOA is signed once;
                 // a signed zone keeps the signatures of its last build that are still good.
                 let prev = self.zones.get(&origin).cloned();
-                let built = Zone::build(file, &services).and_then(|z| {
-                    let mut z = match self.serials.get(&origin) {
-                        Some(&serial) if serial != z.serial() => z.with_serial(serial),
-                        _ => z,
-                    };
+                let built = Zone::build(file, &services).and_then(|mut z| {
+                    if let Some(&serial) = self.serials.get(&origin) {
+                        if serial != z.serial() {
+                            z.set_serial(serial);
+                        }
+                    }
                     if let Some(keys) = self.dnssec.get(&origin) {
                         let started = std::time::Instant::now();
                         let stats = z.sign_reusing(keys, unix_now(), prev.as_deref())?;

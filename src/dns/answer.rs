@@ -13,7 +13,7 @@ use crate::metrics::{self, Worker};
 use crate::model::PolicyKind;
 use crate::policy::{self, Family};
 use crate::snapshot::{Snapshot, ZoneKey};
-use crate::zone::{parent, rtype, Node, Zone};
+use crate::zone::{parent, rtype, NodeRef, RrSetRef, SignedNsec, Zone};
 
 /// The largest UDP reply we send, whatever the client offers (DNS Flag Day 2020: avoids IP
 /// fragmentation); also what our OPT record advertises.
@@ -362,18 +362,18 @@ fn walk(
             },
         };
         // Synthesized records take the query name as owner (RFC 4592 §4.1).
-        if let (Some(idx), false) = (node.service, owner_is_wild) {
+        if let (Some(idx), false) = (node.service(), owner_is_wild) {
             if matches!(q.qtype, rtype::A | rtype::AAAA | rtype::ANY) {
-                return service(snap, zone, node, idx, q.qtype, raw, who, w, trace);
+                return service(snap, zone, node, idx, q.qtype, raw, lname, who, w, trace);
             }
         }
         if q.qtype != rtype::CNAME {
             if let Some(cname) = node.get(rtype::CNAME) {
-                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, cname) {
+                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, lname, cname) {
                     w.set_tc();
                     return rcode::NOERROR;
                 }
-                let Some(crate::zone::Rdata::Name(target)) = cname.rdatas.first() else {
+                let Some(crate::zone::Rdata::Name(target)) = cname.rdatas().next() else {
                     return rcode::NOERROR;
                 };
                 if q.qtype == rtype::ANY {
@@ -390,17 +390,23 @@ fn walk(
         }
         let set = if q.qtype == rtype::ANY {
             // RFC 8482 §4.2: one RRset of the name is a full answer to ANY.
-            node.rrsets.first()
-        } else if node.is_cut && q.qtype == rtype::DS {
+            node.rrsets().next()
+        } else if node.is_cut() && q.qtype == rtype::DS {
             node.get(rtype::DS)
         } else {
             node.get(q.qtype)
         };
         // The apex SOA as published carries the cluster's serial, not the text's.
-        let set = set.map(|s| if s.rtype == rtype::SOA { zone.soa() } else { s });
+        let set = set.map(|s| {
+            if s.rtype() == rtype::SOA {
+                zone.soa()
+            } else {
+                s
+            }
+        });
         match set {
             Some(set) => {
-                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, set) {
+                if !answer_set(w, zone, trace.dnssec, owner_is_wild, raw, lname, set) {
                     w.set_tc();
                     return rcode::NOERROR;
                 }
@@ -411,7 +417,7 @@ fn walk(
                     trace.class = Class::NoData;
                 }
                 if trace.dnssec {
-                    let kind = match (owner_is_wild, node.service) {
+                    let kind = match (owner_is_wild, node.service()) {
                         (true, _) => Denial::Synthesized(node),
                         // A service name has A and/or AAAA whatever the type asked.
                         (false, Some(idx)) => {
@@ -436,10 +442,11 @@ fn walk(
 fn service(
     snap: &Snapshot,
     zone: &Zone,
-    node: &Node,
+    node: NodeRef<'_>,
     idx: u32,
     qtype: u16,
     raw: &[u8],
+    lower: &[u8],
     who: IpAddr,
     w: &mut Writer<'_>,
     trace: &mut Trace,
@@ -490,7 +497,7 @@ fn service(
             Family::V6 => rtype::AAAA,
         };
         let written = if trace.dnssec {
-            signed_addrs(w, zone, raw, rt, plan.service.ttl, addrs)
+            signed_addrs(w, zone, raw, lower, rt, plan.service.ttl, addrs)
         } else {
             w.raw_rrset(Section::Answer, raw, rt, plan.service.ttl, addrs)
         };
@@ -523,9 +530,8 @@ fn service(
         // datacenter out with `on_all_down = "none"`), which it is then signed for.
         let (v4, v6) = service_families(snap, idx);
         let tried = |f: Family| families.contains(&f);
-        let lower = NameBuf::lower(raw);
         let kind = Denial::Service(node, v4 && !tried(Family::V4), v6 && !tried(Family::V6));
-        deny(zone, w, raw, lower.as_slice(), kind);
+        deny(zone, w, raw, lower, kind);
     } else {
         negative(zone, w);
     }
@@ -573,7 +579,7 @@ thread_local! {
 
 /// The closest delegation at or above `name` and below the apex, unless the question is the
 /// DS at the cut itself (answered from this side).
-fn find_cut<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Option<(&'z Node, usize)> {
+fn find_cut<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Option<(NodeRef<'z>, usize)> {
     let origin_len = zone.origin_wire().len();
     if name.len() <= origin_len {
         return None;
@@ -590,7 +596,7 @@ fn find_cut<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Option<(&'z Node, us
     for &s in starts[..n].iter().rev() {
         let s = s as usize;
         let node = zone.node(&name[s..])?;
-        if node.is_cut {
+        if node.is_cut() {
             if s == 0 && qtype == rtype::DS {
                 return None;
             }
@@ -602,12 +608,12 @@ fn find_cut<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Option<(&'z Node, us
 
 /// The wildcard that covers a name that does not exist: `*.<closest encloser>`
 /// (RFC 4592 §3.3.1).
-fn wildcard<'z>(zone: &'z Zone, name: &[u8]) -> Option<&'z Node> {
+fn wildcard<'z>(zone: &'z Zone, name: &[u8]) -> Option<NodeRef<'z>> {
     let mut rest = name;
     while rest.len() > zone.origin_wire().len() {
         rest = parent(rest);
         if let Some(node) = zone.node(rest) {
-            if !node.has_wildcard_child {
+            if !node.has_wildcard_child() {
                 return None;
             }
             let mut wild = [0u8; 257];
@@ -625,21 +631,27 @@ fn wildcard<'z>(zone: &'z Zone, name: &[u8]) -> Option<&'z Node> {
 }
 
 /// A referral: the cut's NS in authority and their addresses as glue, without AA.
-fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], w: &mut Writer<'_>, dnssec: bool) -> u8 {
+fn referral(
+    zone: &Zone,
+    cut: (NodeRef<'_>, usize),
+    raw: &[u8],
+    w: &mut Writer<'_>,
+    dnssec: bool,
+) -> u8 {
     let (node, start) = cut;
     w.set_aa(false);
     let Some(ns) = node.get(rtype::NS) else {
         return rcode::SERVFAIL;
     };
-    if !w.rrset(Section::Authority, &raw[start..], ns, ns.ttl) {
+    if !w.rrset(Section::Authority, &raw[start..], ns, ns.ttl()) {
         w.set_tc();
         return rcode::NOERROR;
     }
     // Signed: the DS with its RRSIG, or the NSEC at the cut proving there is none.
     if dnssec {
         let owner = &raw[start..];
-        let ok = match (node.get(rtype::DS), &node.nsec) {
-            (Some(ds), _) => put(w, true, Section::Authority, owner, ds, ds.ttl),
+        let ok = match (node.get(rtype::DS), node.nsec()) {
+            (Some(ds), _) => put(w, true, Section::Authority, owner, ds, ds.ttl()),
             (None, Some(nsec)) => put_nsec(w, owner, zone.negative_ttl(), nsec),
             (None, None) => true,
         };
@@ -655,8 +667,8 @@ fn referral(zone: &Zone, cut: (&Node, usize), raw: &[u8], w: &mut Writer<'_>, dn
 /// Address records for the targets of NS, MX and SRV records that live in this zone. For a
 /// referral they are glue, and glue that does not fit sets TC (RFC 9471); otherwise extra
 /// records are left out silently (RFC 2181 §9).
-fn additional(zone: &Zone, set: &crate::zone::RrSet, w: &mut Writer<'_>, glue: bool) {
-    if !matches!(set.rtype, rtype::NS | rtype::MX | rtype::SRV) {
+fn additional(zone: &Zone, set: RrSetRef<'_>, w: &mut Writer<'_>, glue: bool) {
+    if !matches!(set.rtype(), rtype::NS | rtype::MX | rtype::SRV) {
         return;
     }
     for target in set.targets() {
@@ -666,7 +678,7 @@ fn additional(zone: &Zone, set: &crate::zone::RrSet, w: &mut Writer<'_>, glue: b
         };
         for t in [rtype::A, rtype::AAAA] {
             if let Some(addrs) = node.get(t) {
-                if !w.rrset(Section::Additional, target, addrs, addrs.ttl) && glue {
+                if !w.rrset(Section::Additional, target, addrs, addrs.ttl()) && glue {
                     w.set_tc();
                     return;
                 }
@@ -681,19 +693,15 @@ fn put(
     signed: bool,
     section: Section,
     owner: &[u8],
-    set: &crate::zone::RrSet,
+    set: RrSetRef<'_>,
     ttl: u32,
 ) -> bool {
-    if !signed || set.sigs.is_empty() {
+    if !signed || set.sigs().is_empty() {
         return w.rrset(section, owner, set, ttl);
     }
-    let m = w.mark();
-    let sigs = set.sigs.iter().map(|s| &s[..]);
-    if w.rrset(section, owner, set, ttl) && w.raw_rrset(section, owner, RRSIG, ttl, sigs) {
-        return true;
-    }
-    w.rollback(m);
-    false
+    w.together(|w| {
+        w.rrset(section, owner, set, ttl) && w.raw_rrset(section, owner, RRSIG, ttl, set.sigs())
+    })
 }
 
 /// An answer RRset at `raw`: with DO in a signed zone, with its RRSIG; one made from a
@@ -704,39 +712,21 @@ fn answer_set(
     dnssec: bool,
     wild: bool,
     raw: &[u8],
-    set: &crate::zone::RrSet,
+    lower: &[u8],
+    set: RrSetRef<'_>,
 ) -> bool {
     if !(dnssec && wild) {
-        return put(w, dnssec, Section::Answer, raw, set, set.ttl);
+        return put(w, dnssec, Section::Answer, raw, set, set.ttl());
     }
-    let lower = NameBuf::lower(raw);
     let mut sig = [0u8; SIG_ROOM];
-    let canon = set.canon.iter().map(|c| &c[..]);
-    let Some(n) = sign_rrset(
-        zone,
-        lower.as_slice(),
-        set.rtype,
-        set.ttl,
-        canon,
-        true,
-        &mut sig,
-    ) else {
-        return w.rrset(Section::Answer, raw, set, set.ttl);
+    let canon = set.canon();
+    let Some(n) = sign_rrset(zone, lower, set.rtype(), set.ttl(), canon, true, &mut sig) else {
+        return w.rrset(Section::Answer, raw, set, set.ttl());
     };
-    let m = w.mark();
-    if w.rrset(Section::Answer, raw, set, set.ttl)
-        && w.raw_rrset(
-            Section::Answer,
-            raw,
-            RRSIG,
-            set.ttl,
-            std::iter::once(&sig[..n]),
-        )
-    {
-        return true;
-    }
-    w.rollback(m);
-    false
+    w.together(|w| {
+        w.rrset(Section::Answer, raw, set, set.ttl())
+            && w.rrsig(Section::Answer, raw, set.ttl(), &sig[..n])
+    })
 }
 
 /// A service's addresses signed as the query name, now (RFC 4034 §6.3 order in the
@@ -745,6 +735,7 @@ fn signed_addrs<'a>(
     w: &mut Writer<'_>,
     zone: &Zone,
     raw: &[u8],
+    lower: &[u8],
     rt: u16,
     ttl: u32,
     addrs: impl Iterator<Item = &'a [u8]>,
@@ -755,61 +746,42 @@ fn signed_addrs<'a>(
         list[n] = a;
         n += 1;
     }
-    let m = w.mark();
-    if !w.raw_rrset(Section::Answer, raw, rt, ttl, list[..n].iter().copied()) {
-        return false;
-    }
-    if zone.signer().is_none() {
-        return true;
-    }
-    let mut sorted = list;
-    sorted[..n].sort_unstable();
-    let mut uniq = 0;
-    for i in 0..n {
-        if i == 0 || sorted[i] != sorted[uniq - 1] {
-            sorted[uniq] = sorted[i];
-            uniq += 1;
+    w.together(|w| {
+        if !w.raw_rrset(Section::Answer, raw, rt, ttl, list[..n].iter().copied()) {
+            return false;
         }
-    }
-    let lower = NameBuf::lower(raw);
-    let mut sig = [0u8; SIG_ROOM];
-    let rdatas = sorted[..uniq].iter().copied();
-    let Some(len) = sign_rrset(zone, lower.as_slice(), rt, ttl, rdatas, true, &mut sig) else {
-        return true;
-    };
-    if w.raw_rrset(
-        Section::Answer,
-        raw,
-        RRSIG,
-        ttl,
-        std::iter::once(&sig[..len]),
-    ) {
-        return true;
-    }
-    w.rollback(m);
-    false
+        if zone.signer().is_none() {
+            return true;
+        }
+        let mut sorted = list;
+        sorted[..n].sort_unstable();
+        let mut uniq = 0;
+        for i in 0..n {
+            if i == 0 || sorted[i] != sorted[uniq - 1] {
+                sorted[uniq] = sorted[i];
+                uniq += 1;
+            }
+        }
+        let mut sig = [0u8; SIG_ROOM];
+        let rdatas = sorted[..uniq].iter().copied();
+        match sign_rrset(zone, lower, rt, ttl, rdatas, true, &mut sig) {
+            Some(len) => w.rrsig(Section::Answer, raw, ttl, &sig[..len]),
+            None => true,
+        }
+    })
 }
 
 /// A ready NSEC with its RRSIG, together or not at all.
-fn put_nsec(w: &mut Writer<'_>, owner: &[u8], ttl: u32, nsec: &crate::zone::SignedNsec) -> bool {
-    let m = w.mark();
-    if w.raw_rrset(
-        Section::Authority,
-        owner,
-        NSEC,
-        ttl,
-        std::iter::once(&nsec.rdata[..]),
-    ) && w.raw_rrset(
-        Section::Authority,
-        owner,
-        RRSIG,
-        ttl,
-        std::iter::once(&nsec.sig[..]),
-    ) {
-        return true;
-    }
-    w.rollback(m);
-    false
+fn put_nsec(w: &mut Writer<'_>, owner: &[u8], ttl: u32, nsec: SignedNsec<'_>) -> bool {
+    w.together(|w| {
+        w.raw_rrset(
+            Section::Authority,
+            owner,
+            NSEC,
+            ttl,
+            std::iter::once(nsec.rdata),
+        ) && w.rrsig(Section::Authority, owner, ttl, nsec.sig)
+    })
 }
 
 /// Sign one RRset as `owner` (lower-case wire; `rdatas` canonical, in canonical order) into
@@ -859,12 +831,12 @@ const NXNAME_BITMAP: [u8; 19] = [
 /// What a signed negative answer denies.
 enum Denial<'z> {
     /// The name exists without the type: its ready NSEC.
-    NoData(&'z Node),
+    NoData(NodeRef<'z>),
     /// A wildcard-made name without the type: the wildcard's types, signed as the name.
-    Synthesized(&'z Node),
+    Synthesized(NodeRef<'z>),
     /// A service name without the type: its ready NSEC's types plus A (first flag) and/or
     /// AAAA (second) by the service's address families, signed as the name.
-    Service(&'z Node, bool, bool),
+    Service(NodeRef<'z>, bool, bool),
     /// The name does not exist (answered NOERROR, RFC 9824).
     NxName,
 }
@@ -886,9 +858,9 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     let mut bits = [0u8; 256];
     let cached = !matches!(kind, Denial::NxName);
     let bitmap: &[u8] = match kind {
-        Denial::Service(node, v4, v6) => match &node.nsec {
+        Denial::Service(node, v4, v6) => match node.nsec() {
             Some(nsec) => {
-                let rd = &nsec.rdata[..];
+                let rd = nsec.rdata;
                 let b = rd
                     .get(name_len(rd.get(2..).unwrap_or(&[])) + 2..)
                     .unwrap_or(&[]);
@@ -912,17 +884,17 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
             None => return,
         },
         Denial::NoData(node) => {
-            if let Some(nsec) = &node.nsec {
+            if let Some(nsec) = node.nsec() {
                 if !put_nsec(w, raw, ttl, nsec) {
                     w.set_tc();
                 }
             }
             return;
         }
-        Denial::Synthesized(node) => match &node.nsec {
+        Denial::Synthesized(node) => match node.nsec() {
             // The wildcard's NSEC RDATA: `\000.*.<closest encloser>` then its bitmap.
             Some(nsec) => {
-                let rd = &nsec.rdata[..];
+                let rd = nsec.rdata;
                 let next_len = name_len(rd.get(2..).unwrap_or(&[])) + 2;
                 rd.get(next_len..).unwrap_or(&[])
             }
@@ -952,17 +924,11 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     ) else {
         return;
     };
-    let m = w.mark();
-    if !(w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
-        && w.raw_rrset(
-            Section::Authority,
-            raw,
-            RRSIG,
-            ttl,
-            std::iter::once(&sig[..n]),
-        ))
-    {
-        w.rollback(m);
+    let written = w.together(|w| {
+        w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
+            && w.rrsig(Section::Authority, raw, ttl, &sig[..n])
+    });
+    if !written {
         w.set_tc();
     }
 }

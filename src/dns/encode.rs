@@ -3,7 +3,10 @@
 //! back from the start so that truncation (RFC 2181 §9) never loses it.
 
 use crate::dns::request::Request;
-use crate::zone::{Rdata, RrSet};
+use crate::zone::{Rdata, RrSetRef};
+
+/// The RRSIG type (RFC 4034 §3).
+const RRSIG: u16 = crate::zone::dnssec::types::RRSIG;
 
 /// Message sections, in wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,20 +127,22 @@ impl<'b> Writer<'b> {
     /// Add a whole RRset to a section. Sections must be written in order. If it does not
     /// fit, nothing of it stays and `false` is returned; the caller decides whether that
     /// sets TC (it must for the answer and authority sections and for referral glue).
-    pub fn rrset(&mut self, section: Section, owner: &[u8], set: &RrSet, ttl: u32) -> bool {
+    pub fn rrset(&mut self, section: Section, owner: &[u8], set: RrSetRef<'_>, ttl: u32) -> bool {
         if self.truncated || section < self.section {
             return false;
         }
         self.section = section;
         let mark = (self.buf.len(), self.npointers);
-        for rdata in &set.rdatas {
-            if !self.record(owner, set.rtype, ttl, rdata) || self.buf.len() > self.limit {
+        let mut n = 0u16;
+        for rdata in set.rdatas() {
+            if !self.record(owner, set.rtype(), ttl, rdata) || self.buf.len() > self.limit {
                 self.buf.truncate(mark.0);
                 self.npointers = mark.1;
                 return false;
             }
+            n = n.wrapping_add(1);
         }
-        self.counts[section as usize] += set.rdatas.len() as u16;
+        self.counts[section as usize] += n;
         true
     }
 
@@ -156,6 +161,23 @@ impl<'b> Writer<'b> {
         self.buf.truncate(m.len);
         self.npointers = m.npointers;
         self.counts = m.counts;
+    }
+
+    /// Write what `f` writes together or not at all (an RRset and its RRSIG, an NSEC and
+    /// its RRSIG): when `f` returns `false`, everything it wrote is rolled back.
+    #[inline]
+    pub fn together(&mut self, f: impl FnOnce(&mut Self) -> bool) -> bool {
+        let m = self.mark();
+        if f(self) {
+            return true;
+        }
+        self.rollback(m);
+        false
+    }
+
+    /// An RRSIG RDATA over the last RRset written, at the same owner.
+    pub fn rrsig(&mut self, section: Section, owner: &[u8], ttl: u32, sig: &[u8]) -> bool {
+        self.raw_rrset(section, owner, RRSIG, ttl, std::iter::once(sig))
     }
 
     /// Add records built on the fly (service answers): `rdatas` of one type.
@@ -192,7 +214,7 @@ impl<'b> Writer<'b> {
         true
     }
 
-    fn record(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: &Rdata) -> bool {
+    fn record(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: Rdata<'_>) -> bool {
         self.name(owner);
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&[0, 1]); // class IN

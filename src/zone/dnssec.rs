@@ -896,25 +896,19 @@ mod tests {
         let z = signed(&keys);
         let apex = z.node(b"\x07example\x03com\x00").expect("apex");
         let dnskey = apex.get(types::DNSKEY).expect("DNSKEY");
-        assert_eq!(dnskey.rdatas.len(), 2);
-        assert_eq!(dnskey.ttl, 60, "the DNSKEY TTL is the SOA's");
-        assert_eq!(
-            dnskey.sigs.iter().map(|s| sig_tag(s)).collect::<Vec<_>>(),
-            [ksk]
-        );
+        assert_eq!(dnskey.rdatas().count(), 2);
+        assert_eq!(dnskey.ttl(), 60, "the DNSKEY TTL is the SOA's");
+        assert_eq!(dnskey.sigs().map(sig_tag).collect::<Vec<_>>(), [ksk]);
         for t in [types::CDS, types::CDNSKEY] {
             let set = apex.get(t).expect("key set");
-            assert_eq!(set.rdatas.len(), 1, "only the KSK");
-            assert_eq!(
-                set.sigs.iter().map(|s| sig_tag(s)).collect::<Vec<_>>(),
-                [ksk]
-            );
+            assert_eq!(set.rdatas().count(), 1, "only the KSK");
+            assert_eq!(set.sigs().map(sig_tag).collect::<Vec<_>>(), [ksk]);
         }
         let a = z
             .node(b"\x03ns1\x07example\x03com\x00")
             .and_then(|n| n.get(1))
             .expect("A");
-        assert_eq!(a.sigs.iter().map(|s| sig_tag(s)).collect::<Vec<_>>(), [zsk]);
+        assert_eq!(a.sigs().map(sig_tag).collect::<Vec<_>>(), [zsk]);
         assert_eq!(z.signer().map(Signer::tag), Some(zsk));
 
         // A KSK roll: the new KSK is published and signs the key RRsets beside the old one;
@@ -925,14 +919,14 @@ mod tests {
         let z = signed(&keys);
         let apex = z.node(b"\x07example\x03com\x00").expect("apex");
         let dnskey = apex.get(types::DNSKEY).expect("DNSKEY");
-        assert_eq!(dnskey.rdatas.len(), 3);
-        let mut tags: Vec<u16> = dnskey.sigs.iter().map(|s| sig_tag(s)).collect();
+        assert_eq!(dnskey.rdatas().count(), 3);
+        let mut tags: Vec<u16> = dnskey.sigs().map(sig_tag).collect();
         tags.sort_unstable();
         let mut want = vec![ksk, new_tag];
         want.sort_unstable();
         assert_eq!(tags, want);
         let cds = apex.get(types::CDS).expect("CDS");
-        assert_eq!(cds.rdatas.len(), 1);
+        assert_eq!(cds.rdatas().count(), 1);
         assert_eq!(keys.entry_points().count(), 2, "GET lists both DS");
         assert_eq!(z.signer().map(Signer::tag), Some(zsk));
     }

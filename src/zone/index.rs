@@ -1,10 +1,20 @@
 //! The zone index: every name of every zone, keyed by its lower-case wire form, with the
 //! delegation cuts, CNAMEs and wildcards worked out when the index is built, so that a query
 //! is a few hash look-ups over borrowed byte slices and never allocates.
+//!
+//! The index is flat, so that its memory is per record and not per allocation (issue 9: a
+//! zone of a million records): one byte arena holds the names and the RDATA, fixed-size
+//! node and RRset entries refer into it by offset, and the hash table from name to node
+//! holds only the node's number. A signed zone keeps its RRSIGs, NSECs and the canonical
+//! forms of its wildcards in a second arena, beside the first. Readers get borrowed views
+//! ([`NodeRef`], [`RrSetRef`], [`Rdata`]).
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap as HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
 use hickory_proto::rr::Name;
 
@@ -30,78 +40,684 @@ pub mod rtype {
 
 /// One RDATA, prepared for the encoder. Names that RFC 3597 §4 lets us compress are kept as
 /// names so that the encoder can point them at earlier names in the message; everything else
-/// is its final wire form.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rdata {
+/// is its final wire form. The shape follows from the type: the index stores the wire form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rdata<'a> {
     /// Ready wire bytes (A, AAAA, TXT, SRV, CAA, …).
-    Raw(Box<[u8]>),
+    Raw(&'a [u8]),
     /// NS, CNAME, PTR: one compressible name (uncompressed wire form, original case).
-    Name(Box<[u8]>),
+    Name(&'a [u8]),
     /// MX: preference, then a compressible name.
-    Mx(u16, Box<[u8]>),
+    Mx(u16, &'a [u8]),
     /// SOA: two compressible names and the 20 bytes of counters.
-    Soa(Box<[u8]>, Box<[u8]>, [u8; 20]),
+    Soa(&'a [u8], &'a [u8], &'a [u8; 20]),
 }
 
-/// All records of one type at one name.
-#[derive(Clone, Debug)]
-pub struct RrSet {
-    pub rtype: u16,
-    pub ttl: u32,
-    pub rdatas: Vec<Rdata>,
-    /// The RRSIG RDATA over this RRset at its own owner, in a signed zone (empty
-    /// otherwise, and for glue and delegation NS, which are not signed).
-    pub sigs: Vec<Box<[u8]>>,
-    /// At a wildcard owner of a signed zone: the RDATAs in canonical form and order, so an
-    /// answer made from it is signed as the query name without an allocation.
-    pub canon: Box<[Box<[u8]>]>,
-}
-
-impl RrSet {
-    /// The name in each RDATA that may need address records in the additional section
-    /// (NS, MX and SRV targets).
-    pub fn targets(&self) -> impl Iterator<Item = &[u8]> {
-        self.rdatas
-            .iter()
-            .filter_map(move |r| match (self.rtype, r) {
-                (rtype::NS, Rdata::Name(n)) | (_, Rdata::Mx(_, n)) => Some(&n[..]),
-                (rtype::SRV, Rdata::Raw(raw)) if raw.len() > 6 => Some(&raw[6..]),
-                _ => None,
-            })
+impl<'a> Rdata<'a> {
+    /// The shape of an RDATA of type `rt` in uncompressed wire form (`Raw` when it does not
+    /// parse as its type says, which the build rules out).
+    pub fn of(rt: u16, wire: &'a [u8]) -> Rdata<'a> {
+        match rt {
+            rtype::NS | rtype::CNAME | rtype::PTR if name_len(wire) == Some(wire.len()) => {
+                Rdata::Name(wire)
+            }
+            rtype::MX if wire.len() > 2 && name_len(&wire[2..]) == Some(wire.len() - 2) => {
+                Rdata::Mx(u16::from_be_bytes([wire[0], wire[1]]), &wire[2..])
+            }
+            rtype::SOA => {
+                let soa = name_len(wire).and_then(|m| {
+                    let r = name_len(&wire[m..])?;
+                    let counters: &[u8; 20] = wire.get(m + r..)?.try_into().ok()?;
+                    Some(Rdata::Soa(&wire[..m], &wire[m..m + r], counters))
+                });
+                soa.unwrap_or(Rdata::Raw(wire))
+            }
+            _ => Rdata::Raw(wire),
+        }
     }
 }
 
-/// One name in a zone: its RRsets (sorted by type) and what the index worked out about it.
-#[derive(Clone, Debug, Default)]
-pub struct Node {
-    pub rrsets: Vec<RrSet>,
-    /// NS records below the apex: a delegation; the node's other data (but DS) is glue.
-    pub is_cut: bool,
-    /// `*.<this name>` exists.
-    pub has_wildcard_child: bool,
-    /// The service at this name (an index into the snapshot's services), whose A and AAAA
-    /// answers come from a policy rather than from records.
-    pub service: Option<u32>,
-    /// In a signed zone: the NSEC at this name that denies the types it lacks (RFC 9824
-    /// compact form, next name `\000.<name>`), with its RRSIG.
-    pub nsec: Option<Box<SignedNsec>>,
+/// The length of the uncompressed wire name at the start of `b`, if one is there.
+fn name_len(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let l = *b.get(i)? as usize;
+        i += 1 + l;
+        if l == 0 {
+            return (i <= 255).then_some(i);
+        }
+        if l > 63 {
+            return None;
+        }
+    }
+}
+
+/// A list of byte strings in an arena: each one its big-endian `u16` length, then its bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct List<'a>(&'a [u8]);
+
+impl<'a> Iterator for List<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let len = u16::from_be_bytes(*len) as usize;
+        let item = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some(item)
+    }
+}
+
+impl List<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Append one item to a [`List`] being written.
+fn push_item(out: &mut Vec<u8>, item: &[u8]) {
+    out.extend_from_slice(&(item.len() as u16).to_be_bytes());
+    out.extend_from_slice(item);
+}
+
+/// The RDATAs of an RRset, in their shapes.
+#[derive(Clone, Copy, Debug)]
+pub struct Rdatas<'a> {
+    rtype: u16,
+    list: List<'a>,
+}
+
+impl<'a> Iterator for Rdatas<'a> {
+    type Item = Rdata<'a>;
+
+    fn next(&mut self) -> Option<Rdata<'a>> {
+        self.list.next().map(|w| Rdata::of(self.rtype, w))
+    }
+}
+
+/// All records of one type at one name: a view into the index.
+#[derive(Clone, Copy, Debug)]
+pub struct RrSetRef<'z> {
+    rtype: u16,
+    ttl: u32,
+    rdatas: &'z [u8],
+    sigs: &'z [u8],
+    canon: &'z [u8],
+}
+
+impl<'z> RrSetRef<'z> {
+    pub fn rtype(&self) -> u16 {
+        self.rtype
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// The RDATAs, in zone-file order (duplicates dropped).
+    pub fn rdatas(&self) -> Rdatas<'z> {
+        Rdatas {
+            rtype: self.rtype,
+            list: List(self.rdatas),
+        }
+    }
+
+    /// The RDATAs in uncompressed wire form (names in their original case).
+    pub fn wire_rdatas(&self) -> List<'z> {
+        List(self.rdatas)
+    }
+
+    /// The RRSIG RDATAs over this RRset at its own owner, in a signed zone (none otherwise,
+    /// and for glue and delegation NS, which are not signed).
+    pub fn sigs(&self) -> List<'z> {
+        List(self.sigs)
+    }
+
+    /// At a wildcard owner of a signed zone: the RDATAs in canonical form and order, so an
+    /// answer made from it is signed as the query name without an allocation.
+    pub fn canon(&self) -> List<'z> {
+        List(self.canon)
+    }
+
+    /// Same type, TTL and RDATA (in order) as `other`: what signature reuse asks.
+    pub fn same_data(&self, other: &RrSetRef<'_>) -> bool {
+        self.rtype == other.rtype && self.ttl == other.ttl && self.rdatas == other.rdatas
+    }
+
+    /// The name in each RDATA that may need address records in the additional section
+    /// (NS, MX and SRV targets).
+    pub fn targets(&self) -> impl Iterator<Item = &'z [u8]> + 'z {
+        let rt = self.rtype;
+        self.rdatas().filter_map(move |r| match (rt, r) {
+            (rtype::NS, Rdata::Name(n)) | (_, Rdata::Mx(_, n)) => Some(n),
+            (rtype::SRV, Rdata::Raw(raw)) if raw.len() > 6 => Some(&raw[6..]),
+            _ => None,
+        })
+    }
 }
 
 /// A ready NSEC RDATA and its RRSIG RDATA.
-#[derive(Clone, Debug)]
-pub struct SignedNsec {
-    pub rdata: Box<[u8]>,
-    pub sig: Box<[u8]>,
+#[derive(Clone, Copy, Debug)]
+pub struct SignedNsec<'z> {
+    pub rdata: &'z [u8],
+    pub sig: &'z [u8],
 }
 
-impl Node {
-    pub fn get(&self, rtype: u16) -> Option<&RrSet> {
-        self.rrsets.iter().find(|s| s.rtype == rtype)
+/// One name in a zone: its RRsets (sorted by type) and what the index worked out about it.
+#[derive(Clone, Copy)]
+pub struct NodeRef<'z> {
+    index: &'z Index,
+    id: u32,
+    entry: &'z NodeEntry,
+}
+
+impl std::fmt::Debug for NodeRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRef")
+            .field("name", &crate::zone::display(self.name()))
+            .field("rrsets", &self.rrsets().collect::<Vec<_>>())
+            .field("is_cut", &self.is_cut())
+            .field("service", &self.service())
+            .finish()
+    }
+}
+
+impl<'z> NodeRef<'z> {
+    /// The name, lower-case wire form.
+    pub fn name(&self) -> &'z [u8] {
+        self.index.name(self.entry)
+    }
+
+    /// The RRsets, sorted by type.
+    pub fn rrsets(&self) -> impl Iterator<Item = RrSetRef<'z>> + Clone + 'z {
+        let index = self.index;
+        let start = self.entry.sets;
+        (start..start + u32::from(self.entry.nsets)).map(move |s| index.set(s))
+    }
+
+    pub fn get(&self, rtype: u16) -> Option<RrSetRef<'z>> {
+        let start = self.entry.sets as usize;
+        let sets = self
+            .index
+            .sets
+            .get(start..start + self.entry.nsets as usize)?;
+        let i = sets.iter().position(|s| s.rtype == rtype)?;
+        Some(self.index.set((start + i) as u32))
     }
 
     /// An empty non-terminal: a name that exists only because names exist below it.
     pub fn is_empty(&self) -> bool {
-        self.rrsets.is_empty()
+        self.entry.nsets == 0
+    }
+
+    /// NS records below the apex: a delegation; the node's other data (but DS) is glue.
+    pub fn is_cut(&self) -> bool {
+        self.entry.flags & CUT != 0
+    }
+
+    /// `*.<this name>` exists.
+    pub fn has_wildcard_child(&self) -> bool {
+        self.entry.flags & WILD_CHILD != 0
+    }
+
+    /// The service at this name (an index into the snapshot's services), whose A and AAAA
+    /// answers come from a policy rather than from records.
+    pub fn service(&self) -> Option<u32> {
+        (self.entry.service != NONE).then_some(self.entry.service)
+    }
+
+    /// In a signed zone: the NSEC at this name that denies the types it lacks (RFC 9824
+    /// compact form, next name `\000.<name>`), with its RRSIG.
+    pub fn nsec(&self) -> Option<SignedNsec<'z>> {
+        let r = self.index.nsecs.get(self.id as usize)?;
+        let mut list = List(self.index.sig_data.get(r.range())?);
+        Some(SignedNsec {
+            rdata: list.next()?,
+            sig: list.next()?,
+        })
+    }
+}
+
+/// "None" in the index's `u32` fields.
+const NONE: u32 = u32::MAX;
+/// [`NodeEntry::flags`]: a delegation.
+const CUT: u8 = 1;
+/// [`NodeEntry::flags`]: `*.<name>` exists.
+const WILD_CHILD: u8 = 2;
+
+/// A name: 16 bytes, its name and RRsets in the index's arrays.
+#[derive(Clone, Copy, Debug)]
+struct NodeEntry {
+    /// Offset of the lower-case wire name in `data`.
+    name: u32,
+    /// The first of its RRsets in `sets` (`nsets` of them, sorted by type).
+    sets: u32,
+    nsets: u16,
+    name_len: u8,
+    flags: u8,
+    /// The service at this name, or [`NONE`].
+    service: u32,
+}
+
+/// An RRset: 16 bytes, its RDATA a [`List`] in `data`.
+#[derive(Clone, Copy, Debug)]
+struct SetEntry {
+    rtype: u16,
+    ttl: u32,
+    rdata: u32,
+    len: u32,
+}
+
+/// A range of an arena.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    off: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.off as usize..self.off as usize + self.len as usize
+    }
+}
+
+/// What signing adds to an RRset: its RRSIGs and, at a wildcard, its canonical RDATAs.
+#[derive(Clone, Copy, Debug, Default)]
+struct SetSigs {
+    sigs: Span,
+    canon: Span,
+}
+
+/// The flat index of one zone.
+#[derive(Clone, Default)]
+struct Index {
+    /// Names (lower-case wire) and RDATA lists.
+    data: Vec<u8>,
+    nodes: Vec<NodeEntry>,
+    sets: Vec<SetEntry>,
+    /// Node numbers, hashed by their names.
+    table: HashTable<u32>,
+    /// Signed zones: RRSIG lists, canonical wildcard RDATA, NSEC + RRSIG pairs.
+    sig_data: Vec<u8>,
+    /// By set number; empty in an unsigned zone.
+    set_sigs: Vec<SetSigs>,
+    /// By node number: a [`List`] of the NSEC RDATA and its RRSIG; empty when unsigned.
+    nsecs: Vec<Span>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("names", &self.nodes.len())
+            .field("rrsets", &self.sets.len())
+            .field("bytes", &self.data.len())
+            .field("sig_bytes", &self.sig_data.len())
+            .finish()
+    }
+}
+
+fn hash(name: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(name)
+}
+
+fn name_at<'a>(nodes: &[NodeEntry], data: &'a [u8], id: u32) -> &'a [u8] {
+    let n = &nodes[id as usize];
+    &data[n.name as usize..n.name as usize + n.name_len as usize]
+}
+
+impl Index {
+    fn name(&self, e: &NodeEntry) -> &[u8] {
+        &self.data[e.name as usize..e.name as usize + e.name_len as usize]
+    }
+
+    fn find(&self, name: &[u8]) -> Option<u32> {
+        self.table
+            .find(hash(name), |&id| {
+                name_at(&self.nodes, &self.data, id) == name
+            })
+            .copied()
+    }
+
+    fn node(&self, id: u32) -> NodeRef<'_> {
+        NodeRef {
+            index: self,
+            id,
+            entry: &self.nodes[id as usize],
+        }
+    }
+
+    fn set(&self, id: u32) -> RrSetRef<'_> {
+        let s = &self.sets[id as usize];
+        let extra = self.set_sigs.get(id as usize).copied().unwrap_or_default();
+        let arena = |span: Span| self.sig_data.get(span.range()).unwrap_or(&[]);
+        RrSetRef {
+            rtype: s.rtype,
+            ttl: s.ttl,
+            rdatas: &self.data[s.rdata as usize..s.rdata as usize + s.len as usize],
+            sigs: arena(extra.sigs),
+            canon: arena(extra.canon),
+        }
+    }
+
+    /// The node of `name`, made (without RRsets) when it is not there.
+    fn node_id(&mut self, name: &[u8]) -> Result<u32, IndexError> {
+        let Index {
+            data, nodes, table, ..
+        } = self;
+        let entry = table.entry(
+            hash(name),
+            |&id| name_at(nodes, data, id) == name,
+            |&id| hash(name_at(nodes, data, id)),
+        );
+        match entry {
+            Entry::Occupied(e) => Ok(*e.get()),
+            Entry::Vacant(v) => {
+                let id = u32::try_from(nodes.len()).map_err(|_| too_big())?;
+                nodes.push(NodeEntry {
+                    name: offset(data.len())?,
+                    sets: 0,
+                    nsets: 0,
+                    name_len: u8::try_from(name.len()).map_err(|_| too_big())?,
+                    flags: 0,
+                    service: NONE,
+                });
+                data.extend_from_slice(name);
+                v.insert(id);
+                Ok(id)
+            }
+        }
+    }
+
+    /// Whether `name` is strictly below a delegation of the zone (its data is glue).
+    fn below_cut(&self, name: &[u8], origin: &[u8]) -> bool {
+        let mut rest = name;
+        while rest.len() > origin.len() {
+            rest = parent(rest);
+            if rest.len() > origin.len()
+                && self
+                    .find(rest)
+                    .is_some_and(|id| self.nodes[id as usize].flags & CUT != 0)
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn too_big() -> IndexError {
+    IndexError::TooLarge
+}
+
+fn offset(at: usize) -> Result<u32, IndexError> {
+    u32::try_from(at).map_err(|_| too_big())
+}
+
+/// One record as read, before the index is laid out: its RDATA in the builder's scratch.
+#[derive(Clone, Copy)]
+struct Pending {
+    node: u32,
+    rtype: u16,
+    len: u16,
+    ttl: u32,
+    off: u32,
+}
+
+/// The build of one zone's index: records go in one at a time ([`Builder::add`]).
+pub struct Builder {
+    origin_wire: Box<[u8]>,
+    index: Index,
+    pending: Vec<Pending>,
+    scratch: Vec<u8>,
+    /// The SOA's TTL, MINIMUM and serial.
+    soa_fields: Option<(u32, u32, u32)>,
+}
+
+impl Builder {
+    /// A build for the zone at `origin_wire` (lower-case wire form) that expects about
+    /// `records` records.
+    pub fn new(origin_wire: &[u8], records: usize) -> Builder {
+        let mut index = Index::default();
+        index.table.reserve(records, |_| 0);
+        index.nodes.reserve(records);
+        Builder {
+            origin_wire: origin_wire.into(),
+            index,
+            pending: Vec::with_capacity(records),
+            scratch: Vec::new(),
+            soa_fields: None,
+        }
+    }
+
+    /// One record: its owner (lower-case, uncompressed wire), type, TTL and RDATA
+    /// (uncompressed wire, names as written).
+    pub fn add(
+        &mut self,
+        owner: &[u8],
+        rtype: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> Result<(), IndexError> {
+        if !is_subdomain(owner, &self.origin_wire) {
+            return Err(IndexError::OutOfZone(crate::zone::display(owner)));
+        }
+        let len = u16::try_from(rdata.len()).map_err(|_| {
+            IndexError::Encode(
+                crate::zone::display(owner),
+                "RDATA longer than 65535 bytes".into(),
+            )
+        })?;
+        if rtype == rtype::SOA {
+            if let Rdata::Soa(_, _, c) = Rdata::of(rtype, rdata) {
+                let field = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                self.soa_fields = Some((ttl, field(16), field(0)));
+            }
+        }
+        let node = self.index.node_id(owner)?;
+        self.pending.push(Pending {
+            node,
+            rtype,
+            len,
+            ttl,
+            off: offset(self.scratch.len())?,
+        });
+        self.scratch.extend_from_slice(rdata);
+        Ok(())
+    }
+
+    /// The index, with the services that live in the zone (lower-case wire name, service
+    /// index).
+    pub fn finish(self, origin: Name, services: &[(Box<[u8]>, u32)]) -> Result<Zone, IndexError> {
+        let Builder {
+            origin_wire,
+            mut index,
+            mut pending,
+            scratch,
+            soa_fields,
+        } = self;
+        for (name, _) in services {
+            if !is_subdomain(name, &origin_wire) {
+                return Err(IndexError::OutOfZone(crate::zone::display(name)));
+            }
+            index.node_id(name)?;
+        }
+
+        // The RRsets: each node's records together, by type, in file order within a type.
+        pending.sort_by_key(|p| (u64::from(p.node) << 16) | u64::from(p.rtype));
+        index.data.reserve(scratch.len() + 2 * pending.len());
+        index.sets.reserve(pending.len());
+        let mut kept: Vec<&[u8]> = Vec::new();
+        let mut seen: rustc_hash::FxHashSet<&[u8]> = Default::default();
+        let mut i = 0;
+        while i < pending.len() {
+            let node = pending[i].node;
+            let first_set = offset(index.sets.len())?;
+            while i < pending.len() && pending[i].node == node {
+                let rt = pending[i].rtype;
+                let mut ttl = u32::MAX;
+                kept.clear();
+                seen.clear();
+                let mut j = i;
+                while j < pending.len() && pending[j].node == node && pending[j].rtype == rt {
+                    let p = &pending[j];
+                    // RFC 2181 §5.2: one TTL per RRset; the lowest wins, as most servers do.
+                    ttl = ttl.min(p.ttl);
+                    let rd = &scratch[p.off as usize..p.off as usize + p.len as usize];
+                    let dup = if kept.len() < 16 {
+                        kept.contains(&rd)
+                    } else {
+                        if seen.is_empty() {
+                            seen.extend(kept.iter().copied());
+                        }
+                        !seen.insert(rd)
+                    };
+                    if !dup {
+                        kept.push(rd);
+                    }
+                    j += 1;
+                }
+                let start = index.data.len();
+                for rd in &kept {
+                    push_item(&mut index.data, rd);
+                }
+                index.sets.push(SetEntry {
+                    rtype: rt,
+                    ttl,
+                    rdata: offset(start)?,
+                    len: offset(index.data.len() - start)?,
+                });
+                i = j;
+            }
+            let e = &mut index.nodes[node as usize];
+            e.sets = first_set;
+            e.nsets =
+                u16::try_from(index.sets.len() - first_set as usize).map_err(|_| too_big())?;
+        }
+        drop(kept);
+        drop(seen);
+        drop(pending);
+        drop(scratch);
+
+        for (name, idx) in services {
+            let Some(id) = index.find(name) else { continue };
+            let node = index.node(id);
+            if node.get(rtype::CNAME).is_some() {
+                return Err(IndexError::ServiceConflict(
+                    crate::zone::display(name),
+                    "a CNAME",
+                ));
+            }
+            if node.get(rtype::A).is_some() || node.get(rtype::AAAA).is_some() {
+                return Err(IndexError::ServiceConflict(
+                    crate::zone::display(name),
+                    "A or AAAA records",
+                ));
+            }
+            index.nodes[id as usize].service = *idx;
+        }
+        let (soa_ttl, minimum, serial) = soa_fields.ok_or(IndexError::NoSoa)?;
+        let soa = index
+            .find(&origin_wire)
+            .and_then(|id| index.node(id).get(rtype::SOA))
+            .map(OwnedSet::of)
+            .ok_or(IndexError::NoSoa)?;
+
+        // Empty non-terminals: every ancestor of a name, up to the origin, exists. Names
+        // added here are walked in turn, so each missing ancestor is added once.
+        let mut id = 0;
+        let mut buf = [0u8; 256];
+        while id < index.nodes.len() {
+            let e = index.nodes[id];
+            let name = index.name(&e);
+            let wild = name.len() > origin_wire.len() && name.starts_with(b"\x01*");
+            if name.len() > origin_wire.len() {
+                let p = parent(name);
+                let plen = p.len();
+                buf[..plen].copy_from_slice(p);
+                let pid = match index.find(&buf[..plen]) {
+                    Some(pid) => pid,
+                    None => index.node_id(&buf[..plen])?,
+                };
+                if wild {
+                    index.nodes[pid as usize].flags |= WILD_CHILD;
+                }
+            }
+            id += 1;
+        }
+        for e in index.nodes.iter_mut() {
+            let name = &index.data[e.name as usize..e.name as usize + e.name_len as usize];
+            let sets = &index.sets[e.sets as usize..e.sets as usize + e.nsets as usize];
+            if name != &origin_wire[..] && sets.iter().any(|s| s.rtype == rtype::NS) {
+                e.flags |= CUT;
+            }
+        }
+        // A service below a delegation would never be reached.
+        for (name, _) in services {
+            let mut rest: &[u8] = name;
+            while rest.len() > origin_wire.len() {
+                if index.find(rest).is_some_and(|id| index.node(id).is_cut()) {
+                    return Err(IndexError::ServiceConflict(
+                        crate::zone::display(name),
+                        "a delegation at or above it",
+                    ));
+                }
+                rest = parent(rest);
+            }
+        }
+        let Index {
+            data,
+            nodes,
+            sets,
+            table,
+            ..
+        } = &mut index;
+        data.shrink_to_fit();
+        nodes.shrink_to_fit();
+        sets.shrink_to_fit();
+        table.shrink_to_fit(|&id| hash(name_at(nodes, data, id)));
+        Ok(Zone {
+            origin,
+            origin_wire,
+            index: Arc::new(index),
+            soa,
+            // RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field.
+            negative_ttl: soa_ttl.min(minimum),
+            serial,
+            signer: None,
+            signing_keys: Box::new([]),
+            oldest_expiration: None,
+            sig_generation: 0,
+        })
+    }
+}
+
+/// An RRset held outside the index (the published SOA).
+#[derive(Clone, Debug)]
+struct OwnedSet {
+    rtype: u16,
+    ttl: u32,
+    rdatas: Box<[u8]>,
+    sigs: Box<[u8]>,
+}
+
+impl OwnedSet {
+    fn of(set: RrSetRef<'_>) -> OwnedSet {
+        OwnedSet {
+            rtype: set.rtype,
+            ttl: set.ttl,
+            rdatas: set.rdatas.into(),
+            sigs: set.sigs.into(),
+        }
+    }
+
+    fn view(&self) -> RrSetRef<'_> {
+        RrSetRef {
+            rtype: self.rtype,
+            ttl: self.ttl,
+            rdatas: &self.rdatas,
+            sigs: &self.sigs,
+            canon: &[],
+        }
     }
 }
 
@@ -111,10 +727,10 @@ pub struct Zone {
     origin: Name,
     origin_wire: Box<[u8]>,
     /// Shared, so that a new serial ([`Zone::with_serial`]) costs no re-index.
-    nodes: Arc<HashMap<Box<[u8]>, Node>>,
+    index: Arc<Index>,
     /// The apex SOA as published: its serial may differ from the text's (the cluster's
     /// serial); answers take the SOA from here, never from the apex node.
-    soa: RrSet,
+    soa: OwnedSet,
     negative_ttl: u32,
     serial: u32,
     /// The signer of a signed zone (shared by every worker, no lock: signing is `&self`).
@@ -132,127 +748,17 @@ pub struct Zone {
 
 impl Zone {
     /// Build the index of one parsed (and validated) zone file, with the services that live
-    /// in it (lower-case wire name, service index).
+    /// in it (lower-case wire name, service index). Every record goes through
+    /// [`Builder::add`] as (owner, type, TTL, RDATA wire); the RDATA is emitted from the
+    /// parsed record here until the zone file keeps its records in wire form itself.
     pub fn build(file: &ZoneFile, services: &[(Box<[u8]>, u32)]) -> Result<Zone, IndexError> {
         let origin = file.origin.to_lowercase();
         let origin_wire = wire_lower(&origin);
-        let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::default();
-        let mut soa_fields = None;
+        let mut b = Builder::new(&origin_wire, file.len());
         for rr in file.rrs() {
-            let owner: Box<[u8]> = rr.owner.into();
-            if !is_subdomain(&owner, &origin_wire) {
-                return Err(IndexError::OutOfZone(crate::zone::display(rr.owner)));
-            }
-            let rdata = rr_rdata(&rr)?;
-            if let Rdata::Soa(_, _, c) = &rdata {
-                let field = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
-                soa_fields = Some((rr.ttl, field(16), field(0)));
-            }
-            let rt = rr.rtype;
-            let node = nodes.entry(owner).or_default();
-            match node.rrsets.iter_mut().find(|s| s.rtype == rt) {
-                // RFC 2181 §5.2: one TTL per RRset; the lowest wins, as most servers do.
-                Some(set) => {
-                    set.ttl = set.ttl.min(rr.ttl);
-                    if !set.rdatas.contains(&rdata) {
-                        set.rdatas.push(rdata);
-                    }
-                }
-                None => node.rrsets.push(RrSet {
-                    rtype: rt,
-                    ttl: rr.ttl,
-                    rdatas: vec![rdata],
-                    sigs: Vec::new(),
-                    canon: Box::new([]),
-                }),
-            }
+            b.add(rr.owner, rr.rtype, rr.ttl, rr.rdata)?;
         }
-        for (name, idx) in services {
-            if !is_subdomain(name, &origin_wire) {
-                return Err(IndexError::OutOfZone(crate::zone::display(name)));
-            }
-            let node = nodes.entry(name.clone()).or_default();
-            if node.get(rtype::CNAME).is_some() {
-                return Err(IndexError::ServiceConflict(
-                    crate::zone::display(name),
-                    "a CNAME",
-                ));
-            }
-            if node.get(rtype::A).is_some() || node.get(rtype::AAAA).is_some() {
-                return Err(IndexError::ServiceConflict(
-                    crate::zone::display(name),
-                    "A or AAAA records",
-                ));
-            }
-            node.service = Some(*idx);
-        }
-        let (soa_ttl, minimum, serial) = soa_fields.ok_or(IndexError::NoSoa)?;
-        let soa = nodes
-            .get(&origin_wire)
-            .and_then(|n| n.get(rtype::SOA))
-            .cloned()
-            .ok_or(IndexError::NoSoa)?;
-
-        // Empty non-terminals: every ancestor of a name, up to the origin, exists. Only the
-        // missing ones are collected (not every name: a zone may have a million).
-        let mut missing: rustc_hash::FxHashSet<Box<[u8]>> = Default::default();
-        let mut wildcard_parents: Vec<Box<[u8]>> = Vec::new();
-        for name in nodes.keys() {
-            if name.len() > origin_wire.len() && name.starts_with(b"\x01*") {
-                wildcard_parents.push(parent(name).into());
-            }
-            let mut rest: &[u8] = name;
-            while rest.len() > origin_wire.len() {
-                rest = parent(rest);
-                if nodes.contains_key(rest) || !missing.insert(rest.into()) {
-                    break;
-                }
-            }
-        }
-        for name in missing {
-            nodes.insert(name, Node::default());
-        }
-        for name in wildcard_parents {
-            if let Some(n) = nodes.get_mut(&name) {
-                n.has_wildcard_child = true;
-            }
-        }
-        for (name, node) in nodes.iter_mut() {
-            node.rrsets.sort_by_key(|s| s.rtype);
-            // Most names hold one RRset of one record: no spare capacity kept per name.
-            node.rrsets.shrink_to_fit();
-            for set in node.rrsets.iter_mut() {
-                set.rdatas.shrink_to_fit();
-            }
-            node.is_cut = name[..] != origin_wire[..] && node.get(rtype::NS).is_some();
-        }
-        nodes.shrink_to_fit();
-        // A service below a delegation would never be reached.
-        for (name, _) in services {
-            let mut rest: &[u8] = name;
-            while rest.len() > origin_wire.len() {
-                if nodes.get(rest).is_some_and(|n| n.is_cut) {
-                    return Err(IndexError::ServiceConflict(
-                        crate::zone::display(name),
-                        "a delegation at or above it",
-                    ));
-                }
-                rest = parent(rest);
-            }
-        }
-        Ok(Zone {
-            origin,
-            origin_wire,
-            nodes: Arc::new(nodes),
-            soa,
-            // RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field.
-            negative_ttl: soa_ttl.min(minimum),
-            serial,
-            signer: None,
-            signing_keys: Box::new([]),
-            oldest_expiration: None,
-            sig_generation: 0,
-        })
+        b.finish(origin, services)
     }
 
     /// Sign the zone with `keys`, the signatures valid from an hour before `now` (seconds
@@ -274,8 +780,9 @@ impl Zone {
         now: u64,
         prev: Option<&Zone>,
     ) -> Result<SignStats, IndexError> {
+        let origin = &self.origin;
         let fail =
-            |e: &dyn std::fmt::Display| IndexError::Encode(self.origin.to_string(), e.to_string());
+            |e: &dyn std::fmt::Display| IndexError::Encode(origin.to_string(), e.to_string());
         let signer = Signer::new(&self.origin_wire, keys, now).map_err(|e| fail(&e))?;
         // The apex key RRsets are signed by every key a parent's DS may point at.
         let key_signers =
@@ -296,55 +803,67 @@ impl Zone {
         let mut oldest = Oldest::new(now);
         oldest.see(signer.window().1);
         let key_ttl = dnssec::dnskey_ttl(self.soa.ttl);
-        let mut nodes = (*self.nodes).clone();
         // The apex's key RRsets.
-        let dnskeys: Vec<Rdata> = keys
-            .published()
-            .map(|k| Rdata::Raw(k.dnskey_wire(alg).into()))
-            .collect();
+        let dnskeys: Vec<Vec<u8>> = keys.published().map(|k| k.dnskey_wire(alg)).collect();
         // CDS and CDNSKEY (RFC 7344) name the keys the parent should point at from now on.
-        let cdnskeys: Vec<Rdata> = keys
-            .cds_keys()
-            .map(|k| Rdata::Raw(k.dnskey_wire(alg).into()))
-            .collect();
+        let cdnskeys: Vec<Vec<u8>> = keys.cds_keys().map(|k| k.dnskey_wire(alg)).collect();
         let mut cds = Vec::new();
         for k in keys.cds_keys() {
             let ds = k.ds(alg, &self.origin).map_err(|e| fail(&e))?;
-            cds.push(Rdata::Raw(dnssec::ds_wire(&ds).into()));
+            cds.push(dnssec::ds_wire(&ds));
         }
-        if let Some(apex) = nodes.get_mut(&self.origin_wire) {
-            for (rtype, rdatas) in [
+        let origin_wire = &self.origin_wire[..];
+        let index = Arc::make_mut(&mut self.index);
+        if let Some(apex) = index.find(origin_wire) {
+            let e = index.nodes[apex as usize];
+            let mut sets: Vec<SetEntry> = index.sets
+                [e.sets as usize..e.sets as usize + e.nsets as usize]
+                .iter()
+                .filter(|s| !matches!(s.rtype, types::DNSKEY | types::CDS | types::CDNSKEY))
+                .copied()
+                .collect();
+            for (rt, rdatas) in [
                 (types::DNSKEY, dnskeys),
                 (types::CDS, cds),
                 (types::CDNSKEY, cdnskeys),
             ] {
-                apex.rrsets.retain(|s| s.rtype != rtype);
-                apex.rrsets.push(RrSet {
-                    rtype,
+                let start = index.data.len();
+                for r in &rdatas {
+                    push_item(&mut index.data, r);
+                }
+                sets.push(SetEntry {
+                    rtype: rt,
                     ttl: key_ttl,
-                    rdatas,
-                    sigs: Vec::new(),
-                    canon: Box::new([]),
+                    rdata: offset(start)?,
+                    len: offset(index.data.len() - start)?,
                 });
             }
-            apex.rrsets.sort_by_key(|s| s.rtype);
+            sets.sort_by_key(|s| s.rtype);
+            let n = &mut index.nodes[apex as usize];
+            n.sets = offset(index.sets.len())?;
+            n.nsets = u16::try_from(sets.len()).map_err(|_| too_big())?;
+            index.sets.extend(sets);
         }
+        let index: &Index = index;
         let neg_ttl = self.negative_ttl;
-        let occluded: rustc_hash::FxHashSet<Box<[u8]>> = nodes
-            .keys()
-            .filter(|n| below_cut(&nodes, n, &self.origin_wire))
-            .cloned()
-            .collect();
-        for (name, node) in nodes.iter_mut() {
-            if occluded.contains(name) {
+        let mut sig_data: Vec<u8> = Vec::new();
+        let mut set_sigs = vec![SetSigs::default(); index.sets.len()];
+        let mut nsecs = vec![Span::default(); index.nodes.len()];
+        let mut types_buf: Vec<u16> = Vec::new();
+        for id in 0..index.nodes.len() as u32 {
+            let node = index.node(id);
+            let name = node.name();
+            if index.below_cut(name, origin_wire) {
                 continue; // glue: not signed (RFC 4035 §2.2)
             }
             let wild = name.starts_with(b"\x01*");
-            let apex = name[..] == self.origin_wire[..];
-            let prev_node = reuse.prev.and_then(|p| p.nodes.get(name));
-            for set in node.rrsets.iter_mut() {
-                set.sigs.clear();
-                if node.is_cut && set.rtype != rtype::DS {
+            let apex = name == origin_wire;
+            let prev_node = reuse
+                .prev
+                .and_then(|p| p.index.find(name).map(|id| p.index.node(id)));
+            for (k, set) in node.rrsets().enumerate() {
+                let set_id = node.entry.sets as usize + k;
+                if node.is_cut() && set.rtype != rtype::DS {
                     continue; // delegation NS (and glue at the cut) are not signed
                 }
                 if apex && set.rtype == rtype::SOA {
@@ -353,15 +872,22 @@ impl Zone {
                 // The last build's RRset, when it is exactly this one.
                 let old = prev_node
                     .and_then(|n| n.get(set.rtype))
-                    .filter(|o| o.ttl == set.ttl && o.rdatas == set.rdatas);
-                let canon = |set: &RrSet| -> Vec<Vec<u8>> {
-                    set.rdatas.iter().map(|r| canonical(set.rtype, r)).collect()
+                    .filter(|o| o.same_data(&set));
+                let canon = |set: &RrSetRef<'_>| -> Vec<Vec<u8>> {
+                    set.rdatas().map(|r| canonical(set.rtype, r)).collect()
                 };
                 if wild {
-                    let mut sorted = canon(set);
+                    let mut sorted = canon(&set);
                     sorted.sort();
                     sorted.dedup();
-                    set.canon = sorted.into_iter().map(Vec::into_boxed_slice).collect();
+                    let start = sig_data.len();
+                    for c in &sorted {
+                        push_item(&mut sig_data, c);
+                    }
+                    set_sigs[set_id].canon = Span {
+                        off: offset(start)?,
+                        len: offset(sig_data.len() - start)?,
+                    };
                 }
                 let is_key_set =
                     apex && matches!(set.rtype, types::DNSKEY | types::CDS | types::CDNSKEY);
@@ -370,73 +896,86 @@ impl Zone {
                 } else {
                     std::slice::from_ref(&signer)
                 };
+                let start = sig_data.len();
                 for s in signers {
-                    let kept = old.and_then(|o| reuse.find(&o.sigs, set.rtype, set.ttl, s));
-                    let sig = match kept {
+                    let kept = old.and_then(|o| reuse.find(o.sigs(), set.rtype, set.ttl, s));
+                    let made;
+                    let sig: &[u8] = match kept {
                         Some(sig) => {
                             stats.kept += 1;
-                            Box::from(sig)
+                            sig
                         }
                         None => {
                             stats.made += 1;
-                            s.sign(name, set.rtype, set.ttl, canon(set))
-                                .map_err(|e| fail(&e))?
+                            made = s
+                                .sign(name, set.rtype, set.ttl, canon(&set))
+                                .map_err(|e| fail(&e))?;
+                            &made
                         }
                     };
-                    oldest.see_sig(&sig);
-                    set.sigs.push(sig);
+                    oldest.see_sig(sig);
+                    push_item(&mut sig_data, sig);
                 }
+                set_sigs[set_id].sigs = Span {
+                    off: offset(start)?,
+                    len: offset(sig_data.len() - start)?,
+                };
             }
             // The NSEC that denies what this name lacks: its types, RRSIG and NSEC.
-            let mut types: Vec<u16> = node.rrsets.iter().map(|s| s.rtype).collect();
-            if node.is_cut {
-                types.retain(|&t| t == rtype::NS || t == rtype::DS);
+            types_buf.clear();
+            types_buf.extend(node.rrsets().map(|s| s.rtype));
+            if node.is_cut() {
+                types_buf.retain(|&t| t == rtype::NS || t == rtype::DS);
             }
-            types.extend([types::RRSIG, types::NSEC]);
+            types_buf.extend([types::RRSIG, types::NSEC]);
             let mut rdata = Vec::with_capacity(name.len() + 40);
             rdata.extend_from_slice(b"\x01\x00");
             rdata.extend_from_slice(name);
-            dnssec::type_bitmap(&types, &mut rdata);
+            dnssec::type_bitmap(&types_buf, &mut rdata);
             let kept = prev_node
-                .and_then(|n| n.nsec.as_deref())
-                .filter(|n| n.rdata[..] == rdata[..])
-                .and_then(|n| {
-                    reuse.find(std::slice::from_ref(&n.sig), types::NSEC, neg_ttl, &signer)
-                });
-            let sig = match kept {
+                .and_then(|n| n.nsec())
+                .filter(|n| n.rdata == &rdata[..])
+                .and_then(|n| reuse.find(std::iter::once(n.sig), types::NSEC, neg_ttl, &signer));
+            let made;
+            let sig: &[u8] = match kept {
                 Some(sig) => {
                     stats.kept += 1;
-                    Box::from(sig)
+                    sig
                 }
                 None => {
                     stats.made += 1;
-                    signer
+                    made = signer
                         .sign(name, types::NSEC, neg_ttl, vec![rdata.clone()])
-                        .map_err(|e| fail(&e))?
+                        .map_err(|e| fail(&e))?;
+                    &made
                 }
             };
-            oldest.see_sig(&sig);
-            node.nsec = Some(Box::new(SignedNsec {
-                rdata: rdata.into_boxed_slice(),
-                sig,
-            }));
+            oldest.see_sig(sig);
+            let start = sig_data.len();
+            push_item(&mut sig_data, &rdata);
+            push_item(&mut sig_data, sig);
+            nsecs[id as usize] = Span {
+                off: offset(start)?,
+                len: offset(sig_data.len() - start)?,
+            };
         }
         let mut soa = self.soa.clone();
         let kept = reuse
             .prev
-            .map(|p| &p.soa)
-            .filter(|o| o.ttl == soa.ttl && o.rdatas == soa.rdatas)
-            .and_then(|o| reuse.find(&o.sigs, rtype::SOA, soa.ttl, &signer));
+            .map(|p| p.soa.view())
+            .filter(|o| o.same_data(&soa.view()))
+            .and_then(|o| reuse.find(o.sigs(), rtype::SOA, soa.ttl, &signer))
+            .map(Box::<[u8]>::from);
         let sig = match kept {
             Some(sig) => {
                 stats.kept += 1;
-                Box::from(sig)
+                sig
             }
             None => {
                 stats.made += 1;
                 let canon = soa
-                    .rdatas
-                    .iter()
+                    .view()
+                    .rdatas()
                     .map(|r| canonical(rtype::SOA, r))
                     .collect();
                 signer
@@ -445,9 +984,15 @@ impl Zone {
             }
         };
         oldest.see_sig(&sig);
-        soa.sigs = vec![sig];
+        let mut list = Vec::with_capacity(sig.len() + 2);
+        push_item(&mut list, &sig);
+        soa.sigs = list.into_boxed_slice();
         self.soa = soa;
-        self.nodes = Arc::new(nodes);
+        sig_data.shrink_to_fit();
+        let index = Arc::make_mut(&mut self.index);
+        index.sig_data = sig_data;
+        index.set_sigs = set_sigs;
+        index.nsecs = nsecs;
         self.signer = Some(Arc::new(signer));
         self.signing_keys = signing_keys;
         self.oldest_expiration = Some(oldest.expiration);
@@ -490,20 +1035,33 @@ impl Zone {
     /// The same zone published with another SOA serial (the cluster's): the index is shared.
     pub fn with_serial(&self, serial: u32) -> Zone {
         let mut soa = self.soa.clone();
-        for r in &mut soa.rdatas {
-            if let Rdata::Soa(_, _, counters) = r {
-                counters[0..4].copy_from_slice(&serial.to_be_bytes());
+        let mut rdatas = soa.rdatas.to_vec();
+        let mut at = 0;
+        while at + 2 <= rdatas.len() {
+            let len = u16::from_be_bytes([rdatas[at], rdatas[at + 1]]) as usize;
+            let item = at + 2..at + 2 + len;
+            if let Some(Rdata::Soa(m, r, _)) =
+                rdatas.get(item.clone()).map(|w| Rdata::of(rtype::SOA, w))
+            {
+                let s = item.start + m.len() + r.len();
+                rdatas[s..s + 4].copy_from_slice(&serial.to_be_bytes());
             }
+            at = item.end;
         }
+        soa.rdatas = rdatas.into_boxed_slice();
         // The SOA changed: in a signed zone its RRSIG is made again (one signature).
         if let Some(signer) = &self.signer {
             let canon = soa
-                .rdatas
-                .iter()
+                .view()
+                .rdatas()
                 .map(|r| canonical(rtype::SOA, r))
                 .collect();
             match signer.sign(&self.origin_wire, rtype::SOA, soa.ttl, canon) {
-                Ok(sig) => soa.sigs = vec![sig],
+                Ok(sig) => {
+                    let mut list = Vec::with_capacity(sig.len() + 2);
+                    push_item(&mut list, &sig);
+                    soa.sigs = list.into_boxed_slice();
+                }
                 Err(e) => {
                     tracing::error!(zone = %self.origin, error = %e, "the SOA cannot be signed")
                 }
@@ -512,7 +1070,7 @@ impl Zone {
         Zone {
             origin: self.origin.clone(),
             origin_wire: self.origin_wire.clone(),
-            nodes: self.nodes.clone(),
+            index: self.index.clone(),
             soa,
             negative_ttl: self.negative_ttl,
             serial,
@@ -523,9 +1081,15 @@ impl Zone {
         }
     }
 
+    /// [`Zone::with_serial`] in place: the index stays unshared, so signing next does not
+    /// copy it.
+    pub fn set_serial(&mut self, serial: u32) {
+        *self = self.with_serial(serial);
+    }
+
     /// The apex SOA RRset.
-    pub fn soa(&self) -> &RrSet {
-        &self.soa
+    pub fn soa(&self) -> RrSetRef<'_> {
+        self.soa.view()
     }
 
     /// RFC 2308 negative-answer TTL.
@@ -534,17 +1098,31 @@ impl Zone {
     }
 
     /// The node at a lower-case wire name, if the name exists (empty non-terminals included).
-    pub fn node(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.get(name)
+    #[inline]
+    pub fn node(&self, name: &[u8]) -> Option<NodeRef<'_>> {
+        self.index.find(name).map(|id| self.index.node(id))
     }
 
     /// Number of names (empty non-terminals included).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.index.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.index.nodes.is_empty()
+    }
+
+    /// The bytes the index holds on the heap (arrays, arenas and hash table), for the
+    /// memory figures.
+    pub fn index_bytes(&self) -> usize {
+        let i = &*self.index;
+        i.data.capacity()
+            + i.nodes.capacity() * std::mem::size_of::<NodeEntry>()
+            + i.sets.capacity() * std::mem::size_of::<SetEntry>()
+            + i.table.allocation_size()
+            + i.sig_data.capacity()
+            + i.set_sigs.capacity() * std::mem::size_of::<SetSigs>()
+            + i.nsecs.capacity() * std::mem::size_of::<Span>()
     }
 }
 
@@ -609,7 +1187,7 @@ impl<'a> Reuse<'a> {
     /// than [`RENEW_LEFT_SECS`] left.
     fn find<'s>(
         &self,
-        sigs: &'s [Box<[u8]>],
+        sigs: impl IntoIterator<Item = &'s [u8]>,
         rtype: u16,
         ttl: u32,
         signer: &Signer,
@@ -618,7 +1196,7 @@ impl<'a> Reuse<'a> {
         if !self.same_keys.contains(&(alg, signer.tag())) {
             return None;
         }
-        sigs.iter().map(|s| &s[..]).find(|s| {
+        sigs.into_iter().find(|s| {
             s.len() > 18
                 && s[0..2] == rtype.to_be_bytes()
                 && s[2] == alg
@@ -743,17 +1321,24 @@ pub enum IndexError {
     ServiceConflict(String, &'static str),
     #[error("record for {0} cannot be encoded: {1}")]
     Encode(String, String),
+    #[error("the zone is too large for the index (4 GiB of names and RDATA, 4 billion names, 65535 types at a name)")]
+    TooLarge,
 }
 
 /// The wire form of a name, lower-cased (the index's key form).
 pub fn wire_lower(name: &Name) -> Box<[u8]> {
     let mut out = Vec::with_capacity(name.len() + 2);
+    wire_lower_into(name, &mut out);
+    out.into_boxed_slice()
+}
+
+/// [`wire_lower`] appended to `out`.
+pub fn wire_lower_into(name: &Name, out: &mut Vec<u8>) {
     for label in name.iter() {
         out.push(label.len() as u8);
         out.extend(label.iter().map(u8::to_ascii_lowercase));
     }
     out.push(0);
-    out.into_boxed_slice()
 }
 
 /// The wire form of a name, case kept.
@@ -787,27 +1372,6 @@ pub fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
     }
 }
 
-/// A stored record's RDATA prepared for the encoder: NS, CNAME and PTR RDATA is one name,
-/// MX a preference and a name, SOA two names and 20 bytes of counters; the rest is raw.
-fn rr_rdata(rr: &super::Rr<'_>) -> Result<Rdata, IndexError> {
-    use super::records::name_len;
-    let d = rr.rdata;
-    let bad = || IndexError::Encode(crate::zone::display(rr.owner), "malformed RDATA".into());
-    Ok(match rr.rtype {
-        rtype::NS | rtype::CNAME | rtype::PTR => Rdata::Name(d.into()),
-        rtype::MX => {
-            let (pref, name) = d.split_first_chunk::<2>().ok_or_else(bad)?;
-            Rdata::Mx(u16::from_be_bytes(*pref), name.into())
-        }
-        rtype::SOA => {
-            let m = name_len(d);
-            let r = m + name_len(&d[m..]);
-            let counters: [u8; 20] = d[r..].try_into().map_err(|_| bad())?;
-            Rdata::Soa(d[..m].into(), d[m..r].into(), counters)
-        }
-        _ => Rdata::Raw(d.into()),
-    })
-}
 
 /// Why a service could not sit at `name` in this zone file: a CNAME or address records at
 /// the name, or a delegation at or above it (the service would never be reached). `None`
@@ -831,25 +1395,13 @@ pub fn service_conflict(file: &ZoneFile, name: &Name) -> Option<&'static str> {
     None
 }
 
-/// Whether `name` is strictly below a delegation of the zone (its data is glue).
-fn below_cut(nodes: &HashMap<Box<[u8]>, Node>, name: &[u8], origin: &[u8]) -> bool {
-    let mut rest = name;
-    while rest.len() > origin.len() {
-        rest = parent(rest);
-        if rest.len() > origin.len() && nodes.get(rest).is_some_and(|n| n.is_cut) {
-            return true;
-        }
-    }
-    false
-}
-
 fn lower_name(n: &[u8]) -> Vec<u8> {
     n.iter().map(u8::to_ascii_lowercase).collect()
 }
 
 /// An RDATA in DNSSEC canonical form (RFC 4034 §6.2: names of the types it lists
 /// lower-cased, uncompressed).
-pub fn canonical(rt: u16, r: &Rdata) -> Vec<u8> {
+pub fn canonical(rt: u16, r: Rdata<'_>) -> Vec<u8> {
     match r {
         Rdata::Name(n) => lower_name(n),
         Rdata::Mx(p, n) => {
@@ -869,5 +1421,166 @@ pub fn canonical(rt: u16, r: &Rdata) -> Vec<u8> {
             v
         }
         Rdata::Raw(raw) => raw.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(text: &str, services: &[(Box<[u8]>, u32)]) -> Result<Zone, IndexError> {
+        let origin: Name = "example.com.".parse().expect("name");
+        let file = crate::zone::parse_zone(text, "z.zone", &origin).expect("zone");
+        Zone::build(&file, services)
+    }
+
+    fn w(name: &str) -> Box<[u8]> {
+        wire_lower(&name.parse::<Name>().expect("name"))
+    }
+
+    const ZONE: &str = "$TTL 300\n@ IN SOA ns1 h 7 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n\
+        www 60 IN A 192.0.2.2\nwww 30 IN A 192.0.2.3\nwww IN A 192.0.2.2\nWWW IN AAAA ::1\n\
+        mail IN MX 10 Mx.Example.com.\nalias IN CNAME WWW\na.b.c IN TXT \"deep\"\n\
+        *.wild IN A 192.0.2.9\nsub IN NS ns.sub\nns.sub IN A 192.0.2.4\n\
+        _sip._tcp IN SRV 1 2 5060 ns1\n";
+
+    #[test]
+    fn rrsets_keep_file_order_drop_duplicates_and_take_the_lowest_ttl() {
+        let z = build(ZONE, &[]).expect("build");
+        let www = z.node(&w("www.example.com.")).expect("www");
+        let types: Vec<u16> = www.rrsets().map(|s| s.rtype()).collect();
+        assert_eq!(types, [rtype::A, rtype::AAAA]);
+        let a = www.get(rtype::A).expect("A");
+        assert_eq!(a.ttl(), 30, "RFC 2181 §5.2: the lowest TTL");
+        let rdatas: Vec<Rdata<'_>> = a.rdatas().collect();
+        assert_eq!(
+            rdatas,
+            [Rdata::Raw(&[192, 0, 2, 2]), Rdata::Raw(&[192, 0, 2, 3])]
+        );
+        assert!(www.get(rtype::MX).is_none());
+    }
+
+    #[test]
+    fn names_in_rdata_keep_their_case_and_shape() {
+        let z = build(ZONE, &[]).expect("build");
+        let mx = z
+            .node(&w("mail.example.com."))
+            .and_then(|n| n.get(rtype::MX));
+        let mx: Vec<Rdata<'_>> = mx.expect("MX").rdatas().collect();
+        let [Rdata::Mx(10, n)] = mx[..] else {
+            panic!("{mx:?}");
+        };
+        assert!(n.eq_ignore_ascii_case(b"\x02mx\x07example\x03com\x00"));
+        let cname = z
+            .node(&w("alias.example.com."))
+            .and_then(|n| n.get(rtype::CNAME));
+        let cname: Vec<Rdata<'_>> = cname.expect("CNAME").rdatas().collect();
+        let [Rdata::Name(n)] = cname[..] else {
+            panic!("{cname:?}");
+        };
+        assert!(n.eq_ignore_ascii_case(b"\x03www\x07example\x03com\x00"));
+        let soa: Vec<Rdata<'_>> = z.soa().rdatas().collect();
+        let [Rdata::Soa(m, r, c)] = soa[..] else {
+            panic!("{soa:?}");
+        };
+        assert_eq!(
+            (m, r),
+            (
+                &b"\x03ns1\x07example\x03com\x00"[..],
+                &b"\x01h\x07example\x03com\x00"[..]
+            )
+        );
+        assert_eq!(c[0..4], 7u32.to_be_bytes());
+        let srv = z
+            .node(&w("_sip._tcp.example.com."))
+            .and_then(|n| n.get(rtype::SRV));
+        let targets: Vec<&[u8]> = srv.expect("SRV").targets().collect();
+        assert_eq!(targets, [&b"\x03ns1\x07example\x03com\x00"[..]]);
+        let z2 = z.with_serial(42);
+        let [Rdata::Soa(_, _, c)] = z2.soa().rdatas().collect::<Vec<_>>()[..] else {
+            panic!("soa");
+        };
+        assert_eq!(c[0..4], 42u32.to_be_bytes());
+        assert_eq!(z2.serial(), 42);
+    }
+
+    #[test]
+    fn empty_non_terminals_cuts_and_wildcards_are_worked_out() {
+        let z = build(ZONE, &[]).expect("build");
+        for ent in [
+            "b.c.example.com.",
+            "c.example.com.",
+            "wild.example.com.",
+            "_tcp.example.com.",
+        ] {
+            assert!(z.node(&w(ent)).expect(ent).is_empty(), "{ent}");
+        }
+        assert!(z.node(&w("example.com.")).is_some_and(|n| !n.is_cut()));
+        assert!(z.node(&w("sub.example.com.")).is_some_and(|n| n.is_cut()));
+        assert!(z
+            .node(&w("wild.example.com."))
+            .is_some_and(|n| n.has_wildcard_child()));
+        assert!(z
+            .node(&w("www.example.com."))
+            .is_some_and(|n| !n.has_wildcard_child()));
+        assert!(z.node(&w("nope.example.com.")).is_none());
+        // Every name and empty non-terminal once.
+        assert_eq!(z.len(), 14);
+    }
+
+    #[test]
+    fn services_sit_at_names_without_address_records_or_cnames() {
+        let at = |n: &str| vec![(w(n), 3u32)];
+        let z = build(ZONE, &at("geo.example.com.")).expect("build");
+        assert_eq!(
+            z.node(&w("geo.example.com.")).and_then(|n| n.service()),
+            Some(3)
+        );
+        assert_eq!(
+            z.node(&w("www.example.com.")).and_then(|n| n.service()),
+            None
+        );
+        for (name, why) in [
+            ("www.example.com.", "A or AAAA records"),
+            ("alias.example.com.", "a CNAME"),
+            ("x.sub.example.com.", "a delegation at or above it"),
+        ] {
+            match build(ZONE, &at(name)) {
+                Err(IndexError::ServiceConflict(_, w)) => assert_eq!(w, why, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            build(ZONE, &at("www.example.net.")),
+            Err(IndexError::OutOfZone(_))
+        ));
+    }
+
+    /// Issue 9: the index of an A/CNAME zone costs well under 80 bytes per record (its
+    /// arrays and arenas at their capacity, the hash table's allocation included).
+    #[test]
+    fn index_memory_is_per_record_not_per_allocation() {
+        let (n, m) = (100_000usize, 10_000usize);
+        let mut text =
+            String::from("$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "h{i} IN A 10.{}.{}.{}\n",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+        for i in 0..m {
+            text.push_str(&format!("c{i} IN CNAME h{}\n", (i * 7) % n));
+        }
+        let z = build(&text, &[]).expect("build");
+        let per_record = z.index_bytes() / (n + m);
+        eprintln!("index: {} bytes, {per_record} per record", z.index_bytes());
+        assert!(per_record <= 80, "{per_record} bytes per record");
+        assert!(z
+            .node(&w("h99999.example.com."))
+            .and_then(|n| n.get(rtype::A))
+            .is_some());
     }
 }
