@@ -211,7 +211,7 @@ pub async fn run(
             publisher.publish(snap);
             if started.elapsed() > std::time::Duration::from_millis(500) {
                 // A large zone was indexed: hand what its build freed back to the system.
-                tokio::task::spawn_blocking(release_freed_memory);
+                tokio::task::spawn_blocking(crate::memory::release_freed);
             }
             tracing::debug!(
                 generation = publisher.current().generation,
@@ -222,15 +222,5 @@ pub async fn run(
         }
         published.send_replace(last_applied);
         on_publish(&state, last_applied);
-    }
-}
-
-/// Return the heap's free memory to the system (glibc keeps it otherwise: a zone of a
-/// million records leaves hundreds of MB of freed build memory counted in the RSS).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
