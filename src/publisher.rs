@@ -22,6 +22,9 @@ use crate::snapshot::{Builder, SnapshotPublisher};
 /// nothing due builds nothing.
 pub const RENEW_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A batch changing this many zones is followed by a heap trim, however fast its build.
+const LARGE_DELTA_ZONES: usize = 1000;
+
 /// What else changes the snapshot.
 pub enum Update {
     /// A new GeoIP database was opened.
@@ -184,6 +187,8 @@ pub async fn run(
             },
         }
         if delta.changes_answers() || rebuild {
+            // A build of many zones frees as much as one large zone's.
+            let large = delta.everything || delta.zones.len() >= LARGE_DELTA_ZONES;
             let st = state.clone();
             let started = std::time::Instant::now();
             // Indexing a changed zone is plain CPU work (seconds for a million records): off
@@ -209,8 +214,9 @@ pub async fn run(
                 );
             }
             publisher.publish(snap);
-            if started.elapsed() > std::time::Duration::from_millis(500) {
-                // A large zone was indexed: hand what its build freed back to the system.
+            if large || started.elapsed() > std::time::Duration::from_millis(500) {
+                // A large zone (or many) was indexed: hand what its build freed back to
+                // the system.
                 tokio::task::spawn_blocking(crate::memory::release_freed);
             }
             tracing::debug!(

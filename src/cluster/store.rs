@@ -852,7 +852,8 @@ fn upgrade_v1(dir: &Path, db: &sled::Db, objects: &sled::Tree) -> Result<(), Sto
     db.drop_tree(TREE_SM_V1).map_err(io)?;
     db.flush().map_err(io)?;
     if large {
-        crate::memory::reclaim_after_large_write();
+        // In the background: it spreads its passes over a few seconds.
+        std::thread::spawn(crate::memory::reclaim_after_large_write);
     }
     tracing::info!(dir = %dir.display(), "store converted from format 1 to 2 (one key per object)");
     Ok(())
@@ -1281,7 +1282,7 @@ impl SmInner {
             .map_err(|e| write(sled_err(e)))?;
         self.flush(subject.clone()).await?;
         if large {
-            // Off this thread: the caller need not wait for it.
+            // Off this thread (it spreads its passes over a few seconds).
             tokio::task::spawn_blocking(crate::memory::reclaim_after_large_write);
         }
         let applied = next.last_applied.map(|l| l.index);
