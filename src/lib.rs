@@ -1,6 +1,7 @@
 //! Meridian: a GeoDNS authoritative name server.
 //!
-//! Modules, in import order (each imports only those before it; `metrics` is a leaf):
+//! Modules, in import order (each imports only those before it; `metrics` and `memory`
+//! are leaves):
 //! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `explain` →
 //! `health` → `cluster` → `notify` → `publisher` → `admin` → `node`.
 //!
@@ -12,6 +13,7 @@
 //! - [`snapshot`]: the immutable data the data plane reads, and its publish/load handle.
 //! - [`dns`]: the data plane: wire parsing, the pure `answer()`, UDP/TCP listeners.
 //! - [`dnstap`]: the query log: per-worker queues to one Frame Streams writer thread.
+//! - [`memory`]: freed memory handed back to the system after large writes and builds.
 //! - [`degraded`]: silent degradations made loud (GeoIP without coordinates, fail-open).
 //! - [`explain`]: the answer a client would get, and why (CLI and admin API).
 //! - [`cluster`]: the replicated state (persistent maps, `apply` returning a delta), its
@@ -41,6 +43,7 @@ pub mod explain;
 pub mod health;
 
 pub mod geo;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod node;

@@ -214,6 +214,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    meridian::memory::configure_allocator();
     let cli = Cli::parse();
     // A node logs what it does; the one-shot commands only what goes wrong.
     let level = if matches!(cli.command, Command::Serve { .. }) {

@@ -22,6 +22,9 @@ use crate::snapshot::{Builder, SnapshotPublisher};
 /// nothing due builds nothing.
 pub const RENEW_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A batch changing this many zones is followed by a heap trim, however fast its build.
+const LARGE_DELTA_ZONES: usize = 1000;
+
 /// What else changes the snapshot.
 pub enum Update {
     /// A new GeoIP database was opened.
@@ -184,6 +187,8 @@ pub async fn run(
             },
         }
         if delta.changes_answers() || rebuild {
+            // A build of many zones frees as much as one large zone's.
+            let large = delta.everything || delta.zones.len() >= LARGE_DELTA_ZONES;
             let st = state.clone();
             let started = std::time::Instant::now();
             // Indexing a changed zone is plain CPU work (seconds for a million records): off
@@ -209,9 +214,10 @@ pub async fn run(
                 );
             }
             publisher.publish(snap);
-            if started.elapsed() > std::time::Duration::from_millis(500) {
-                // A large zone was indexed: hand what its build freed back to the system.
-                tokio::task::spawn_blocking(release_freed_memory);
+            if large || started.elapsed() > std::time::Duration::from_millis(500) {
+                // A large zone (or many) was indexed: hand what its build freed back to
+                // the system.
+                tokio::task::spawn_blocking(crate::memory::release_freed);
             }
             tracing::debug!(
                 generation = publisher.current().generation,
@@ -222,15 +228,5 @@ pub async fn run(
         }
         published.send_replace(last_applied);
         on_publish(&state, last_applied);
-    }
-}
-
-/// Return the heap's free memory to the system (glibc keeps it otherwise: a zone of a
-/// million records leaves hundreds of MB of freed build memory counted in the RSS).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

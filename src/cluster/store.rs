@@ -666,8 +666,36 @@ fn dnssec_key(origin: &str) -> Vec<u8> {
     format!("y/{origin}").into_bytes()
 }
 
+/// A sled batch, and how much it writes: after a large one, the memory sled's old tree
+/// nodes held is reclaimed ([`crate::memory::reclaim_after_large_write`]).
+#[derive(Default)]
+struct Writes {
+    batch: sled::Batch,
+    /// Keys written or removed.
+    keys: usize,
+}
+
+/// A batch of this many keys is large (about 4 KB of sled garbage per key written).
+const LARGE_BATCH_KEYS: usize = 1000;
+
+impl Writes {
+    fn insert(&mut self, key: impl Into<sled::IVec>, value: Vec<u8>) {
+        self.keys += 1;
+        self.batch.insert(key, value);
+    }
+
+    fn remove(&mut self, key: impl Into<sled::IVec>) {
+        self.keys += 1;
+        self.batch.remove(key);
+    }
+
+    fn is_large(&self) -> bool {
+        self.keys >= LARGE_BATCH_KEYS
+    }
+}
+
 /// Every object of `state` into `batch` (a snapshot installed, a format-1 store converted).
-fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json::Error> {
+fn all_objects(state: &State, batch: &mut Writes) -> Result<(), serde_json::Error> {
     let mut delta = Delta::default();
     delta.zones.extend(state.zones().map(|(o, _)| o.clone()));
     delta
@@ -703,7 +731,7 @@ fn all_objects(state: &State, batch: &mut sled::Batch) -> Result<(), serde_json:
 fn changed_objects(
     state: &State,
     delta: &Delta,
-    batch: &mut sled::Batch,
+    batch: &mut Writes,
 ) -> Result<(), serde_json::Error> {
     for origin in &delta.zones {
         match state.zone(origin) {
@@ -761,7 +789,7 @@ fn changed_objects(
 
 /// Write `value` at `key`, or remove the key when there is none.
 fn put<T: Serialize>(
-    batch: &mut sled::Batch,
+    batch: &mut Writes,
     key: Vec<u8>,
     value: Option<T>,
 ) -> Result<(), serde_json::Error> {
@@ -808,7 +836,7 @@ fn upgrade_v1(dir: &Path, db: &sled::Db, objects: &sled::Tree) -> Result<(), Sto
         .state
         .into_state(version)
         .map_err(|e| corrupt(format!("sm/state does not rebuild: {e}")))?;
-    let mut batch = sled::Batch::default();
+    let mut batch = Writes::default();
     all_objects(&state, &mut batch).map_err(|e| corrupt(e.to_string()))?;
     let applied = AppliedRecord {
         format: STATE_FORMAT,
@@ -819,10 +847,15 @@ fn upgrade_v1(dir: &Path, db: &sled::Db, objects: &sled::Tree) -> Result<(), Sto
         KEY_APPLIED,
         serde_json::to_vec(&applied).map_err(|e| corrupt(e.to_string()))?,
     );
-    objects.apply_batch(batch).map_err(io)?;
+    let large = batch.is_large();
+    objects.apply_batch(batch.batch).map_err(io)?;
     db.flush().map_err(io)?;
     db.drop_tree(TREE_SM_V1).map_err(io)?;
     db.flush().map_err(io)?;
+    if large {
+        // In the background: it spreads its passes over a few seconds.
+        std::thread::spawn(crate::memory::reclaim_after_large_write);
+    }
     tracing::info!(dir = %dir.display(), "store converted from format 1 to 2 (one key per object)");
     Ok(())
 }
@@ -1318,7 +1351,7 @@ impl SmInner {
         &self,
         data: &mut SmData,
         next: SmData,
-        mut batch: sled::Batch,
+        mut batch: Writes,
         delta: Delta,
         subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError> {
@@ -1327,10 +1360,15 @@ impl SmInner {
             KEY_APPLIED,
             next.record().map_err(|e| write(AnyError::new(&e)))?,
         );
+        let large = batch.is_large();
         self.objects
-            .apply_batch(batch)
+            .apply_batch(batch.batch)
             .map_err(|e| write(sled_err(e)))?;
         self.flush(subject.clone()).await?;
+        if large {
+            // Off this thread (it spreads its passes over a few seconds).
+            tokio::task::spawn_blocking(crate::memory::reclaim_after_large_write);
+        }
         let applied = next.last_applied.map(|l| l.index);
         self.ack
             .update(|a| a.applied = a.applied.max(applied))
@@ -1453,7 +1491,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(responses);
         }
         next.state = Arc::new(state);
-        let mut batch = sled::Batch::default();
+        let mut batch = Writes::default();
         changed_objects(&next.state, &delta, &mut batch).map_err(|e| {
             io_err(
                 ErrorSubject::StateMachine,
@@ -1515,7 +1553,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let write = |e: AnyError| io_err(subject(), ErrorVerb::Write, e);
         // Replace every object: remove what the snapshot does not have.
-        let mut batch = sled::Batch::default();
+        let mut batch = Writes::default();
         for item in self.inner.objects.iter() {
             let (k, _) = item.map_err(|e| write(sled_err(e)))?;
             batch.remove(k);
