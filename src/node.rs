@@ -1,6 +1,7 @@
 //! Wiring one node: load its state, publish the first snapshot, bind the DNS and admin
 //! sockets, serve, and stop cleanly on SIGTERM or SIGINT.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -302,11 +303,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let parsed = std::mem::take(&mut b.zones);
         if import_expected {
             // Applying the import parses the same texts: it takes these instead.
+            let texts: HashMap<hickory_proto::rr::Name, &str> = b
+                .zone_texts
+                .iter()
+                .filter_map(|(origin, text)| {
+                    let name = hickory_proto::rr::Name::from_ascii(origin).ok()?;
+                    Some((name.to_lowercase(), text.as_str()))
+                })
+                .collect();
             for file in parsed {
-                if let Some((_, text)) = b.zone_texts.iter().find(|(origin, _)| {
-                    hickory_proto::rr::Name::from_ascii(origin)
-                        .is_ok_and(|o| o.to_lowercase() == file.origin)
-                }) {
+                if let Some(text) = texts.get(&file.origin) {
                     zone::handover::offer(&file.origin.clone(), text, file);
                 }
             }

@@ -62,7 +62,11 @@ async fn call(
     if let Some(ct) = content_type {
         req = req.header(header::CONTENT_TYPE, ct);
     }
-    let req = req.body(body.into()).expect("request");
+    exchange(router, req.body(body.into()).expect("request")).await
+}
+
+/// Send one request through the router and read the whole reply.
+async fn exchange(router: &Router, req: Request<Body>) -> Reply {
     let resp = router.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -899,22 +903,11 @@ async fn send_with(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Body::from(body.to_string())).expect("request");
-    let resp = router.clone().oneshot(req).await.expect("infallible");
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        content_type: "application/json".into(),
-        headers,
-        body,
-    }
+    exchange(
+        router,
+        req.body(Body::from(body.to_string())).expect("request"),
+    )
+    .await
 }
 
 /// The newest history entry of `kind`, with its before and after.

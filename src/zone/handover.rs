@@ -3,8 +3,10 @@
 //! command that carries the same text is applied. Keyed by a keyed 128-bit hash of the
 //! origin and the text: what is taken is exactly what parsing the text would give.
 //! Empty, it costs one lock and a length test per parse; entries live until taken or
-//! [`clear`]ed.
+//! [`clear`]ed. A bootstrap directory may hold thousands of zones: offered zones are kept
+//! by their hash, so offering and taking each costs one look-up.
 
+use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::{Mutex, OnceLock};
 
@@ -13,8 +15,9 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::ZoneFile;
 
-/// Zones offered and not yet taken (a handful at most: one per bootstrap zone).
-static OFFERED: Mutex<Vec<(u128, ZoneFile)>> = Mutex::new(Vec::new());
+/// Zones offered and not yet taken (one per bootstrap zone), by [`key`]. `None` until the
+/// first offer.
+static OFFERED: Mutex<Option<HashMap<u128, ZoneFile>>> = Mutex::new(None);
 
 /// The hash keys, random per process (a text cannot be made to collide with another).
 fn keys() -> (u64, u64) {
@@ -35,27 +38,22 @@ fn key(origin: &Name, text: &str) -> u128 {
 pub fn offer(origin: &Name, text: &str, file: ZoneFile) {
     let k = key(origin, text);
     if let Ok(mut offered) = OFFERED.lock() {
-        offered.retain(|(o, _)| *o != k);
-        offered.push((k, file));
+        offered.get_or_insert_with(HashMap::new).insert(k, file);
     }
 }
 
 /// The zone parsed from `text` for `origin`, if one was offered (it is then forgotten).
 pub fn take(origin: &Name, text: &str) -> Option<ZoneFile> {
     let mut offered = OFFERED.lock().ok()?;
-    if offered.is_empty() {
-        return None;
-    }
-    let k = key(origin, text);
-    let i = offered.iter().position(|(o, _)| *o == k)?;
-    Some(offered.swap_remove(i).1)
+    let offered = offered.as_mut().filter(|o| !o.is_empty())?;
+    offered.remove(&key(origin, text))
 }
 
 /// Forget every zone offered and not taken (once the import they were for is done).
 pub fn clear() {
-    let stale = OFFERED.lock().map(|mut o| std::mem::take(&mut *o));
+    let stale = OFFERED.lock().map(|mut o| o.take());
     // A zone of a million records takes a while to free: not on the caller's path.
-    if let Ok(stale) = stale {
+    if let Ok(Some(stale)) = stale {
         if !stale.is_empty() {
             std::thread::spawn(move || drop(stale));
         }

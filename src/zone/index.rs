@@ -1372,7 +1372,6 @@ pub fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
     }
 }
 
-
 /// Why a service could not sit at `name` in this zone file: a CNAME or address records at
 /// the name, or a delegation at or above it (the service would never be reached). `None`
 /// when it can. One pass over the records, without building the index: what the state
