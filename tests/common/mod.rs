@@ -620,13 +620,22 @@ impl ClusterNode {
     }
 
     pub fn wait_healthy(&mut self, limit: Duration) {
+        if let Err(log) = self.try_wait_healthy(limit) {
+            panic!("node {} exited:\n{log}", self.id);
+        }
+    }
+
+    /// [`ClusterNode::wait_healthy`], but a node that exited is `Err(its log)`, for the
+    /// caller to decide (a port taken by another test between [`free_port`] and the bind
+    /// is worth another try); not healthy within `limit` still panics.
+    pub fn try_wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if !self.is_running() {
-                panic!("node {} exited:\n{}", self.id, self.at.log());
+                return Err(self.at.log());
             }
             if self.healthy() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -674,6 +683,20 @@ impl TestCluster {
 
     /// [`TestCluster::start`] with more lines in every node's `[dns]` section.
     pub fn start_with(n: u64, files: &[(&str, &str)], dns_extra: &str) -> TestCluster {
+        // Ports come from `free_port`, which another test may take before a node binds
+        // them: a node that exits for that is retried, with fresh ports, twice at most.
+        for _ in 0..2 {
+            match TestCluster::try_start(n, files, dns_extra) {
+                Ok(c) => return c,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("a node exited:\n{log}"),
+            }
+        }
+        TestCluster::try_start(n, files, dns_extra)
+            .unwrap_or_else(|log| panic!("a node exited:\n{log}"))
+    }
+
+    fn try_start(n: u64, files: &[(&str, &str)], dns_extra: &str) -> Result<TestCluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
@@ -711,9 +734,10 @@ impl TestCluster {
             nodes.push(node);
         }
         for node in nodes.iter_mut() {
-            node.wait_healthy(Duration::from_secs(30));
+            // On Err, dropping `nodes` stops the others.
+            node.try_wait_healthy(Duration::from_secs(30))?;
         }
-        TestCluster { dir, nodes, peers }
+        Ok(TestCluster { dir, nodes, peers })
     }
 
     /// Start one more node, not among the initial peers: it waits to be added.
