@@ -592,6 +592,16 @@ fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
     }
     let (s, v) = call(&refs[1], "PUT", PATH, Some(r#"{"keys": "ksk+zsk"}"#));
     assert_eq!(s, 201, "{v}");
+    // The node that takes the roll makes the new key from the zone's keys as it has them:
+    // it must have applied the signing first (a node behind says 404, not applied).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&refs[2], "GET", PATH, None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never saw the zone signed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (s, v) = rollover(&refs[2], "zsk");
     assert_eq!(s, 202, "{v}");
     let new = keys(&v)
