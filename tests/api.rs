@@ -10,9 +10,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{http, Node, NodeRef, TOKEN};
+use common::{eventually, http, Node, NodeRef, TOKEN};
 use serde_json::{json, Value};
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
@@ -121,18 +121,6 @@ fn zone_text(extra: &str) -> String {
 
 fn put_zone(origin: &str, text: &str) -> (u16, String) {
     send_raw("PUT", &format!("/api/v1/zones/{origin}"), "text/dns", text)
-}
-
-/// Poll `f` until it gives `Some`, for at most 10 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within 10 s: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// The A addresses a client gets for `name`.

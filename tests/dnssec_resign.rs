@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::unbound::{Unbound, UNBOUND};
-use common::{dig_at, http, Dig, Node, TOKEN};
+use common::{dig_at, eventually, http, Dig, Node, TOKEN};
 
 /// The zone with `mail`'s address and the SOA serial given.
 fn zone(serial: u32, mail: &str) -> String {
@@ -36,18 +35,6 @@ policy = "geo_nearest"
 datacenters = ["lon"]
 ttl = 60
 "#;
-
-/// Poll `f` until it gives `Some`, for at most 10 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within 10 s: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
 
 /// The signature field (the last, base64) of the RRSIG covering `rtype` in `d`'s answer.
 fn rrsig(d: &Dig, rtype: &str) -> String {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::unbound::{Unbound, UNBOUND};
-use common::{dig_at, http, Dig, Node, NodeRef, TestCluster, TOKEN};
+use common::{dig_at, eventually, eventually_within, http, Dig, Node, NodeRef, TestCluster, TOKEN};
 
 /// Every TTL 2 s: the DNSKEY TTL (the SOA's) and the largest TTL signed.
 const ZONE: &str = r#"$ORIGIN example.com.
@@ -173,6 +173,18 @@ fn wait_sig_tags(node: &NodeRef, name: &str, rtype: &str, want: &[u64]) {
     }
 }
 
+/// Wait (bounded, 5 s) until the node's DNSKEY RRset holds `n` keys.
+fn wait_dnskeys(node: &NodeRef, n: usize, what: &str) {
+    eventually_within(Duration::from_secs(5), what, || {
+        (node
+            .dig(&["example.com", "DNSKEY"])
+            .answer_data("DNSKEY")
+            .len()
+            == n)
+            .then_some(())
+    })
+}
+
 /// History entries as (kind, actor, summary).
 fn history(node: &NodeRef) -> Vec<(String, String, String)> {
     let (s, v) = call(node, "GET", "/api/v1/history?limit=100", None);
@@ -286,19 +298,7 @@ fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
     assert_eq!(ds_list(&v), ds, "a ZSK roll never changes the DS");
     assert_eq!(rollover(&node, "zsk").0, 409);
     // Published: in the DNSKEY RRset, not signing yet.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node
-        .dig(&["example.com", "DNSKEY"])
-        .answer_data("DNSKEY")
-        .len()
-        != 3
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the new ZSK is not in DNSKEY within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_dnskeys(&node, 3, "the new ZSK is not in DNSKEY within 5 s");
 
     // Every step validates; the states go published → active, active → retired → gone.
     let deadline = Instant::now() + ROLL_LIMIT;
@@ -445,16 +445,7 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
 
     ds_seen_then_old_key_leaves(&node, &with_new, old, &new_ds);
     wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node
-        .dig(&["example.com", "DNSKEY"])
-        .answer_data("DNSKEY")
-        .len()
-        != 1
-    {
-        assert!(Instant::now() < deadline, "the old key is still in DNSKEY");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_dnskeys(&node, 1, "the old key is still in DNSKEY");
     validates(&with_new, "new DS, after the roll", &node);
     eprintln!(
         "CSK roll to the old key's removal (with 10 s held without ds-seen): {:?}",
@@ -594,14 +585,9 @@ fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
     assert_eq!(s, 201, "{v}");
     // The node that takes the roll makes the new key from the zone's keys as it has them:
     // it must have applied the signing first (a node behind says 404, not applied).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(&refs[2], "GET", PATH, None).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "node 3 never saw the zone signed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("node 3 sees the zone signed", || {
+        (call(&refs[2], "GET", PATH, None).0 == 200).then_some(())
+    });
     let (s, v) = rollover(&refs[2], "zsk");
     assert_eq!(s, 202, "{v}");
     let new = keys(&v)
@@ -609,20 +595,8 @@ fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
         .find(|k| k.2 == "published")
         .map(|k| k.0)
         .unwrap_or_else(|| panic!("no published key: {v}"));
-    let deadline = Instant::now() + Duration::from_secs(5);
     for n in &refs {
-        while n
-            .dig(&["example.com", "DNSKEY"])
-            .answer_data("DNSKEY")
-            .len()
-            != 3
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the new key is not in every node's DNSKEY within 5 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_dnskeys(n, 3, "the new key in every node's DNSKEY");
     }
     // The leader dies before any automatic step is due (the first is 7 s away).
     let leader = c.leader(Duration::from_secs(10)).expect("a leader");

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{http, Node, NodeRef, Setup};
+use common::{eventually, http, Node, NodeRef, Setup};
 use serde_json::Value;
 
 const TOKEN: &str = "test-token";
@@ -251,18 +251,6 @@ fn signed_axfr(n: &NodeRef, key: Option<&str>) -> bool {
     args.extend(["example.com", "AXFR"]);
     let d = n.dig(&args);
     d.raw.matches("\tSOA\t").count() >= 2 && !d.raw.contains("failed")
-}
-
-/// `f` until it gives `Some`, for at most 10 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within 10 s: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn fill_secret(dir: &Path) {

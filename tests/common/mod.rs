@@ -69,6 +69,23 @@ fn send_signal(child: Option<&Child>, signal: nix::sys::signal::Signal) {
     }
 }
 
+/// Poll `f` until it gives `Some`, for at most 10 s; fails the test with `what` after that.
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_within(Duration::from_secs(10), what, f)
+}
+
+/// [`eventually`] with a limit of the caller's.
+pub fn eventually_within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// A loopback port free for both UDP and TCP, below the kernel's ephemeral range (32768 and
 /// up by default), so that no outgoing connection of another test takes it between now and
 /// the server's bind.
