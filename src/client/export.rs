@@ -288,120 +288,12 @@ pub async fn export(
 /// `None` when no SOA record is found. RFC 1035 §5.1 tokens: `;` comments, quoted strings,
 /// `\` escapes, and parentheses that continue a record over lines.
 fn with_serial(text: &str, serial: u32) -> Option<String> {
-    let serial_field = soa_serial_span(text)?;
+    let serial_field = crate::zone::soa_serial_span(text)?;
     let mut out = String::with_capacity(text.len() + 10);
     out.push_str(&text[..serial_field.start]);
     out.push_str(&serial.to_string());
     out.push_str(&text[serial_field.end..]);
     Some(out)
-}
-
-/// One token of zone text: its byte range, whether it was quoted, whether it starts a line
-/// (an owner name; a line starting with blank has none).
-struct Token {
-    span: std::ops::Range<usize>,
-    quoted: bool,
-    at_line_start: bool,
-}
-
-/// Where the serial of the first SOA record is in `text`.
-fn soa_serial_span(text: &str) -> Option<std::ops::Range<usize>> {
-    let bytes = text.as_bytes();
-    let mut record: Vec<Token> = Vec::new();
-    let mut depth = 0usize;
-    let mut i = 0;
-    let mut line_start = true;
-    let found = |record: &[Token]| -> Option<std::ops::Range<usize>> {
-        let word = |t: &Token| &text[t.span.clone()];
-        let first = record.first()?;
-        if !first.quoted && word(first).starts_with('$') {
-            return None; // a directive
-        }
-        let skip = usize::from(first.at_line_start);
-        let soa = record.iter().skip(skip).position(|t| {
-            let w = word(t);
-            !t.quoted && w.eq_ignore_ascii_case("SOA")
-        })? + skip;
-        // Before the type only a TTL and a class may stand (after the owner).
-        let ttl_or_class = |t: &Token| {
-            let w = word(t);
-            !t.quoted
-                && (["IN", "CH", "HS", "CS"]
-                    .iter()
-                    .any(|c| w.eq_ignore_ascii_case(c))
-                    || (w.starts_with(|c: char| c.is_ascii_digit())
-                        && w.chars().all(|c| c.is_ascii_alphanumeric())))
-        };
-        if !record[skip..soa].iter().all(ttl_or_class) {
-            return None;
-        }
-        let serial = record.get(soa + 3)?;
-        let digits = word(serial);
-        (!serial.quoted && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| serial.span.clone())
-    };
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'\n' => {
-                if depth == 0 {
-                    if let Some(span) = found(&record) {
-                        return Some(span);
-                    }
-                    record.clear();
-                }
-                line_start = true;
-                i += 1;
-                continue;
-            }
-            b';' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'(' => depth += 1,
-            b')' => depth = depth.saturating_sub(1),
-            b' ' | b'\t' | b'\r' => {}
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i = (i + 1).min(bytes.len());
-                record.push(Token {
-                    span: start..i,
-                    quoted: true,
-                    at_line_start: line_start,
-                });
-                line_start = false;
-                continue;
-            }
-            _ => {
-                let start = i;
-                while i < bytes.len()
-                    && !matches!(
-                        bytes[i],
-                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"'
-                    )
-                {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                let end = i.min(bytes.len());
-                record.push(Token {
-                    span: start..end,
-                    quoted: false,
-                    at_line_start: line_start,
-                });
-                line_start = false;
-                continue;
-            }
-        }
-        line_start = false;
-        i += 1;
-    }
-    found(&record)
 }
 
 /// `dir` must not exist, or be an empty directory.

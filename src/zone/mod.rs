@@ -3,7 +3,7 @@
 mod parse;
 mod records;
 
-pub use parse::{load_zone_dir, load_zone_file, parse_zone, ZoneError};
+pub use parse::{load_zone_dir, load_zone_file, parse_zone, soa_serial_span, ZoneError};
 pub use records::{Rr, RrError, ZoneFile};
 
 pub mod dnssec;

@@ -332,6 +332,62 @@ fn origin_from_file_name(path: &Path) -> Result<Name, String> {
     Ok(origin.to_lowercase())
 }
 
+/// Where the serial field of the first SOA record is in `text`, as a byte range: for a tool
+/// that puts another serial there and keeps the rest byte for byte (`meridian export`).
+/// The text is split as the parser splits it (comments, quotes, escapes, parentheses).
+/// `None` when no SOA record with a numeric serial is found, or the text does not split.
+pub fn soa_serial_span(text: &str) -> Option<std::ops::Range<usize>> {
+    let base = text.as_ptr() as usize;
+    for entry in Entries::new(text) {
+        let entry = entry.ok()?;
+        let mut words: Vec<(&str, bool)> = Vec::new();
+        for item in &entry.items {
+            match item {
+                Item::Word(w) => words.push((w, false)),
+                Item::Quoted(q) => words.push((q, true)),
+                Item::Group(g) => words.extend(g.iter().map(|w| (*w, false))),
+            }
+        }
+        match words.first() {
+            None => continue,
+            Some((w, false)) if w.starts_with('$') => continue, // a directive
+            Some(_) => {}
+        }
+        let skip = usize::from(!entry.blank_owner);
+        let Some(soa) = words
+            .iter()
+            .skip(skip)
+            .position(|&(w, quoted)| !quoted && w.eq_ignore_ascii_case("SOA"))
+            .map(|p| p + skip)
+        else {
+            continue;
+        };
+        // Between the owner and the type only a TTL and a class may stand.
+        let ttl_or_class = |&(w, quoted): &(&str, bool)| {
+            !quoted
+                && (["IN", "CH", "HS", "CS"]
+                    .iter()
+                    .any(|c| w.eq_ignore_ascii_case(c))
+                    || (w.starts_with(|c: char| c.is_ascii_digit())
+                        && w.chars().all(|c| c.is_ascii_alphanumeric())))
+        };
+        if !words[skip..soa].iter().all(ttl_or_class) {
+            continue;
+        }
+        // MNAME, RNAME, then the serial.
+        match words.get(soa + 3) {
+            Some(&(serial, false))
+                if !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let start = serial.as_ptr() as usize - base;
+                return Some(start..start + serial.len());
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
 // ---------------------------------------------------------------------------------------
 // Layer 1: entries.
 
