@@ -800,19 +800,18 @@ where
     I: Iterator<Item = &'r [u8]> + Clone,
 {
     let signer = zone.signer()?;
-    let mut scratch = [0u8; MAX_TBS];
     if !cached {
-        return signer.sign_into(owner, rtype, ttl, rdatas, &mut scratch, sig);
+        return signer.sign_into(owner, rtype, ttl, rdatas, &mut [0u8; MAX_TBS], sig);
     }
     let cache = sigcache::global();
     let key = cache.key(zone.sig_generation(), owner, rtype, ttl, rdatas.clone());
-    let now = sigcache::now();
     let origin = zone.origin_wire();
-    if let Some(n) = cache.get(key, origin, now, sig) {
+    if let Some(n) = cache.get(key, origin, sig) {
         return Some(n);
     }
-    let n = signer.sign_into(owner, rtype, ttl, rdatas, &mut scratch, sig)?;
-    cache.put(key, origin, &sig[..n], now);
+    // The to-be-signed buffer (2 KiB) is made only when signing.
+    let n = signer.sign_into(owner, rtype, ttl, rdatas, &mut [0u8; MAX_TBS], sig)?;
+    cache.put(key, origin, &sig[..n]);
     Some(n)
 }
 

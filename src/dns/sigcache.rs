@@ -4,20 +4,20 @@
 //! is renewed. Compact-denial NSECs for names that do not exist are not cached: the query
 //! name is the client's choice, so caching them would only churn the table.
 //!
-//! A fixed table of 64k slots (4-way set-associative), allocated once on the first signed
-//! per-answer look-up, so memory is bounded whatever the number of zones or names. Each
+//! A fixed table of 64k slots (4-way set-associative), allocated once when the first zone
+//! is signed, so memory is bounded whatever the number of zones or names. Each
 //! slot is a seqlock over plain atomic words (no `unsafe`, no lock, no allocation):
 //! a reader copies the words and keeps them only if the sequence did not move; a writer
 //! that finds the slot being written by another simply does not cache. The key is a
 //! 128-bit keyed SipHash of everything signed but the signer's fixed fields — the zone's
 //! signer generation (a new key or a rebuild is a new generation, so its entries are never
 //! hit again), the owner, the type, the TTL and the RDATAs — so a client cannot aim two
-//! RRsets at one slot. An entry is used only while more than a quarter of its signature's
-//! validity is left, well before the point (a quarter left) at which signatures are remade.
+//! RRsets at one slot. Entries need no clock: every signature of a generation has its
+//! signer's one validity window, so a cached signature is exactly what signing again would
+//! give, until the zone is re-signed (at half its validity) as a new generation.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -40,7 +40,7 @@ pub fn next_generation() -> u64 {
     GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The process's cache, made on first use.
+/// The process's cache, made on first use (when the first zone is signed).
 pub fn global() -> &'static SigCache {
     static CACHE: OnceLock<SigCache> = OnceLock::new();
     CACHE.get_or_init(SigCache::new)
@@ -116,8 +116,8 @@ impl SigCache {
     }
 
     /// The RRSIG RDATA cached under `key` into `out` (its fixed fields, `signer`, the
-    /// signature); its length, or `None` when there is none still fresh at `now`.
-    pub fn get(&self, key: Key, signer: &[u8], now: u32, out: &mut [u8]) -> Option<usize> {
+    /// signature); its length, or `None` when there is none.
+    pub fn get(&self, key: Key, signer: &[u8], out: &mut [u8]) -> Option<usize> {
         let len = HEAD + signer.len() + SIG;
         if out.len() < len {
             return None;
@@ -130,9 +130,6 @@ impl SigCache {
             for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
                 chunk.copy_from_slice(&w.to_le_bytes());
             }
-            if !fresh(&bytes[..HEAD], now) {
-                return None;
-            }
             out[..HEAD].copy_from_slice(&bytes[..HEAD]);
             out[HEAD..HEAD + signer.len()].copy_from_slice(signer);
             out[HEAD + signer.len()..len].copy_from_slice(&bytes[HEAD..HEAD + SIG]);
@@ -143,10 +140,8 @@ impl SigCache {
 
     /// Cache `rrsig` (an RRSIG RDATA whose signer is `signer`) under `key`. Does nothing
     /// when its shape is not one we keep or the slot is being written by another worker.
-    pub fn put(&self, key: Key, signer: &[u8], rrsig: &[u8], now: u32) {
-        if rrsig.len() != HEAD + signer.len() + SIG
-            || &rrsig[HEAD..HEAD + signer.len()] != signer
-            || !fresh(&rrsig[..HEAD], now)
+    pub fn put(&self, key: Key, signer: &[u8], rrsig: &[u8]) {
+        if rrsig.len() != HEAD + signer.len() + SIG || &rrsig[HEAD..HEAD + signer.len()] != signer
         {
             return;
         }
@@ -204,27 +199,6 @@ fn read(slot: &Slot, key: Key) -> Option<[u64; DATA_WORDS]> {
     (s1 == s2 && k == (key.0, key.1)).then_some(words)
 }
 
-/// Whether a signature with these fixed fields has more than a quarter of its validity
-/// left at `now` (serial number arithmetic, RFC 4034 §3.1.5). A quarter, not the half at
-/// which the publisher re-signs a zone: the re-signed zone is a new generation whose
-/// entries replace these, and until it is published (within the publisher's hourly look)
-/// these must still be served from the cache rather than signed per query.
-fn fresh(head: &[u8], now: u32) -> bool {
-    let field =
-        |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
-    let (expiration, inception) = (field(8), field(12));
-    let total = expiration.wrapping_sub(inception);
-    let left = expiration.wrapping_sub(now) as i32;
-    left > 0 && left as u32 > total / 4
-}
-
-/// Seconds since the epoch, as RRSIG times count them.
-pub fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,9 +222,9 @@ mod tests {
         let k = c.key(7, b"\x03www\x07example\x03com\x00", 1, 60, [a].into_iter());
         let sig = rrsig(signer, now - 3600, now + 14 * 86400, 0xab);
         let mut out = [0u8; 400];
-        assert_eq!(c.get(k, signer, now, &mut out), None);
-        c.put(k, signer, &sig, now);
-        assert_eq!(c.get(k, signer, now, &mut out), Some(sig.len()));
+        assert_eq!(c.get(k, signer, &mut out), None);
+        c.put(k, signer, &sig);
+        assert_eq!(c.get(k, signer, &mut out), Some(sig.len()));
         assert_eq!(&out[..sig.len()], &sig[..]);
         // Another generation, owner, TTL or RDATA is another key.
         let b: &[u8] = &[192, 0, 2, 2];
@@ -261,12 +235,8 @@ mod tests {
             c.key(7, b"\x03www\x07example\x03com\x00", 1, 60, [b].into_iter()),
         ] {
             assert_ne!(other, k);
-            assert_eq!(c.get(other, signer, now, &mut out), None);
+            assert_eq!(c.get(other, signer, &mut out), None);
         }
-        // Past the re-signing point (half left) it is still used; with a quarter left, no
-        // longer.
-        assert_eq!(c.get(k, signer, now + 8 * 86400, &mut out), Some(sig.len()));
-        assert_eq!(c.get(k, signer, now + 11 * 86400, &mut out), None);
     }
 
     #[test]
@@ -279,11 +249,11 @@ mod tests {
         for i in 0..(SETS * WAYS * 2) as u32 {
             let rd = i.to_be_bytes();
             let k = c.key(1, b"\x00", 1, 60, [&rd[..]].into_iter());
-            c.put(k, signer, &rrsig(signer, now, now + 86400, i as u8), now);
+            c.put(k, signer, &rrsig(signer, now, now + 86400, i as u8));
             last = Some((k, i as u8));
         }
         let (k, fill) = last.expect("one");
-        assert_eq!(c.get(k, signer, now, &mut out), Some(HEAD + 1 + SIG));
+        assert_eq!(c.get(k, signer, &mut out), Some(HEAD + 1 + SIG));
         assert_eq!(out[HEAD + 1], fill);
         assert_eq!(c.slots.len(), SETS * WAYS);
     }

@@ -997,6 +997,9 @@ impl Zone {
         self.signing_keys = signing_keys;
         self.oldest_expiration = Some(oldest.expiration);
         self.sig_generation = crate::dns::sigcache::next_generation();
+        // The shared signature cache (7 MiB) is made here, on the control plane, not by
+        // the first signed answer on a worker.
+        crate::dns::sigcache::global();
         Ok(stats)
     }
 
