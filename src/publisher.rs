@@ -159,7 +159,7 @@ pub async fn run(
         let mut rebuild = false;
         tokio::select! {
             _ = resign.tick() => {
-                let n = builder.renew_aging_signatures(crate::snapshot::unix_now());
+                let n = builder.renew_aging_signatures(crate::dns::tsig::unix_now());
                 if n > 0 {
                     tracing::info!(zones = n, "renewing aging signatures");
                     rebuild = true;

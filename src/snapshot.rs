@@ -629,7 +629,8 @@ impl Builder {
                     }
                     if let Some(keys) = self.dnssec.get(&origin) {
                         let started = std::time::Instant::now();
-                        let stats = z.sign_reusing(keys, unix_now(), prev.as_deref())?;
+                        let stats =
+                            z.sign_reusing(keys, crate::dns::tsig::unix_now(), prev.as_deref())?;
                         tracing::debug!(
                             zone = %file.origin,
                             made = stats.made,
@@ -843,13 +844,6 @@ pub fn channel(initial: Snapshot) -> SnapshotPublisher {
     }
 }
 
-/// Seconds since the epoch (0 before it): the clock DNSSEC signatures are dated by.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -917,7 +911,7 @@ mod tests {
         b.put_dnssec(&"example.com.".parse().expect("name"), Some(Arc::new(keys)));
         let (first, problems) = b.snapshot();
         assert!(problems.is_empty(), "{problems:?}");
-        let now = unix_now();
+        let now = crate::dns::tsig::unix_now();
         assert_eq!(
             b.renew_aging_signatures(now),
             0,

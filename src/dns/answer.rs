@@ -819,9 +819,9 @@ where
 const RRSIG: u16 = crate::zone::dnssec::types::RRSIG;
 const NSEC: u16 = crate::zone::dnssec::types::NSEC;
 use crate::dns::sigcache;
-use crate::zone::dnssec::MAX_TBS;
-/// Room for one RRSIG RDATA: the fixed fields, the signer's name, a 64-byte signature.
-const SIG_ROOM: usize = 18 + 255 + 64;
+use crate::zone::dnssec::{MAX_TBS, RRSIG_HEAD, SIG_LEN};
+/// Room for one RRSIG RDATA: the fixed fields, the signer's name, the signature.
+const SIG_ROOM: usize = RRSIG_HEAD + 255 + SIG_LEN;
 /// The compact-denial bitmap of a name that does not exist: RRSIG NSEC NXNAME (RFC 9824).
 const NXNAME_BITMAP: [u8; 19] = [
     0x00, 0x11, 0, 0, 0, 0, 0, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
@@ -859,10 +859,7 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     let bitmap: &[u8] = match kind {
         Denial::Service(node, v4, v6) => match node.nsec() {
             Some(nsec) => {
-                let rd = nsec.rdata;
-                let b = rd
-                    .get(name_len(rd.get(2..).unwrap_or(&[])) + 2..)
-                    .unwrap_or(&[]);
+                let b = nsec.bitmap();
                 // Window 0 is always there (RRSIG and NSEC are in it) and reaches AAAA.
                 let ok = b.len() <= bits.len() && b.len() >= 6 && b[0] == 0 && b[1] >= 4;
                 if !(v4 || v6) || !ok {
@@ -892,11 +889,7 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
         }
         Denial::Synthesized(node) => match node.nsec() {
             // The wildcard's NSEC RDATA: `\000.*.<closest encloser>` then its bitmap.
-            Some(nsec) => {
-                let rd = nsec.rdata;
-                let next_len = name_len(rd.get(2..).unwrap_or(&[])) + 2;
-                rd.get(next_len..).unwrap_or(&[])
-            }
+            Some(nsec) => nsec.bitmap(),
             None => return,
         },
         Denial::NxName => &NXNAME_BITMAP,
@@ -923,25 +916,13 @@ fn deny(zone: &Zone, w: &mut Writer<'_>, raw: &[u8], lower: &[u8], kind: Denial<
     ) else {
         return;
     };
-    let written = w.together(|w| {
-        w.raw_rrset(Section::Authority, raw, NSEC, ttl, std::iter::once(rdata))
-            && w.rrsig(Section::Authority, raw, ttl, &sig[..n])
-    });
-    if !written {
+    let nsec = SignedNsec {
+        rdata,
+        sig: &sig[..n],
+    };
+    if !put_nsec(w, raw, ttl, nsec) {
         w.set_tc();
     }
-}
-
-/// The length of the uncompressed wire name at the start of `b`.
-fn name_len(b: &[u8]) -> usize {
-    let mut i = 0;
-    while let Some(&l) = b.get(i) {
-        i += 1 + l as usize;
-        if l == 0 {
-            break;
-        }
-    }
-    i.min(b.len())
 }
 
 /// NODATA or NXDOMAIN: the zone's SOA in authority with the RFC 2308 TTL.

@@ -169,9 +169,7 @@ fn same(a: &[u8; 8], b: &[u8]) -> bool {
 
 /// The current Unix time in seconds, as cookies count it.
 pub fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
+    super::tsig::unix_now() as u32
 }
 
 #[cfg(test)]

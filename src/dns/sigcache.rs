@@ -25,10 +25,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 const WAYS: usize = 4;
 /// Sets: 16k sets of 4 ways, 64k entries (about 7 MiB).
 const SETS: usize = 1 << 14;
-/// The RRSIG RDATA fields before the signer's name (RFC 4034 §3.1).
-const HEAD: usize = 18;
-/// The signature of both algorithms we sign with (ECDSA P-256, Ed25519).
-const SIG: usize = 64;
+use crate::zone::dnssec::{RRSIG_HEAD as HEAD, SIG_LEN as SIG};
 const DATA_WORDS: usize = (HEAD + SIG).div_ceil(8);
 
 /// Where a zone's signatures come from: a new signer (new key, rebuilt zone) takes a new
@@ -141,8 +138,7 @@ impl SigCache {
     /// Cache `rrsig` (an RRSIG RDATA whose signer is `signer`) under `key`. Does nothing
     /// when its shape is not one we keep or the slot is being written by another worker.
     pub fn put(&self, key: Key, signer: &[u8], rrsig: &[u8]) {
-        if rrsig.len() != HEAD + signer.len() + SIG || &rrsig[HEAD..HEAD + signer.len()] != signer
-        {
+        if rrsig.len() != HEAD + signer.len() + SIG || &rrsig[HEAD..HEAD + signer.len()] != signer {
             return;
         }
         let mut bytes = [0u8; DATA_WORDS * 8];

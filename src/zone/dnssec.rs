@@ -616,6 +616,11 @@ impl fmt::Debug for Signer {
 /// The most to-be-signed bytes a per-answer signature takes (owner and RDATA of a compact
 /// denial NSEC or a small synthesized RRset).
 pub const MAX_TBS: usize = 2048;
+/// The RRSIG RDATA fields before the signer's name (RFC 4034 §3.1), as `Signer::head`
+/// writes them.
+pub const RRSIG_HEAD: usize = 18;
+/// The signature length of both algorithms we sign with (ECDSA P-256, Ed25519).
+pub const SIG_LEN: usize = 64;
 
 /// A fixed buffer for a to-be-signed message.
 struct Buf<'a> {

@@ -77,8 +77,9 @@ impl<'a> Rdata<'a> {
     }
 }
 
-/// The length of the uncompressed wire name at the start of `b`, if one is there.
-fn name_len(b: &[u8]) -> Option<usize> {
+/// The length of the uncompressed wire name at the start of `b`, if a well-formed one is
+/// there (labels of at most 63 bytes, at most 255 in all).
+pub fn name_len(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     loop {
         let l = *b.get(i)? as usize;
@@ -201,6 +202,14 @@ impl<'z> RrSetRef<'z> {
 pub struct SignedNsec<'z> {
     pub rdata: &'z [u8],
     pub sig: &'z [u8],
+}
+
+impl<'z> SignedNsec<'z> {
+    /// The type bitmap: the RDATA after its next-name field.
+    pub fn bitmap(&self) -> &'z [u8] {
+        let next = name_len(self.rdata).unwrap_or(self.rdata.len());
+        &self.rdata[next..]
+    }
 }
 
 /// One name in a zone: its RRsets (sorted by type) and what the index worked out about it.

@@ -13,9 +13,9 @@ pub mod transfer;
 pub mod update;
 
 pub use index::{
-    canonical, is_subdomain, parent, rtype, service_conflict, wire, wire_lower, wire_lower_into,
-    Builder, IndexError, List, NodeRef, Rdata, Rdatas, RrSetRef, SignStats, SignedNsec, Zone,
-    ZoneSet, RENEW_LEFT_SECS,
+    canonical, is_subdomain, name_len, parent, rtype, service_conflict, wire, wire_lower,
+    wire_lower_into, Builder, IndexError, List, NodeRef, Rdata, Rdatas, RrSetRef, SignStats,
+    SignedNsec, Zone, ZoneSet, RENEW_LEFT_SECS,
 };
 
 #[cfg(test)]

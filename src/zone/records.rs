@@ -238,16 +238,9 @@ impl ZoneFile {
     }
 }
 
-/// The length of the wire name at the start of `b` (all of `b` if it does not end).
-pub(super) fn name_len(b: &[u8]) -> usize {
-    let mut i = 0;
-    while let Some(&len) = b.get(i) {
-        i += 1 + len as usize;
-        if len == 0 {
-            break;
-        }
-    }
-    i.min(b.len())
+/// The length of the wire name at the start of `b` (all of `b` if it is not one).
+fn name_len(b: &[u8]) -> usize {
+    super::name_len(b).unwrap_or(b.len())
 }
 
 /// `data` in uncompressed wire form (names as they are), appended to `out`.
