@@ -163,11 +163,6 @@ impl<'z> RrSetRef<'z> {
         }
     }
 
-    /// The RDATAs in uncompressed wire form (names in their original case).
-    pub fn wire_rdatas(&self) -> List<'z> {
-        List(self.rdatas)
-    }
-
     /// The RRSIG RDATAs over this RRset at its own owner, in a signed zone (none otherwise,
     /// and for glue and delegation NS, which are not signed).
     pub fn sigs(&self) -> List<'z> {
@@ -555,8 +550,6 @@ impl Builder {
         pending.sort_by_key(|p| (u64::from(p.node) << 16) | u64::from(p.rtype));
         index.data.reserve(scratch.len() + 2 * pending.len());
         index.sets.reserve(pending.len());
-        let mut kept: Vec<&[u8]> = Vec::new();
-        let mut seen: rustc_hash::FxHashSet<&[u8]> = Default::default();
         let mut i = 0;
         while i < pending.len() {
             let node = pending[i].node;
@@ -564,30 +557,19 @@ impl Builder {
             while i < pending.len() && pending[i].node == node {
                 let rt = pending[i].rtype;
                 let mut ttl = u32::MAX;
-                kept.clear();
-                seen.clear();
+                let start = index.data.len();
                 let mut j = i;
+                // No duplicates to drop: the zone file dropped every record equal to an
+                // earlier one (names in RDATA compared without case, so more than bytes).
                 while j < pending.len() && pending[j].node == node && pending[j].rtype == rt {
                     let p = &pending[j];
                     // RFC 2181 §5.2: one TTL per RRset; the lowest wins, as most servers do.
                     ttl = ttl.min(p.ttl);
-                    let rd = &scratch[p.off as usize..p.off as usize + p.len as usize];
-                    let dup = if kept.len() < 16 {
-                        kept.contains(&rd)
-                    } else {
-                        if seen.is_empty() {
-                            seen.extend(kept.iter().copied());
-                        }
-                        !seen.insert(rd)
-                    };
-                    if !dup {
-                        kept.push(rd);
-                    }
+                    push_item(
+                        &mut index.data,
+                        &scratch[p.off as usize..p.off as usize + p.len as usize],
+                    );
                     j += 1;
-                }
-                let start = index.data.len();
-                for rd in &kept {
-                    push_item(&mut index.data, rd);
                 }
                 index.sets.push(SetEntry {
                     rtype: rt,
@@ -602,8 +584,6 @@ impl Builder {
             e.nsets =
                 u16::try_from(index.sets.len() - first_set as usize).map_err(|_| too_big())?;
         }
-        drop(kept);
-        drop(seen);
         drop(pending);
         drop(scratch);
 
@@ -831,6 +811,15 @@ impl Zone {
                 .filter(|s| !matches!(s.rtype, types::DNSKEY | types::CDS | types::CDNSKEY))
                 .copied()
                 .collect();
+            // Exactly the room needed: the build left these arrays without spare room, and
+            // a push past it would double a million-record zone's arrays.
+            let bytes: usize = [&dnskeys, &cds, &cdnskeys]
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|r| 2 + r.len())
+                .sum();
+            index.data.reserve_exact(bytes);
+            index.sets.reserve_exact(sets.len() + 3);
             for (rt, rdatas) in [
                 (types::DNSKEY, dnskeys),
                 (types::CDS, cds),
@@ -1340,28 +1329,28 @@ pub enum IndexError {
 /// The wire form of a name, lower-cased (the index's key form).
 pub fn wire_lower(name: &Name) -> Box<[u8]> {
     let mut out = Vec::with_capacity(name.len() + 2);
-    wire_lower_into(name, &mut out);
+    push_wire(name, true, &mut out);
     out.into_boxed_slice()
-}
-
-/// [`wire_lower`] appended to `out`.
-pub fn wire_lower_into(name: &Name, out: &mut Vec<u8>) {
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
 }
 
 /// The wire form of a name, case kept.
 pub fn wire(name: &Name) -> Box<[u8]> {
     let mut out = Vec::with_capacity(name.len() + 2);
+    push_wire(name, false, &mut out);
+    out.into_boxed_slice()
+}
+
+/// Append the wire form of `name` (absolute) to `out`, lower-cased when `lower`.
+pub fn push_wire(name: &Name, lower: bool, out: &mut Vec<u8>) {
     for label in name.iter() {
         out.push(label.len() as u8);
-        out.extend_from_slice(label);
+        if lower {
+            out.extend(label.iter().map(u8::to_ascii_lowercase));
+        } else {
+            out.extend_from_slice(label);
+        }
     }
     out.push(0);
-    out.into_boxed_slice()
 }
 
 /// The parent of a non-root wire name (drops the first label).

@@ -4,7 +4,7 @@ mod parse;
 mod records;
 
 pub use parse::{load_zone_dir, load_zone_file, parse_zone, soa_serial_span, ZoneError};
-pub use records::{Rr, RrError, ZoneFile};
+pub use records::{Rr, ZoneFile};
 
 pub mod dnssec;
 pub mod handover;
@@ -13,9 +13,8 @@ pub mod transfer;
 pub mod update;
 
 pub use index::{
-    canonical, is_subdomain, name_len, parent, rtype, service_conflict, wire, wire_lower,
-    wire_lower_into, Builder, IndexError, List, NodeRef, Rdata, Rdatas, RrSetRef, SignStats,
-    SignedNsec, Zone, ZoneSet, RENEW_LEFT_SECS,
+    is_subdomain, name_len, parent, push_wire, rtype, service_conflict, wire, wire_lower, NodeRef,
+    Rdata, RrSetRef, SignedNsec, Zone, ZoneSet, RENEW_LEFT_SECS,
 };
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
 
 use super::records::{emit_rdata, Rr, Seen, ZoneFile};
+use super::{is_subdomain, push_wire};
 
 /// Largest TTL accepted (RFC 2181 §8: the top bit must be clear).
 const MAX_TTL: u32 = 0x7fff_ffff;
@@ -164,19 +165,6 @@ fn show_name(wire: &[u8]) -> String {
         Ok(name) => name.to_string(),
         Err(_) => super::display(wire),
     }
-}
-
-/// Append the wire form of `name` (absolute), lower-cased when `lower`.
-fn push_name(name: &Name, lower: bool, out: &mut Vec<u8>) {
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        if lower {
-            out.extend(label.iter().map(u8::to_ascii_lowercase));
-        } else {
-            out.extend_from_slice(label);
-        }
-    }
-    out.push(0);
 }
 
 /// A plain name (`www`, `host-1.example.com.`, `*.wild`, `_sip._tcp`) in wire form,
@@ -616,7 +604,7 @@ struct Parsed {
 impl Reader {
     fn new(origin: Name) -> Self {
         let mut origin_wire = Vec::new();
-        push_name(&origin, false, &mut origin_wire);
+        push_wire(&origin, false, &mut origin_wire);
         Self {
             origin,
             origin_wire,
@@ -650,7 +638,7 @@ impl Reader {
                     if fast_name(word, &self.origin_wire, true, &mut self.owner).is_none() {
                         let name = Name::parse(word, Some(&self.origin))
                             .map_err(|e| format!("invalid owner name '{word}': {e}"))?;
-                        push_name(&name, true, &mut self.owner);
+                        push_wire(&name, true, &mut self.owner);
                     }
                 }
                 Some(item) => return Err(format!("expected an owner name, found {}", show(item))),
@@ -792,7 +780,7 @@ impl Reader {
                 .map_err(|e| format!("invalid $ORIGIN '{arg}': {e}"))?;
             self.origin.set_fqdn(true);
             self.origin_wire.clear();
-            push_name(&self.origin, false, &mut self.origin_wire);
+            push_wire(&self.origin, false, &mut self.origin_wire);
         }
         Ok(())
     }
@@ -972,7 +960,7 @@ fn fast_rdata(
             }
             if fast_name(word, origin_wire, false, out).is_none() {
                 let name = Name::parse(word, Some(origin)).ok()?;
-                push_name(&name, false, out);
+                push_wire(&name, false, out);
             }
         }
         _ => return None,
@@ -1021,16 +1009,6 @@ struct AtName {
     other: Option<(usize, RecordType)>,
 }
 
-/// Whether `name` is `zone` or below it (both lower-case wire names).
-fn in_zone(name: &[u8], zone: &[u8]) -> bool {
-    let mut rest = name;
-    while rest.len() > zone.len() {
-        let skip = 1 + usize::from(rest[0]);
-        rest = &rest[skip.min(rest.len())..];
-    }
-    rest == zone
-}
-
 /// Check the zone rules; `lines[i]` is the line of the `i`th record; `broken` is the
 /// first record that could not be written in wire form, and why.
 fn validate(
@@ -1041,7 +1019,7 @@ fn validate(
 ) -> Result<(), ZoneError> {
     let origin = &zone.origin;
     let mut origin_wire = Vec::new();
-    push_name(origin, true, &mut origin_wire);
+    push_wire(origin, true, &mut origin_wire);
     let error = |line: u32, message: String| ZoneError::Record {
         file: file.to_owned(),
         line: line as usize,
@@ -1064,7 +1042,7 @@ fn validate(
         let owner = rr.owner;
         let rtype = RecordType::from(rr.rtype);
         let name = || show_name(owner);
-        if !in_zone(owner, &origin_wire) {
+        if !is_subdomain(owner, &origin_wire) {
             return Err(error(
                 line,
                 format!("{} is outside the zone {origin}", name()),
@@ -1984,7 +1962,7 @@ ok A 192.0.2.4
     fn fast_path_reads_as_the_parser_does() {
         let origin = Name::from_ascii("example.com.").expect("origin");
         let mut origin_wire = Vec::new();
-        push_name(&origin, false, &mut origin_wire);
+        push_wire(&origin, false, &mut origin_wire);
         let cases = [
             ("A", "192.0.2.1"),
             ("AAAA", "2001:db8::1"),
@@ -2058,7 +2036,7 @@ ok A 192.0.2.4
             match Name::parse(word, Some(&origin)) {
                 Ok(name) => {
                     let mut wire = Vec::new();
-                    push_name(&name.to_lowercase(), false, &mut wire);
+                    push_wire(&name.to_lowercase(), false, &mut wire);
                     if taken {
                         assert_eq!(fast, wire, "{word}");
                     }

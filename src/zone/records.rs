@@ -119,8 +119,10 @@ impl ZoneFile {
         }
     }
 
-    /// Build a store from records (UPDATE, tests): owners lower-cased, exact duplicates
-    /// dropped. No zone rule is checked here (that is [`super::parse_zone`]'s).
+    /// Build a store from records (for tests: an UPDATE writes zone text and parses it):
+    /// owners lower-cased, exact duplicates dropped. No zone rule is checked here (that is
+    /// [`super::parse_zone`]'s).
+    #[cfg(test)]
     pub fn from_records(
         origin: Name,
         records: impl IntoIterator<Item = Record>,
@@ -131,11 +133,7 @@ impl ZoneFile {
         let mut rdata = Vec::new();
         for r in records {
             owner.clear();
-            for label in r.name.iter() {
-                owner.push(label.len() as u8);
-                owner.extend(label.iter().map(u8::to_ascii_lowercase));
-            }
-            owner.push(0);
+            super::push_wire(&r.name, true, &mut owner);
             rdata.clear();
             emit_rdata(&r.data, &mut rdata).map_err(|error| RrError::Encode {
                 name: r.name.to_string(),

@@ -62,7 +62,7 @@ fn sigs(z: &Zone) -> Vec<Sigs> {
 }
 
 /// A list of byte strings, owned.
-fn own(list: super::List<'_>) -> Vec<Vec<u8>> {
+fn own(list: super::index::List<'_>) -> Vec<Vec<u8>> {
     list.map(<[u8]>::to_vec).collect()
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use serde::{Deserialize, Serialize};
 
 use super::ZoneFile;
@@ -25,11 +25,7 @@ pub struct UpdateRr(pub Vec<u8>);
 impl UpdateRr {
     /// The wire form of `r` (names uncompressed).
     pub fn from_record(r: &Record) -> Option<UpdateRr> {
-        let mut buf = Vec::with_capacity(64);
-        let mut enc = BinEncoder::new(&mut buf);
-        enc.set_name_encoding(hickory_proto::serialize::binary::NameEncoding::Uncompressed);
-        r.emit(&mut enc).ok()?;
-        Some(UpdateRr(buf))
+        super::transfer::record_wire(r).map(UpdateRr)
     }
 
     /// The record back; `None` when the bytes are not one whole record.

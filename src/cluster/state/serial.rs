@@ -46,11 +46,7 @@ type WireRr = Box<[u8]>;
 /// keys; `None` when it does not encode.
 fn owned_parts(r: &Record) -> Option<(Vec<u8>, u16, u32, Vec<u8>)> {
     let mut owner = Vec::with_capacity(r.name.len() + 2);
-    for label in r.name.iter() {
-        owner.push(label.len() as u8);
-        owner.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    owner.push(0);
+    crate::zone::push_wire(&r.name, true, &mut owner);
     let wire = record_wire(r)?;
     // The record's wire form: its owner, type, class, TTL, RDLENGTH, RDATA.
     let rdata = wire.get(owner.len() + 10..)?.to_vec();
