@@ -641,9 +641,8 @@ async fn ensure_cookie_secret(handle: cluster::Handle) {
             return;
         }
         if handle.status().leader == Some(handle.node_id()) {
-            // The node's own step: its actor is `node:ID` (`system` is for a rollover's).
-            let actor = format!("node:{}", handle.node_id());
-            let req = cluster::Request::with_id(cmd.clone(), id.clone()).by(&actor);
+            // No operator asked: DESIGN's actor for the cluster's own steps is `system`.
+            let req = cluster::Request::with_id(cmd.clone(), id.clone()).by("system");
             match handle.propose(req).await {
                 Ok(_) => tracing::info!("DNS cookie secret drawn for the cluster"),
                 Err(e) => tracing::debug!(error = %e, "DNS cookie secret not drawn yet"),

@@ -132,6 +132,9 @@ pub enum ForwardError {
     /// The request body is not a request this node accepts (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The peer does not serve the route: a binary older than it (404).
+    #[error("not served: {0}")]
+    NotServed(String),
 }
 
 impl ForwardError {
@@ -145,6 +148,7 @@ impl ForwardError {
             ForwardError::Unauthorized => StatusCode::UNAUTHORIZED,
             ForwardError::Forbidden(_) => StatusCode::FORBIDDEN,
             ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ForwardError::NotServed(_) => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -681,6 +685,9 @@ impl Network {
         }
         Err(match status {
             StatusCode::UNAUTHORIZED => ForwardError::Unauthorized,
+            StatusCode::NOT_FOUND => {
+                ForwardError::NotServed(format!("{leader_raft_addr} does not serve {path}"))
+            }
             _ => ForwardError::Unavailable(format!(
                 "{leader_raft_addr} answered {status}: {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(512)])

@@ -246,7 +246,9 @@ pub async fn campaign(
             };
             let Ok((v, r)) = answer else { continue };
             match r {
-                Ok(a) if a.granted => {
+                // A peer from before pre-vote has no route for it: its answer is the real
+                // vote (openraft still checks the log), so a rolling upgrade can elect.
+                Ok(PreVoteAnswer { granted: true, .. }) | Err(ForwardError::NotServed(_)) => {
                     yes.insert(v);
                 }
                 Ok(a) => refusals.push(format!("{v}: {}", a.reason)),
