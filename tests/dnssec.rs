@@ -548,8 +548,10 @@ fn signed_geo_and_wildcard_answers_come_from_one_cached_signature() {
             set[0].clone()
         };
         let first = sig(&w.at.dig(&all));
-        // dig takes a new source port each time: 16 ports, both workers (on 2 CPUs) with
-        // a chance of 1 - 2^-15.
+        // dig takes a new source port each time, and the kernel spreads ports over the
+        // workers' sockets: with W workers, 17 questions all reach one worker with a
+        // chance of W^-16 (2^-16 on 2 CPUs), so identical ECDSA signatures (random per
+        // signing) show the cache is shared, not per worker.
         for _ in 0..16 {
             let d = w.at.dig(&all);
             assert_eq!(sig(&d), first, "{case:?}: another signature\n{}", d.raw);

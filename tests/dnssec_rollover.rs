@@ -598,8 +598,14 @@ fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
     for n in &refs {
         wait_dnskeys(n, 3, "the new key in every node's DNSKEY");
     }
-    // The leader dies before any automatic step is due (the first is 7 s away).
+    // The leader dies before any automatic step is due (the first is 7 s away): the new
+    // key is still only published, so the steps left are the next leader's.
     let leader = c.leader(Duration::from_secs(10)).expect("a leader");
+    let before = keys(&get(&refs[leader as usize - 1]));
+    assert!(
+        before.iter().any(|k| k.0 == new && k.2 == "published"),
+        "a step was taken before the leader was killed: {before:?}"
+    );
     c.node(leader).kill9();
     let alive: Vec<&NodeRef> = refs
         .iter()

@@ -431,6 +431,11 @@ fn returning_node_does_not_depose_the_leader_prevote() {
         "node {away} cut off for {:?}; its terms meanwhile: {away_terms:?}",
         cut.elapsed()
     );
+    // Pre-vote: alone, it never won a majority's yes, so it never raised its term.
+    assert!(
+        !away_terms.is_empty() && away_terms.iter().all(|&t| t == term),
+        "node {away} raised its term while cut off: {away_terms:?} (term {term})"
+    );
 
     // Back: for five more election timeouts the majority keeps its leader and term, and the
     // returning node follows that leader in that term.

@@ -53,12 +53,18 @@ fn dir_size(path: &std::path::Path) -> u64 {
 fn too_open(dir: &std::path::Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut bad = Vec::new();
+    let top = std::fs::metadata(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    if top.permissions().mode() & 0o777 != 0o700 {
+        bad.push(format!(
+            "{} {:o}",
+            dir.display(),
+            top.permissions().mode() & 0o777
+        ));
+    }
     let mut dirs = vec![dir.to_path_buf()];
     let mut seen = 0;
     while let Some(d) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
+        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         for e in entries.flatten() {
             seen += 1;
             assert!(seen < 100_000, "runaway walk of {}", dir.display());
@@ -73,6 +79,7 @@ fn too_open(dir: &std::path::Path) -> Vec<String> {
             }
         }
     }
+    assert!(seen > 0, "nothing under {}", dir.display());
     bad
 }
 

@@ -6,8 +6,9 @@
 //!
 //! Everything a [`Lab`] made is killed and deleted when it is dropped, also when the test
 //! panics; namespaces an earlier, killed run left behind are deleted at the next start.
-//! Where namespaces cannot be made (not root, no `ip`), [`Lab::create`] says so and
-//! returns `None`, and the test passes without running.
+//! Where namespaces cannot be made (not root, no `ip`), [`Lab::create`] fails the test,
+//! unless `MERIDIAN_SKIP_NETNS=1` says to skip on purpose: then it says so and returns
+//! `None`.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -252,8 +253,8 @@ pub fn node_ip(i: u8) -> [u8; 4] {
 
 impl Lab {
     /// The bridge and `n` node namespaces (on 10.77.0.1…n), named after the test process and
-    /// `label`. Where namespaces cannot be made the test fails (it needs root, as
-    /// `scripts/test.sh` runs it), unless `MERIDIAN_SKIP_NETNS=1` says to skip on purpose:
+    /// `label`. Where namespaces cannot be made the test fails (it needs root: run
+    /// `scripts/test.sh` as root, as CI does), unless `MERIDIAN_SKIP_NETNS=1` says to skip on purpose:
     /// then `None`, after saying so.
     pub fn create(label: &str, n: u8) -> Option<Lab> {
         remove_stale_namespaces();
