@@ -1,11 +1,12 @@
 //! Meridian: a GeoDNS authoritative name server.
 //!
-//! Modules, in import order (each imports only those before it; `metrics` and `memory`
+//! Modules, in import order (each imports only those before it; `metrics`, `memory` and `name`
 //! are leaves):
 //! `model` → `config` → `geo` → `zone` → `policy` → `snapshot` → `dns` → `explain` →
 //! `health` → `cluster` → `notify` → `publisher` → `admin` → `node`.
 //!
 //! - [`model`]: datacenters, services and policies, with their validation.
+//! - [`name`]: zone, service and TSIG key names, canonicalised once (a leaf).
 //! - [`config`]: the node config file and its validated form.
 //! - [`geo`]: GeoIP databases compiled into longest-prefix tables; great-circle distance.
 //! - [`zone`]: RFC 1035 zone text → records (with `file:line` errors) → a per-name index.
@@ -46,6 +47,7 @@ pub mod geo;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod name;
 pub mod node;
 pub mod notify;
 pub mod policy;

@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use tokio::sync::mpsc;
 
 use crate::cluster::{Change, Handle, State};
 use crate::dns::tsig;
+use crate::name::ZoneName;
 use crate::zone::transfer::soa_with_serial;
 use crate::zoneconf::TsigKey;
 
@@ -41,7 +42,7 @@ const FIRST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One zone's new serial, to announce.
 struct Job {
-    origin: String,
+    origin: ZoneName,
     index: u64,
     applied: Instant,
     serial: u32,
@@ -58,7 +59,7 @@ pub fn tee(
 ) -> mpsc::UnboundedReceiver<Change> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut running: HashMap<ZoneName, tokio::task::JoinHandle<()>> = HashMap::new();
         while let Some(change) = changes.recv().await {
             if !change.delta.serials.is_empty() && handle.status().leader == Some(handle.node_id())
             {
@@ -83,7 +84,7 @@ pub fn tee(
 }
 
 /// What to announce for `origin` after `index`, if its settings name `notify` addresses.
-fn job(state: &State, origin: &str, index: u64) -> Option<Job> {
+fn job(state: &State, origin: &ZoneName, index: u64) -> Option<Job> {
     let settings = state.zone_settings(origin)?.settings.clone();
     if settings.notify.is_empty() {
         return None;
@@ -91,17 +92,18 @@ fn job(state: &State, origin: &str, index: u64) -> Option<Job> {
     let zone = state.zone(origin)?;
     let serial = state.serial(origin)?;
     let key = match &settings.notify_key {
-        Some(k) => match state.tsig_key(k) {
+        // The settings hold the key's canonical name.
+        Some(k) => match state.tsig_key(k.as_str()) {
             Some(e) => Some(e.key.clone()),
             None => {
-                tracing::warn!(zone = origin, key = %k, "notify_key is not a TSIG key; NOTIFY not sent");
+                tracing::warn!(zone = origin.as_str(), key = %k, "notify_key is not a TSIG key; NOTIFY not sent");
                 return None;
             }
         },
         None => None,
     };
     Some(Job {
-        origin: origin.to_string(),
+        origin: origin.clone(),
         index,
         applied: Instant::now(),
         serial,
@@ -151,7 +153,7 @@ async fn wait_published(handle: &Handle, index: u64, applied: Instant) {
 /// The NOTIFY message for `job` (RFC 1996 §3.7: the zone's SOA in the answer section),
 /// signed when the zone has a `notify_key`.
 fn message(job: &Job, id: u16) -> Option<Vec<u8>> {
-    let origin = Name::from_ascii(&job.origin).ok()?;
+    let origin = job.origin.to_name().ok()?;
     let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
     let mut q = Query::query(origin, RecordType::SOA);

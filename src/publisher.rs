@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use hickory_proto::rr::Name;
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::state::Delta;
 use crate::cluster::{Change, State};
 use crate::geo::GeoDb;
+use crate::name::ZoneName;
 use crate::snapshot::{Builder, SnapshotPublisher};
 
 /// How often the publisher looks for signed zones whose signatures are aging (less than
@@ -46,10 +46,10 @@ fn feed_xfr(builder: &mut Builder, state: &State, delta: &Delta) {
                 .collect(),
         );
     }
-    let origins: std::collections::BTreeSet<String> = if delta.everything {
+    let origins: std::collections::BTreeSet<ZoneName> = if delta.everything {
         let (held, _) = builder.held();
         held.iter()
-            .map(|o| o.to_lowercase().to_ascii())
+            .map(ZoneName::from_name)
             .chain(state.zones().map(|(o, _)| o.clone()))
             .collect()
     } else {
@@ -62,7 +62,7 @@ fn feed_xfr(builder: &mut Builder, state: &State, delta: &Delta) {
             .collect()
     };
     for origin in origins {
-        let Ok(name) = Name::from_ascii(&origin) else {
+        let Ok(name) = origin.to_name() else {
             continue;
         };
         builder.put_xfr(&name, state.xfr_zone(&origin).map(Arc::new));
@@ -72,17 +72,17 @@ fn feed_xfr(builder: &mut Builder, state: &State, delta: &Delta) {
 
 /// The DNSSEC keys `delta` names (everything: every zone's).
 fn feed_dnssec(builder: &mut Builder, state: &State, delta: &Delta) {
-    let origins: Vec<String> = if delta.everything {
+    let origins: Vec<ZoneName> = if delta.everything {
         let (held, _) = builder.held();
         held.iter()
-            .map(|o| o.to_lowercase().to_ascii())
+            .map(ZoneName::from_name)
             .chain(state.zones().map(|(o, _)| o.clone()))
             .collect()
     } else {
         delta.dnssec.iter().cloned().collect()
     };
     for origin in origins {
-        let Ok(name) = Name::from_ascii(&origin) else {
+        let Ok(name) = origin.to_name() else {
             continue;
         };
         builder.put_dnssec(&name, state.dnssec(&origin).map(|e| e.keys.clone()));
@@ -101,12 +101,13 @@ pub fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
         builder.set_datacenters(state.datacenters().map(|e| &*e.dc));
         let (zones, services) = builder.held();
         for (zone, name) in services {
-            if state.service(&zone, &name).is_none() {
+            // The builder's services came from the state: their names are canonical text.
+            if state.service(zone.as_str(), name.as_str()).is_none() {
                 builder.remove_service(&zone, &name);
             }
         }
         for origin in zones {
-            if state.zone(&origin.to_ascii()).is_none() {
+            if state.zone(&ZoneName::from_name(&origin)).is_none() {
                 builder.remove_zone(&origin);
             }
         }
@@ -124,16 +125,18 @@ pub fn feed(builder: &mut Builder, state: &State, delta: &Delta) {
     for origin in &delta.zones {
         match state.zone(origin) {
             Some(z) => builder.put_zone(z.file.clone()),
-            None => match Name::from_ascii(origin) {
+            None => match origin.to_name() {
                 Ok(name) => builder.remove_zone(&name),
-                Err(e) => tracing::error!(origin, error = %e, "a removed zone has a bad name"),
+                Err(e) => {
+                    tracing::error!(origin = origin.as_str(), error = %e, "a removed zone has a bad name")
+                }
             },
         }
     }
     for (zone, name) in &delta.services {
         match state.service(zone, name) {
             Some(s) => builder.put_service(&s.service),
-            None => builder.remove_service(zone, name),
+            None => builder.remove_service(zone.as_str(), name.as_str()),
         }
     }
 }

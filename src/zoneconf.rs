@@ -8,6 +8,8 @@ use base64::Engine;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::name::{KeyName, NameError};
+
 /// The HMAC algorithms of RFC 8945 §6, in the lower-case spelling the API uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TsigAlgorithm {
@@ -106,8 +108,8 @@ mod b64 {
 /// Why a key or a setting is invalid.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfError {
-    #[error("bad key name {0:?}: {1}")]
-    KeyName(String, String),
+    #[error(transparent)]
+    KeyName(#[from] NameError),
     #[error("unknown TSIG algorithm {0:?} (hmac-sha256, hmac-sha384, hmac-sha512, hmac-sha224, hmac-sha1, hmac-md5)")]
     Algorithm(String),
     #[error("the secret is empty: fill in the key's base64 secret")]
@@ -118,18 +120,6 @@ pub enum ConfError {
     TransferEntry(String),
     #[error("allow_update rule for {0:?}: {1}")]
     UpdateRule(String, String),
-}
-
-/// A key name as keys use it: lower case, no final dot, a valid domain name.
-pub fn canonical_key_name(name: &str) -> Result<String, ConfError> {
-    let n = hickory_proto::rr::Name::from_ascii(name.trim())
-        .map_err(|e| ConfError::KeyName(name.into(), e.to_string()))?;
-    let s = n.to_lowercase().to_ascii();
-    let s = s.trim_end_matches('.').to_string();
-    if s.is_empty() {
-        return Err(ConfError::KeyName(name.into(), "empty".into()));
-    }
-    Ok(s)
 }
 
 /// Decode a base64 secret; an empty one is refused with a message that says to fill it in.
@@ -212,11 +202,11 @@ impl ZoneSettings {
     pub fn normalised(&self, key_exists: impl Fn(&str) -> bool) -> Result<ZoneSettings, String> {
         let mut out = self.clone();
         let need_key = |name: &str| -> Result<String, String> {
-            let k = canonical_key_name(name).map_err(|e| e.to_string())?;
-            if !key_exists(&k) {
+            let k = KeyName::parse(name).map_err(|e| e.to_string())?;
+            if !key_exists(k.as_str()) {
                 return Err(format!("no TSIG key {k:?}"));
             }
-            Ok(k)
+            Ok(k.into())
         };
         out.allow_transfer = Vec::with_capacity(self.allow_transfer.len());
         for entry in &self.allow_transfer {
@@ -313,7 +303,7 @@ impl ZoneSettings {
 pub fn parse_transfer_entry(entry: &str) -> Result<TransferAcl, ConfError> {
     let e = entry.trim();
     if let Some(k) = e.strip_prefix("key:") {
-        return Ok(TransferAcl::Key(canonical_key_name(k)?));
+        return Ok(TransferAcl::Key(KeyName::parse(k)?.into()));
     }
     if let Ok(n) = e.parse::<IpNet>() {
         return Ok(TransferAcl::Net(n.trunc()));
@@ -357,7 +347,7 @@ impl TsigKeySpec {
         let algorithm = TsigAlgorithm::parse(self.algorithm.trim())
             .ok_or_else(|| ConfError::Algorithm(self.algorithm.clone()))?;
         Ok(TsigKey {
-            name: canonical_key_name(name)?,
+            name: KeyName::parse(name)?.into(),
             algorithm,
             secret: decode_secret(&self.secret)?,
         })

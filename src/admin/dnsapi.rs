@@ -13,7 +13,8 @@ use crate::admin::error::{ApiError, JsonBody};
 use crate::admin::routes::{deleted, etag, put_status, write, zone_key, WriteMeta};
 use crate::admin::App;
 use crate::cluster::Command;
-use crate::zoneconf::{canonical_key_name, TsigKeySpec, ZoneSettings};
+use crate::name::KeyName;
+use crate::zoneconf::{TsigKeySpec, ZoneSettings};
 
 type St = State<Arc<App>>;
 type Res<T> = Result<T, ApiError>;
@@ -53,7 +54,7 @@ pub async fn get_tsig_key(
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
     let Path(name) = path?;
-    let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let name = KeyName::parse(&name)?;
     let state = app.cluster.state();
     let k = state
         .tsig_key(&name)
@@ -73,23 +74,23 @@ pub async fn put_tsig_key(
     JsonBody(spec): JsonBody<TsigKeySpec>,
 ) -> Res<HttpResponse> {
     let Path(name) = path?;
-    let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let name = KeyName::parse(&name)?;
     if let Some(body_name) = &spec.name {
-        if canonical_key_name(body_name).ok().as_deref() != Some(name.as_str()) {
+        if KeyName::parse(body_name).ok().as_ref() != Some(&name) {
             return Err(ApiError::BadRequest(format!(
                 "the body's name {body_name:?} does not match the URL's {name:?}"
             )));
         }
     }
     let tsig = spec
-        .to_key(&name)
+        .to_key(name.as_str())
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let algorithm = tsig.algorithm.as_str();
     let r = write(&app, Command::PutTsigKey { key: tsig }, &key).await?;
     let status = put_status(&r)?;
     let version = app.cluster.state().tsig_key(&name).map_or(0, |k| k.version);
     let view = TsigKeyView {
-        name,
+        name: name.to_string(),
         algorithm,
         version,
     };
@@ -102,7 +103,7 @@ pub async fn delete_tsig_key(
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
     let Path(name) = path?;
-    let name = canonical_key_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let name = KeyName::parse(&name)?.to_string();
     let status = deleted(&write(&app, Command::DeleteTsigKey { name }, &key).await?)?;
     Ok(status.into_response())
 }
@@ -145,7 +146,7 @@ pub async fn put_zone_settings(
     let r = write(
         &app,
         Command::PutZoneSettings {
-            origin: origin.clone(),
+            origin: origin.to_string(),
             settings,
         },
         &key,

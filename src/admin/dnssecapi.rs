@@ -16,6 +16,7 @@ use crate::admin::routes::{deleted, etag, put_status, write, zone_key, Versioned
 use crate::admin::App;
 use crate::cluster::state::DnssecEntry;
 use crate::cluster::Command;
+use crate::name::ZoneName;
 use crate::zone::dnssec::{Algorithm, Layout, Role, ZoneKey, ZoneKeys};
 
 type St = State<Arc<App>>;
@@ -44,7 +45,7 @@ fn default_algorithm() -> Algorithm {
 }
 
 /// A signed zone as the API shows it: the keys' public forms, with their version.
-fn answer(status: StatusCode, origin: &str, e: &DnssecEntry) -> HttpResponse {
+fn answer(status: StatusCode, origin: &ZoneName, e: &DnssecEntry) -> HttpResponse {
     let view = Versioned {
         object: e.public(origin),
         version: e.version,
@@ -57,8 +58,9 @@ pub async fn get_dnssec(
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
+    let origin = zone_key(&origin)?;
     let state = app.cluster.state();
-    let (origin, e) = state.signed(&origin)?;
+    let e = state.signed(&origin)?;
     Ok(answer(StatusCode::OK, &origin, e))
 }
 
@@ -89,7 +91,7 @@ pub async fn put_dnssec(
     let r = write(
         &app,
         Command::PutDnssec {
-            origin: origin.clone(),
+            origin: origin.to_string(),
             keys,
         },
         &meta,
@@ -105,7 +107,7 @@ pub async fn delete_dnssec(
     path: Result<Path<String>, PathRejection>,
 ) -> Res<HttpResponse> {
     let Path(origin) = path?;
-    let origin = zone_key(&origin)?;
+    let origin = zone_key(&origin)?.to_string();
     let status = deleted(&write(&app, Command::DeleteDnssec { origin }, &meta).await?)?;
     Ok(status.into_response())
 }
@@ -129,7 +131,7 @@ pub async fn post_rollover(
     // is worked out here; whether a roll may start is the state's to say when it applies.
     let (algorithm, role, taken) = {
         let state = app.cluster.state();
-        let (_, e) = state.signed(&origin)?;
+        let e = state.signed(&origin)?;
         let role = e
             .keys
             .roll_role(body.role)
@@ -150,7 +152,7 @@ pub async fn post_rollover(
     write(
         &app,
         Command::Rollover {
-            origin: origin.clone(),
+            origin: origin.to_string(),
             role,
             key,
         },
@@ -172,7 +174,7 @@ pub async fn post_ds_seen(
     write(
         &app,
         Command::DsSeen {
-            origin: origin.clone(),
+            origin: origin.to_string(),
         },
         &meta,
     )
@@ -181,8 +183,8 @@ pub async fn post_ds_seen(
 }
 
 /// The GET body after a committed write.
-fn after_write(app: &App, status: StatusCode, origin: &str) -> Res<HttpResponse> {
+fn after_write(app: &App, status: StatusCode, origin: &ZoneName) -> Res<HttpResponse> {
     let state = app.cluster.state();
-    let (origin, e) = state.signed(origin)?;
-    Ok(answer(status, &origin, e))
+    let e = state.signed(origin)?;
+    Ok(answer(status, origin, e))
 }

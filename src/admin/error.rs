@@ -120,6 +120,13 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// A name in a URL or a body that is not one: 400, with the name's own message.
+impl From<crate::name::NameError> for ApiError {
+    fn from(e: crate::name::NameError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {

@@ -14,9 +14,9 @@ use crate::admin::types::{
     ClusterView, DatacenterPatch, DatacenterSpec, ExplainQuery, GeoInfo, MemberRequest, ServiceSpec,
 };
 use crate::admin::{redact, App};
-use crate::cluster::state::{canonical_service, canonical_zone};
 use crate::cluster::{self, Command, Response};
 use crate::model::{Datacenter, DcState, Health, Service, MAX_WEIGHT};
+use crate::name::{ServiceName, ZoneName};
 
 type St = State<Arc<App>>;
 type Res<T> = Result<T, ApiError>;
@@ -225,8 +225,9 @@ fn unexpected(r: &Response) -> ApiError {
     ApiError::Internal(format!("unexpected answer from the cluster: {r:?}"))
 }
 
-pub(crate) fn zone_key(origin: &str) -> Res<String> {
-    canonical_zone(origin).map_err(ApiError::from)
+/// A zone origin from a URL or a body, canonicalised here once and passed on as such.
+pub(crate) fn zone_key(origin: &str) -> Res<ZoneName> {
+    Ok(ZoneName::parse(origin)?)
 }
 
 // ---- cluster ------------------------------------------------------------------------
@@ -686,7 +687,7 @@ fn zone_text(status: StatusCode, text: String) -> HttpResponse {
     (status, [(header::CONTENT_TYPE, TEXT_DNS)], text).into_response()
 }
 
-pub async fn list_zones(State(app): St) -> Json<Vec<String>> {
+pub async fn list_zones(State(app): St) -> Json<Vec<ZoneName>> {
     Json(
         app.cluster
             .state()
@@ -725,7 +726,7 @@ pub async fn put_zone(
     let (r, version) = write_at(
         &app,
         Command::PutZone {
-            origin,
+            origin: origin.to_string(),
             text: text.clone(),
         },
         &key,
@@ -740,7 +741,7 @@ pub async fn delete_zone(
     path: Result<Path<String>, PathRejection>,
 ) -> Res<StatusCode> {
     let Path(origin) = path?;
-    let origin = zone_key(&origin)?;
+    let origin = zone_key(&origin)?.to_string();
     deleted(&write(&app, Command::DeleteZone { origin }, &key).await?)
 }
 
@@ -766,11 +767,13 @@ pub async fn list_services(
     Ok(Json(list))
 }
 
-/// The canonical zone and service name from the URL.
-fn service_key(path: Result<Path<(String, String)>, PathRejection>) -> Res<(String, String)> {
+/// The zone and service name from the URL.
+fn service_key(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Res<(ZoneName, ServiceName)> {
     let Path((origin, name)) = path?;
     let zone = zone_key(&origin)?;
-    let name = canonical_service(&zone, &name)?;
+    let name = ServiceName::parse(&zone, &name)?;
     Ok((zone, name))
 }
 
@@ -810,7 +813,7 @@ pub async fn put_service(
         }
     }
     if let Some(n) = &spec.name {
-        if canonical_service(&zone, n)? != name {
+        if ServiceName::parse(&zone, n)? != name {
             return Err(ApiError::BadRequest(format!(
                 "the body's name {n:?} does not match the URL's {name}"
             )));
@@ -842,7 +845,11 @@ pub async fn delete_service(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Res<StatusCode> {
     let (zone, name) = service_key(path)?;
-    deleted(&write(&app, Command::DeleteService { zone, name }, &key).await?)
+    let cmd = Command::DeleteService {
+        zone: zone.to_string(),
+        name: name.to_string(),
+    };
+    deleted(&write(&app, cmd, &key).await?)
 }
 
 // ---- explain ------------------------------------------------------------------------

@@ -153,7 +153,11 @@ impl ServiceSpec {
     }
 
     /// The service `name` in `zone` this defines.
-    pub fn to_service(&self, zone: &str, name: &str) -> Service {
+    pub fn to_service(
+        &self,
+        zone: &crate::name::ZoneName,
+        name: &crate::name::ServiceName,
+    ) -> Service {
         Service {
             zone: zone.to_string(),
             name: name.to_string(),

@@ -29,9 +29,9 @@ use serde::Deserialize;
 
 use crate::admin::{DatacenterSpec, ServiceSpec};
 use crate::client::{Api, DatacenterRead, ServiceRead};
-use crate::cluster::state::{canonical_service, canonical_zone};
 use crate::model::{Datacenter, Service};
-use crate::zoneconf::{canonical_key_name, TsigKeySpec, ZoneSettings, ZoneSettingsEntry};
+use crate::name::{KeyName, ServiceName, ZoneName};
+use crate::zoneconf::{TsigKeySpec, ZoneSettings, ZoneSettingsEntry};
 
 /// What kind of object a change is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -624,12 +624,9 @@ impl Inputs {
         if stem.is_empty() {
             bail!("{file}: the file name is not of the form NAME.zone");
         }
-        let origin = canonical_zone(stem).map_err(|e| {
-            anyhow!(
-                "{file}: the file name does not name a zone: {}",
-                e.message()
-            )
-        })?;
+        let origin = ZoneName::parse(stem)
+            .map_err(|e| anyhow!("{file}: the file name does not name a zone: {e}"))?
+            .to_string();
         let name = Name::from_ascii(&origin).map_err(|e| anyhow!("{file}: {e}"))?;
         crate::zone::parse_zone(&text, file, &name)?;
         self.claim(ObjectKind::Zone, &origin, file)?;
@@ -655,9 +652,9 @@ impl Inputs {
             self.datacenters.insert(dc.id.clone(), spec);
         }
         for svc in &parsed.service {
-            let zone = canonical_zone(&svc.zone).map_err(|e| anyhow!("{file}: {}", e.message()))?;
-            let name = canonical_service(&zone, &svc.name)
-                .map_err(|e| anyhow!("{file}: {}", e.message()))?;
+            let zone = ZoneName::parse(&svc.zone).map_err(|e| anyhow!("{file}: {e}"))?;
+            let name = ServiceName::parse(&zone, &svc.name).map_err(|e| anyhow!("{file}: {e}"))?;
+            let (zone, name) = (zone.to_string(), name.to_string());
             svc.validate(|_| true).map_err(|e| anyhow!("{file}: {e}"))?;
             self.claim(ObjectKind::Service, &format!("{name} in {zone}"), file)?;
             self.services
@@ -667,7 +664,9 @@ impl Inputs {
             let Some(given) = key.name.as_deref() else {
                 bail!("{file}: a [[key]] table has no name");
             };
-            let name = canonical_key_name(given).map_err(|e| anyhow!("{file}: {e}"))?;
+            let name = KeyName::parse(given)
+                .map_err(|e| anyhow!("{file}: {e}"))?
+                .to_string();
             // An export leaves secrets empty: say so rather than send a key that cannot be.
             let checked = key
                 .to_key(&name)
@@ -683,8 +682,9 @@ impl Inputs {
             );
         }
         for entry in &parsed.zone {
-            let origin =
-                canonical_zone(&entry.origin).map_err(|e| anyhow!("{file}: {}", e.message()))?;
+            let origin = ZoneName::parse(&entry.origin)
+                .map_err(|e| anyhow!("{file}: {e}"))?
+                .to_string();
             entry
                 .settings
                 .normalised(|_| true)

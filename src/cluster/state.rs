@@ -8,6 +8,7 @@
 //! checked against its own services) and returns a [`Delta`] naming what it changed, which
 //! the store writes (one key per object) and the publisher turns into the next snapshot.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::command::{Command, Rejection, Response};
 use crate::cluster::types::{Precondition, Request};
 use crate::model::{Datacenter, DcState, Health, Service};
+use crate::name::{KeyName, NameError, ServiceName, ZoneName};
 use crate::snapshot::CookieSecrets;
 use crate::zone::transfer::Journal;
 use crate::zone::{parse_zone, service_conflict, ZoneFile};
@@ -126,15 +128,15 @@ pub struct SettingsEntry {
     pub version: u64,
 }
 
-/// A service's key: canonical zone origin, canonical relative name.
-pub type ServiceKey = (String, String);
+/// A service's key: its zone's origin and its name in the zone.
+pub type ServiceKey = (ZoneName, ServiceName);
 
 /// What one or more applied commands changed. The store writes these keys; the publisher
 /// rebuilds exactly these parts of the snapshot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Delta {
     /// Zones whose text changed, appeared or went away.
-    pub zones: BTreeSet<String>,
+    pub zones: BTreeSet<ZoneName>,
     /// Services defined, replaced or deleted.
     pub services: BTreeSet<ServiceKey>,
     /// Datacenters whose definition, state or health changed, appeared or went away.
@@ -145,14 +147,14 @@ pub struct Delta {
     pub requests: BTreeSet<String>,
     /// The DNS cookie secrets changed.
     pub cookies: bool,
-    /// TSIG keys put or deleted (by canonical name).
-    pub tsig_keys: BTreeSet<String>,
+    /// TSIG keys put or deleted.
+    pub tsig_keys: BTreeSet<KeyName>,
     /// Zones whose settings changed.
-    pub zone_settings: BTreeSet<String>,
+    pub zone_settings: BTreeSet<ZoneName>,
     /// Zones whose published serial (and so transferred content) changed.
-    pub serials: BTreeSet<String>,
+    pub serials: BTreeSet<ZoneName>,
     /// Zones whose DNSSEC keys changed (signed, unsigned).
-    pub dnssec: BTreeSet<String>,
+    pub dnssec: BTreeSet<ZoneName>,
     /// History entries added or pruned (stored, never published).
     pub history: BTreeSet<u64>,
     /// Everything may have changed (a snapshot installed): rebuild all.
@@ -200,15 +202,15 @@ impl Delta {
     }
 }
 
-/// Zones, datacenters and services, as the cluster agrees on them.
+/// Zones, datacenters and services, as the cluster agrees on them. Keyed by names
+/// canonicalised once ([`crate::name`]); look-ups take the name, or its canonical text.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    /// Canonical origin (`example.com.`) → zone.
-    zones: OrdMap<String, Arc<ZoneEntry>>,
+    zones: OrdMap<ZoneName, Arc<ZoneEntry>>,
     datacenters: OrdMap<String, DcEntry>,
     status: OrdMap<String, Arc<DcStatus>>,
-    /// Canonical zone → canonical relative name → service.
-    services: OrdMap<String, OrdMap<String, ServiceEntry>>,
+    /// Zone → name in the zone → service.
+    services: OrdMap<ZoneName, OrdMap<ServiceName, ServiceEntry>>,
     /// Datacenter → the services that name it (in their list or an override). Derived.
     users: OrdMap<String, OrdSet<ServiceKey>>,
     /// Request id → the result it had.
@@ -221,19 +223,17 @@ pub struct State {
     /// never stored): only their health opinions count. `None`: not known (no membership
     /// applied yet), every node's counts.
     voters: Option<BTreeSet<u64>>,
-    /// TSIG keys by canonical name (lower case, no final dot).
-    tsig_keys: OrdMap<String, TsigEntry>,
-    /// Zone settings by canonical origin.
-    zone_settings: OrdMap<String, SettingsEntry>,
-    /// The published serial of each zone, by canonical origin.
-    serials: OrdMap<String, u32>,
+    tsig_keys: OrdMap<KeyName, TsigEntry>,
+    zone_settings: OrdMap<ZoneName, SettingsEntry>,
+    /// The published serial of each zone.
+    serials: OrdMap<ZoneName, u32>,
     /// Each zone's recent versions for IXFR. Kept in memory only: after a restart a node
     /// answers IXFR for older serials with the whole zone (RFC 1995 §4).
-    journals: OrdMap<String, Arc<Journal>>,
+    journals: OrdMap<ZoneName, Arc<Journal>>,
     /// The last [`MAX_HISTORY`] changes by log index.
     history: OrdMap<u64, Arc<HistoryEntry>>,
-    /// DNSSEC keys of signed zones, by canonical origin.
-    dnssec: OrdMap<String, DnssecEntry>,
+    /// DNSSEC keys of signed zones.
+    dnssec: OrdMap<ZoneName, DnssecEntry>,
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -258,61 +258,35 @@ fn state_event(from: DcState, to: DcState, at_ms: u64) -> Event {
     }
 }
 
-/// A zone origin as keys use it: lower case, with the final dot.
-pub fn canonical_zone(origin: &str) -> Result<String, Rejection> {
-    let mut name = Name::from_ascii(origin.trim())
-        .map_err(|e| Rejection::BadRequest(format!("bad zone name {origin:?}: {e}")))?;
-    name.set_fqdn(true);
-    Ok(name.to_lowercase().to_ascii())
+/// A name refused where a command is applied: 400, with the name's own message.
+impl From<NameError> for Rejection {
+    fn from(e: NameError) -> Rejection {
+        Rejection::BadRequest(e.to_string())
+    }
 }
 
-/// A service name as keys use it: `@` for the apex, otherwise lower case, relative.
-pub fn canonical_service(zone: &str, name: &str) -> Result<String, Rejection> {
-    let name = name.trim();
-    if name == "@" || name.is_empty() {
-        return Ok("@".into());
-    }
-    let n = Name::from_ascii(name)
-        .map_err(|e| Rejection::BadRequest(format!("bad service name {name:?}: {e}")))?;
-    let lower = n.to_lowercase().to_ascii();
-    let lower = lower.trim_end_matches('.');
-    let zone = zone.trim_end_matches('.');
-    if n.is_fqdn() {
-        // An absolute name must be in the zone.
-        if lower == zone {
-            return Ok("@".into());
-        }
-        return match lower.strip_suffix(&format!(".{zone}")) {
-            Some(rel) => Ok(rel.to_string()),
-            None => Err(Rejection::BadRequest(format!(
-                "{name} is not in zone {zone}."
-            ))),
-        };
-    }
-    Ok(lower.to_string())
-}
-
-/// The absolute name of a service (canonical zone and relative name).
-fn service_fqdn(zone: &str, name: &str) -> Result<Name, Rejection> {
+/// The absolute name of a service.
+fn service_fqdn(zone: &ZoneName, name: &ServiceName) -> Result<Name, Rejection> {
     let bad = |e: &dyn std::fmt::Display| Rejection::BadRequest(format!("bad name {name}: {e}"));
-    let origin = Name::from_ascii(zone).map_err(|e| bad(&e))?;
-    if name == "@" {
+    let origin = Name::from_ascii(zone.as_str()).map_err(|e| bad(&e))?;
+    if name.is_apex() {
         return Ok(origin);
     }
-    Name::from_ascii(name)
+    Name::from_ascii(name.as_str())
         .map_err(|e| bad(&e))?
         .append_name(&origin)
         .map_err(|e| bad(&e))
 }
 
-fn parse_text(origin: &str, text: &str) -> Result<ZoneFile, Rejection> {
-    let name = Name::from_ascii(origin).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+fn parse_text(origin: &ZoneName, text: &str) -> Result<ZoneFile, Rejection> {
+    let name =
+        Name::from_ascii(origin.as_str()).map_err(|e| Rejection::BadRequest(e.to_string()))?;
     // The same text already parsed by this process as a check (the bootstrap directory on
     // a new cluster's first start): what parsing it again would give, without the work.
     if let Some(file) = crate::zone::handover::take(&name, text) {
         return Ok(file);
     }
-    parse_zone(text, origin, &name).map_err(|e| Rejection::BadRequest(e.to_string()))
+    parse_zone(text, origin.as_str(), &name).map_err(|e| Rejection::BadRequest(e.to_string()))
 }
 
 /// The datacenters a service names, in its list and its overrides.
@@ -327,11 +301,15 @@ impl State {
         self.zones.is_empty() && self.datacenters.is_empty() && self.services.is_empty()
     }
 
-    pub fn zones(&self) -> impl Iterator<Item = (&String, &Arc<ZoneEntry>)> {
+    pub fn zones(&self) -> impl Iterator<Item = (&ZoneName, &Arc<ZoneEntry>)> {
         self.zones.iter()
     }
 
-    pub fn zone(&self, origin: &str) -> Option<&Arc<ZoneEntry>> {
+    pub fn zone<Z>(&self, origin: &Z) -> Option<&Arc<ZoneEntry>>
+    where
+        Z: Ord + ?Sized,
+        ZoneName: Borrow<Z>,
+    {
         self.zones.get(origin)
     }
 
@@ -348,18 +326,35 @@ impl State {
         self.status.get(id).cloned().unwrap_or_default()
     }
 
-    /// The services of a zone, by canonical relative name.
-    pub fn services_in(&self, zone: &str) -> impl Iterator<Item = (&String, &ServiceEntry)> {
+    /// The services of a zone, by name.
+    pub fn services_in<Z>(&self, zone: &Z) -> impl Iterator<Item = (&ServiceName, &ServiceEntry)>
+    where
+        Z: Ord + ?Sized,
+        ZoneName: Borrow<Z>,
+    {
         self.services.get(zone).into_iter().flat_map(|m| m.iter())
     }
 
-    pub fn service(&self, zone: &str, name: &str) -> Option<&ServiceEntry> {
+    pub fn service<Z, N>(&self, zone: &Z, name: &N) -> Option<&ServiceEntry>
+    where
+        Z: Ord + ?Sized,
+        N: Ord + ?Sized,
+        ZoneName: Borrow<Z>,
+        ServiceName: Borrow<N>,
+    {
         self.services.get(zone).and_then(|m| m.get(name))
     }
 
     /// Every service.
     pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
         self.services.values().flat_map(|m| m.values())
+    }
+
+    /// Every service's key.
+    pub fn service_keys(&self) -> impl Iterator<Item = ServiceKey> + '_ {
+        self.services
+            .iter()
+            .flat_map(|(z, m)| m.keys().map(move |n| (z.clone(), n.clone())))
     }
 
     pub fn request(&self, id: &str) -> Option<&Arc<RequestRecord>> {
@@ -373,7 +368,7 @@ impl State {
     // ---- loading (store, snapshots) --------------------------------------------------
 
     /// Put a stored zone back (its text is parsed again).
-    pub fn load_zone(&mut self, origin: String, text: &str, version: u64) -> Result<(), String> {
+    pub fn load_zone(&mut self, origin: ZoneName, text: &str, version: u64) -> Result<(), String> {
         let file = parse_text(&origin, text).map_err(|r| r.message().to_string())?;
         self.zones.insert(
             origin,
@@ -394,8 +389,17 @@ impl State {
         self.status.insert(id, Arc::new(status));
     }
 
-    pub fn load_service(&mut self, entry: ServiceEntry) {
-        let key = (entry.service.zone.clone(), entry.service.name.clone());
+    /// Put a stored service back. Its zone and name are the service's own fields (a
+    /// `Service` keeps them as text: it travels in commands too), which the state wrote
+    /// canonical: any other text is refused.
+    pub fn load_service(&mut self, entry: ServiceEntry) -> Result<(), NameError> {
+        let zone = ZoneName::canonical(entry.service.zone.clone())?;
+        let name = ServiceName::canonical(entry.service.name.clone())?;
+        self.insert_service((zone, name), entry);
+        Ok(())
+    }
+
+    fn insert_service(&mut self, key: ServiceKey, entry: ServiceEntry) {
         for dc in named_dcs(&entry.service) {
             let mut set = self.users.get(dc).cloned().unwrap_or_default();
             set.insert(key.clone());
@@ -453,23 +457,39 @@ impl State {
         self.tsig_keys.values()
     }
 
-    pub fn tsig_key(&self, name: &str) -> Option<&TsigEntry> {
+    pub fn tsig_key_names(&self) -> impl Iterator<Item = &KeyName> {
+        self.tsig_keys.keys()
+    }
+
+    pub fn tsig_key<K>(&self, name: &K) -> Option<&TsigEntry>
+    where
+        K: Ord + ?Sized,
+        KeyName: Borrow<K>,
+    {
         self.tsig_keys.get(name)
     }
 
-    pub fn zone_settings(&self, origin: &str) -> Option<&SettingsEntry> {
+    pub fn zone_settings<Z>(&self, origin: &Z) -> Option<&SettingsEntry>
+    where
+        Z: Ord + ?Sized,
+        ZoneName: Borrow<Z>,
+    {
         self.zone_settings.get(origin)
     }
 
-    pub fn all_zone_settings(&self) -> impl Iterator<Item = (&String, &SettingsEntry)> {
+    pub fn all_zone_settings(&self) -> impl Iterator<Item = (&ZoneName, &SettingsEntry)> {
         self.zone_settings.iter()
     }
 
-    pub fn load_tsig_key(&mut self, entry: TsigEntry) {
-        self.tsig_keys.insert(entry.key.name.clone(), entry);
+    /// Put a stored key back; its name (a `TsigKey` keeps it as text: it travels in
+    /// commands too) was written canonical, any other text is refused.
+    pub fn load_tsig_key(&mut self, entry: TsigEntry) -> Result<(), NameError> {
+        let name = KeyName::canonical(entry.key.name.clone())?;
+        self.tsig_keys.insert(name, entry);
+        Ok(())
     }
 
-    pub fn load_zone_settings(&mut self, origin: String, entry: SettingsEntry) {
+    pub fn load_zone_settings(&mut self, origin: ZoneName, entry: SettingsEntry) {
         self.zone_settings.insert(origin, entry);
     }
 
@@ -790,7 +810,7 @@ impl State {
                 Ok(Response::Deleted)
             }
             Command::PutZone { origin, text } => {
-                let key = canonical_zone(origin)?;
+                let key = ZoneName::parse(origin)?;
                 let file = parse_text(&key, text)?;
                 // The zone must still hold each of its services.
                 for (name, _) in self.services_in(&key) {
@@ -820,7 +840,7 @@ impl State {
                 })
             }
             Command::DeleteZone { origin } => {
-                let key = canonical_zone(origin)?;
+                let key = ZoneName::parse(origin)?;
                 if !self.zones.contains_key(&key) {
                     return Err(Rejection::NotFound(format!("no zone {key}")));
                 }
@@ -840,8 +860,8 @@ impl State {
                 Ok(Response::Deleted)
             }
             Command::PutService { service } => {
-                let zone = canonical_zone(&service.zone)?;
-                let name = canonical_service(&zone, &service.name)?;
+                let zone = ZoneName::parse(&service.zone)?;
+                let name = ServiceName::parse(&zone, &service.name)?;
                 let Some(entry) = self.zones.get(&zone) else {
                     return Err(Rejection::NotFound(format!("no zone {zone}")));
                 };
@@ -861,13 +881,16 @@ impl State {
                     )));
                 }
                 let mut svc = service.clone();
-                svc.zone = zone.clone();
-                svc.name = name.clone();
+                svc.zone = zone.to_string();
+                svc.name = name.to_string();
                 let existed = self.remove_service(&zone, &name).is_some();
-                self.load_service(ServiceEntry {
-                    service: Arc::new(svc),
-                    version: index,
-                });
+                self.insert_service(
+                    (zone.clone(), name.clone()),
+                    ServiceEntry {
+                        service: Arc::new(svc),
+                        version: index,
+                    },
+                );
                 delta.services.insert((zone, name));
                 Ok(if existed {
                     Response::Replaced
@@ -876,8 +899,8 @@ impl State {
                 })
             }
             Command::DeleteService { zone, name } => {
-                let zone = canonical_zone(zone)?;
-                let name = canonical_service(&zone, name)?;
+                let zone = ZoneName::parse(zone)?;
+                let name = ServiceName::parse(&zone, name)?;
                 match self.remove_service(&zone, &name) {
                     Some(_) => {
                         delta.services.insert((zone, name));
@@ -930,13 +953,12 @@ impl State {
                 Ok(Response::Imported)
             }
             Command::PutTsigKey { key } => {
-                let name = crate::zoneconf::canonical_key_name(&key.name)
-                    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
+                let name = KeyName::parse(&key.name)?;
                 if key.secret.is_empty() {
                     return Err(Rejection::Invalid(format!("TSIG key {name}: empty secret")));
                 }
                 let mut key = key.clone();
-                key.name = name.clone();
+                key.name = name.to_string();
                 let existed = self
                     .tsig_keys
                     .insert(
@@ -955,15 +977,14 @@ impl State {
                 })
             }
             Command::DeleteTsigKey { name } => {
-                let name = crate::zoneconf::canonical_key_name(name)
-                    .map_err(|e| Rejection::BadRequest(e.to_string()))?;
+                let name = KeyName::parse(name)?;
                 if !self.tsig_keys.contains_key(&name) {
                     return Err(Rejection::NotFound(format!("no TSIG key {name:?}")));
                 }
                 if let Some((zone, _)) = self
                     .zone_settings
                     .iter()
-                    .find(|(_, s)| s.settings.keys().any(|k| k == name))
+                    .find(|(_, s)| s.settings.keys().any(|k| k == name.as_str()))
                 {
                     return Err(Rejection::Conflict(format!(
                         "TSIG key {name:?} is used by the settings of zone {zone}"
@@ -974,7 +995,7 @@ impl State {
                 Ok(Response::Deleted)
             }
             Command::PutZoneSettings { origin, settings } => {
-                let key = canonical_zone(origin)?;
+                let key = ZoneName::parse(origin)?;
                 if !self.zones.contains_key(&key) {
                     return Err(Rejection::NotFound(format!("no zone {key}")));
                 }
@@ -998,17 +1019,23 @@ impl State {
                     Response::Created
                 })
             }
-            Command::PutDnssec { origin, keys } => self.put_dnssec(origin, keys, index, delta),
-            Command::DeleteDnssec { origin } => self.delete_dnssec(origin, delta),
+            Command::PutDnssec { origin, keys } => {
+                self.put_dnssec(ZoneName::parse(origin)?, keys, index, delta)
+            }
+            Command::DeleteDnssec { origin } => self.delete_dnssec(ZoneName::parse(origin)?, delta),
             Command::Rollover { origin, role, key } => {
-                self.rollover(origin, *role, key, at_ms, index, delta)
+                let origin = ZoneName::parse(origin)?;
+                self.rollover(&origin, *role, key, at_ms, index, delta)
             }
             Command::RolloverStep {
                 origin,
                 version,
                 step,
-            } => self.rollover_step(origin, *version, *step, at_ms, index, delta),
-            Command::DsSeen { origin } => self.ds_seen(origin, index, delta),
+            } => {
+                let origin = ZoneName::parse(origin)?;
+                self.rollover_step(&origin, *version, *step, at_ms, index, delta)
+            }
+            Command::DsSeen { origin } => self.ds_seen(&ZoneName::parse(origin)?, index, delta),
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
             // Openraft's membership entry made the change; this one is its history.
             Command::MemberAdded { .. } | Command::MemberRemoved { .. } => Ok(Response::Noop),
@@ -1037,15 +1064,15 @@ impl State {
     }
 
     /// Remove a service and its reverse-index entries.
-    fn remove_service(&mut self, zone: &str, name: &str) -> Option<ServiceEntry> {
+    fn remove_service(&mut self, zone: &ZoneName, name: &ServiceName) -> Option<ServiceEntry> {
         let mut in_zone = self.services.get(zone)?.clone();
         let old = in_zone.remove(name)?;
         if in_zone.is_empty() {
             self.services.remove(zone);
         } else {
-            self.services.insert(zone.to_string(), in_zone);
+            self.services.insert(zone.clone(), in_zone);
         }
-        let key = (zone.to_string(), name.to_string());
+        let key = (zone.clone(), name.clone());
         for dc in named_dcs(&old.service) {
             if let Some(set) = self.users.get(dc) {
                 let mut set = set.clone();

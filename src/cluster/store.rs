@@ -52,6 +52,7 @@ use crate::cluster::types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
 };
 use crate::model::{Datacenter, Service};
+use crate::name::{KeyName, ServiceName, ZoneName};
 use crate::snapshot::CookieSecrets;
 
 /// The newest store layout this binary writes and reads (1: the state as one value; 2: one
@@ -458,6 +459,7 @@ impl StateV1 {
     fn into_state(self, version: u64) -> Result<State, String> {
         let mut state = State::default();
         for (origin, text) in self.zones {
+            let origin = ZoneName::canonical(origin).map_err(|e| e.to_string())?;
             state.load_zone(origin, &text, version)?;
         }
         for (_, dc) in self.datacenters {
@@ -477,10 +479,12 @@ impl StateV1 {
             state.load_status(id, s);
         }
         for service in self.services.into_values().flat_map(|m| m.into_values()) {
-            state.load_service(ServiceEntry {
-                service: Arc::new(service),
-                version,
-            });
+            state
+                .load_service(ServiceEntry {
+                    service: Arc::new(service),
+                    version,
+                })
+                .map_err(|e| e.to_string())?;
         }
         Ok(state)
     }
@@ -490,7 +494,7 @@ impl StateV1 {
 #[derive(Serialize, Deserialize)]
 struct SnapshotV2 {
     format: u32,
-    zones: Vec<(String, ZoneRecord)>,
+    zones: Vec<(ZoneName, ZoneRecord)>,
     datacenters: Vec<DcEntry>,
     status: Vec<(String, DcStatus)>,
     services: Vec<ServiceEntry>,
@@ -502,11 +506,11 @@ struct SnapshotV2 {
     #[serde(default)]
     tsig_keys: Vec<TsigEntry>,
     #[serde(default)]
-    zone_settings: Vec<(String, SettingsEntry)>,
+    zone_settings: Vec<(ZoneName, SettingsEntry)>,
     #[serde(default)]
-    serials: Vec<(String, u32)>,
+    serials: Vec<(ZoneName, u32)>,
     #[serde(default)]
-    dnssec: Vec<(String, DnssecEntry)>,
+    dnssec: Vec<(ZoneName, DnssecEntry)>,
 }
 
 impl SnapshotV2 {
@@ -561,7 +565,7 @@ impl SnapshotV2 {
             state.load_status(id, s);
         }
         for s in self.services {
-            state.load_service(s);
+            state.load_service(s).map_err(|e| e.to_string())?;
         }
         for (id, r) in self.requests {
             state.load_request(id, r);
@@ -573,7 +577,7 @@ impl SnapshotV2 {
             state.load_history(e);
         }
         for k in self.tsig_keys {
-            state.load_tsig_key(k);
+            state.load_tsig_key(k).map_err(|e| e.to_string())?;
         }
         for (o, z) in self.zone_settings {
             state.load_zone_settings(o, z);
@@ -637,7 +641,7 @@ fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
 fn history_key(index: u64) -> Vec<u8> {
     format!("h/{index:020}").into_bytes()
 }
-fn zone_key(origin: &str) -> Vec<u8> {
+fn zone_key(origin: &ZoneName) -> Vec<u8> {
     format!("z/{origin}").into_bytes()
 }
 fn dc_key(id: &str) -> Vec<u8> {
@@ -646,23 +650,23 @@ fn dc_key(id: &str) -> Vec<u8> {
 fn status_key(id: &str) -> Vec<u8> {
     format!("t/{id}").into_bytes()
 }
-fn service_key(zone: &str, name: &str) -> Vec<u8> {
+fn service_key(zone: &ZoneName, name: &ServiceName) -> Vec<u8> {
     format!("s/{zone}\0{name}").into_bytes()
 }
 fn request_key(id: &str) -> Vec<u8> {
     format!("r/{id}").into_bytes()
 }
-fn tsig_key_key(name: &str) -> Vec<u8> {
+fn tsig_key_key(name: &KeyName) -> Vec<u8> {
     format!("k/{name}").into_bytes()
 }
-fn settings_key(origin: &str) -> Vec<u8> {
+fn settings_key(origin: &ZoneName) -> Vec<u8> {
     format!("o/{origin}").into_bytes()
 }
-fn serial_key(origin: &str) -> Vec<u8> {
+fn serial_key(origin: &ZoneName) -> Vec<u8> {
     format!("x/{origin}").into_bytes()
 }
 /// A zone's DNSSEC keys (private keys included: the store is 0600).
-fn dnssec_key(origin: &str) -> Vec<u8> {
+fn dnssec_key(origin: &ZoneName) -> Vec<u8> {
     format!("y/{origin}").into_bytes()
 }
 
@@ -702,19 +706,13 @@ fn all_objects(state: &State, batch: &mut Writes) -> Result<(), serde_json::Erro
         .datacenters
         .extend(state.datacenters().map(|d| d.dc.id.clone()));
     delta.statuses = delta.datacenters.clone();
-    delta.services.extend(
-        state
-            .services()
-            .map(|s| (s.service.zone.clone(), s.service.name.clone())),
-    );
+    delta.services.extend(state.service_keys());
     delta
         .requests
         .extend(state.requests().map(|(id, _)| id.clone()));
     delta.cookies = true;
     delta.history.extend(state.history().map(|e| e.index));
-    delta
-        .tsig_keys
-        .extend(state.tsig_keys().map(|k| k.key.name.clone()));
+    delta.tsig_keys.extend(state.tsig_key_names().cloned());
     delta
         .zone_settings
         .extend(state.all_zone_settings().map(|(o, _)| o.clone()));
@@ -889,8 +887,9 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
             data.membership = a.membership;
         } else if let Some(origin) = key.strip_prefix("z/") {
             let z: ZoneRecord = serde_json::from_slice(&v).map_err(|e| bad(&e))?;
+            let origin = ZoneName::canonical(origin.to_string()).map_err(|e| bad(&e))?;
             state
-                .load_zone(origin.to_string(), &z.text, z.version)
+                .load_zone(origin, &z.text, z.version)
                 .map_err(|e| bad(&e))?;
         } else if key.starts_with("d/") {
             state.load_datacenter(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
@@ -900,7 +899,9 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );
         } else if key.starts_with("s/") {
-            state.load_service(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+            state
+                .load_service(serde_json::from_slice(&v).map_err(|e| bad(&e))?)
+                .map_err(|e| bad(&e))?;
         } else if key.starts_with("h/") {
             state.load_history(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if key == KEY_COOKIES {
@@ -911,20 +912,22 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );
         } else if key.starts_with("k/") {
-            state.load_tsig_key(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+            state
+                .load_tsig_key(serde_json::from_slice(&v).map_err(|e| bad(&e))?)
+                .map_err(|e| bad(&e))?;
         } else if let Some(origin) = key.strip_prefix("o/") {
             state.load_zone_settings(
-                origin.to_string(),
+                ZoneName::canonical(origin.to_string()).map_err(|e| bad(&e))?,
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );
         } else if let Some(origin) = key.strip_prefix("y/") {
             state.load_dnssec(
-                origin.to_string(),
+                ZoneName::canonical(origin.to_string()).map_err(|e| bad(&e))?,
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );
         } else if let Some(origin) = key.strip_prefix("x/") {
             state.load_serial(
-                origin.to_string(),
+                ZoneName::canonical(origin.to_string()).map_err(|e| bad(&e))?,
                 serde_json::from_slice(&v).map_err(|e| bad(&e))?,
             );
         } else {
@@ -1980,6 +1983,53 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    }
+
+    /// The state only ever wrote canonical names; a key with another spelling is damage,
+    /// refused rather than read under a name its key does not have.
+    #[tokio::test]
+    async fn a_stored_name_not_in_canonical_form_is_refused() {
+        let dir = temp();
+        {
+            let (_log, mut sm) = open_ok(dir.path());
+            sm.apply(fixture_entries()).await.expect("apply");
+        }
+        let mut db = None;
+        for _ in 0..50 {
+            match sled::open(dir.path()) {
+                Ok(d) => {
+                    db = Some(d);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        {
+            let db = db.expect("sled");
+            let objects = db.open_tree(TREE_OBJECTS).expect("objects");
+            let zone = objects
+                .remove("z/example.com.")
+                .expect("remove")
+                .expect("the zone is stored");
+            objects.insert("z/Example.COM.", zone).expect("insert");
+            db.flush().expect("flush");
+        }
+        let mut last = None;
+        for _ in 0..50 {
+            match open(dir.path()) {
+                Ok(_) => panic!("a store with a non-canonical zone key was opened"),
+                Err(StoreError::Corrupt { what, .. }) => {
+                    last = Some(what);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        let what = last.expect("refused as corrupt");
+        assert!(
+            what.contains("objects/z/Example.COM.") && what.contains("canonical"),
+            "{what}"
+        );
     }
 
     #[tokio::test]

@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{canonical_zone, Delta, State};
+use super::{Delta, State};
 use crate::cluster::command::{Command, Rejection, Response};
+use crate::name::ZoneName;
 use crate::zone::dnssec::{self, KeyState, Role, RollError, Step, Timings, ZoneKey, ZoneKeys};
 
 /// A zone's DNSSEC keys and the log index of their last change.
@@ -50,9 +51,9 @@ pub struct PublicKey {
 }
 
 impl DnssecEntry {
-    /// The keys' public forms for zone `origin` (canonical). A DS that cannot be made (a
-    /// key the state would not have taken) is left out rather than failing the view.
-    pub fn public(&self, origin: &str) -> DnssecPublic {
+    /// The keys' public forms for zone `origin`. A DS that cannot be made (a key the state
+    /// would not have taken) is left out rather than failing the view.
+    pub fn public(&self, origin: &ZoneName) -> DnssecPublic {
         let alg = self.keys.algorithm;
         let keys = self
             .keys
@@ -66,7 +67,7 @@ impl DnssecEntry {
                 state: k.state,
             })
             .collect();
-        let ds = match hickory_proto::rr::Name::from_ascii(origin) {
+        let ds = match origin.to_name() {
             Ok(name) => self
                 .keys
                 .entry_points()
@@ -92,24 +93,28 @@ impl From<RollError> for Rejection {
 }
 
 impl State {
-    /// A zone's DNSSEC keys (canonical origin), when it is signed.
-    pub fn dnssec(&self, origin: &str) -> Option<&DnssecEntry> {
+    /// A zone's DNSSEC keys, when it is signed.
+    pub fn dnssec<Z>(&self, origin: &Z) -> Option<&DnssecEntry>
+    where
+        Z: Ord + ?Sized,
+        ZoneName: std::borrow::Borrow<Z>,
+    {
         self.dnssec.get(origin)
     }
 
     /// Every signed zone.
-    pub fn all_dnssec(&self) -> impl Iterator<Item = (&String, &DnssecEntry)> {
+    pub fn all_dnssec(&self) -> impl Iterator<Item = (&ZoneName, &DnssecEntry)> {
         self.dnssec.iter()
     }
 
-    pub fn load_dnssec(&mut self, origin: String, entry: DnssecEntry) {
+    pub fn load_dnssec(&mut self, origin: ZoneName, entry: DnssecEntry) {
         self.dnssec.insert(origin, entry);
     }
 
     /// The TTLs a roll in zone `origin` waits for: the DNSKEY TTL (the SOA's TTL, as the
     /// index signs it) and the largest TTL of anything the zone-data key signs (records,
     /// service answers, negative answers, the DNSKEY RRset). `None` without the zone.
-    pub fn dnssec_timings(&self, origin: &str) -> Option<Timings> {
+    pub fn dnssec_timings(&self, origin: &ZoneName) -> Option<Timings> {
         let zone = self.zone(origin)?;
         let mut soa_ttl = None;
         let mut max_ttl = 0u32;
@@ -146,7 +151,7 @@ impl State {
             };
             if let Some(step) = e.keys.due(&t, now_ms).into_iter().next() {
                 out.push(Command::RolloverStep {
-                    origin: origin.clone(),
+                    origin: origin.to_string(),
                     version: e.version,
                     step,
                 });
@@ -159,12 +164,11 @@ impl State {
     /// another algorithm or layout is a conflict (delete first).
     pub(super) fn put_dnssec(
         &mut self,
-        origin: &str,
+        key: ZoneName,
         keys: &ZoneKeys,
         index: u64,
         delta: &mut Delta,
     ) -> Result<Response, Rejection> {
-        let key = canonical_zone(origin)?;
         if !self.zones.contains_key(&key) {
             return Err(Rejection::NotFound(format!("no zone {key}")));
         }
@@ -202,10 +206,9 @@ impl State {
     /// Stop signing a zone.
     pub(super) fn delete_dnssec(
         &mut self,
-        origin: &str,
+        key: ZoneName,
         delta: &mut Delta,
     ) -> Result<Response, Rejection> {
-        let key = canonical_zone(origin)?;
         if self.dnssec.remove(&key).is_none() {
             return Err(Rejection::NotFound(format!("zone {key} is not signed")));
         }
@@ -215,18 +218,17 @@ impl State {
 
     /// The keys of a signed zone (404 when the zone or its keys are missing): what every
     /// change and the API's reads of a zone's keys start from.
-    pub fn signed(&self, origin: &str) -> Result<(String, &DnssecEntry), Rejection> {
-        let key = canonical_zone(origin)?;
-        match self.dnssec.get(&key) {
-            Some(e) => Ok((key, e)),
-            None if !self.zones.contains_key(&key) => {
+    pub fn signed(&self, key: &ZoneName) -> Result<&DnssecEntry, Rejection> {
+        match self.dnssec.get(key) {
+            Some(e) => Ok(e),
+            None if !self.zones.contains_key(key) => {
                 Err(Rejection::NotFound(format!("no zone {key}")))
             }
             None => Err(Rejection::NotFound(format!("zone {key} is not signed"))),
         }
     }
 
-    fn put_keys(&mut self, origin: String, keys: ZoneKeys, index: u64, delta: &mut Delta) {
+    fn put_keys(&mut self, origin: &ZoneName, keys: ZoneKeys, index: u64, delta: &mut Delta) {
         self.dnssec.insert(
             origin.clone(),
             DnssecEntry {
@@ -234,20 +236,20 @@ impl State {
                 version: index,
             },
         );
-        delta.dnssec.insert(origin);
+        delta.dnssec.insert(origin.clone());
     }
 
     /// Start a roll of `role` with `new`, published at `at_ms`.
     pub(super) fn rollover(
         &mut self,
-        origin: &str,
+        origin: &ZoneName,
         role: Role,
         new: &ZoneKey,
         at_ms: u64,
         index: u64,
         delta: &mut Delta,
     ) -> Result<Response, Rejection> {
-        let (origin, entry) = self.signed(origin)?;
+        let entry = self.signed(origin)?;
         let mut keys = (*entry.keys).clone();
         let role = keys.roll_role(role)?;
         keys.roll(role, new.clone(), at_ms)?;
@@ -258,14 +260,14 @@ impl State {
     /// An automatic step, if the keys are still at `version` and it is due at `at_ms`.
     pub(super) fn rollover_step(
         &mut self,
-        origin: &str,
+        origin: &ZoneName,
         version: u64,
         step: Step,
         at_ms: u64,
         index: u64,
         delta: &mut Delta,
     ) -> Result<Response, Rejection> {
-        let (origin, entry) = self.signed(origin)?;
+        let entry = self.signed(origin)?;
         if entry.version != version {
             return Err(Rejection::Conflict(format!(
                 "the keys of {origin} changed since (version {} now, {version} proposed)",
@@ -273,7 +275,7 @@ impl State {
             )));
         }
         let timings = self
-            .dnssec_timings(&origin)
+            .dnssec_timings(origin)
             .ok_or_else(|| Rejection::NotFound(format!("no zone {origin}")))?;
         let mut keys = (*entry.keys).clone();
         keys.take(step, &timings, at_ms)?;
@@ -284,11 +286,11 @@ impl State {
     /// The parent has the new DS: refused when no KSK or CSK roll waits for it.
     pub(super) fn ds_seen(
         &mut self,
-        origin: &str,
+        origin: &ZoneName,
         index: u64,
         delta: &mut Delta,
     ) -> Result<Response, Rejection> {
-        let (origin, entry) = self.signed(origin)?;
+        let entry = self.signed(origin)?;
         let mut keys = (*entry.keys).clone();
         if !keys.ds_seen() {
             return Err(Rejection::Conflict(format!(
@@ -301,11 +303,8 @@ impl State {
 }
 
 /// A history summary of a roll command: which key moved where.
-pub(super) fn summary(cmd: &Command, origin: &str, before: &State, after: &State) -> String {
-    let Ok(origin) = canonical_zone(origin) else {
-        return String::new();
-    };
-    let keys = |s: &State| s.dnssec(&origin).map(|e| e.keys.clone());
+pub(super) fn summary(cmd: &Command, origin: &ZoneName, before: &State, after: &State) -> String {
+    let keys = |s: &State| s.dnssec(origin).map(|e| e.keys.clone());
     let (Some(old), Some(new)) = (keys(before), keys(after)) else {
         return "no change".into();
     };
@@ -399,7 +398,7 @@ mod tests {
     #[test]
     fn timings_come_from_the_zone() {
         let s = signed(Layout::Csk);
-        let t = s.dnssec_timings(ORIGIN).expect("timings");
+        let t = s.dnssec_timings(&ORIGIN.into()).expect("timings");
         assert_eq!((t.dnskey_ttl, t.max_ttl), (2, 7));
     }
 

@@ -28,6 +28,7 @@ use super::{Delta, State};
 use crate::cluster::command::{Command, Rejection, Response};
 use crate::cluster::types::Request;
 use crate::model::{Datacenter, Health, Service};
+use crate::name::{KeyName, NameError, ServiceName, ZoneName};
 use crate::zoneconf::{TsigAlgorithm, TsigKey, ZoneSettings};
 
 /// History entries kept (health opinions and verdicts are not entries).
@@ -188,17 +189,17 @@ pub enum Shown {
 /// What a change names, in canonical form: the one place its text (`datacenter/lon`,
 /// `zone/example.com.`, `service/example.com./www`, `tsig/NAME`, `settings/ORIGIN`,
 /// `dnssec/ORIGIN`, `member/ID`) is written and read back. Serialized as that text, so
-/// history entries and preconditions keep the form they always had.
+/// history entries and preconditions keep the form they always had; read back, its names
+/// must be canonical (they always were written so).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum Target {
     Datacenter(String),
-    Zone(String),
-    /// Canonical zone origin, canonical relative name (`@` for the apex).
-    Service(String, String),
-    Tsig(String),
-    Settings(String),
-    Dnssec(String),
+    Zone(ZoneName),
+    Service(ZoneName, ServiceName),
+    Tsig(KeyName),
+    Settings(ZoneName),
+    Dnssec(ZoneName),
     /// A cluster member (history of `add_member` / `remove_member`).
     Member(u64),
 }
@@ -231,18 +232,21 @@ impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(text: &str) -> Result<Target, String> {
         let bad = || format!("{text:?} is not a target (kind/name)");
+        let named = |e: NameError| format!("{text:?} is not a target: {e}");
         let (kind, rest) = text.split_once('/').ok_or_else(bad)?;
         let rest = rest.to_string();
+        let zone = |z: String| ZoneName::canonical(z).map_err(named);
         Ok(match kind {
             "datacenter" => Target::Datacenter(rest),
-            "zone" => Target::Zone(rest),
+            "zone" => Target::Zone(zone(rest)?),
             "service" => {
-                let (zone, name) = rest.rsplit_once('/').ok_or_else(bad)?;
-                Target::Service(zone.into(), name.into())
+                let (z, name) = rest.rsplit_once('/').ok_or_else(bad)?;
+                let name = ServiceName::canonical(name.into()).map_err(named)?;
+                Target::Service(zone(z.into())?, name)
             }
-            "tsig" => Target::Tsig(rest),
-            "settings" => Target::Settings(rest),
-            "dnssec" => Target::Dnssec(rest),
+            "tsig" => Target::Tsig(KeyName::canonical(rest).map_err(named)?),
+            "settings" => Target::Settings(zone(rest)?),
+            "dnssec" => Target::Dnssec(zone(rest)?),
             "member" => Target::Member(rest.parse().map_err(|_| bad())?),
             _ => return Err(bad()),
         })
@@ -287,9 +291,10 @@ fn kind_of(cmd: &Command) -> Option<&'static str> {
     }
 }
 
-/// The target a command names, for the entry's `target` and for `If-Match`.
+/// The target a command names, for the entry's `target` and for `If-Match`; none when its
+/// names are not names (the command is refused when applied).
 pub fn target_of(cmd: &Command) -> Option<Target> {
-    let zone = |origin: &str| super::canonical_zone(origin).ok();
+    let zone = |origin: &str| ZoneName::parse(origin).ok();
     match cmd {
         Command::PutDatacenter { dc, .. } => Some(Target::Datacenter(dc.id.clone())),
         Command::PatchDatacenter { id, .. } | Command::DeleteDatacenter { id } => {
@@ -300,20 +305,18 @@ pub fn target_of(cmd: &Command) -> Option<Target> {
         | Command::DnsUpdate { zone: origin, .. } => zone(origin).map(Target::Zone),
         Command::PutService { service } => {
             let zone = zone(&service.zone)?;
-            let name = super::canonical_service(&zone, &service.name).ok()?;
+            let name = ServiceName::parse(&zone, &service.name).ok()?;
             Some(Target::Service(zone, name))
         }
         Command::DeleteService { zone: z, name } => {
             let zone = zone(z)?;
-            let name = super::canonical_service(&zone, name).ok()?;
+            let name = ServiceName::parse(&zone, name).ok()?;
             Some(Target::Service(zone, name))
         }
         Command::PutTsigKey {
             key: TsigKey { name, .. },
         }
-        | Command::DeleteTsigKey { name } => crate::zoneconf::canonical_key_name(name)
-            .ok()
-            .map(Target::Tsig),
+        | Command::DeleteTsigKey { name } => KeyName::parse(name).ok().map(Target::Tsig),
         Command::PutZoneSettings { origin, .. } => zone(origin).map(Target::Settings),
         Command::PutDnssec { origin, .. }
         | Command::DeleteDnssec { origin }
@@ -379,7 +382,7 @@ impl State {
         }
         let undo = self.undo_since(before, delta);
         let target = target_of(cmd);
-        let summary = summarize(cmd, response, &undo, before, self);
+        let summary = summarize(cmd, response, target.as_ref(), &undo, before, self);
         self.history.insert(
             index,
             Arc::new(HistoryEntry {
@@ -609,7 +612,7 @@ impl State {
                     set_state: Some(dc.state),
                 },
                 (Some(Shown::Zone(text)), Target::Zone(origin)) => Command::PutZone {
-                    origin: origin.clone(),
+                    origin: origin.to_string(),
                     text,
                 },
                 (Some(Shown::Service(s)), _) => Command::PutService {
@@ -617,7 +620,7 @@ impl State {
                 },
                 (None, Target::Datacenter(id)) => Command::DeleteDatacenter { id: id.clone() },
                 (None, Target::Zone(origin)) => Command::DeleteZone {
-                    origin: origin.clone(),
+                    origin: origin.to_string(),
                 },
                 (None, Target::Service(zone, name)) => {
                     // A service already taken away by this rollback has nothing left to
@@ -626,8 +629,8 @@ impl State {
                         continue;
                     }
                     Command::DeleteService {
-                        zone: zone.clone(),
-                        name: name.clone(),
+                        zone: zone.to_string(),
+                        name: name.to_string(),
                     }
                 }
                 _ => continue,
@@ -670,17 +673,18 @@ fn undo_one(value: Option<Shown>, prior: &Prior) -> Option<Shown> {
 fn summarize(
     cmd: &Command,
     response: &Response,
+    target: Option<&Target>,
     undo: &[(Target, Prior)],
     before: &State,
     after: &State,
 ) -> String {
     match (cmd, response) {
-        (
-            Command::Rollover { origin, .. }
-            | Command::RolloverStep { origin, .. }
-            | Command::DsSeen { origin },
-            _,
-        ) => super::dnssec::summary(cmd, origin, before, after),
+        (Command::Rollover { .. } | Command::RolloverStep { .. } | Command::DsSeen { .. }, _) => {
+            match target {
+                Some(Target::Dnssec(origin)) => super::dnssec::summary(cmd, origin, before, after),
+                _ => String::new(),
+            }
+        }
         (
             Command::MemberAdded {
                 id, raft, voter, ..
@@ -900,6 +904,19 @@ mod tests {
         );
         for bad in ["", "zone", "nope/x", "member/x", "service/example.com."] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+        // Targets were always written with canonical names: any other is refused.
+        for bad in [
+            "zone/Example.com.",
+            "zone/example.com",
+            "service/example.com./WWW",
+            "service/example.com./www.example.com.",
+            "tsig/K1",
+            "settings/a..b.",
+            "dnssec/example.com",
+        ] {
+            let e = bad.parse::<Target>().expect_err(bad);
+            assert!(e.contains("canonical") || e.contains("bad"), "{bad}: {e}");
         }
     }
 

@@ -10,6 +10,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record};
 
 use super::{service_fqdn, Delta, State};
+use crate::name::ZoneName;
 use crate::zone::transfer::{
     record_wire, serial_after, soa_with_serial, text_serial, Journal, JournalEntry, XfrZone,
 };
@@ -92,7 +93,11 @@ fn without_soa(file: &ZoneFile) -> impl Iterator<Item = Rr<'_>> + Clone {
 
 impl State {
     /// The zone's published serial (the text's until the cluster set one).
-    pub fn serial(&self, origin: &str) -> Option<u32> {
+    pub fn serial<Z>(&self, origin: &Z) -> Option<u32>
+    where
+        Z: Ord + ?Sized,
+        ZoneName: std::borrow::Borrow<Z>,
+    {
         let z = self.zones.get(origin)?;
         Some(
             self.serials
@@ -103,21 +108,21 @@ impl State {
     }
 
     /// Zones with a serial set, and the serial (for the store and snapshots).
-    pub fn serials(&self) -> impl Iterator<Item = (&String, &u32)> {
+    pub fn serials(&self) -> impl Iterator<Item = (&ZoneName, &u32)> {
         self.serials.iter()
     }
 
     /// The serial the cluster set for a zone (none before its first change).
-    pub fn stored_serial(&self, origin: &str) -> Option<u32> {
+    pub fn stored_serial(&self, origin: &ZoneName) -> Option<u32> {
         self.serials.get(origin).copied()
     }
 
-    pub fn load_serial(&mut self, origin: String, serial: u32) {
+    pub fn load_serial(&mut self, origin: ZoneName, serial: u32) {
         self.serials.insert(origin, serial);
     }
 
     /// Every service's unlocated A/AAAA records in a zone, by name.
-    pub fn service_records(&self, zone: &str) -> Vec<Record> {
+    pub fn service_records(&self, zone: &ZoneName) -> Vec<Record> {
         let mut out = Vec::new();
         for (name, entry) in self.services_in(zone) {
             let Ok(owner) = service_fqdn(zone, name) else {
@@ -139,7 +144,7 @@ impl State {
     }
 
     /// What a transfer of the zone sends now.
-    pub fn xfr_zone(&self, origin: &str) -> Option<XfrZone> {
+    pub fn xfr_zone(&self, origin: &ZoneName) -> Option<XfrZone> {
         let z = self.zones.get(origin)?;
         let serial = self.serial(origin)?;
         Some(XfrZone {
@@ -160,7 +165,7 @@ impl State {
     /// Move the serial of every zone whose transferred content differs from `before`, and
     /// record the difference in its journal.
     pub(super) fn move_serials(&mut self, before: &State, delta: &mut Delta, at_ms: u64) {
-        let mut zones: BTreeSet<String> = delta.zones.clone();
+        let mut zones: BTreeSet<ZoneName> = delta.zones.clone();
         zones.extend(delta.services.iter().map(|(z, _)| z.clone()));
         for dc in &delta.datacenters {
             for st in [before, &*self] {

@@ -11,8 +11,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use super::{canonical_service, canonical_zone, parse_text, service_fqdn, Delta, State, ZoneEntry};
+use super::{parse_text, service_fqdn, Delta, State, ZoneEntry};
 use crate::cluster::command::Response;
+use crate::name::{ServiceName, ZoneName};
 use crate::zone::update::{self, UpdateRr};
 
 impl State {
@@ -27,7 +28,11 @@ impl State {
         index: u64,
         delta: &mut Delta,
     ) -> Response {
-        let rcode = match self.try_dns_update(zone, key, prereqs, updates, index, delta) {
+        let result = match ZoneName::parse(zone) {
+            Ok(zone) => self.try_dns_update(&zone, key, prereqs, updates, index, delta),
+            Err(_) => Err(ResponseCode::FormErr),
+        };
+        let rcode = match result {
             Ok(()) => ResponseCode::NoError,
             Err(rcode) => rcode,
         };
@@ -38,18 +43,17 @@ impl State {
 
     fn try_dns_update(
         &mut self,
-        zone: &str,
+        origin: &ZoneName,
         key: &str,
         prereqs: &[UpdateRr],
         updates: &[UpdateRr],
         index: u64,
         delta: &mut Delta,
     ) -> Result<(), ResponseCode> {
-        let origin = canonical_zone(zone).map_err(|_| ResponseCode::FormErr)?;
         // RFC 2136 §3.1.2: a zone this server is not authoritative for.
         let entry = self
             .zones
-            .get(&origin)
+            .get(origin)
             .cloned()
             .ok_or(ResponseCode::Refused)?; // a zone not held: REFUSED, as at the door
         let apex = entry.file.origin.clone();
@@ -58,14 +62,14 @@ impl State {
         update::prescan(&apex, &prereqs, &updates)?;
         // What may not be touched: any type at a service's name, any SOA.
         for rr in &updates {
-            if rr.record_type() == RecordType::SOA || self.service_at(&origin, &rr.name).is_some() {
+            if rr.record_type() == RecordType::SOA || self.service_at(origin, &rr.name).is_some() {
                 return Err(ResponseCode::Refused);
             }
         }
         // Every record added or deleted must be granted to the key.
         let settings = self
             .zone_settings
-            .get(&origin)
+            .get(origin)
             .map(|s| s.settings.clone())
             .ok_or(ResponseCode::Refused)?;
         for (name, rtype) in update::touched(&apex, &entry.file, &updates) {
@@ -84,8 +88,8 @@ impl State {
         // Prerequisites (§3.2), a service's answer counting as data at its name.
         let mut extra = Vec::new();
         for rr in &prereqs {
-            if let Some(rel) = self.service_at(&origin, &rr.name) {
-                extra.extend(self.service_answer(&origin, &rel));
+            if let Some(rel) = self.service_at(origin, &rr.name) {
+                extra.extend(self.service_answer(origin, &rel));
             }
         }
         update::check_prereqs(&entry.file, &extra, &prereqs)?;
@@ -104,15 +108,15 @@ impl State {
         for rr in &updates {
             if rr.dns_class == DNSClass::IN && rr.record_type() == RecordType::NS && rr.name != apex
             {
-                for (rel, _) in self.services_in(&origin) {
-                    if service_fqdn(&origin, rel).is_ok_and(|f| rr.name.zone_of(&f)) {
+                for (rel, _) in self.services_in(origin) {
+                    if service_fqdn(origin, rel).is_ok_and(|f| rr.name.zone_of(&f)) {
                         return Err(ResponseCode::Refused);
                     }
                 }
             }
         }
         let text = update::zone_text(&apex, &records);
-        let file = match parse_text(&origin, &text) {
+        let file = match parse_text(origin, &text) {
             Ok(f) => f,
             Err(why) => {
                 // The zone would break a zone rule (no NS, data below a delegation,
@@ -136,18 +140,18 @@ impl State {
                 version: index,
             }),
         );
-        delta.zones.insert(origin);
+        delta.zones.insert(origin.clone());
         Ok(())
     }
 
-    /// The canonical relative name of the service at `name` in `zone`, if there is one.
-    fn service_at(&self, zone: &str, name: &Name) -> Option<String> {
-        let rel = canonical_service(zone, &name.to_ascii()).ok()?;
+    /// The name of the service at `name` in `zone`, if there is one.
+    fn service_at(&self, zone: &ZoneName, name: &Name) -> Option<ServiceName> {
+        let rel = ServiceName::parse(zone, &name.to_ascii()).ok()?;
         self.service(zone, &rel).map(|_| rel)
     }
 
     /// One service's A/AAAA as an unlocated client gets them.
-    fn service_answer(&self, zone: &str, rel: &str) -> Vec<Record> {
+    fn service_answer(&self, zone: &ZoneName, rel: &ServiceName) -> Vec<Record> {
         let (Some(entry), Ok(owner)) = (self.service(zone, rel), service_fqdn(zone, rel)) else {
             return Vec::new();
         };
