@@ -1,8 +1,8 @@
 //! The names the control plane keys its objects by — zone origins, service names and TSIG
 //! key names — each canonicalised once, where it comes in (a URL, a command being applied,
 //! a bootstrap file), and carried as its own type from there: a map, a delta, a store key or
-//! a history target holding one never canonicalises it again, and a look-up with a name
-//! that was never canonicalised does not compile.
+//! a history target holding one never canonicalises it again. Commands keep names as text
+//! (see [`crate::cluster::Command`]); `apply` parses them once per command.
 //!
 //! The canonical texts are the ones the state has always used, so the store, snapshots and
 //! history read and write byte for byte what they did: a zone origin is lower case with the
@@ -222,7 +222,7 @@ impl ServiceName {
             return Err(NameError::NotCanonical {
                 what: "service name",
                 given: name.to_string(),
-                canonical: "a relative name".into(),
+                canonical: "relative, without the final dot".into(),
             });
         }
         ServiceName::parse(&ZoneName(".".into()), name)

@@ -12,6 +12,11 @@ use crate::zoneconf::{TsigKey, ZoneSettings};
 
 /// A change to the cluster state. New variants may be added; existing ones keep their
 /// meaning and serialized form across versions.
+///
+/// Zone, service and key names stay text here, not [`crate::name`]'s types: the log holds
+/// what older binaries wrote, and an entry naming something that is not a name must still
+/// read (a log that cannot be read stops the node); it is refused when applied, where each
+/// name is parsed once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
