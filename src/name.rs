@@ -9,11 +9,12 @@
 //! final dot (`example.com.`), a service name is relative to its zone and lower case (`@` for
 //! the apex), a key name is lower case without the final dot.
 //!
-//! Reading one back (serde, a store key, a history target) takes only the canonical text and
-//! refuses any other: everything the state ever wrote was canonical, so a text that is not
-//! is damage, and canonicalising it quietly would key the object by a text its store key
-//! does not have (a delete would then miss the stored key, and the object come back on the
-//! next start).
+//! Reading one back from the state (serde: the store's values and snapshots; a store key)
+//! takes only the canonical text and refuses any other: everything the state ever wrote was
+//! canonical, so a text that is not is damage, and canonicalising it quietly would key the
+//! object by a text its store key does not have (a delete would then miss the stored key,
+//! and the object come back on the next start). A history target is parsed instead (it is
+//! in the log, which must read; see `cluster::state::Target`).
 
 use std::borrow::Borrow;
 use std::fmt;
