@@ -23,7 +23,11 @@ pub async fn run(handle: Handle) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        for cmd in handle.state().due_rollover_steps(now_ms) {
+        let state = handle.state();
+        // A roll that an older leader started waits for the cluster's format to allow its
+        // steps (every member applies them).
+        let due = state.due_rollover_steps(now_ms);
+        for cmd in due.into_iter().filter(|c| c.format() <= state.format()) {
             propose(&handle, cmd).await;
         }
     }

@@ -49,7 +49,8 @@ use crate::cluster::state::{
     ServiceEntry, SettingsEntry, State, TsigEntry, STATE_FORMAT,
 };
 use crate::cluster::types::{
-    Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
+    Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+    CLUSTER_FORMAT_START, FORMAT_VERSION,
 };
 use crate::model::{Datacenter, Service};
 use crate::snapshot::CookieSecrets;
@@ -85,6 +86,8 @@ const KEY_STATE_V1: &str = "state";
 const KEY_APPLIED: &str = "applied";
 /// The cluster's DNS cookie secrets (`objects` tree).
 const KEY_COOKIES: &str = "cookies";
+/// The cluster's format, once raised past [`CLUSTER_FORMAT_START`] (absent before).
+const KEY_CLUSTER_FORMAT: &str = "cluster_format";
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -507,12 +510,15 @@ struct SnapshotV2 {
     serials: Vec<(String, u32)>,
     #[serde(default)]
     dnssec: Vec<(String, DnssecEntry)>,
+    /// The cluster's format, when raised past its start (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_format: Option<u32>,
 }
 
 impl SnapshotV2 {
     fn of(state: &State) -> SnapshotV2 {
         SnapshotV2 {
-            format: STATE_FORMAT,
+            format: state.stored_format(),
             zones: state
                 .zones()
                 .map(|(o, z)| {
@@ -546,6 +552,7 @@ impl SnapshotV2 {
                 .all_dnssec()
                 .map(|(o, d)| (o.clone(), d.clone()))
                 .collect(),
+            cluster_format: Some(state.format()).filter(|&f| f > CLUSTER_FORMAT_START),
         }
     }
 
@@ -583,6 +590,9 @@ impl SnapshotV2 {
         }
         for (o, d) in self.dnssec {
             state.load_dnssec(o, d);
+        }
+        if let Some(f) = self.cluster_format {
+            state.load_format(f);
         }
         Ok(state)
     }
@@ -711,6 +721,7 @@ fn all_objects(state: &State, batch: &mut Writes) -> Result<(), serde_json::Erro
         .requests
         .extend(state.requests().map(|(id, _)| id.clone()));
     delta.cookies = true;
+    delta.format = state.format() > CLUSTER_FORMAT_START;
     delta.history.extend(state.history().map(|e| e.index));
     delta
         .tsig_keys
@@ -767,6 +778,9 @@ fn changed_objects(
     }
     if delta.cookies {
         put(batch, KEY_COOKIES.into(), state.cookie_secrets())?;
+    }
+    if delta.format {
+        batch.insert(KEY_CLUSTER_FORMAT, serde_json::to_vec(&state.format())?);
     }
     for name in &delta.tsig_keys {
         put(batch, tsig_key_key(name), state.tsig_key(name))?;
@@ -903,6 +917,8 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
             state.load_service(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if key.starts_with("h/") {
             state.load_history(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if key == KEY_CLUSTER_FORMAT {
+            state.load_format(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if key == KEY_COOKIES {
             state.load_cookies(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if let Some(id) = key.strip_prefix("r/") {
@@ -1295,7 +1311,7 @@ impl SmData {
 
     fn record(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(&AppliedRecord {
-            format: STATE_FORMAT,
+            format: self.state.stored_format(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
         })
