@@ -569,6 +569,8 @@ pub struct ClusterNode {
     pub id: u64,
     pub config: PathBuf,
     pub at: NodeRef,
+    /// The binary it runs (this build's unless a test upgrades from another).
+    pub bin: PathBuf,
     child: Option<Child>,
 }
 
@@ -580,7 +582,7 @@ impl ClusterNode {
             .open(&self.at.log_path)
             .expect("log file");
         self.child = Some(spawn_owned(
-            Command::new(env!("CARGO_BIN_EXE_meridian"))
+            Command::new(&self.bin)
                 .arg("serve")
                 .arg("--config")
                 .arg(&self.config)
@@ -700,20 +702,35 @@ impl TestCluster {
 
     /// [`TestCluster::start`] with more lines in every node's `[dns]` section.
     pub fn start_with(n: u64, files: &[(&str, &str)], dns_extra: &str) -> TestCluster {
+        TestCluster::start_on(
+            Path::new(env!("CARGO_BIN_EXE_meridian")),
+            n,
+            files,
+            dns_extra,
+        )
+    }
+
+    /// [`TestCluster::start_with`], every node running `bin`.
+    pub fn start_on(bin: &Path, n: u64, files: &[(&str, &str)], dns_extra: &str) -> TestCluster {
         // Ports come from `free_port`, which another test may take before a node binds
         // them: a node that exits for that is retried, with fresh ports, twice at most.
         for _ in 0..2 {
-            match TestCluster::try_start(n, files, dns_extra) {
+            match TestCluster::try_start(bin, n, files, dns_extra) {
                 Ok(c) => return c,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("a node exited:\n{log}"),
             }
         }
-        TestCluster::try_start(n, files, dns_extra)
+        TestCluster::try_start(bin, n, files, dns_extra)
             .unwrap_or_else(|log| panic!("a node exited:\n{log}"))
     }
 
-    fn try_start(n: u64, files: &[(&str, &str)], dns_extra: &str) -> Result<TestCluster, String> {
+    fn try_start(
+        bin: &Path,
+        n: u64,
+        files: &[(&str, &str)],
+        dns_extra: &str,
+    ) -> Result<TestCluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
@@ -745,6 +762,7 @@ impl TestCluster {
                     raft,
                     log_path: dir.path().join(format!("node{id}.log")),
                 },
+                bin: bin.to_path_buf(),
                 child: None,
             };
             node.spawn();
@@ -759,6 +777,11 @@ impl TestCluster {
 
     /// Start one more node, not among the initial peers: it waits to be added.
     pub fn spawn_extra(&mut self) -> u64 {
+        self.spawn_extra_on(Path::new(env!("CARGO_BIN_EXE_meridian")))
+    }
+
+    /// [`TestCluster::spawn_extra`], running `bin`.
+    pub fn spawn_extra_on(&mut self, bin: &Path) -> u64 {
         let id = self.nodes.len() as u64 + 1;
         let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
@@ -774,6 +797,7 @@ impl TestCluster {
                 raft,
                 log_path: self.dir.path().join(format!("node{id}.log")),
             },
+            bin: bin.to_path_buf(),
             child: None,
         };
         node.spawn();
