@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::unbound::{Unbound, UNBOUND};
-use common::{dig_at, eventually, eventually_within, http, Dig, Node, NodeRef, TestCluster, TOKEN};
+use common::unbound::{validator, Unbound};
+use common::{
+    eventually, eventually_within, http, sign_zone, Dig, Node, NodeRef, TestCluster, TOKEN,
+};
 
 /// Every TTL 2 s: the DNSKEY TTL (the SOA's) and the largest TTL signed.
 const ZONE: &str = r#"$ORIGIN example.com.
@@ -105,20 +105,6 @@ fn ds_list(v: &serde_json::Value) -> Vec<String> {
     ds
 }
 
-/// A validating Unbound with `ds` (DS RDATA) as example.com's only trust anchor.
-fn validator(meridian: SocketAddr, ds: &str) -> Unbound {
-    assert!(
-        Path::new(UNBOUND).exists(),
-        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
-    );
-    Unbound::start(
-        meridian,
-        &format!(
-            "    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"example.com. IN DS {ds}\"\n"
-        ),
-    )
-}
-
 /// What a validator must keep answering with AD at every step: static, wildcard, a geo
 /// service (signed per answer), a missing name (compact denial) and the DNSKEY RRset.
 const CASES: &[(&str, &str)] = &[
@@ -133,14 +119,9 @@ const CASES: &[(&str, &str)] = &[
 /// Ask `unbound` every case: NOERROR with AD, never SERVFAIL.
 fn validates(unbound: &Unbound, what: &str, node: &Node) {
     for (name, rtype) in CASES {
-        let d = dig_at(unbound.addr, &["+rec", "+dnssec", name, rtype]);
-        assert!(
-            d.status == "NOERROR" && d.has_flag("ad"),
-            "{what}: {name} {rtype} want NOERROR with AD:\n{}\nunbound log:\n{}\nmeridian log:\n{}",
-            d.raw,
-            unbound.log(),
-            node.log()
-        );
+        if let Err(e) = unbound.validated(name, rtype) {
+            panic!("{what}: {e}\nmeridian log:\n{}", node.log());
+        }
     }
 }
 
@@ -233,13 +214,11 @@ fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
     // Not signed yet: 404.
     assert_eq!(rollover(&node, "zsk").0, 404);
     assert_eq!(call(&node, "POST", &format!("{PATH}/ds-seen"), None).0, 404);
-    let (s, v) = call(
-        &node,
-        "PUT",
-        PATH,
-        Some(r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#),
+    let v = sign_zone(
+        node.admin,
+        "example.com.",
+        r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#,
     );
-    assert_eq!(s, 201, "{v}");
     let ks = keys(&v);
     let ksk = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
     let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
@@ -359,8 +338,7 @@ fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
 #[test]
 fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
     let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
-    let (s, v) = call(&node, "PUT", PATH, Some(r#"{"algorithm": "ED25519"}"#));
-    assert_eq!(s, 201, "{v}");
+    let v = sign_zone(node.admin, "example.com.", r#"{"algorithm": "ED25519"}"#);
     let old = keys(&v)[0].0;
     let old_ds = ds_list(&v);
     assert_eq!(old_ds.len(), 1);
@@ -484,13 +462,11 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
 #[test]
 fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
-    let (s, v) = call(
-        &node,
-        "PUT",
-        PATH,
-        Some(r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#),
+    let v = sign_zone(
+        node.admin,
+        "example.com.",
+        r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#,
     );
-    assert_eq!(s, 201, "{v}");
     let ks = keys(&v);
     let old = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
     let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
@@ -581,8 +557,7 @@ fn a_zsk_roll_in_a_cluster_survives_a_leader_change_and_steps_once() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (s, v) = call(&refs[1], "PUT", PATH, Some(r#"{"keys": "ksk+zsk"}"#));
-    assert_eq!(s, 201, "{v}");
+    sign_zone(refs[1].admin, "example.com.", r#"{"keys": "ksk+zsk"}"#);
     // The node that takes the roll makes the new key from the zone's keys as it has them:
     // it must have applied the signing first (a node behind says 404, not applied).
     eventually("node 3 sees the zone signed", || {

@@ -829,3 +829,27 @@ policy = "geo_nearest"
 datacenters = ["lon", "iad"]
 "#;
 }
+
+/// `PUT /api/v1/zones/{origin}/dnssec` with `body` (e.g. `{"algorithm": "ED25519"}`) on
+/// `admin`, which must answer 201: the keys, parsed. Waits for nothing: each test polls for
+/// what it needs, within its own limit.
+pub fn sign_zone(admin: SocketAddr, origin: &str, body: &str) -> serde_json::Value {
+    let (status, text) = http(
+        admin,
+        "PUT",
+        &format!("/api/v1/zones/{origin}/dnssec"),
+        Some(("application/json", body)),
+        Some(TOKEN),
+    )
+    .unwrap_or_else(|| panic!("PUT {origin} dnssec: no answer"));
+    assert_eq!(status, 201, "{text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The first DS of a dnssec GET or PUT body.
+pub fn first_ds(keys: &serde_json::Value) -> String {
+    keys["ds"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no DS: {keys}"))
+        .to_string()
+}

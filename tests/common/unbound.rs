@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{dig_at, free_port, spawn_owned};
+use super::{dig_at, free_port, spawn_owned, Dig};
 
 pub const UNBOUND: &str = "/usr/sbin/unbound";
 
@@ -103,6 +103,43 @@ stub-zone:
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
     }
+
+    /// `dig @unbound +rec +dnssec ARGS…`
+    pub fn ask(&self, args: &[&str]) -> Dig {
+        let mut all = vec!["+rec", "+dnssec"];
+        all.extend_from_slice(args);
+        dig_at(self.addr, &all)
+    }
+
+    /// Ask `name rtype` and require NOERROR with AD; the error has the answer and
+    /// Unbound's log, for the caller to add its own context.
+    pub fn validated(&self, name: &str, rtype: &str) -> Result<Dig, String> {
+        let d = self.ask(&[name, rtype]);
+        if d.status == "NOERROR" && d.has_flag("ad") {
+            Ok(d)
+        } else {
+            Err(format!(
+                "{name} {rtype}: want NOERROR with AD:\n{}\nunbound log:\n{}",
+                d.raw,
+                self.log()
+            ))
+        }
+    }
+}
+
+/// A validating Unbound stub to `meridian` for example.com, with `ds` (DS RDATA in
+/// presentation form, as the dnssec API's GET gives it) as its only trust anchor.
+pub fn validator(meridian: SocketAddr, ds: &str) -> Unbound {
+    assert!(
+        std::path::Path::new(UNBOUND).exists(),
+        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
+    );
+    Unbound::start(
+        meridian,
+        &format!(
+            "    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"example.com. IN DS {ds}\"\n"
+        ),
+    )
 }
 
 impl Drop for Unbound {
