@@ -79,10 +79,7 @@ fn node() -> &'static NodeRef {
 
 /// `GET path` on the shared node, parsed as JSON.
 fn get_json(path: &str) -> Value {
-    let (status, body) =
-        http(node().admin, "GET", path, None, None).unwrap_or_else(|| panic!("GET {path}"));
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    common::get_json(node().admin, path)
 }
 
 /// Each datacenter's `answers_share` in `GET /api/v1/datacenters`, by id.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{eventually_within, first_ds, http, sign_zone, Dig, Node, TOKEN};
+use common::{eventually_within, first_ds, get_json, http, json, sign_zone, Dig, Node, TOKEN};
 
 use common::unbound::{delv, validator};
 
@@ -46,10 +46,6 @@ policy = "geo_nearest"
 datacenters = ["lon", "sin"]
 ttl = 60
 "#;
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
 
 /// Sign `origin` on `node` and wait (bounded) until its DNS serves the DNSKEY.
 fn sign(node: &Node, origin: &str, alg: &str) -> serde_json::Value {
@@ -297,16 +293,7 @@ fn wire() -> &'static Wire {
             sign(&node, "example.com", "ECDSAP256SHA256");
             node
         });
-        let (status, body) = http(
-            at.admin,
-            "GET",
-            "/api/v1/zones/example.com./dnssec",
-            None,
-            Some(TOKEN),
-        )
-        .expect("GET dnssec");
-        assert_eq!(status, 200, "{body}");
-        let ds = first_ds(&json(&body));
+        let ds = first_ds(&get_json(at.admin, "/api/v1/zones/example.com./dnssec"));
         Wire { at: at.clone(), ds }
     })
 }

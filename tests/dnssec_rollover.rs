@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::unbound::{validator, Unbound};
 use common::{
-    eventually, eventually_within, http, sign_zone, Dig, Node, NodeRef, TestCluster, TOKEN,
+    api, eventually, eventually_within, get_json, sign_zone, Dig, Node, NodeRef, TestCluster,
 };
 
 /// Every TTL 2 s: the DNSKEY TTL (the SOA's) and the largest TTL signed.
@@ -50,23 +50,13 @@ const PATH: &str = "/api/v1/zones/example.com./dnssec";
 /// How long a whole roll may take here: two waits of TTL + 5 s propagation, plus ticks.
 const ROLL_LIMIT: Duration = Duration::from_secs(60);
 
+/// An authorised JSON request to `node`'s admin API: (status, the answer parsed).
 fn call(node: &NodeRef, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let (status, text) = http(
-        node.admin,
-        method,
-        path,
-        body.map(|b| ("application/json", b)),
-        Some(TOKEN),
-    )
-    .unwrap_or_else(|| panic!("{method} {path}: no answer"));
-    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    (status, value)
+    api(node.admin, method, path, body)
 }
 
 fn get(node: &NodeRef) -> serde_json::Value {
-    let (s, v) = call(node, "GET", PATH, None);
-    assert_eq!(s, 200, "{v}");
-    v
+    get_json(node.admin, PATH)
 }
 
 fn rollover(node: &NodeRef, role: &str) -> (u16, serde_json::Value) {

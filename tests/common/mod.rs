@@ -564,6 +564,53 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// [`http`] that must answer: fails the test, naming the request, when it does not.
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    token: Option<&str>,
+) -> (u16, String) {
+    http(addr, method, path, body, token).unwrap_or_else(|| panic!("{method} {path}: no answer"))
+}
+
+/// `body` parsed as JSON; fails the test, with the body, when it is not JSON.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// An authorised request with a JSON `body`: (status, the answer parsed, `Null` when
+/// empty). An answer that is not JSON fails the test (every answer of the API is).
+pub fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = call(
+        addr,
+        method,
+        path,
+        body.map(|b| ("application/json", b)),
+        Some(TOKEN),
+    );
+    if text.trim().is_empty() {
+        return (status, serde_json::Value::Null);
+    }
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path} → {status}: not JSON ({e}): {text}"));
+    (status, v)
+}
+
+/// `GET path` (with the token, so also where reads need one), which must answer 200 with
+/// JSON: parsed.
+pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = call(addr, "GET", path, None, Some(TOKEN));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
 /// One node of a test cluster: can be killed and restarted on the same data.
 pub struct ClusterNode {
     pub id: u64,
@@ -834,16 +881,14 @@ datacenters = ["lon", "iad"]
 /// `admin`, which must answer 201: the keys, parsed. Waits for nothing: each test polls for
 /// what it needs, within its own limit.
 pub fn sign_zone(admin: SocketAddr, origin: &str, body: &str) -> serde_json::Value {
-    let (status, text) = http(
+    let (status, v) = api(
         admin,
         "PUT",
         &format!("/api/v1/zones/{origin}/dnssec"),
-        Some(("application/json", body)),
-        Some(TOKEN),
-    )
-    .unwrap_or_else(|| panic!("PUT {origin} dnssec: no answer"));
-    assert_eq!(status, 201, "{text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        Some(body),
+    );
+    assert_eq!(status, 201, "{v}");
+    v
 }
 
 /// The first DS of a dnssec GET or PUT body.
