@@ -170,12 +170,16 @@ impl NsNode {
         in_ns(&self.ns, || http(self.admin, "GET", "/healthz", None, None)).map(|r| r.0)
     }
 
+    /// `GET path` on the node's admin API, from inside its namespace, parsed; `None` when
+    /// it does not answer, or not with JSON.
+    pub fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let (_, body) = self.http("GET", path, None, &[])?;
+        serde_json::from_str(&body).ok()
+    }
+
     /// `GET /api/v1/cluster`, parsed.
     pub fn cluster(&self) -> Option<serde_json::Value> {
-        let (_, body) = in_ns(&self.ns, || {
-            http(self.admin, "GET", "/api/v1/cluster", None, None)
-        })?;
-        serde_json::from_str(&body).ok()
+        self.get_json("/api/v1/cluster")
     }
 
     /// The leader and term this node reports.
