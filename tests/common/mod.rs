@@ -849,6 +849,33 @@ impl TestCluster {
     pub fn node(&mut self, id: u64) -> &mut ClusterNode {
         &mut self.nodes[id as usize - 1]
     }
+
+    /// Every node's log lines that contain one of `patterns`, prefixed with the node's id.
+    pub fn log_lines(&self, patterns: &[&str]) -> Vec<String> {
+        log_lines(
+            self.nodes.iter().map(|n| (n.id, n.at.log_path.as_path())),
+            patterns,
+        )
+    }
+}
+
+/// The lines of each `(node id, log file)` that contain one of `patterns`, prefixed
+/// `node ID: `, node by node in the order given.
+pub fn log_lines<'a>(
+    logs: impl IntoIterator<Item = (u64, &'a Path)>,
+    patterns: &[&str],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, path) in logs {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| patterns.iter().any(|p| l.contains(p)))
+        {
+            out.push(format!("node {id}: {line}"));
+        }
+    }
+    out
 }
 
 /// A two-site world shared by the cluster, partition and metrics tests: zone `example.com`,

@@ -412,17 +412,7 @@ impl Lab {
 
     /// Every node's log lines that contain one of `patterns`, prefixed with the node's id.
     pub fn log_lines(&self, patterns: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        for n in &self.nodes {
-            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-            for line in log
-                .lines()
-                .filter(|l| patterns.iter().any(|p| l.contains(p)))
-            {
-                out.push(format!("node {}: {line}", n.id));
-            }
-        }
-        out
+        super::log_lines(self.nodes.iter().map(|n| (n.id, n.log.as_path())), patterns)
     }
 
     /// Cut (or restore) node `id`'s only link, at the bridge end: a silent partition.
