@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::unbound::{validator, Unbound};
 use common::{
@@ -173,12 +173,79 @@ fn history(node: &NodeRef) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// `POST .../ds-seen` (200), then wait (bounded) until key `old` has left `keys` and only
-/// `new_ds` is listed, `with_new` (anchored at the new DS) validating at every look.
+/// How long after it retired a replaced key's removal falls due: the zone's largest TTL
+/// and DNSKEY TTL (both 2 s here) plus the propagation delay (5 s, src/zone/dnssec.rs).
+const REMOVAL_WAIT: Duration = Duration::from_secs(2 + 5);
+
+/// How often the leader looks for due roll steps (src/cluster/rollover.rs): a due step is
+/// proposed within one tick.
+const TICK: Duration = Duration::from_secs(1);
+
+/// When key `old` retired for `new`, as the node recorded it: the committed time of the
+/// automatic step "key NEW active, key OLD retired" (the time the server's own timers count
+/// from).
+fn retired_at(node: &NodeRef, new: u64, old: u64) -> SystemTime {
+    let summary = format!("key {new} active, key {old} retired");
+    let h = get_json(node.admin, "/api/v1/history?limit=100");
+    let entry = h
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["summary"].as_str() == Some(&summary)))
+        .unwrap_or_else(|| panic!("no history entry {summary:?}: {h}"));
+    let time = entry["time"].as_str().unwrap_or("");
+    humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("history time {time:?}: {e}"))
+}
+
+/// A KSK or CSK roll without `ds-seen`, to past the point where the old key would have
+/// left: first until `new` is active and `old` retired (the step itself, seen in the keys'
+/// states), then until the old key's removal has been due for two leader ticks. At every
+/// look both validators (anchored at the old and at the new DS) validate, `old` is still
+/// listed and `ds` is `both`.
+fn hold_without_ds_seen(
+    node: &Node,
+    (with_old, with_new): (&Unbound, &Unbound),
+    (old, new): (u64, u64),
+    both: &[String],
+) {
+    let look = |when: &str| {
+        validates(with_old, &format!("old DS, {when}"), node);
+        validates(with_new, &format!("new DS, {when}"), node);
+        let v = get(node);
+        assert!(
+            keys(&v).iter().any(|k| k.0 == old),
+            "left before ds-seen: {v}"
+        );
+        assert_eq!(ds_list(&v), both);
+        keys(&v)
+    };
+    eventually_within(
+        ROLL_LIMIT,
+        "the new key active, the old one retired",
+        || {
+            let ks = look("during the roll");
+            let state = |tag: u64| ks.iter().find(|k| k.0 == tag).map(|k| k.2.clone());
+            (state(new).as_deref() == Some("active") && state(old).as_deref() == Some("retired"))
+                .then_some(())
+        },
+    );
+    // The removal is a protocol timer, decided against the committed step's time: its only
+    // effect here is an absence (the old key does not leave), so there is no state to poll
+    // for. Keep looking until the server's own due time (the retirement it recorded plus
+    // the removal wait) has passed by two ticks; ds_seen_then_old_key_leaves then shows the
+    // removal was due (the key leaves within ticks of ds-seen).
+    let due = retired_at(node, new, old) + REMOVAL_WAIT + 2 * TICK;
+    eventually_within(ROLL_LIMIT, "the old key's removal due", || {
+        look("waiting for ds-seen");
+        (SystemTime::now() >= due).then_some(())
+    });
+}
+
+/// `POST .../ds-seen` (200), then wait until key `old` has left `keys` and only `new_ds` is
+/// listed, `with_new` (anchored at the new DS) validating at every look. Called once the
+/// old key's removal was due: it must leave within a few leader ticks.
 fn ds_seen_then_old_key_leaves(node: &Node, with_new: &Unbound, old: u64, new_ds: &str) {
     let (s, v) = call(node, "POST", &format!("{PATH}/ds-seen"), None);
     assert_eq!(s, 200, "{v}");
-    let deadline = Instant::now() + ROLL_LIMIT;
+    let deadline = Instant::now() + 5 * TICK;
     loop {
         validates(with_new, "new DS, after ds-seen", node);
         let v = get(node);
@@ -377,46 +444,18 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
     assert!(cdnskey[0].starts_with("257 3 15 "), "{cdnskey:?}");
     let with_new = validator(node.dns, &new_ds);
 
-    // Both anchors validate until the new key is active and the old one retired…
-    let deadline = Instant::now() + ROLL_LIMIT;
-    loop {
-        validates(&with_old, "old DS, during the roll", &node);
-        validates(&with_new, "new DS, during the roll", &node);
-        let ks = keys(&get(&node));
-        let state = |tag: u64| ks.iter().find(|k| k.0 == tag).map(|k| k.2.clone());
-        if (state(new).as_deref(), state(old).as_deref()) == (Some("active"), Some("retired")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new key did not become active: {ks:?}\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    // Both anchors validate until the new key is active and the old one retired, and on
+    // past the old key's own waits (2 s TTL + 5 s propagation) without ds-seen.
+    hold_without_ds_seen(&node, (&with_old, &with_new), (old, new), &both);
     wait_sig_tags(&node, "example.com", "A", &[new]);
     wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
-    // …and the old key stays well past its own waits (2 s TTL + 5 s propagation) without
-    // ds-seen, still valid for both anchors.
-    let hold = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < hold {
-        validates(&with_old, "old DS, waiting for ds-seen", &node);
-        validates(&with_new, "new DS, waiting for ds-seen", &node);
-        let v = get(&node);
-        assert!(
-            keys(&v).iter().any(|k| k.0 == old),
-            "left before ds-seen: {v}"
-        );
-        assert_eq!(ds_list(&v), both);
-        std::thread::sleep(Duration::from_millis(250));
-    }
 
     ds_seen_then_old_key_leaves(&node, &with_new, old, &new_ds);
     wait_sig_tags(&node, "example.com", "DNSKEY", &[new]);
     wait_dnskeys(&node, 1, "the old key is still in DNSKEY");
     validates(&with_new, "new DS, after the roll", &node);
     eprintln!(
-        "CSK roll to the old key's removal (with 10 s held without ds-seen): {:?}",
+        "CSK roll to the old key's removal (held past its waits without ds-seen): {:?}",
         rolled.elapsed()
     );
     assert_eq!(
@@ -486,19 +525,8 @@ fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
     let with_new = validator(node.dns, &new_ds);
 
-    // Through published → active/retired, and well past the waits without ds-seen.
-    let hold = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < hold {
-        validates(&with_old, "old DS, during the KSK roll", &node);
-        validates(&with_new, "new DS, during the KSK roll", &node);
-        let v = get(&node);
-        assert!(
-            keys(&v).iter().any(|k| k.0 == old),
-            "left before ds-seen: {v}"
-        );
-        assert_eq!(ds_list(&v), both);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // Through published → active/retired, and past the old KSK's waits without ds-seen.
+    hold_without_ds_seen(&node, (&with_old, &with_new), (old, new), &both);
     let ks = keys(&get(&node));
     let state = |tag: u64| ks.iter().find(|k| k.0 == tag).map(|k| k.2.clone());
     assert_eq!(
@@ -517,7 +545,7 @@ fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     wait_sig_tags(&node, "www.example.com", "A", &[zsk]);
     validates(&with_new, "new DS, after the KSK roll", &node);
     eprintln!(
-        "KSK roll to the old key's removal (with 20 s held without ds-seen): {:?}",
+        "KSK roll to the old key's removal (held past its waits without ds-seen): {:?}",
         rolled.elapsed()
     );
 }
