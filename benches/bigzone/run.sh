@@ -23,8 +23,10 @@
 #   - query (with boot and/or knot): once the big zone answers, dnsperf sends random
 #     existing names (A, and CNAME one time in four) for QUERY_SECONDS (8) with the server
 #     on CPU 0 and dnsperf on CPU 1: the server's CPU time per answer.
-# Needs dig, curl, python3, jq (and dnsperf for query). MERIDIAN_BIN=path runs another
-# build of Meridian (e.g. an older one, for a before/after row) instead of this tree's.
+# Installs what it needs and does not find, from Debian (scripts/apt-install.sh; a package's
+# service is not started): dig (bind9-dnsutils), curl, python3, jq; knotd (knot) for knot;
+# dnsperf and taskset (util-linux) for query. MERIDIAN_BIN=path runs another build of
+# Meridian (e.g. an older one, for a before/after row) instead of this tree's.
 # Loopback only; every process started here is stopped on exit (by pid).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
     --many) K=$2; shift ;;
     --nice) NICE=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -50,7 +52,16 @@ part() { [[ ",$ONLY," == *",$1,"* ]]; }
 part knot || KNOT=0
 part cluster || CLUSTER=0
 part many || MANY_RUN=0
-for tool in dig curl python3 jq; do command -v $tool >/dev/null || { echo "run.sh: $tool is needed" >&2; exit 1; }; done
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have dig || need+=(bind9-dnsutils)
+for tool in curl python3 jq; do have $tool || need+=($tool); done
+[ "$KNOT" = 0 ] || have knotd || need+=(knot)
+if part query; then
+  have dnsperf || need+=(dnsperf)
+  have taskset || need+=(util-linux)
+fi
+scripts/apt-install.sh ${need[@]+"${need[@]}"}
 if [ "$BUILD" = 1 ]; then cargo build --release --quiet --bin meridian; fi
 EXE=${MERIDIAN_BIN:-$REPO/target/release/meridian}
 [ -x "$EXE" ] || { echo "run.sh: no $EXE" >&2; exit 1; }
