@@ -239,6 +239,44 @@ fn hold_without_ds_seen(
     });
 }
 
+/// A roll that changes the DS: `POST .../rollover` with `role` (202), and meanwhile a second
+/// one with `again` refused (409). The new key (of `new_role`, other than `old`) is
+/// published; `ds` lists two DS, the old one and the new one. (new tag, both DS, new DS);
+/// and once the DNSKEY RRset is signed by both keys.
+fn roll_to_a_new_ds(
+    node: &Node,
+    (role, again, new_role): (&str, &str, &str),
+    old: u64,
+    old_ds: &str,
+) -> (u64, Vec<String>, String) {
+    let (s, v) = rollover(node, role);
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        rollover(node, again).0,
+        409,
+        "a {role} roll is under way, {again} refused"
+    );
+    let new = keys(&v)
+        .iter()
+        .find(|k| k.0 != old && k.1 == new_role)
+        .map(|k| {
+            assert_eq!(k.2, "published", "{v}");
+            k.0
+        })
+        .unwrap_or_else(|| panic!("no new {new_role}: {v}"));
+    let both = ds_list(&v);
+    assert_eq!(both.len(), 2, "both DS meanwhile: {v}");
+    let new_ds = both
+        .iter()
+        .find(|d| *d != old_ds)
+        .expect("the new DS")
+        .clone();
+    let mut both_tags = vec![old, new];
+    both_tags.sort_unstable();
+    wait_sig_tags(node, "example.com", "DNSKEY", &both_tags);
+    (new, both, new_ds)
+}
+
 /// `POST .../ds-seen` (200), then wait until key `old` has left `keys` and only `new_ds` is
 /// listed, `with_new` (anchored at the new DS) validating at every look. Called once the
 /// old key's removal was due: it must leave within a few leader ticks.
@@ -404,32 +442,14 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
     let with_old = validator(node.dns, &old_ds);
     validates(&with_old, "before the roll", &node);
 
-    // `zsk` rolls the one combined key too.
+    // `zsk` rolls the one combined key too. Both keys sign the key RRsets meanwhile.
     let rolled = Instant::now();
-    let (s, v) = rollover(&node, "zsk");
-    assert_eq!(s, 202, "{v}");
-    assert_eq!(rollover(&node, "csk").0, 409, "a CSK roll is under way");
-    let new = keys(&v)
-        .iter()
-        .find(|k| k.0 != old)
-        .map(|k| {
-            assert_eq!((k.1.as_str(), k.2.as_str()), ("csk", "published"));
-            k.0
-        })
-        .unwrap_or_else(|| panic!("no new key: {v}"));
-    let both = ds_list(&v);
-    assert_eq!(both.len(), 2, "both DS meanwhile: {v}");
-    let new_ds = both
-        .iter()
-        .find(|d| **d != old_ds)
-        .expect("the new DS")
-        .clone();
+    let (new, both, new_ds) = roll_to_a_new_ds(&node, ("zsk", "csk", "csk"), old, &old_ds);
     assert!(new_ds.starts_with(&format!("{new} 15 2 ")), "{new_ds}");
-
-    // RFC 7344: CDS and CDNSKEY name the new key only; both keys sign the key RRsets.
     let mut both_tags = vec![old, new];
     both_tags.sort_unstable();
-    wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
+
+    // RFC 7344: CDS and CDNSKEY name the new key only.
     let cds = node.dig(&["example.com", "CDS"]).answer_data("CDS");
     assert_eq!(cds.len(), 1, "{cds:?}");
     // dig splits a long digest into words.
@@ -505,24 +525,7 @@ fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     validates(&with_old, "before the KSK roll", &node);
 
     let rolled = Instant::now();
-    let (s, v) = rollover(&node, "ksk");
-    assert_eq!(s, 202, "{v}");
-    assert_eq!(rollover(&node, "ksk").0, 409, "a KSK roll is under way");
-    let new = keys(&v)
-        .iter()
-        .find(|k| k.1 == "ksk" && k.0 != old)
-        .unwrap_or_else(|| panic!("no new KSK: {v}"))
-        .0;
-    let both = ds_list(&v);
-    assert_eq!(both.len(), 2, "both DS meanwhile: {v}");
-    let new_ds = both
-        .iter()
-        .find(|d| **d != old_ds)
-        .expect("the new DS")
-        .clone();
-    let mut both_tags = vec![old, new];
-    both_tags.sort_unstable();
-    wait_sig_tags(&node, "example.com", "DNSKEY", &both_tags);
+    let (new, both, new_ds) = roll_to_a_new_ds(&node, ("ksk", "ksk", "ksk"), old, &old_ds);
     let with_new = validator(node.dns, &new_ds);
 
     // Through published → active/retired, and past the old KSK's waits without ds-seen.
