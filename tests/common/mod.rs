@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 /// A running node. Killed (SIGKILL) when dropped, and when the test process dies.
 pub struct Node {
+    /// First, so dropped (the process killed) before its directory is deleted.
+    child: Proc,
     pub dir: tempfile::TempDir,
     pub at: NodeRef,
-    child: Option<Child>,
 }
 
 /// Where a node listens; what tests talk to.
@@ -61,11 +62,103 @@ pub fn shared(cell: &'static std::sync::OnceLock<NodeRef>, make: fn() -> Node) -
     })
 }
 
-/// Send `signal` to a child process of the test's own (nothing when it is gone); no `kill`
-/// binary needed.
-fn send_signal(child: Option<&Child>, signal: nix::sys::signal::Signal) {
-    if let Some(c) = child {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+/// A child process of the test's own, or none (not started, or gone): what a node, a
+/// cluster node, a node in a namespace and Unbound each hold. Killed (SIGKILL) and reaped
+/// when dropped.
+#[derive(Default)]
+pub struct Proc(Option<Child>);
+
+/// Why [`Proc::wait_for`] gave up.
+#[derive(Debug)]
+pub enum NotReady {
+    /// The process is gone (its status, when this wait saw it exit).
+    Exited(Option<std::process::ExitStatus>),
+    /// Still running, but not ready within the limit.
+    Timeout,
+}
+
+impl Proc {
+    pub fn new(child: Child) -> Proc {
+        Proc(Some(child))
+    }
+
+    /// Send `signal` (nothing when there is no process); no `kill` binary needed.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(c) = &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+        }
+    }
+
+    /// SIGSTOP: the process holds its sockets but answers nothing (a hung or paused node).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Proc::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The exit status once the process has exited (there is no process after that).
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.0.as_mut()?.try_wait().ok()??;
+        self.0 = None;
+        Some(status)
+    }
+
+    /// SIGKILL, no goodbye; reaped.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for the exit status; `None` when there was no process or
+    /// it still runs after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.0.as_ref()?;
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Poll `ready` every 50 ms until it holds, for at most `limit`; give up at once when
+    /// the process is gone.
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), NotReady> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.is_running() {
+                return Err(NotReady::Exited(self.exited()));
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NotReady::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -208,7 +301,7 @@ impl Node {
                 raft,
                 log_path,
             },
-            child: Some(child),
+            child: Proc::new(child),
         }
     }
 
@@ -225,58 +318,40 @@ impl Node {
 
     /// Wait until `/healthz` says 200; the error says why not, with the node's log.
     pub fn try_wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("meridian exited early ({status}):\n{}", self.log()));
-                }
-            }
-            if http_get(self.admin, "/healthz").map(|(s, _)| s) == Some(200) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let admin = self.at.admin;
+        match self.child.wait_for(limit, || healthz(admin)) {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status)) => Err(format!(
+                "meridian exited early ({}):\n{}",
+                status.map_or("gone".to_string(), |s| s.to_string()),
+                self.log()
+            )),
+            Err(NotReady::Timeout) => Err(format!(
+                "meridian not healthy within {limit:?}:\n{}",
+                self.log()
+            )),
         }
-        Err(format!(
-            "meridian not healthy within {limit:?}:\n{}",
-            self.log()
-        ))
     }
 
     /// Send a signal to the node (while it runs).
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        send_signal(self.child.as_ref(), signal);
+        self.child.signal(signal);
     }
 
     /// Whether the node's process still runs.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.is_running()
     }
 
     /// Send SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.child.terminate(limit)
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Whether the admin listener at `admin` answers `/healthz` with 200.
+pub fn healthz(admin: SocketAddr) -> bool {
+    http_get(admin, "/healthz").map(|(s, _)| s) == Some(200)
 }
 
 /// The bodies of a `[dns]` and an `[admin]` section in `extra` (each up to the next
@@ -616,7 +691,7 @@ pub struct ClusterNode {
     pub id: u64,
     pub config: PathBuf,
     pub at: NodeRef,
-    child: Option<Child>,
+    child: Proc,
 }
 
 impl ClusterNode {
@@ -626,7 +701,7 @@ impl ClusterNode {
             .append(true)
             .open(&self.at.log_path)
             .expect("log file");
-        self.child = Some(spawn_owned(
+        self.child = Proc::new(spawn_owned(
             Command::new(env!("CARGO_BIN_EXE_meridian"))
                 .arg("serve")
                 .arg("--config")
@@ -637,15 +712,12 @@ impl ClusterNode {
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.is_running()
     }
 
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill9();
     }
 
     pub fn restart(&mut self) {
@@ -655,32 +727,25 @@ impl ClusterNode {
 
     /// SIGSTOP: the process holds its sockets but answers nothing (a hung or paused node).
     pub fn pause(&self) {
-        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGSTOP);
+        self.child.pause();
     }
 
     /// SIGCONT after [`ClusterNode::pause`].
     pub fn resume(&self) {
-        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGCONT);
+        self.child.resume();
     }
 
     /// SIGTERM, and wait (bounded) for the process to end; SIGKILL after `limit`.
     pub fn stop(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGTERM);
-        let c = self.child.as_mut()?;
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = self.child.terminate(limit);
+        if status.is_none() {
+            self.kill9();
         }
-        self.kill9();
-        None
+        status
     }
 
     pub fn healthy(&self) -> bool {
-        http_get(self.at.admin, "/healthz").map(|r| r.0) == Some(200)
+        healthz(self.at.admin)
     }
 
     pub fn wait_healthy(&mut self, limit: Duration) {
@@ -693,27 +758,16 @@ impl ClusterNode {
     /// caller to decide (a port taken by another test between [`free_port`] and the bind
     /// is worth another try); not healthy within `limit` still panics.
     pub fn try_wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return Err(self.at.log());
-            }
-            if self.healthy() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let admin = self.at.admin;
+        match self.child.wait_for(limit, || healthz(admin)) {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(_)) => Err(self.at.log()),
+            Err(NotReady::Timeout) => panic!(
+                "node {} not healthy within {limit:?}:\n{}",
+                self.id,
+                self.at.log()
+            ),
         }
-        panic!(
-            "node {} not healthy within {limit:?}:\n{}",
-            self.id,
-            self.at.log()
-        );
-    }
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -792,7 +846,7 @@ impl TestCluster {
                     raft,
                     log_path: dir.path().join(format!("node{id}.log")),
                 },
-                child: None,
+                child: Proc::default(),
             };
             node.spawn();
             nodes.push(node);
@@ -821,7 +875,7 @@ impl TestCluster {
                 raft,
                 log_path: self.dir.path().join(format!("node{id}.log")),
             },
-            child: None,
+            child: Proc::default(),
         };
         node.spawn();
         self.nodes.push(node);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{geoip_db, http, http_with, TOKEN};
+use super::{geoip_db, http, http_with, NotReady, Proc, TOKEN};
 
 /// Run `ip ARGS…`; its stderr on failure.
 pub fn ip(args: &[&str]) -> Result<(), String> {
@@ -115,42 +115,33 @@ pub struct NsNode {
     pub admin: SocketAddr,
     pub config: PathBuf,
     pub log: PathBuf,
-    child: Option<Child>,
+    child: Proc,
 }
 
 impl NsNode {
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill9();
     }
 
     /// Start again on the same data (killing it first if it runs).
     pub fn restart(&mut self) {
         self.kill9();
-        self.child = Some(spawn_in_ns(&self.ns, &self.config, &self.log));
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
-        }
+        self.child = Proc::new(spawn_in_ns(&self.ns, &self.config, &self.log));
     }
 
     /// SIGSTOP: the process holds its sockets but answers nothing.
     pub fn pause(&self) {
-        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        self.child.pause();
     }
 
     /// SIGCONT after [`NsNode::pause`].
     pub fn resume(&self) {
-        self.signal(nix::sys::signal::Signal::SIGCONT);
+        self.child.resume();
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.is_running()
     }
 
     /// An HTTP request to the node's admin API, from inside its namespace.
@@ -167,7 +158,7 @@ impl NsNode {
     }
 
     pub fn healthz(&self) -> Option<u16> {
-        in_ns(&self.ns, || http(self.admin, "GET", "/healthz", None, None)).map(|r| r.0)
+        healthz_in(&self.ns, self.admin)
     }
 
     /// `GET path` on the node's admin API, from inside its namespace, parsed; `None` when
@@ -195,23 +186,27 @@ impl NsNode {
 
     /// Wait until `/healthz` answers 200; panics with the log's tail after `limit`.
     pub fn wait_healthy(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if !self.is_running() {
-                panic!("node {} exited:\n{}", self.id, tail(&self.log, 40));
+        let (ns, admin) = (self.ns.clone(), self.admin);
+        match self
+            .child
+            .wait_for(limit, || healthz_in(&ns, admin) == Some(200))
+        {
+            Ok(()) => {}
+            Err(NotReady::Exited(_)) => {
+                panic!("node {} exited:\n{}", self.id, tail(&self.log, 40))
             }
-            if self.healthz() == Some(200) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
+            Err(NotReady::Timeout) => panic!(
                 "node {} not healthy within {limit:?}:\n{}",
                 self.id,
                 tail(&self.log, 40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            ),
         }
     }
+}
+
+/// The status of `/healthz` at `admin`, asked from inside namespace `ns`.
+fn healthz_in(ns: &str, admin: SocketAddr) -> Option<u16> {
+    in_ns(ns, || http(admin, "GET", "/healthz", None, None)).map(|r| r.0)
 }
 
 /// The last `n` lines of a log file.
@@ -352,7 +347,7 @@ impl Lab {
                 admin,
                 config: path,
                 log,
-                child: Some(child),
+                child: Proc::new(child),
             });
         }
         for node in &mut self.nodes {

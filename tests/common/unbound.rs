@@ -3,17 +3,18 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::{dig_at, free_port, spawn_owned, Dig};
+use super::{dig_at, free_port, spawn_owned, Dig, NotReady, Proc};
 
 pub const UNBOUND: &str = "/usr/sbin/unbound";
 
 pub struct Unbound {
+    /// First, so dropped (the process killed) before its directory is deleted.
+    child: Proc,
     dir: tempfile::TempDir,
     pub addr: SocketAddr,
-    child: Option<Child>,
 }
 
 impl Unbound {
@@ -82,22 +83,21 @@ stub-zone:
         let mut u = Unbound {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child: Some(child),
+            child: Proc::new(child),
         };
         // Ready when it answers from its own built-in `localhost` zone (no upstream needed).
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = u.child.as_mut().map(|c| c.try_wait()) {
-                u.child = None;
-                return Err(format!("exited early ({status}):\n{}", u.log()));
+        let addr = u.addr;
+        let ready = u.child.wait_for(Duration::from_secs(15), || {
+            let d = dig_at(addr, &["+rec", "localhost", "A"]);
+            d.status == "NOERROR" && d.answer_data("A") == ["127.0.0.1"]
+        });
+        match ready {
+            Ok(()) => Ok(u),
+            Err(NotReady::Exited(status)) => {
+                Err(format!("exited early ({status:?}):\n{}", u.log()))
             }
-            let d = dig_at(u.addr, &["+rec", "localhost", "A"]);
-            if d.status == "NOERROR" && d.answer_data("A") == ["127.0.0.1"] {
-                return Ok(u);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Err(NotReady::Timeout) => Err(format!("no answer within 15s:\n{}", u.log())),
         }
-        Err(format!("no answer within 15s:\n{}", u.log()))
     }
 
     pub fn log(&self) -> String {
@@ -140,15 +140,6 @@ pub fn validator(meridian: SocketAddr, ds: &str) -> Unbound {
             "    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"example.com. IN DS {ds}\"\n"
         ),
     )
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// `delv @at +root=example.com ARGS…` with `ds` (DS RDATA in presentation form, as the
