@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::two_sites::{DCS, SERVICES, ZONE};
 use common::{http, http_get, Node, Setup, TOKEN};
@@ -84,12 +84,12 @@ fn metric(node: &Node, series: &str) -> Option<f64> {
 }
 
 /// Poll until `f` holds, at most `limit`.
-fn wait_for(limit: Duration, what: &str, node: &Node, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}:\n{}", node.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(limit: Duration, what: &str, node: &Node, f: impl FnMut() -> bool) {
+    assert!(
+        common::wait_until(limit, f).is_some(),
+        "{what}:\n{}",
+        node.log()
+    );
 }
 
 fn set_state(node: &Node, dc: &str, state: &str) {

@@ -168,15 +168,29 @@ pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// [`eventually`] with a limit of the caller's.
-pub fn eventually_within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually_within<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll(limit, f).unwrap_or_else(|| panic!("not within {limit:?}: {what}"))
+}
+
+/// Poll `f` every 25 ms until it gives `Some`; `None` once `limit` has passed (so bounded
+/// in time, and in count).
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Poll `f` until it holds: how long that took, or `None` once `limit` has passed.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    poll(limit, || f().then(|| start.elapsed()))
 }
 
 /// A loopback port free for both UDP and TCP, below the kernel's ephemeral range (32768 and
