@@ -19,12 +19,7 @@ fn write(admin: SocketAddr, method: &str, path: &str, body: Option<(&str, &str)>
 }
 
 fn patch(admin: SocketAddr, dc: &str, body: &str) -> Value {
-    let (status, text) = write(
-        admin,
-        "PATCH",
-        &format!("/api/v1/datacenters/{dc}"),
-        Some((JSON, body)),
-    );
+    let (status, text) = common::patch_datacenter(admin, dc, body);
     assert_eq!(status, 200, "{text}");
     json(&text)
 }

@@ -692,6 +692,17 @@ pub fn api(
     (status, v)
 }
 
+/// `PATCH /api/v1/datacenters/{dc}` with the JSON `body` and the token; it must answer.
+pub fn patch_datacenter(addr: SocketAddr, dc: &str, body: &str) -> (u16, String) {
+    call(
+        addr,
+        "PATCH",
+        &format!("/api/v1/datacenters/{dc}"),
+        Some(("application/json", body)),
+        Some(TOKEN),
+    )
+}
+
 /// `GET path` (with the token, so also where reads need one), which must answer 200 with
 /// JSON: parsed.
 pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
