@@ -68,6 +68,19 @@ fn rollover(node: &NodeRef, role: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// Sign the zone with a KSK and a ZSK (ECDSA): the PUT's body, the KSK's tag, the ZSK's.
+fn sign_ksk_zsk(node: &Node) -> (serde_json::Value, u64, u64) {
+    let v = sign_zone(
+        node.admin,
+        "example.com.",
+        r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#,
+    );
+    let ks = keys(&v);
+    let ksk = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
+    let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
+    (v, ksk, zsk)
+}
+
 /// (tag, role, state) of every key in a GET body.
 fn keys(v: &serde_json::Value) -> Vec<(u64, String, String)> {
     v["keys"]
@@ -309,14 +322,8 @@ fn rfc6781_4_1_1_1_zsk_roll_in_a_ksk_zsk_zone_validates_throughout() {
     // Not signed yet: 404.
     assert_eq!(rollover(&node, "zsk").0, 404);
     assert_eq!(call(&node, "POST", &format!("{PATH}/ds-seen"), None).0, 404);
-    let v = sign_zone(
-        node.admin,
-        "example.com.",
-        r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#,
-    );
+    let (v, ksk, zsk) = sign_ksk_zsk(&node);
     let ks = keys(&v);
-    let ksk = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
-    let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
     assert!(ks.iter().all(|k| k.2 == "active"), "{v}");
     let flags: Vec<u64> = v["keys"]
         .as_array()
@@ -511,14 +518,7 @@ fn rfc6781_csk_roll_validates_with_either_ds_and_waits_for_ds_seen() {
 #[test]
 fn rfc6781_ksk_roll_in_a_ksk_zsk_zone_validates_with_either_ds() {
     let node = Node::start_example(ZONE, DATACENTERS, SERVICES);
-    let v = sign_zone(
-        node.admin,
-        "example.com.",
-        r#"{"algorithm": "ECDSAP256SHA256", "keys": "ksk+zsk"}"#,
-    );
-    let ks = keys(&v);
-    let old = ks.iter().find(|k| k.1 == "ksk").expect("a KSK").0;
-    let zsk = ks.iter().find(|k| k.1 == "zsk").expect("a ZSK").0;
+    let (v, old, zsk) = sign_ksk_zsk(&node);
     let old_ds = ds_list(&v)[0].clone();
     wait_sig_tags(&node, "example.com", "DNSKEY", &[old]);
     let with_old = validator(node.dns, &old_ds);

@@ -720,6 +720,31 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// Write node `id`'s `config` (node`ID`.toml) in `dir` and start it, its log
+    /// node`ID`.log beside; without waiting for it.
+    fn launch(
+        dir: &Path,
+        id: u64,
+        (dns, admin, raft): (SocketAddr, SocketAddr, SocketAddr),
+        config: &str,
+    ) -> ClusterNode {
+        let path = dir.join(format!("node{id}.toml"));
+        std::fs::write(&path, config).expect("write config");
+        let mut node = ClusterNode {
+            id,
+            config: path,
+            at: NodeRef {
+                dns,
+                admin,
+                raft,
+                log_path: dir.join(format!("node{id}.log")),
+            },
+            child: Proc::default(),
+        };
+        node.spawn();
+        node
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -860,21 +885,12 @@ impl TestCluster {
         for (i, (dns, admin, raft)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
             let config = cluster_config(id, dns, admin, raft, &peers, dns_extra);
-            let path = dir.path().join(format!("node{id}.toml"));
-            std::fs::write(&path, config).expect("write config");
-            let mut node = ClusterNode {
+            nodes.push(ClusterNode::launch(
+                dir.path(),
                 id,
-                config: path,
-                at: NodeRef {
-                    dns,
-                    admin,
-                    raft,
-                    log_path: dir.path().join(format!("node{id}.log")),
-                },
-                child: Proc::default(),
-            };
-            node.spawn();
-            nodes.push(node);
+                (dns, admin, raft),
+                &config,
+            ));
         }
         for node in nodes.iter_mut() {
             // On Err, dropping `nodes` stops the others.
@@ -888,21 +904,8 @@ impl TestCluster {
         let id = self.nodes.len() as u64 + 1;
         let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
-        let path = self.dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers, ""))
-            .expect("config");
-        let mut node = ClusterNode {
-            id,
-            config: path,
-            at: NodeRef {
-                dns,
-                admin,
-                raft,
-                log_path: self.dir.path().join(format!("node{id}.log")),
-            },
-            child: Proc::default(),
-        };
-        node.spawn();
+        let config = cluster_config(id, dns, admin, raft, &self.peers, "");
+        let node = ClusterNode::launch(self.dir.path(), id, (dns, admin, raft), &config);
         self.nodes.push(node);
         id
     }
