@@ -912,20 +912,14 @@ impl TestCluster {
 
     /// The leader as some node reports it (polls up to `limit`).
     pub fn leader(&self, limit: Duration) -> Option<u64> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            for n in &self.nodes {
-                if let Some((200, body)) = http_get(n.at.admin, "/api/v1/cluster") {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-                        if let Some(l) = v["leader"].as_u64() {
-                            return Some(l);
-                        }
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        poll(limit, || {
+            self.nodes.iter().find_map(|n| {
+                let (200, body) = http_get(n.at.admin, "/api/v1/cluster")? else {
+                    return None;
+                };
+                serde_json::from_str::<serde_json::Value>(&body).ok()?["leader"].as_u64()
+            })
+        })
     }
 
     pub fn node(&mut self, id: u64) -> &mut ClusterNode {

@@ -370,19 +370,10 @@ impl Lab {
 
     /// The leader some node among `ids` reports, polled up to `limit`.
     pub fn leader_among(&self, ids: &[usize], limit: Duration) -> Option<u64> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(l) = ids
-                .iter()
+        super::poll(limit, || {
+            ids.iter()
                 .find_map(|&i| self.node(i).leader_term().and_then(|(l, _)| l))
-            {
-                return Some(l);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Poll until every node in `ids` reports the same leader, in the same term, and that
