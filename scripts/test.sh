@@ -22,16 +22,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 # The dashboard tests drive headless Chromium (Debian's package is `chromium`).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  # Packages with daemons (unbound, knot) must not start them: the tests start their own.
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
-fi
+# Packages with daemons (unbound, knot) must not start them: the tests start their own.
+scripts/apt-install.sh ${need[@]+"${need[@]}"}
 
 # Supply chain (deny.toml): licences, sources and bans always; advisories against the
 # RustSec database, fetched from GitHub, or a copy already in ~/.cargo/advisory-dbs when
