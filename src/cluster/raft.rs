@@ -217,7 +217,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         let inner = write_inner.clone();
         Box::pin(async move {
             // The leader's clock stamps every entry it proposes.
-            req.at_ms = Request::new(req.cmd.clone()).at_ms;
+            req.at_ms = crate::cluster::types::now_ms();
             inner.propose_here(req).await
         })
     });
@@ -677,7 +677,7 @@ impl RaftNode {
             let cluster = self.state().format();
             if format < cluster {
                 return Err(MemberError::Write(WriteError::Membership(format!(
-                    "node {id} at {raft_addr} applies entry format {format}, and this cluster is at format {cluster}: it runs an older Meridian; upgrade it first"
+                    "node {id} at {raft_addr} applies entry format {format}, in conflict with this cluster's format {cluster}: it runs an older Meridian; upgrade it first"
                 ))));
             }
         }

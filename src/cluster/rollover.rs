@@ -4,7 +4,7 @@
 //! `system`. The decision is checked again when the entry is applied, at the entry's own
 //! time, so a late, repeated or stale proposal changes nothing.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::cluster::{new_request_id, Command, Handle, Request, Response};
 
@@ -20,9 +20,7 @@ pub async fn run(handle: Handle) {
         if handle.status().leader != Some(handle.node_id()) {
             continue;
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::cluster::types::now_ms();
         let state = handle.state();
         // A roll that an older leader started waits for the cluster's format to allow its
         // steps (every member applies them).

@@ -1937,6 +1937,51 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
+    /// The cluster format survives a restart and travels in snapshots; until it is raised,
+    /// a snapshot is what the first cluster format wrote (state format 2, no new field), so
+    /// an older member installs it.
+    #[tokio::test]
+    async fn the_cluster_format_is_stored_and_in_snapshots_only_once_raised() {
+        let json = |bytes: &[u8]| -> serde_json::Value {
+            serde_json::from_slice(bytes).expect("snapshot JSON")
+        };
+        let src_dir = temp();
+        let (bytes, meta) = {
+            let (_log, mut src) = open_ok(src_dir.path());
+            src.apply(fixture_entries()).await.expect("apply");
+            let snap = src.get_snapshot_builder().await.build_snapshot().await;
+            let first = json(&read_all(snap.expect("build").snapshot).await);
+            assert_eq!(first["format"], 2);
+            assert!(first.get("cluster_format").is_none(), "{first}");
+            let raise = Command::SetFormat {
+                format: FORMAT_VERSION,
+            };
+            src.apply([normal(1, 7, raise)]).await.expect("apply");
+            assert_eq!(src.current().state.format(), FORMAT_VERSION);
+            let snap = src.get_snapshot_builder().await.build_snapshot().await;
+            let snap = snap.expect("build");
+            (read_all(snap.snapshot).await, snap.meta)
+        };
+        let raised = json(&bytes);
+        assert_eq!(raised["format"], STATE_FORMAT);
+        assert_eq!(raised["cluster_format"], FORMAT_VERSION);
+        {
+            let (_log, src) = open_ok(src_dir.path());
+            assert_eq!(
+                src.current().state.format(),
+                FORMAT_VERSION,
+                "after a restart"
+            );
+        }
+
+        let dst_dir = temp();
+        let (_log, mut dst) = open_ok(dst_dir.path());
+        let mut buf = dst.begin_receiving_snapshot().await.expect("begin");
+        buf.write_all(&bytes).await.expect("write");
+        dst.install_snapshot(&meta, buf).await.expect("install");
+        assert_eq!(dst.current().state.format(), FORMAT_VERSION, "installed");
+    }
+
     async fn read_all(mut f: Box<tokio::fs::File>) -> Vec<u8> {
         let mut out = Vec::new();
         f.read_to_end(&mut out).await.expect("read snapshot");

@@ -65,6 +65,14 @@ impl std::fmt::Display for NodeInfo {
     }
 }
 
+/// Milliseconds since the Unix epoch: the leader's clock, which stamps the entries it
+/// proposes (`Request::at_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One log entry's payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -91,9 +99,7 @@ pub struct Request {
 
 impl Request {
     pub fn new(cmd: Command) -> Request {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = now_ms();
         Request {
             v: cmd.format().max(BASE_FORMAT),
             at_ms,
