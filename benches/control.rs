@@ -7,6 +7,9 @@
 //! - `patch_weight`: a datacenter's weight (every service keeps its plan and its zone).
 //! - `put_service`: one service replaced (re-planned; its zone not re-indexed).
 //! - `put_zone`: one small zone's text replaced (that zone re-indexed).
+//! - `dns_update/RECORDS`: one RFC 2136 UPDATE (an ACME challenge's TXT replaced) in a zone
+//!   of RECORDS records. It costs O(that zone), not O(the change): the zone's text is
+//!   rewritten and parsed again, and the zone re-indexed.
 //!
 //! Run: `cargo bench --bench control`.
 
@@ -128,5 +131,86 @@ fn write_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, write_path);
+/// One zone of `records` A records that grants key `acme` updates of its challenge name.
+fn update_world(records: usize) -> (State, Builder, u64) {
+    use meridian::zoneconf::{NameMatch, UpdateRule, ZoneSettings};
+    let mut text = String::from(SMALL_ZONE);
+    for i in 0..records {
+        text.push_str(&format!("h{i} IN A 192.0.{}.{}\n", (i >> 8) & 255, i & 255));
+    }
+    let mut state = State::default();
+    let settings = ZoneSettings {
+        allow_update: vec![UpdateRule {
+            key: "acme".into(),
+            name: "_acme-challenge.big.example.".into(),
+            name_match: NameMatch::Name,
+            types: vec!["TXT".into()],
+        }],
+        ..ZoneSettings::default()
+    };
+    let cmds = [
+        Command::PutZone {
+            origin: "big.example.".into(),
+            text,
+        },
+        Command::PutZoneSettings {
+            origin: "big.example.".into(),
+            settings,
+        },
+    ];
+    for (i, cmd) in cmds.iter().enumerate() {
+        let (r, _) = state.apply(cmd, None, 0, i as u64 + 1);
+        assert!(
+            !matches!(r, meridian::cluster::Response::Rejected { .. }),
+            "{r:?}"
+        );
+    }
+    let geo = Arc::new(GeoDb::open(&[GEOIP.into()]).expect("geoip"));
+    let mut builder = Builder::new(1, geo);
+    feed(&mut builder, &state, &Delta::everything());
+    (state, builder, cmds.len() as u64)
+}
+
+/// Replace the challenge TXT with `token-VALUE` (delete the RRset, add one record).
+fn acme_update(value: u64) -> Command {
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+    use meridian::zone::update::UpdateRr;
+    let name = Name::from_ascii("_acme-challenge.big.example.").expect("name");
+    let mut delete = Record::update0(name.clone(), 0, RecordType::TXT);
+    delete.dns_class = DNSClass::ANY;
+    let add = Record::from_rdata(
+        name,
+        60,
+        RData::TXT(TXT::new(vec![format!("token-{value}")])),
+    );
+    let wire = |r: &Record| UpdateRr::from_record(r).expect("wire");
+    Command::DnsUpdate {
+        zone: "big.example.".into(),
+        key: "acme".into(),
+        legacy_actor: "dns-update:acme".into(),
+        prereqs: vec![],
+        updates: vec![wire(&delete), wire(&add)],
+    }
+}
+
+fn dns_update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dns_update");
+    group.sample_size(10);
+    for records in [1_000usize, 100_000] {
+        let (mut state, mut builder, mut index) = update_world(records);
+        group.bench_function(BenchmarkId::from_parameter(records), |b| {
+            b.iter(|| {
+                index += 1;
+                let (r, delta) = state.apply(&acme_update(index), None, 0, index);
+                assert_eq!(r, meridian::cluster::Response::DnsUpdate { rcode: 0 });
+                feed(&mut builder, &state, &delta);
+                black_box(builder.snapshot())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, write_path, dns_update);
 criterion_main!(benches);

@@ -22,16 +22,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 # The dashboard tests drive headless Chromium (Debian's package is `chromium`).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  # Packages with daemons (unbound, knot) must not start them: the tests start their own.
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
-fi
+# Packages with daemons (unbound, knot) must not start them: the tests start their own.
+scripts/apt-install.sh ${need[@]+"${need[@]}"}
 
 # Supply chain (deny.toml): licences, sources and bans always; advisories against the
 # RustSec database, fetched from GitHub, or a copy already in ~/.cargo/advisory-dbs when
@@ -57,6 +49,27 @@ else
   exit 1
 fi
 rm -f "$deny_err"
+
+# The rolling-upgrade test (tests/upgrade.rs) runs a real older binary: the last one before
+# the cluster format (entry format 2), built once from its commit with this build's target
+# directory (its dependencies are this build's; about a minute and a half on 2 CPUs).
+OLD_REV=bb8e6b1
+old_bin=target/compat/meridian-format2
+if [ ! -x "$old_bin" ] && [ -z "${MERIDIAN_OLD_BIN:-}" ]; then
+  if git cat-file -e "$OLD_REV^{commit}" 2>/dev/null; then
+    echo "building the format-2 binary (commit $OLD_REV) for tests/upgrade.rs" >&2
+    old_src=target/compat/src-format2
+    rm -rf "$old_src" && mkdir -p "$old_src"
+    git archive "$OLD_REV" | tar -x -C "$old_src"
+    CARGO_TARGET_DIR="$PWD/target" cargo build --locked --quiet \
+      --manifest-path "$old_src/Cargo.toml" --bin meridian
+    cp target/debug/meridian "$old_bin.tmp" && mv "$old_bin.tmp" "$old_bin"
+    rm -rf "$old_src"
+  else
+    echo "tests/upgrade.rs SKIPPED: this clone lacks commit $OLD_REV (a shallow clone?)" >&2
+    export MERIDIAN_SKIP_UPGRADE=1
+  fi
+fi
 
 # Say what the machine allows: the TCP tests open over a thousand connections.
 echo "open-file limit: soft $(ulimit -Sn), hard $(ulimit -Hn); $(nproc) CPUs" >&2

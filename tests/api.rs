@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{eventually, http, Node, NodeRef, TOKEN};
+use common::{eventually, Node, NodeRef, TOKEN};
 use serde_json::{json, Value};
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
@@ -65,22 +65,17 @@ fn call(
     body: Option<(&str, &str)>,
     token: Option<&str>,
 ) -> (u16, String) {
-    http(node().admin, method, path, body, token)
-        .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+    common::call(node().admin, method, path, body, token)
 }
 
 /// An authorised JSON call; the answer parsed (`Null` when empty).
 fn api(method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let text = body.map(Value::to_string);
-    let body = text.as_deref().map(|t| ("application/json", t));
-    let (status, answer) = call(method, path, body, Some(TOKEN));
-    let v = if answer.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&answer)
-            .unwrap_or_else(|e| panic!("{method} {path} → {status}: not JSON ({e}): {answer}"))
-    };
-    (status, v)
+    common::api(
+        node().admin,
+        method,
+        path,
+        body.map(Value::to_string).as_deref(),
+    )
 }
 
 fn get(path: &str) -> (u16, Value) {

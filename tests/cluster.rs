@@ -64,15 +64,7 @@ fn history_entry(node: &common::NodeRef, kind: &str, target: &str) -> serde_json
 }
 
 fn patch_state(node: &common::NodeRef, dc: &str, state: &str) -> (u16, String) {
-    let body = format!("{{\"state\": \"{state}\"}}");
-    http(
-        node.admin,
-        "PATCH",
-        &format!("/api/v1/datacenters/{dc}"),
-        Some(("application/json", &body)),
-        Some(TOKEN),
-    )
-    .expect("admin answered")
+    common::patch_datacenter(node.admin, dc, &format!("{{\"state\": \"{state}\"}}"))
 }
 
 #[test]

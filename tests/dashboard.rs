@@ -79,10 +79,7 @@ fn node() -> &'static NodeRef {
 
 /// `GET path` on the shared node, parsed as JSON.
 fn get_json(path: &str) -> Value {
-    let (status, body) =
-        http(node().admin, "GET", path, None, None).unwrap_or_else(|| panic!("GET {path}"));
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    common::get_json(node().admin, path)
 }
 
 /// Each datacenter's `answers_share` in `GET /api/v1/datacenters`, by id.
@@ -547,17 +544,14 @@ fn state_cell(id: &str) -> String {
     format!(r#"document.querySelector('tr[data-dc="{id}"] td.state')?.textContent ?? null"#)
 }
 
-fn set_state(id: &str, state: &str) {
-    let body = format!(r#"{{"state": "{state}"}}"#);
-    let (status, answer) = http(
-        node().admin,
-        "PATCH",
-        &format!("/api/v1/datacenters/{id}"),
-        Some(("application/json", &body)),
-        Some(TOKEN),
-    )
-    .expect("PATCH answered");
+/// PATCH datacenter `id` of the shared node with `body`, which must be accepted (200).
+fn patch(id: &str, body: &str) {
+    let (status, answer) = common::patch_datacenter(node().admin, id, body);
     assert_eq!(status, 200, "{answer}");
+}
+
+fn set_state(id: &str, state: &str) {
+    patch(id, &format!(r#"{{"state": "{state}"}}"#));
 }
 
 #[test]
@@ -700,16 +694,7 @@ fn history_entry(kind: &str, target: &str) -> Option<u64> {
 }
 
 fn set_weight(id: &str, weight: u16) {
-    let body = format!(r#"{{"weight": {weight}}}"#);
-    let (status, answer) = http(
-        node().admin,
-        "PATCH",
-        &format!("/api/v1/datacenters/{id}"),
-        Some(("application/json", &body)),
-        Some(TOKEN),
-    )
-    .expect("PATCH answered");
-    assert_eq!(status, 200, "{answer}");
+    patch(id, &format!(r#"{{"weight": {weight}}}"#));
 }
 
 /// The last changes: "history not available" while the node has no history API; once it

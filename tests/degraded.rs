@@ -7,10 +7,10 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::two_sites::{DCS, SERVICES, ZONE};
-use common::{http, http_get, Node, Setup, TOKEN};
+use common::{http_get, Node, Setup};
 
 /// MaxMind's test Country database: countries and continents, no coordinates.
 fn country_db() -> PathBuf {
@@ -84,24 +84,17 @@ fn metric(node: &Node, series: &str) -> Option<f64> {
 }
 
 /// Poll until `f` holds, at most `limit`.
-fn wait_for(limit: Duration, what: &str, node: &Node, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}:\n{}", node.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(limit: Duration, what: &str, node: &Node, f: impl FnMut() -> bool) {
+    assert!(
+        common::wait_until(limit, f).is_some(),
+        "{what}:\n{}",
+        node.log()
+    );
 }
 
 fn set_state(node: &Node, dc: &str, state: &str) {
-    let body = format!("{{\"state\": \"{state}\"}}");
-    let r = http(
-        node.admin,
-        "PATCH",
-        &format!("/api/v1/datacenters/{dc}"),
-        Some(("application/json", &body)),
-        Some(TOKEN),
-    );
-    assert_eq!(r.as_ref().map(|r| r.0), Some(200), "{r:?}");
+    let r = common::patch_datacenter(node.admin, dc, &format!("{{\"state\": \"{state}\"}}"));
+    assert_eq!(r.0, 200, "{r:?}");
 }
 
 #[test]

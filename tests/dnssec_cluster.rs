@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::two_sites::{DCS, SERVICES, ZONE};
 use common::unbound::delv;
-use common::{http, NodeRef, TestCluster, TOKEN};
+use common::{first_ds, get_json, sign_zone, NodeRef, TestCluster};
 
 /// RFC 4035 §5 on every node: the key PUT on one follower is the key every node signs
 /// with, so one DS validates every node's answers.
@@ -26,17 +26,12 @@ fn rfc4035_5_every_node_of_a_cluster_serves_the_same_dnskey_and_validates() {
     let refs: Vec<NodeRef> = c.nodes.iter().map(|n| n.at.clone()).collect();
     let leader = c.leader(Duration::from_secs(10)).expect("a leader");
     let follower = &refs[(1..=3).find(|&i| i != leader).expect("a follower") as usize - 1];
-    let (status, body) = http(
+    let keys = sign_zone(
         follower.admin,
-        "PUT",
-        "/api/v1/zones/example.com/dnssec",
-        Some(("application/json", r#"{"algorithm": "ECDSAP256SHA256"}"#)),
-        Some(TOKEN),
-    )
-    .expect("PUT dnssec");
-    assert_eq!(status, 201, "{body}");
-    let keys: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let ds = keys["ds"][0].as_str().expect("a DS").to_string();
+        "example.com",
+        r#"{"algorithm": "ECDSAP256SHA256"}"#,
+    );
+    let ds = first_ds(&keys);
     let dnskey = keys["keys"][0]["dnskey"]
         .as_str()
         .expect("a DNSKEY")
@@ -63,17 +58,8 @@ fn rfc4035_5_every_node_of_a_cluster_serves_the_same_dnskey_and_validates() {
     }
     // And GET on each node shows the same keys and DS.
     for n in &refs {
-        let (s, body) = http(
-            n.admin,
-            "GET",
-            "/api/v1/zones/example.com./dnssec",
-            None,
-            Some(TOKEN),
-        )
-        .expect("GET");
-        assert_eq!(s, 200, "{body}");
-        let got: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        assert_eq!(got["ds"], keys["ds"], "{body}");
+        let got = get_json(n.admin, "/api/v1/zones/example.com./dnssec");
+        assert_eq!(got["ds"], keys["ds"], "{got}");
     }
 
     // Each node's answers validate with the one DS: static, the geo service (signed as

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::unbound::{Unbound, UNBOUND};
-use common::{dig_at, eventually, http, Dig, Node, TOKEN};
+use common::unbound::{validator, Unbound};
+use common::{eventually, first_ds, http, sign_zone, Dig, Node, TOKEN};
 
 /// The zone with `mail`'s address and the SOA serial given.
 fn zone(serial: u32, mail: &str) -> String {
@@ -45,25 +43,11 @@ fn rrsig(d: &Dig, rtype: &str) -> String {
         .unwrap_or_else(|| panic!("no RRSIG over {rtype}:\n{}", d.raw))
 }
 
-/// `dig @unbound +rec +dnssec ARGS…`, which must come back validated (AD).
+/// `dig @unbound +rec +dnssec NAME RTYPE`, which must come back validated (AD).
 fn validated(unbound: &Unbound, name: &str, rtype: &str) -> Dig {
-    let d = dig_at(unbound.addr, &["+rec", "+dnssec", name, rtype]);
-    assert!(
-        d.status == "NOERROR" && d.has_flag("ad"),
-        "{name} {rtype}: want NOERROR with AD:\n{}\nunbound log:\n{}",
-        d.raw,
-        unbound.log()
-    );
-    d
-}
-
-fn start_unbound(node: &Node, ds: &str) -> Unbound {
-    Unbound::start(
-        node.dns,
-        &format!(
-            "    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"example.com. IN DS {ds}\"\n"
-        ),
-    )
+    unbound
+        .validated(name, rtype)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// RFC 4035 §5: after a one-record change, the changed RRset (newly signed) and an
@@ -71,22 +55,13 @@ fn start_unbound(node: &Node, ds: &str) -> Unbound {
 /// the apex.
 #[test]
 fn rfc4035_5_a_one_record_change_keeps_the_other_signatures_and_validates() {
-    assert!(
-        Path::new(UNBOUND).exists(),
-        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
-    );
     let node = Node::start_example(&zone(2026120701, "192.0.2.25"), DATACENTERS, SERVICES);
-    let (status, body) = http(
+    let keys = sign_zone(
         node.admin,
-        "PUT",
-        "/api/v1/zones/example.com/dnssec",
-        Some(("application/json", r#"{"algorithm": "ECDSAP256SHA256"}"#)),
-        Some(TOKEN),
-    )
-    .expect("PUT dnssec");
-    assert_eq!(status, 201, "{body}");
-    let keys: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let ds = keys["ds"][0].as_str().expect("a DS").to_string();
+        "example.com",
+        r#"{"algorithm": "ECDSAP256SHA256"}"#,
+    );
+    let ds = first_ds(&keys);
     let before_txt = eventually("the zone signed", || {
         let d = node.dig(&["+dnssec", "txt.example.com", "TXT"]);
         d.answer.iter().any(|r| r.rtype == "RRSIG").then_some(d)
@@ -115,7 +90,7 @@ fn rfc4035_5_a_one_record_change_keeps_the_other_signatures_and_validates() {
     assert_eq!(rrsig(&after_apex, "A"), rrsig(&before_apex, "A"));
 
     // A validator that has seen nothing yet: the changed name, unchanged ones, the SOA.
-    let unbound = start_unbound(&node, &ds);
+    let unbound = validator(node.dns, &ds);
     let d = validated(&unbound, "mail.example.com", "A");
     assert_eq!(d.answer_data("A"), ["192.0.2.26"]);
     validated(&unbound, "txt.example.com", "TXT");

@@ -11,8 +11,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{eventually, http, Node, NodeRef, Setup};
-use serde_json::Value;
+use common::{eventually, get_json, http, Node, NodeRef, Setup};
 
 const TOKEN: &str = "test-token";
 const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
@@ -183,12 +182,6 @@ fn node_from(dir: &Path) -> Node {
     })
 }
 
-fn get_json(n: &NodeRef, path: &str) -> Value {
-    let (status, body) = http(n.admin, "GET", path, None, Some(TOKEN)).expect("GET");
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).expect("JSON")
-}
-
 /// What a node answers, as comparable text: static names, the geo name for each subnet
 /// (A and AAAA), the weighted name, and every datacenter's definition and state.
 fn answers(n: &NodeRef) -> Vec<String> {
@@ -212,7 +205,10 @@ fn answers(n: &NodeRef) -> Vec<String> {
         ask(&[subnet, "api.example.com", "A"]);
     }
     ask(&["nothere.example.com", "A"]);
-    for dc in get_json(n, "/api/v1/datacenters").as_array().expect("list") {
+    for dc in get_json(n.admin, "/api/v1/datacenters")
+        .as_array()
+        .expect("list")
+    {
         out.push(format!(
             "dc {} state={} weight={} location={} addresses={} health_check={}",
             dc["id"],
@@ -349,8 +345,8 @@ fn export_round_trips_through_a_fresh_bootstrap_and_through_apply_onto_an_empty_
     assert_eq!(answers(&copy), want, "bootstrapped from the export");
     assert!(signed_axfr(&copy, Some(SECRET)) && !signed_axfr(&copy, None));
     assert_eq!(
-        get_json(&copy, "/api/v1/zones/example.com/settings")["allow_update"],
-        get_json(src, "/api/v1/zones/example.com/settings")["allow_update"]
+        get_json(copy.admin, "/api/v1/zones/example.com/settings")["allow_update"],
+        get_json(src.admin, "/api/v1/zones/example.com/settings")["allow_update"]
     );
     // And its own export is the same directory, byte for byte (secret aside).
     let again = tmp.path().join("again");

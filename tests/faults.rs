@@ -180,17 +180,7 @@ impl Nodes {
     fn log_lines(&self, patterns: &[&str]) -> Vec<String> {
         match self {
             Nodes::Ns(lab) => lab.log_lines(patterns),
-            Nodes::Loopback(c) => c
-                .nodes
-                .iter()
-                .flat_map(|n| {
-                    let log = n.at.log();
-                    log.lines()
-                        .filter(|l| patterns.iter().any(|p| l.contains(p)))
-                        .map(|l| format!("node {}: {l}", n.id))
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
+            Nodes::Loopback(c) => c.log_lines(patterns),
         }
     }
 }

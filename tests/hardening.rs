@@ -55,16 +55,9 @@ fn curl(admin: SocketAddr, path: &str, args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-/// Poll until `f` holds or `limit` passes.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+/// Poll until `f` holds or `limit` passes: whether it held.
+fn wait_for(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    common::wait_until(limit, f).is_some()
 }
 
 #[test]

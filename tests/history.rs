@@ -8,40 +8,25 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::two_sites::{DCS, SERVICES, ZONE};
-use common::{http, http_with, Node, Setup, TestCluster, TOKEN};
+use common::{call, get_json, http, http_with, json, Node, Setup, TestCluster, TOKEN};
 use serde_json::Value;
 
 const JSON: &str = "application/json";
 
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn get(admin: SocketAddr, path: &str) -> Value {
-    let (status, body) = http(admin, "GET", path, None, None).expect("GET");
-    assert_eq!(status, 200, "GET {path}: {body}");
-    json(&body)
-}
-
 /// A write with the test token; (status, body).
 fn write(admin: SocketAddr, method: &str, path: &str, body: Option<(&str, &str)>) -> (u16, String) {
-    http(admin, method, path, body, Some(TOKEN)).expect("write")
+    call(admin, method, path, body, Some(TOKEN))
 }
 
 fn patch(admin: SocketAddr, dc: &str, body: &str) -> Value {
-    let (status, text) = write(
-        admin,
-        "PATCH",
-        &format!("/api/v1/datacenters/{dc}"),
-        Some((JSON, body)),
-    );
+    let (status, text) = common::patch_datacenter(admin, dc, body);
     assert_eq!(status, 200, "{text}");
     json(&text)
 }
 
 /// The newest history entry's index.
 fn newest(admin: SocketAddr) -> u64 {
-    get(admin, "/api/v1/history?limit=1")[0]["index"]
+    get_json(admin, "/api/v1/history?limit=1")[0]["index"]
         .as_u64()
         .expect("an entry")
 }
@@ -69,7 +54,7 @@ fn rollback_on_three_nodes_restores_drains_weights_deleted_services_and_zone_rec
     let admin = cluster.nodes[0].at.admin;
     // The first leader draws the cookie secret (an entry of its own): let it land first.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !get(admin, "/api/v1/history?limit=10")
+    while !get_json(admin, "/api/v1/history?limit=10")
         .as_array()
         .is_some_and(|a| a.iter().any(|e| e["kind"] == "rotate_cookie_secret"))
     {
@@ -108,13 +93,13 @@ fn rollback_on_three_nodes_restores_drains_weights_deleted_services_and_zone_rec
     }
 
     // History: newest first, with actor, kind and target; pages with `before`.
-    let page = get(admin, "/api/v1/history?limit=2");
+    let page = get_json(admin, "/api/v1/history?limit=2");
     assert_eq!(page.as_array().map(Vec::len), Some(2));
     assert_eq!(page[0]["kind"], "delete_service");
     assert_eq!(page[0]["target"], "service/example.com./www");
     assert_eq!(page[0]["actor"], "admin");
     assert_eq!(page[1]["kind"], "put_zone");
-    let next = get(
+    let next = get_json(
         admin,
         &format!("/api/v1/history?limit=2&before={}", page[1]["index"]),
     );
@@ -124,11 +109,11 @@ fn rollback_on_three_nodes_restores_drains_weights_deleted_services_and_zone_rec
     assert!(next[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
 
     // One entry, before and after: a PATCH and a zone PUT.
-    let e = get(admin, &format!("/api/v1/history/{point}"));
+    let e = get_json(admin, &format!("/api/v1/history/{point}"));
     assert_eq!(e["kind"], "patch_datacenter");
     assert_eq!(e["after"]["weight"], 5, "{e}");
     assert_ne!(e["before"]["weight"], 5, "{e}");
-    let e = get(admin, &format!("/api/v1/history/{zone_put}"));
+    let e = get_json(admin, &format!("/api/v1/history/{zone_put}"));
     let (before, after) = (
         e["before"].as_str().expect("text"),
         e["after"].as_str().expect("text"),
@@ -182,7 +167,7 @@ fn rollback_on_three_nodes_restores_drains_weights_deleted_services_and_zone_rec
                 && !d.answer_data("A").is_empty()
                 && n.at.dig(&["extra.example.com", "A"]).status == "NXDOMAIN"
         });
-        let dcs = get(n.at.admin, "/api/v1/datacenters");
+        let dcs = get_json(n.at.admin, "/api/v1/datacenters");
         let dc = |id: &str| {
             dcs.as_array()
                 .and_then(|a| a.iter().find(|d| d["id"] == id))
@@ -192,7 +177,7 @@ fn rollback_on_three_nodes_restores_drains_weights_deleted_services_and_zone_rec
         assert_eq!(dc("iad")["state"], "active", "node {}", n.id);
         assert_eq!(dc("lon")["weight"], 5, "node {}", n.id);
     }
-    let entry = &get(admin, "/api/v1/history?limit=1")[0];
+    let entry = &get_json(admin, "/api/v1/history?limit=1")[0];
     assert_eq!(entry["kind"], "rollback");
     assert_eq!(entry["target"], Value::Null);
 
@@ -274,7 +259,7 @@ fn if_match_lets_exactly_one_of_two_racing_writers_through() {
     )
     .expect("PATCH");
     assert_eq!(s, 412, "{b}");
-    let dc = get(admin, "/api/v1/datacenters/lon");
+    let dc = get_json(admin, "/api/v1/datacenters/lon");
     assert_ne!(dc["weight"], 50);
     assert_eq!(dc["version"].as_u64(), Some(version));
     // Zones carry their version in the ETag; a PUT against a stale one is refused.
@@ -289,7 +274,7 @@ fn if_match_lets_exactly_one_of_two_racing_writers_through() {
     .expect("PUT");
     assert_eq!(s, 412, "{b}");
     // A service's GET body (with its version) goes back as a PUT.
-    let svc = get(admin, "/api/v1/zones/example.com/services/www");
+    let svc = get_json(admin, "/api/v1/zones/example.com/services/www");
     assert!(svc["version"].as_u64().is_some_and(|v| v > 0), "{svc}");
     let (s, b) = http_with(
         admin,
@@ -347,7 +332,7 @@ fn a_tsig_key_change_shows_before_and_after_without_its_secret() {
     let body = format!(r#"{{"algorithm": "hmac-sha256", "secret": "{secret}"}}"#);
     let (s, b) = write(admin, "PUT", "/api/v1/tsig-keys/xfr", Some((JSON, &body)));
     assert_eq!(s, 201, "{b}");
-    let e = get(admin, &format!("/api/v1/history/{}", newest(admin)));
+    let e = get_json(admin, &format!("/api/v1/history/{}", newest(admin)));
     assert_eq!(e["kind"], "put_tsig_key");
     assert_eq!(e["target"], "tsig/xfr");
     assert_eq!(e["actor"], "admin");
@@ -358,7 +343,7 @@ fn a_tsig_key_change_shows_before_and_after_without_its_secret() {
     );
     let (s, b) = write(admin, "DELETE", "/api/v1/tsig-keys/xfr", None);
     assert_eq!(s, 204, "{b}");
-    let e = get(admin, &format!("/api/v1/history/{}", newest(admin)));
+    let e = get_json(admin, &format!("/api/v1/history/{}", newest(admin)));
     assert_eq!(
         (&e["kind"], &e["after"]),
         (&"delete_tsig_key".into(), &Value::Null)

@@ -7,9 +7,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{http, TestCluster, TOKEN};
+use common::{http, wait_until, TestCluster, TOKEN};
 
 const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
 
@@ -67,21 +67,6 @@ fn serial(server: SocketAddr) -> Option<u32> {
         .first()
         .and_then(|s| s.split_whitespace().nth(2))
         .and_then(|s| s.parse().ok())
-}
-
-/// Poll every 50 ms until `f` holds; the time it took, or None after `limit`.
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    for _ in 0..10_000 {
-        if f() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// How Knot refreshed to `serial`, from its log: "IXFR" or "AXFR" (the transfer that

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::http;
 use common::netns::{in_ns, must, Lab};
-use common::{dig_at, http, TOKEN};
 
 const LON: &str = "198.51.100.1";
 const IAD: &str = "198.51.100.2";
@@ -168,30 +168,21 @@ impl Lab {
         ]);
     }
 
-    fn healthz(&self, id: usize) -> Option<u16> {
-        self.node(id).healthz()
-    }
-
     /// A London client's answer from node `id`, asked from inside its namespace.
     fn london(&self, id: usize) -> Vec<String> {
-        let n = self.node(id);
-        in_ns(&n.ns, || {
-            dig_at(n.dns, &["+subnet=81.2.69.142/32", "www.example.com", "A"]).answer_data("A")
-        })
+        self.node(id)
+            .dig(&["+subnet=81.2.69.142/32", "www.example.com", "A"])
+            .answer_data("A")
     }
 
     fn patch_state(&self, id: usize, dc: &str, state: &str) -> Option<(u16, String)> {
-        let n = self.node(id);
         let body = format!("{{\"state\": \"{state}\"}}");
-        in_ns(&n.ns, || {
-            http(
-                n.admin,
-                "PATCH",
-                &format!("/api/v1/datacenters/{dc}"),
-                Some(("application/json", &body)),
-                Some(TOKEN),
-            )
-        })
+        self.node(id).http(
+            "PATCH",
+            &format!("/api/v1/datacenters/{dc}"),
+            Some(("application/json", &body)),
+            &[],
+        )
     }
 
     /// Retry a write on node `id` until it is accepted (200); the time it took.
@@ -228,10 +219,9 @@ impl Lab {
 
     /// Node `id`'s view of datacenter `dc`.
     fn view(&self, id: usize, dc: &str) -> Option<View> {
-        let n = self.node(id);
-        let path = format!("/api/v1/datacenters/{dc}");
-        let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", &path, None, None))?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let v = self
+            .node(id)
+            .get_json(&format!("/api/v1/datacenters/{dc}"))?;
         let up = v["opinions"]
             .as_array()?
             .iter()
@@ -245,10 +235,9 @@ impl Lab {
 
     /// Node `id`'s opinion of `dc` as node `asked` has it: (up, reason).
     fn opinion(&self, asked: usize, dc: &str, id: usize) -> Option<(bool, String)> {
-        let n = self.node(asked);
-        let path = format!("/api/v1/datacenters/{dc}");
-        let (_, body) = in_ns(&n.ns, || http(n.admin, "GET", &path, None, None))?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let v = self
+            .node(asked)
+            .get_json(&format!("/api/v1/datacenters/{dc}"))?;
         let o = v["opinions"]
             .as_array()?
             .iter()
@@ -296,14 +285,9 @@ fn cut_off_node_serves_last_state_and_converges_after_heal() {
     };
     lab.start_two_sites(DCS);
     lab.converge(&[1, 2, 3], LON, Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let leader = loop {
-        if let Some(l) = (1..=3).find_map(|i| lab.node(i).leader_term().and_then(|(l, _)| l)) {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "no leader within 10 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let leader = lab
+        .leader_among(&[1, 2, 3], Duration::from_secs(10))
+        .expect("no leader within 10 s");
     eprintln!(
         "cluster up after {:?}; leader is node {leader}",
         total.elapsed()
@@ -320,7 +304,11 @@ fn cut_off_node_serves_last_state_and_converges_after_heal() {
 
     // Node 3 keeps answering from its last state, stays healthy, and refuses writes.
     assert_eq!(lab.london(3), [LON], "the cut-off node lost its last state");
-    assert_eq!(lab.healthz(3), Some(200), "the cut-off node is not healthy");
+    assert_eq!(
+        lab.node(3).healthz(),
+        Some(200),
+        "the cut-off node is not healthy"
+    );
     let t = Instant::now();
     let refused = lab.patch_state(3, "iad", "drained");
     let took = t.elapsed();
@@ -330,7 +318,11 @@ fn cut_off_node_serves_last_state_and_converges_after_heal() {
     assert!(took < Duration::from_secs(10), "the 503 took {took:?}");
     eprintln!("cut-off node: write refused with 503 after {took:?}");
     assert_eq!(lab.london(3), [LON], "the cut-off node lost its last state");
-    assert_eq!(lab.healthz(3), Some(200), "the cut-off node is not healthy");
+    assert_eq!(
+        lab.node(3).healthz(),
+        Some(200),
+        "the cut-off node is not healthy"
+    );
     assert_eq!(lab.london(1), [IAD]);
     eprintln!("partition lasted {:?}", cut.elapsed());
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::two_sites::{DCS, SERVICES, ZONE};
-use common::{http, http_get, TestCluster, TOKEN};
+use common::{http_get, TestCluster, TOKEN};
 
 fn files() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -18,15 +18,7 @@ fn files() -> Vec<(&'static str, &'static str)> {
 }
 
 fn patch_weight(node: &common::NodeRef, weight: u32) -> (u16, String) {
-    let body = format!("{{\"weight\": {weight}}}");
-    http(
-        node.admin,
-        "PATCH",
-        "/api/v1/datacenters/lon",
-        Some(("application/json", &body)),
-        Some(TOKEN),
-    )
-    .expect("admin answered")
+    common::patch_datacenter(node.admin, "lon", &format!("{{\"weight\": {weight}}}"))
 }
 
 fn weight(node: &common::NodeRef) -> Option<u64> {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{http, http_get, TestCluster, TOKEN};
+use common::{http, http_get, wait_until, TestCluster, TOKEN};
 
 const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
 const WRONG: &str = "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3JvbmctMTI=";
@@ -80,21 +80,6 @@ fn cluster() -> &'static Shared {
         });
         rx.recv().expect("cluster started")
     })
-}
-
-/// Poll `f` every 20 ms until it holds (Some(elapsed)) or `limit` passes (None).
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    for _ in 0..100_000 {
-        if f() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 /// Run `nsupdate` (`-v`: TCP) with `key` (`None`: unsigned) on `script` (without the

@@ -23,8 +23,10 @@
 #   - query (with boot and/or knot): once the big zone answers, dnsperf sends random
 #     existing names (A, and CNAME one time in four) for QUERY_SECONDS (8) with the server
 #     on CPU 0 and dnsperf on CPU 1: the server's CPU time per answer.
-# Needs dig, curl, python3, jq (and dnsperf for query). MERIDIAN_BIN=path runs another
-# build of Meridian (e.g. an older one, for a before/after row) instead of this tree's.
+# Installs what it needs and does not find, from Debian (scripts/apt-install.sh; a package's
+# service is not started): dig (bind9-dnsutils), curl, python3, jq; knotd (knot) for knot;
+# dnsperf and taskset (util-linux) for query. MERIDIAN_BIN=path runs another build of
+# Meridian (e.g. an older one, for a before/after row) instead of this tree's.
 # Loopback only; every process started here is stopped on exit (by pid).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
     --many) K=$2; shift ;;
     --nice) NICE=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -50,7 +52,16 @@ part() { [[ ",$ONLY," == *",$1,"* ]]; }
 part knot || KNOT=0
 part cluster || CLUSTER=0
 part many || MANY_RUN=0
-for tool in dig curl python3 jq; do command -v $tool >/dev/null || { echo "run.sh: $tool is needed" >&2; exit 1; }; done
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have dig || need+=(bind9-dnsutils)
+for tool in curl python3 jq; do have $tool || need+=($tool); done
+[ "$KNOT" = 0 ] || have knotd || need+=(knot)
+if part query; then
+  have dnsperf || need+=(dnsperf)
+  have taskset || need+=(util-linux)
+fi
+scripts/apt-install.sh ${need[@]+"${need[@]}"}
 if [ "$BUILD" = 1 ]; then cargo build --release --quiet --bin meridian; fi
 EXE=${MERIDIAN_BIN:-$REPO/target/release/meridian}
 [ -x "$EXE" ] || { echo "run.sh: no $EXE" >&2; exit 1; }
@@ -134,6 +145,14 @@ wait_healthz() { # ADMIN_PORT LIMIT_S
     [ $(( $(now_ms) - t0 )) -lt $(($2 * 1000)) ] || return 1; sleep 0.05
   done
 }
+# loaded LABEL PID T0 PORT NAME TYPE [NAME TYPE...]: once every name answers (600 s at
+# most), the result line: ms from T0, CPU, and RSS two seconds later and the peak; 1 if not.
+loaded() {
+  local label=$1 pid=$2 t0=$3 port=$4 t c; shift 4
+  wait_answers "$pid" "$port" 600 "$@" || return 1
+  t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$pid"); sleep 2
+  result "$label: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$pid")") MiB, peak $(mib "$(hwm_kb "$pid")") MiB"
+}
 small_zone() { # DIR: the shipped example, for a node that must start with something
   mkdir -p "$1"; cp zones/example.com.zone zones/datacenters.toml zones/services.toml "$1/"
 }
@@ -171,9 +190,7 @@ log "meridian: bootstrap from the zone file"
 d=$WORK/m-boot; mkdir -p "$d/bootstrap"; ln -s "$WORK/big/$ORIGIN.zone" "$d/bootstrap/"
 meridian_conf "$d" 1 $((P + 1)) $((P + 2)) $((P + 3)) "\"1\" = \"127.0.0.1:$((P + 3))\"" "$d/bootstrap"
 t0=$(now_ms); start_meridian "$d"
-if wait_answers "$MPID" $((P + 1)) 600 "$LAST_A" A "$LAST_C" CNAME; then
-  t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$MPID"); sleep 2
-  result "meridian bootstrap: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$MPID")") MiB, peak $(mib "$(hwm_kb "$MPID")") MiB"
+if loaded "meridian bootstrap" "$MPID" "$t0" $((P + 1)) "$LAST_A" A "$LAST_C" CNAME; then
   query meridian "$MPID" $((P + 1))
 else result "meridian bootstrap: FAILED (see $d/log)"; fi
 stop "$MPID"
@@ -192,9 +209,7 @@ if [ "$KNOT" = 1 ]; then
   }
   log "knot: the same zone"
   t0=$(now_ms); knot_run knot-big "$WORK/big" "$ORIGIN"
-  if wait_answers "$KPID" $((P + 9)) 600 "$LAST_A" A "$LAST_C" CNAME; then
-    t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$KPID"); sleep 2
-    result "knot bootstrap: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$KPID")") MiB, peak $(mib "$(hwm_kb "$KPID")") MiB"
+  if loaded "knot bootstrap" "$KPID" "$t0" $((P + 9)) "$LAST_A" A "$LAST_C" CNAME; then
     query knot "$KPID" $((P + 9))
   else result "knot bootstrap: FAILED (see $WORK/knot-big/log)"; fi
   stop "$KPID"
@@ -255,7 +270,7 @@ if [ "$CLUSTER" = 1 ]; then
     after="$(term_of $((P + 12))) $(term_of $((P + 22))) $(term_of $((P + 32)))"
     rss=""; for p in "${CPIDS[@]}"; do rss+=" $(mib "$(rss_kb "$p")")/$(mib "$(hwm_kb "$p")")"; done
     result "meridian cluster: PUT to follower $f (leader $leader) $code in ${tput} ms$([ "$code" = 201 ] || echo " ($(tr '\n' ' ' < "$WORK/c$f/put.out" | head -c 200))"), all 3 answering: $([ $all = 1 ] && echo "${t} ms" || echo NO); terms before [$before] after [$after]; RSS/peak MiB:$rss"
-    grep -h -c "large AppendEntries in the background" "$WORK"/c?/log | paste -sd' ' | sed 's/^/  large AppendEntries sent in the background, per node: /' | tee -a "$RESULTS"
+    { grep -h -c "large AppendEntries in the background" "$WORK"/c?/log || true; } | paste -sd' ' | sed 's/^/  large AppendEntries sent in the background, per node: /' | tee -a "$RESULTS"
   else result "meridian cluster: did not form"; fi
   for p in "${CPIDS[@]}"; do stop "$p"; done
 fi
@@ -267,17 +282,11 @@ if [ "$MANY_RUN" = 1 ]; then
   meridian_conf "$d" 1 $((P + 1)) $((P + 2)) $((P + 3)) "\"1\" = \"127.0.0.1:$((P + 3))\"" "$WORK/many"
   t0=$(now_ms); start_meridian "$d"
   last="www.zone$((K - 1)).example"
-  if wait_answers "$MPID" $((P + 1)) 600 "$last" A; then
-    t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$MPID"); sleep 2
-    result "meridian $K zones: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$MPID")") MiB, peak $(mib "$(hwm_kb "$MPID")") MiB"
-  else result "meridian $K zones: FAILED"; fi
+  loaded "meridian $K zones" "$MPID" "$t0" $((P + 1)) "$last" A || result "meridian $K zones: FAILED"
   stop "$MPID"
   if [ "$KNOT" = 1 ]; then
     t0=$(now_ms); knot_run knot-many "$WORK/many" "$(seq -f 'zone%g.example' 0 $((K - 1)))"
-    if wait_answers "$KPID" $((P + 9)) 600 "$last" A; then
-      t=$(( $(now_ms) - t0 )); c=$(cpu_ms "$KPID"); sleep 2
-      result "knot $K zones: ${t} ms to answer (CPU ${c} ms); RSS $(mib "$(rss_kb "$KPID")") MiB, peak $(mib "$(hwm_kb "$KPID")") MiB"
-    else result "knot $K zones: FAILED"; fi
+    loaded "knot $K zones" "$KPID" "$t0" $((P + 9)) "$last" A || result "knot $K zones: FAILED"
     stop "$KPID"
   fi
 fi

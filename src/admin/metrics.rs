@@ -163,6 +163,13 @@ impl Collector for Scrape {
         )?;
         gauge(
             &mut enc,
+            "meridian_cluster_format",
+            "The cluster's format: the newest log entry format every member applies (writes needing a newer one wait for the rolling upgrade to finish).",
+            None,
+            u64::from(status.format),
+        )?;
+        gauge(
+            &mut enc,
             "meridian_raft_last_applied",
             "Index of the last log entry applied on this node.",
             None,

@@ -1100,5 +1100,6 @@ async fn if_match_star_is_checked_when_applied_and_means_exists() {
     assert!(matches!(moved, cluster::Response::Updated { .. }));
     let (r, _) = next.apply_request(&req, 101);
     assert!(matches!(r, cluster::Response::Updated { .. }), "{r:?}");
-    assert_eq!(req.v, crate::cluster::types::FORMAT_VERSION);
+    // Format 3: what a member must apply for it to be proposed.
+    assert_eq!(req.v, 3);
 }

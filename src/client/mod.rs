@@ -238,9 +238,17 @@ impl Api {
 
     /// The body of a 200; `None` on 404.
     pub async fn get(&self, segments: &[&str]) -> Result<Option<Vec<u8>>, ClientError> {
-        let (status, body) = self.send(Method::GET, segments, None).await?;
+        Ok(self.get_with_headers(segments).await?.map(|(_, body)| body))
+    }
+
+    /// [`Api::get`] with the answer's headers.
+    async fn get_with_headers(
+        &self,
+        segments: &[&str],
+    ) -> Result<Option<(reqwest::header::HeaderMap, Vec<u8>)>, ClientError> {
+        let (status, headers, body) = self.send_full(Method::GET, segments, &[], None).await?;
         match status {
-            StatusCode::OK => Ok(Some(body)),
+            StatusCode::OK => Ok(Some((headers, body))),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.failure(&Method::GET, segments, status, &body)),
         }
@@ -318,19 +326,14 @@ impl Api {
         &self,
         origin: &str,
     ) -> Result<Option<(String, Option<u32>)>, ClientError> {
-        let segments = ["zones", origin];
-        let (status, headers, body) = self.send_full(Method::GET, &segments, &[], None).await?;
-        match status {
-            StatusCode::OK => {
-                let serial = headers
-                    .get(crate::admin::SERIAL_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok());
-                Ok(Some((String::from_utf8_lossy(&body).into_owned(), serial)))
-            }
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.failure(&Method::GET, &segments, status, &body)),
-        }
+        let Some((headers, body)) = self.get_with_headers(&["zones", origin]).await? else {
+            return Ok(None);
+        };
+        let serial = headers
+            .get(crate::admin::SERIAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Ok(Some((String::from_utf8_lossy(&body).into_owned(), serial)))
     }
 
     /// The services of a zone (none when the zone does not exist).

@@ -161,6 +161,12 @@ pub enum Command {
     MemberRemoved {
         id: u64,
     },
+    /// Every member applies entries of `format`: the leader proposes it once each member
+    /// reported so (see [`crate::cluster::types::CLUSTER_FORMAT_START`]). It only ever
+    /// raises the cluster's format; no history entry.
+    SetFormat {
+        format: u32,
+    },
 }
 
 impl Command {
@@ -189,6 +195,37 @@ impl Command {
             Command::DsSeen { .. } => "ds_seen",
             Command::MemberAdded { .. } => "add_member",
             Command::MemberRemoved { .. } => "remove_member",
+            Command::SetFormat { .. } => "set_format",
+        }
+    }
+
+    /// The entry format that first had this command: a cluster proposes it only once every
+    /// member applies that format ([`crate::cluster::types::FORMAT_VERSION`]).
+    pub fn format(&self) -> u32 {
+        match self {
+            Command::Rollover { .. }
+            | Command::RolloverStep { .. }
+            | Command::DsSeen { .. }
+            | Command::MemberAdded { .. }
+            | Command::MemberRemoved { .. } => 3,
+            Command::SetFormat { .. } => 4,
+            Command::PutDatacenter { .. }
+            | Command::PatchDatacenter { .. }
+            | Command::DeleteDatacenter { .. }
+            | Command::PutZone { .. }
+            | Command::DeleteZone { .. }
+            | Command::PutService { .. }
+            | Command::DeleteService { .. }
+            | Command::HealthReport { .. }
+            | Command::RotateCookieSecret { .. }
+            | Command::Rollback { .. }
+            | Command::Import { .. }
+            | Command::PutTsigKey { .. }
+            | Command::DeleteTsigKey { .. }
+            | Command::PutZoneSettings { .. }
+            | Command::DnsUpdate { .. }
+            | Command::PutDnssec { .. }
+            | Command::DeleteDnssec { .. } => 1,
         }
     }
 

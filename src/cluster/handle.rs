@@ -36,6 +36,10 @@ pub struct Member {
     pub voter: bool,
     /// Entries behind the leader, as the leader sees it (`null` on other nodes).
     pub lag: Option<u64>,
+    /// The newest entry format it applies: known for this node, and for the others on a
+    /// leader that asked them while the cluster's format was behind its own (`null`
+    /// otherwise).
+    pub format: Option<u32>,
 }
 
 /// What `GET /cluster` shows.
@@ -48,6 +52,9 @@ pub struct ClusterStatus {
     pub last_applied: Option<u64>,
     /// The last log index this node holds (committed or not).
     pub last_log_index: Option<u64>,
+    /// The cluster's format: the newest entry format every member applies. Writes that need
+    /// a newer one are refused (`not_applied`) until every member runs a binary that has it.
+    pub format: u32,
     /// The leader heard from a majority within its election timeout; on a follower,
     /// whether it hears from a leader.
     pub quorum: bool,

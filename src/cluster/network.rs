@@ -63,7 +63,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Response};
 use crate::cluster::prevote::{PreVoteAnswer, PreVoteRequest};
-use crate::cluster::types::{NodeInfo, Raft, Request, TypeConfig, FORMAT_VERSION};
+use crate::cluster::types::{
+    NodeInfo, Raft, Request, TypeConfig, CLUSTER_FORMAT_START, FORMAT_VERSION,
+};
 use crate::serve::Peer;
 use crate::tls::Tls;
 
@@ -327,10 +329,17 @@ impl Transport {
     }
 }
 
-/// What `/raft/probe` answers: which node this is.
+/// What `/raft/probe` answers: which node this is, and the newest entry format it applies
+/// (absent from binaries before the cluster format: [`CLUSTER_FORMAT_START`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProbeAnswer {
     pub node_id: u64,
+    #[serde(default = "start_format")]
+    pub format: u32,
+}
+
+fn start_format() -> u32 {
+    CLUSTER_FORMAT_START
 }
 
 /// The Raft RPC client side: pooled `reqwest` clients with connect and request timeouts.
@@ -563,8 +572,9 @@ impl Network {
 
     /// Check that node `id` answers at `raft_addr` as itself — over mutual TLS, with a
     /// certificate of the cluster's CA naming `node-<id>` — before it is added. Within
-    /// [`PROBE_TIMEOUT`]; an error says what failed.
-    pub async fn probe(&self, id: u64, raft_addr: &str) -> Result<(), ForwardError> {
+    /// [`PROBE_TIMEOUT`]; an error says what failed. The answer is the entry format it
+    /// applies.
+    pub async fn probe(&self, id: u64, raft_addr: &str) -> Result<u32, ForwardError> {
         // A node started a moment ago may not listen yet: wait (bounded) for its port first.
         let deadline = Instant::now() + PROBE_CONNECT_WAIT;
         loop {
@@ -588,14 +598,25 @@ impl Network {
                 }
             }
         }
+        self.format_of(id, raft_addr, PROBE_TIMEOUT).await
+    }
+
+    /// The entry format member `id` at `raft_addr` applies, as its `/raft/probe` says
+    /// within `timeout` (at once: no wait for a port that is not open yet).
+    pub async fn format_of(
+        &self,
+        id: u64,
+        raft_addr: &str,
+        timeout: Duration,
+    ) -> Result<u32, ForwardError> {
         let answer: ProbeAnswer = tokio::time::timeout(
-            PROBE_TIMEOUT,
+            timeout,
             self.forward_with(
                 Some(id),
                 raft_addr,
                 "/raft/probe",
                 &serde_json::json!({}),
-                PROBE_TIMEOUT,
+                timeout,
             ),
         )
         .await
@@ -608,7 +629,7 @@ impl Network {
                 answer.node_id
             )));
         }
-        Ok(())
+        Ok(answer.format)
     }
 
     /// Ask node `target` at `raft_addr` whether it would vote for this node
@@ -1322,7 +1343,11 @@ fn wrong_sender(
 
 async fn probe(State(raft): State<Raft>) -> axum::response::Response {
     let node_id = raft.metrics().borrow().id;
-    (StatusCode::OK, axum::Json(ProbeAnswer { node_id })).into_response()
+    let answer = ProbeAnswer {
+        node_id,
+        format: FORMAT_VERSION,
+    };
+    (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
 /// A membership change, forwarded by a follower to the leader.

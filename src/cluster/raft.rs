@@ -3,6 +3,7 @@
 //! the leader otherwise, bounded in time), membership, and status.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use crate::cluster::network::{self, Committed, ForwardError, MemberChange, Netwo
 use crate::cluster::prevote;
 use crate::cluster::state::State;
 use crate::cluster::store::{self, Applied, Change, StateMachineStore};
-use crate::cluster::types::{NodeInfo, Raft, Request};
+use crate::cluster::types::{NodeInfo, Raft, Request, FORMAT_VERSION};
 
 /// How long a write waits for a leader (an election) or for a quorum before it gives up.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
@@ -99,6 +100,11 @@ pub struct RaftNode {
     sm: StateMachineStore,
     /// The store's directory: writes stop while its file system is nearly full.
     store_dir: std::path::PathBuf,
+    /// The entry format each member applies, as this node last asked them while leading
+    /// with the cluster's format behind this binary's ([`raise_format`]).
+    formats: arc_swap::ArcSwap<BTreeMap<u64, u32>>,
+    /// The term in which this node, leading, last asked them.
+    formats_asked: AtomicU64,
 }
 
 /// The room a store's file system must keep for writes to be taken: 5% of it, at least
@@ -194,7 +200,10 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         network,
         sm,
         store_dir: dir.clone(),
+        formats: Default::default(),
+        formats_asked: AtomicU64::new(0),
     });
+    tokio::spawn(raise_format(Arc::downgrade(&inner)));
     tokio::spawn(log_leader_changes(raft.clone(), cfg.node_id));
     let alive = Arc::downgrade(&inner);
     tokio::spawn(prevote::campaign(
@@ -208,7 +217,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         let inner = write_inner.clone();
         Box::pin(async move {
             // The leader's clock stamps every entry it proposes.
-            req.at_ms = Request::new(req.cmd.clone()).at_ms;
+            req.at_ms = crate::cluster::types::now_ms();
             inner.propose_here(req).await
         })
     });
@@ -260,8 +269,23 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
 
 impl RaftNode {
     /// Propose on this node (a forwarded write): fail at once without a quorum, answer
-    /// `Unknown` when the entry may be in the log but was not seen committed in time.
+    /// `Unknown` when the entry may be in the log but was not seen committed in time. The
+    /// first write of a term waits for one look at the members' formats
+    /// ([`RaftNode::raise_format`]), so that a new cluster's first writes already apply at
+    /// its newest format.
     async fn propose_here(&self, req: Request) -> Result<Committed, ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader == Some(self.node_id)
+            && self.state().format() < FORMAT_VERSION
+            && self.formats_asked.load(Ordering::Relaxed) != m.current_term
+        {
+            let _ = self.raise_format().await;
+        }
+        self.write_here(req).await
+    }
+
+    /// [`RaftNode::propose_here`] without the look at the members' formats.
+    async fn write_here(&self, req: Request) -> Result<Committed, ForwardError> {
         if let Some(why) = self.disk_full() {
             return Err(ForwardError::Unavailable(why));
         }
@@ -341,6 +365,7 @@ impl RaftNode {
         if let Some(why) = self.disk_full() {
             return Err(WriteError::NotApplied(why));
         }
+        self.format_allows(&req).await?;
         // A large write: the leader's own wait, and time to find it and forward to it, so
         // that a forwarded write hears the leader's answer before its own time is up.
         let extra = write_deadline(&req) - WRITE_DEADLINE;
@@ -478,6 +503,7 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let formats = self.formats.load();
         let members = membership
             .nodes()
             .map(|(&id, node)| Member {
@@ -485,6 +511,11 @@ impl RaftNode {
                 addr: node.raft.clone(),
                 admin: node.admin.clone(),
                 voter: voters.contains(&id),
+                format: if id == self.node_id {
+                    Some(FORMAT_VERSION)
+                } else {
+                    formats.get(&id).copied()
+                },
                 // Entries behind the leader, as the leader sees it.
                 lag: m.replication.as_ref().map(|r| {
                     let matched = r.get(&id).cloned().flatten().map_or(0, |l| l.index);
@@ -499,6 +530,7 @@ impl RaftNode {
             members,
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
+            format: self.state().format(),
             quorum: self.quorum(),
             control_plane: if m.running_state.is_err() {
                 "stopped"
@@ -637,11 +669,17 @@ impl RaftNode {
             .get_node(&id)
             .is_some();
         if !already {
-            self.network.probe(id, &raft_addr).await.map_err(|e| {
+            let format = self.network.probe(id, &raft_addr).await.map_err(|e| {
                 MemberError::Write(WriteError::NotApplied(format!(
                     "node {id} at {raft_addr}: {e}"
                 )))
             })?;
+            let cluster = self.state().format();
+            if format < cluster {
+                return Err(MemberError::Write(WriteError::Membership(format!(
+                    "node {id} at {raft_addr} applies entry format {format}, in conflict with this cluster's format {cluster}: it runs an older Meridian; upgrade it first"
+                ))));
+            }
         }
         let node = NodeInfo {
             raft: raft_addr,
@@ -706,6 +744,128 @@ impl RaftNode {
         let _ = self.raft.shutdown().await;
     }
 }
+
+/// How often a leader whose cluster is at an older format than its own asks the members
+/// which format they apply.
+const FORMAT_CHECK: Duration = Duration::from_secs(1);
+
+/// While this node leads and the cluster's format is behind [`FORMAT_VERSION`], raise it
+/// as soon as every member applies this binary's ([`RaftNode::raise_format`]). Runs until
+/// the node is dropped.
+async fn raise_format(node: std::sync::Weak<RaftNode>) {
+    let mut reported = String::new();
+    loop {
+        {
+            let Some(node) = node.upgrade() else {
+                return;
+            };
+            let m = node.raft.metrics().borrow().clone();
+            let behind = node.state().format() < FORMAT_VERSION;
+            if behind && m.current_leader == Some(node.node_id) && node.quorum() {
+                match node.raise_format().await {
+                    Ok(()) => reported.clear(),
+                    Err(why) if why != reported => {
+                        tracing::info!(newest = FORMAT_VERSION, behind = %why, "the cluster format stays until every member runs this Meridian");
+                        reported = why;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        tokio::time::sleep(FORMAT_CHECK).await;
+    }
+}
+
+impl RaftNode {
+    /// As the leader: ask every member which entry format it applies
+    /// ([`Network::format_of`]); when all apply [`FORMAT_VERSION`], raise the cluster's to
+    /// it ([`Command::SetFormat`]) and wait for that to apply. Until then nothing newer is
+    /// proposed (see [`RaftNode::propose`]), so a rolling upgrade never sends a node what it
+    /// cannot apply. The error says which members hold it back.
+    async fn raise_format(&self) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        self.formats_asked.store(m.current_term, Ordering::Relaxed);
+        let mut asking = tokio::task::JoinSet::new();
+        for (&id, n) in m.membership_config.membership().nodes() {
+            if id != self.node_id {
+                let (network, addr) = (self.network.clone(), n.raft.clone());
+                asking.spawn(async move { (id, network.format_of(id, &addr, FORMAT_ASK).await) });
+            }
+        }
+        let mut formats = BTreeMap::from([(self.node_id, FORMAT_VERSION)]);
+        let mut behind = Vec::new();
+        while let Some(answer) = asking.join_next().await {
+            match answer {
+                Ok((id, Ok(f))) => {
+                    formats.insert(id, f);
+                    if f < FORMAT_VERSION {
+                        behind.push(format!("node {id} applies format {f}"));
+                    }
+                }
+                Ok((id, Err(e))) => behind.push(format!("node {id} did not say ({e})")),
+                Err(e) => behind.push(format!("a member was not asked ({e})")),
+            }
+        }
+        behind.sort();
+        self.formats.store(Arc::new(formats));
+        if !behind.is_empty() {
+            return Err(behind.join(", "));
+        }
+        let from = self.state().format();
+        let cmd = Command::SetFormat {
+            format: FORMAT_VERSION,
+        };
+        let req = Request::with_id(cmd, crate::cluster::new_request_id()).by("system");
+        // As the leader, here (propose would come back to this check).
+        let c = self.write_here(req).await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            from,
+            to = FORMAT_VERSION,
+            index = c.index,
+            "cluster format raised: every member runs this Meridian"
+        );
+        Ok(())
+    }
+
+    /// Whether the cluster's format lets `req` be proposed: at once, or once this node (as
+    /// the leader) raised it, or (elsewhere) saw the leader raise it within
+    /// [`FORMAT_WAIT`]. A new cluster's first leader raises it within a second of its
+    /// election; this is for a write that comes before.
+    async fn format_allows(&self, req: &Request) -> Result<(), WriteError> {
+        let need = req.format();
+        if need <= self.state().format() || matches!(req.cmd, Command::SetFormat { .. }) {
+            return Ok(());
+        }
+        let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+        let mut held = None;
+        if leading {
+            held = self.raise_format().await.err();
+        } else {
+            let until = Instant::now() + FORMAT_WAIT;
+            while self.state().format() < need && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let have = self.state().format();
+        if need <= have {
+            return Ok(());
+        }
+        // A member of an older format could not apply it: it would stop.
+        let who = held.map_or_else(String::new, |h| format!(" ({h})"));
+        Err(WriteError::NotApplied(format!(
+            "{} needs every member to apply entry format {need}, and the cluster is at format {have}: a node still runs an older Meridian{who}; finish the upgrade (GET /api/v1/cluster shows each member's format), then retry",
+            req.cmd.name()
+        )))
+    }
+}
+
+/// How long a member has to say which format it applies: the leader asks again a second
+/// later, and the first write of a term waits for the answers.
+const FORMAT_ASK: Duration = Duration::from_secs(1);
+
+/// How long a write that needs a newer cluster format waits, off the leader, for the leader
+/// to raise it.
+const FORMAT_WAIT: Duration = Duration::from_secs(2);
 
 /// A membership change that did not happen here.
 enum MemberError {

@@ -4,7 +4,7 @@
 //! `system`. The decision is checked again when the entry is applied, at the entry's own
 //! time, so a late, repeated or stale proposal changes nothing.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::cluster::{new_request_id, Command, Handle, Request, Response};
 
@@ -20,10 +20,12 @@ pub async fn run(handle: Handle) {
         if handle.status().leader != Some(handle.node_id()) {
             continue;
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        for cmd in handle.state().due_rollover_steps(now_ms) {
+        let now_ms = crate::cluster::types::now_ms();
+        let state = handle.state();
+        // A roll that an older leader started waits for the cluster's format to allow its
+        // steps (every member applies them).
+        let due = state.due_rollover_steps(now_ms);
+        for cmd in due.into_iter().filter(|c| c.format() <= state.format()) {
             propose(&handle, cmd).await;
         }
     }

@@ -17,7 +17,7 @@ use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::command::{Command, Rejection, Response};
-use crate::cluster::types::{Precondition, Request};
+use crate::cluster::types::{Precondition, Request, CLUSTER_FORMAT_START};
 use crate::model::{Datacenter, DcState, Health, Service};
 use crate::name::{KeyName, NameError, ServiceName, ZoneName};
 use crate::snapshot::CookieSecrets;
@@ -34,9 +34,11 @@ pub use history::{HistoryEntry, Shown, Target, TsigShown, MAX_HISTORY};
 pub use serial::{next_serial, JOURNAL_VERSIONS};
 mod update;
 
-/// The state's own format version (in snapshots and in the store). 1: one JSON value of the
-/// whole state; 2: one object per key, request records, versions.
-pub const STATE_FORMAT: u32 = 2;
+/// The newest format of the state (in snapshots and in the store) this binary reads. 1: one
+/// JSON value of the whole state; 2: one object per key, request records, versions; 3: the
+/// same, written once the cluster's format is past [`CLUSTER_FORMAT_START`] (it may hold
+/// what older binaries cannot read, and says so: they refuse it by this number).
+pub const STATE_FORMAT: u32 = 3;
 
 /// How long a node's health opinion counts after it was last reported (three missed
 /// re-affirmations of 30 s): a node that died or was cut off stops counting after that.
@@ -157,6 +159,8 @@ pub struct Delta {
     pub dnssec: BTreeSet<ZoneName>,
     /// History entries added or pruned (stored, never published).
     pub history: BTreeSet<u64>,
+    /// The cluster's format went up (stored, never published).
+    pub format: bool,
     /// Everything may have changed (a snapshot installed): rebuild all.
     pub everything: bool,
 }
@@ -174,6 +178,7 @@ impl Delta {
         self.serials.extend(other.serials);
         self.dnssec.extend(other.dnssec);
         self.history.extend(other.history);
+        self.format |= other.format;
         self.everything |= other.everything;
     }
 
@@ -191,7 +196,11 @@ impl Delta {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.changes_answers() && self.statuses.is_empty() && self.requests.is_empty()
+        !self.changes_answers()
+            && self.statuses.is_empty()
+            && self.requests.is_empty()
+            && self.history.is_empty()
+            && !self.format
     }
 
     pub fn everything() -> Delta {
@@ -234,6 +243,21 @@ pub struct State {
     history: OrdMap<u64, Arc<HistoryEntry>>,
     /// DNSSEC keys of signed zones.
     dnssec: OrdMap<ZoneName, DnssecEntry>,
+    /// The entry format every member applies ([`crate::cluster::types::CLUSTER_FORMAT_START`]
+    /// until the leader raises it).
+    format: ClusterFormat,
+}
+
+/// The cluster's format: the newest entry format every member applies. It starts at
+/// [`CLUSTER_FORMAT_START`] (a state stored or sent before the cluster format existed reads
+/// as that) and only goes up ([`Command::SetFormat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClusterFormat(pub u32);
+
+impl Default for ClusterFormat {
+    fn default() -> ClusterFormat {
+        ClusterFormat(CLUSTER_FORMAT_START)
+    }
 }
 
 fn health_name(h: Health) -> &'static str {
@@ -447,6 +471,25 @@ impl State {
     /// The cluster's DNS cookie secrets, once drawn.
     pub fn cookie_secrets(&self) -> Option<&Arc<CookieSecrets>> {
         self.cookies.as_ref()
+    }
+
+    /// The entry format every member applies: what may be proposed.
+    pub fn format(&self) -> u32 {
+        self.format.0
+    }
+
+    /// The state format this state is written in ([`STATE_FORMAT`]): 2 while the cluster
+    /// may still have members of the first cluster format.
+    pub fn stored_format(&self) -> u32 {
+        if self.format() > CLUSTER_FORMAT_START {
+            STATE_FORMAT
+        } else {
+            2
+        }
+    }
+
+    pub fn load_format(&mut self, format: u32) {
+        self.format = ClusterFormat(format.max(CLUSTER_FORMAT_START));
     }
 
     pub fn load_cookies(&mut self, secrets: CookieSecrets) {
@@ -1039,6 +1082,13 @@ impl State {
             Command::HealthReport { .. } => Ok(Response::Noop), // handled in apply()
             // Openraft's membership entry made the change; this one is its history.
             Command::MemberAdded { .. } | Command::MemberRemoved { .. } => Ok(Response::Noop),
+            Command::SetFormat { format } => {
+                if *format > self.format.0 {
+                    self.format = ClusterFormat(*format);
+                    delta.format = true;
+                }
+                Ok(Response::Noop)
+            }
             Command::Rollback { to } => self.rollback(*to, at_ms, index, delta),
             Command::DnsUpdate {
                 zone,

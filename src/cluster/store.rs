@@ -49,7 +49,8 @@ use crate::cluster::state::{
     ServiceEntry, SettingsEntry, State, TsigEntry, STATE_FORMAT,
 };
 use crate::cluster::types::{
-    Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote, FORMAT_VERSION,
+    Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+    CLUSTER_FORMAT_START, FORMAT_VERSION,
 };
 use crate::model::{Datacenter, Service};
 use crate::name::{KeyName, ServiceName, ZoneName};
@@ -86,6 +87,8 @@ const KEY_STATE_V1: &str = "state";
 const KEY_APPLIED: &str = "applied";
 /// The cluster's DNS cookie secrets (`objects` tree).
 const KEY_COOKIES: &str = "cookies";
+/// The cluster's format, once raised past [`CLUSTER_FORMAT_START`] (absent before).
+const KEY_CLUSTER_FORMAT: &str = "cluster_format";
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -511,12 +514,15 @@ struct SnapshotV2 {
     serials: Vec<(ZoneName, u32)>,
     #[serde(default)]
     dnssec: Vec<(ZoneName, DnssecEntry)>,
+    /// The cluster's format, when raised past its start (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_format: Option<u32>,
 }
 
 impl SnapshotV2 {
     fn of(state: &State) -> SnapshotV2 {
         SnapshotV2 {
-            format: STATE_FORMAT,
+            format: state.stored_format(),
             zones: state
                 .zones()
                 .map(|(o, z)| {
@@ -550,6 +556,7 @@ impl SnapshotV2 {
                 .all_dnssec()
                 .map(|(o, d)| (o.clone(), d.clone()))
                 .collect(),
+            cluster_format: Some(state.format()).filter(|&f| f > CLUSTER_FORMAT_START),
         }
     }
 
@@ -587,6 +594,9 @@ impl SnapshotV2 {
         }
         for (o, d) in self.dnssec {
             state.load_dnssec(o, d);
+        }
+        if let Some(f) = self.cluster_format {
+            state.load_format(f);
         }
         Ok(state)
     }
@@ -711,6 +721,7 @@ fn all_objects(state: &State, batch: &mut Writes) -> Result<(), serde_json::Erro
         .requests
         .extend(state.requests().map(|(id, _)| id.clone()));
     delta.cookies = true;
+    delta.format = state.format() > CLUSTER_FORMAT_START;
     delta.history.extend(state.history().map(|e| e.index));
     delta.tsig_keys.extend(state.tsig_key_names().cloned());
     delta
@@ -765,6 +776,9 @@ fn changed_objects(
     }
     if delta.cookies {
         put(batch, KEY_COOKIES.into(), state.cookie_secrets())?;
+    }
+    if delta.format {
+        batch.insert(KEY_CLUSTER_FORMAT, serde_json::to_vec(&state.format())?);
     }
     for name in &delta.tsig_keys {
         put(batch, tsig_key_key(name), state.tsig_key(name))?;
@@ -904,6 +918,8 @@ fn load_objects(dir: &Path, objects: &sled::Tree) -> Result<SmData, StoreError> 
                 .map_err(|e| bad(&e))?;
         } else if key.starts_with("h/") {
             state.load_history(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
+        } else if key == KEY_CLUSTER_FORMAT {
+            state.load_format(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if key == KEY_COOKIES {
             state.load_cookies(serde_json::from_slice(&v).map_err(|e| bad(&e))?);
         } else if let Some(id) = key.strip_prefix("r/") {
@@ -1298,7 +1314,7 @@ impl SmData {
 
     fn record(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(&AppliedRecord {
-            format: STATE_FORMAT,
+            format: self.state.stored_format(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
         })
@@ -1922,6 +1938,51 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("snapshot-"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// The cluster format survives a restart and travels in snapshots; until it is raised,
+    /// a snapshot is what the first cluster format wrote (state format 2, no new field), so
+    /// an older member installs it.
+    #[tokio::test]
+    async fn the_cluster_format_is_stored_and_in_snapshots_only_once_raised() {
+        let json = |bytes: &[u8]| -> serde_json::Value {
+            serde_json::from_slice(bytes).expect("snapshot JSON")
+        };
+        let src_dir = temp();
+        let (bytes, meta) = {
+            let (_log, mut src) = open_ok(src_dir.path());
+            src.apply(fixture_entries()).await.expect("apply");
+            let snap = src.get_snapshot_builder().await.build_snapshot().await;
+            let first = json(&read_all(snap.expect("build").snapshot).await);
+            assert_eq!(first["format"], 2);
+            assert!(first.get("cluster_format").is_none(), "{first}");
+            let raise = Command::SetFormat {
+                format: FORMAT_VERSION,
+            };
+            src.apply([normal(1, 7, raise)]).await.expect("apply");
+            assert_eq!(src.current().state.format(), FORMAT_VERSION);
+            let snap = src.get_snapshot_builder().await.build_snapshot().await;
+            let snap = snap.expect("build");
+            (read_all(snap.snapshot).await, snap.meta)
+        };
+        let raised = json(&bytes);
+        assert_eq!(raised["format"], STATE_FORMAT);
+        assert_eq!(raised["cluster_format"], FORMAT_VERSION);
+        {
+            let (_log, src) = open_ok(src_dir.path());
+            assert_eq!(
+                src.current().state.format(),
+                FORMAT_VERSION,
+                "after a restart"
+            );
+        }
+
+        let dst_dir = temp();
+        let (_log, mut dst) = open_ok(dst_dir.path());
+        let mut buf = dst.begin_receiving_snapshot().await.expect("begin");
+        buf.write_all(&bytes).await.expect("write");
+        dst.install_snapshot(&meta, buf).await.expect("install");
+        assert_eq!(dst.current().state.format(), FORMAT_VERSION, "installed");
     }
 
     async fn read_all(mut f: Box<tokio::fs::File>) -> Vec<u8> {

@@ -11,11 +11,26 @@ use crate::cluster::state::Target;
 /// 2: an entry may carry a precondition ([`Request::if_match`]), which an older binary would
 /// ignore; entries without one are still written as format 1. 3: a precondition may ask
 /// only that the object exists (`If-Match: *`, [`Precondition::exists`]), which a format-2
-/// binary would take for "version 0"; only such entries are written as format 3.
-pub const FORMAT_VERSION: u32 = 3;
+/// binary would take for "version 0"; key rolls ([`Command::Rollover`] and its steps) and
+/// membership history ([`Command::MemberAdded`]). 4: the cluster's format is raised
+/// ([`Command::SetFormat`]).
+///
+/// It is also the cluster format this binary offers: a cluster writes an entry of format
+/// `n` only once every member said it applies `n` ([`CLUSTER_FORMAT_START`]).
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The format a cluster starts at, and stays at until every member reports a newer one:
+/// what the oldest binary that may still be a member (one from before the cluster format)
+/// applies. Entries of a newer format are not proposed until the leader has raised the
+/// cluster's format ([`Command::SetFormat`]), so that during a rolling upgrade no node is
+/// sent an entry, a snapshot or a history entry it cannot read.
+pub const CLUSTER_FORMAT_START: u32 = 2;
 
 /// The format of an entry whose precondition names a version.
 const VERSION_MATCH_FORMAT: u32 = 2;
+
+/// The format of an entry whose precondition asks only that the object exists.
+const EXISTS_MATCH_FORMAT: u32 = 3;
 
 /// The format of an entry an older binary can apply the same way.
 const BASE_FORMAT: u32 = 1;
@@ -50,6 +65,14 @@ impl std::fmt::Display for NodeInfo {
     }
 }
 
+/// Milliseconds since the Unix epoch: the leader's clock, which stamps the entries it
+/// proposes (`Request::at_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One log entry's payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -76,11 +99,9 @@ pub struct Request {
 
 impl Request {
     pub fn new(cmd: Command) -> Request {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = now_ms();
         Request {
-            v: BASE_FORMAT,
+            v: cmd.format().max(BASE_FORMAT),
             at_ms,
             cmd,
             id: None,
@@ -99,6 +120,12 @@ impl Request {
 }
 
 impl Request {
+    /// The format a member must apply for this entry to be proposed (its `v`, which its
+    /// command and precondition raised when it was made).
+    pub fn format(&self) -> u32 {
+        self.v.max(self.cmd.format())
+    }
+
     /// The same, made by `actor`.
     pub fn by(mut self, actor: &str) -> Request {
         self.actor = Some(actor.to_string());
@@ -124,7 +151,7 @@ impl Request {
             version: 0,
             exists: true,
         });
-        self.v = FORMAT_VERSION;
+        self.v = self.v.max(EXISTS_MATCH_FORMAT);
         self
     }
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 /// A running node. Killed (SIGKILL) when dropped, and when the test process dies.
 pub struct Node {
+    /// First, so dropped (the process killed) before its directory is deleted.
+    child: Proc,
     pub dir: tempfile::TempDir,
     pub at: NodeRef,
-    child: Option<Child>,
 }
 
 /// Where a node listens; what tests talk to.
@@ -61,11 +62,103 @@ pub fn shared(cell: &'static std::sync::OnceLock<NodeRef>, make: fn() -> Node) -
     })
 }
 
-/// Send `signal` to a child process of the test's own (nothing when it is gone); no `kill`
-/// binary needed.
-fn send_signal(child: Option<&Child>, signal: nix::sys::signal::Signal) {
-    if let Some(c) = child {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+/// A child process of the test's own, or none (not started, or gone): what a node, a
+/// cluster node, a node in a namespace and Unbound each hold. Killed (SIGKILL) and reaped
+/// when dropped.
+#[derive(Default)]
+pub struct Proc(Option<Child>);
+
+/// Why [`Proc::wait_for`] gave up.
+#[derive(Debug)]
+pub enum NotReady {
+    /// The process is gone (its status, when this wait saw it exit).
+    Exited(Option<std::process::ExitStatus>),
+    /// Still running, but not ready within the limit.
+    Timeout,
+}
+
+impl Proc {
+    pub fn new(child: Child) -> Proc {
+        Proc(Some(child))
+    }
+
+    /// Send `signal` (nothing when there is no process); no `kill` binary needed.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(c) = &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+        }
+    }
+
+    /// SIGSTOP: the process holds its sockets but answers nothing (a hung or paused node).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Proc::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The exit status once the process has exited (there is no process after that).
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.0.as_mut()?.try_wait().ok()??;
+        self.0 = None;
+        Some(status)
+    }
+
+    /// SIGKILL, no goodbye; reaped.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for the exit status; `None` when there was no process or
+    /// it still runs after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.0.as_ref()?;
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Poll `ready` every 50 ms until it holds, for at most `limit`; give up at once when
+    /// the process is gone.
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), NotReady> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.is_running() {
+                return Err(NotReady::Exited(self.exited()));
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NotReady::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -75,15 +168,29 @@ pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// [`eventually`] with a limit of the caller's.
-pub fn eventually_within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually_within<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll(limit, f).unwrap_or_else(|| panic!("not within {limit:?}: {what}"))
+}
+
+/// Poll `f` every 25 ms until it gives `Some`; `None` once `limit` has passed (so bounded
+/// in time, and in count).
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Poll `f` until it holds: how long that took, or `None` once `limit` has passed.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    poll(limit, || f().then(|| start.elapsed()))
 }
 
 /// A loopback port free for both UDP and TCP, below the kernel's ephemeral range (32768 and
@@ -208,7 +315,7 @@ impl Node {
                 raft,
                 log_path,
             },
-            child: Some(child),
+            child: Proc::new(child),
         }
     }
 
@@ -225,58 +332,40 @@ impl Node {
 
     /// Wait until `/healthz` says 200; the error says why not, with the node's log.
     pub fn try_wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("meridian exited early ({status}):\n{}", self.log()));
-                }
-            }
-            if http_get(self.admin, "/healthz").map(|(s, _)| s) == Some(200) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let admin = self.at.admin;
+        match self.child.wait_for(limit, || healthz(admin)) {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status)) => Err(format!(
+                "meridian exited early ({}):\n{}",
+                status.map_or("gone".to_string(), |s| s.to_string()),
+                self.log()
+            )),
+            Err(NotReady::Timeout) => Err(format!(
+                "meridian not healthy within {limit:?}:\n{}",
+                self.log()
+            )),
         }
-        Err(format!(
-            "meridian not healthy within {limit:?}:\n{}",
-            self.log()
-        ))
     }
 
     /// Send a signal to the node (while it runs).
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        send_signal(self.child.as_ref(), signal);
+        self.child.signal(signal);
     }
 
     /// Whether the node's process still runs.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.is_running()
     }
 
     /// Send SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.child.terminate(limit)
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Whether the admin listener at `admin` answers `/healthz` with 200.
+pub fn healthz(admin: SocketAddr) -> bool {
+    http_get(admin, "/healthz").map(|(s, _)| s) == Some(200)
 }
 
 /// The bodies of a `[dns]` and an `[admin]` section in `extra` (each up to the next
@@ -564,23 +653,110 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// [`http`] that must answer: fails the test, naming the request, when it does not.
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    token: Option<&str>,
+) -> (u16, String) {
+    http(addr, method, path, body, token).unwrap_or_else(|| panic!("{method} {path}: no answer"))
+}
+
+/// `body` parsed as JSON; fails the test, with the body, when it is not JSON.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// An authorised request with a JSON `body`: (status, the answer parsed, `Null` when
+/// empty). An answer that is not JSON fails the test (every answer of the API is).
+pub fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = call(
+        addr,
+        method,
+        path,
+        body.map(|b| ("application/json", b)),
+        Some(TOKEN),
+    );
+    if text.trim().is_empty() {
+        return (status, serde_json::Value::Null);
+    }
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path} → {status}: not JSON ({e}): {text}"));
+    (status, v)
+}
+
+/// `PATCH /api/v1/datacenters/{dc}` with the JSON `body` and the token; it must answer.
+pub fn patch_datacenter(addr: SocketAddr, dc: &str, body: &str) -> (u16, String) {
+    call(
+        addr,
+        "PATCH",
+        &format!("/api/v1/datacenters/{dc}"),
+        Some(("application/json", body)),
+        Some(TOKEN),
+    )
+}
+
+/// `GET path` (with the token, so also where reads need one), which must answer 200 with
+/// JSON: parsed.
+pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = call(addr, "GET", path, None, Some(TOKEN));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
 /// One node of a test cluster: can be killed and restarted on the same data.
 pub struct ClusterNode {
     pub id: u64,
     pub config: PathBuf,
     pub at: NodeRef,
-    child: Option<Child>,
+    /// The binary it runs (this build's unless a test upgrades from another).
+    pub bin: PathBuf,
+    child: Proc,
 }
 
 impl ClusterNode {
+    /// Write node `id`'s `config` (node`ID`.toml) in `dir` and start it on `bin`, its log
+    /// node`ID`.log beside; without waiting for it.
+    fn launch(
+        dir: &Path,
+        id: u64,
+        (dns, admin, raft): (SocketAddr, SocketAddr, SocketAddr),
+        config: &str,
+        bin: &Path,
+    ) -> ClusterNode {
+        let path = dir.join(format!("node{id}.toml"));
+        std::fs::write(&path, config).expect("write config");
+        let mut node = ClusterNode {
+            id,
+            config: path,
+            at: NodeRef {
+                dns,
+                admin,
+                raft,
+                log_path: dir.join(format!("node{id}.log")),
+            },
+            bin: bin.to_path_buf(),
+            child: Proc::default(),
+        };
+        node.spawn();
+        node
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.at.log_path)
             .expect("log file");
-        self.child = Some(spawn_owned(
-            Command::new(env!("CARGO_BIN_EXE_meridian"))
+        self.child = Proc::new(spawn_owned(
+            Command::new(&self.bin)
                 .arg("serve")
                 .arg("--config")
                 .arg(&self.config)
@@ -590,15 +766,12 @@ impl ClusterNode {
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.is_running()
     }
 
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill9();
     }
 
     pub fn restart(&mut self) {
@@ -608,32 +781,25 @@ impl ClusterNode {
 
     /// SIGSTOP: the process holds its sockets but answers nothing (a hung or paused node).
     pub fn pause(&self) {
-        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGSTOP);
+        self.child.pause();
     }
 
     /// SIGCONT after [`ClusterNode::pause`].
     pub fn resume(&self) {
-        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGCONT);
+        self.child.resume();
     }
 
     /// SIGTERM, and wait (bounded) for the process to end; SIGKILL after `limit`.
     pub fn stop(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        send_signal(self.child.as_ref(), nix::sys::signal::Signal::SIGTERM);
-        let c = self.child.as_mut()?;
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = self.child.terminate(limit);
+        if status.is_none() {
+            self.kill9();
         }
-        self.kill9();
-        None
+        status
     }
 
     pub fn healthy(&self) -> bool {
-        http_get(self.at.admin, "/healthz").map(|r| r.0) == Some(200)
+        healthz(self.at.admin)
     }
 
     pub fn wait_healthy(&mut self, limit: Duration) {
@@ -646,27 +812,16 @@ impl ClusterNode {
     /// caller to decide (a port taken by another test between [`free_port`] and the bind
     /// is worth another try); not healthy within `limit` still panics.
     pub fn try_wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return Err(self.at.log());
-            }
-            if self.healthy() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let admin = self.at.admin;
+        match self.child.wait_for(limit, || healthz(admin)) {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(_)) => Err(self.at.log()),
+            Err(NotReady::Timeout) => panic!(
+                "node {} not healthy within {limit:?}:\n{}",
+                self.id,
+                self.at.log()
+            ),
         }
-        panic!(
-            "node {} not healthy within {limit:?}:\n{}",
-            self.id,
-            self.at.log()
-        );
-    }
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -700,20 +855,35 @@ impl TestCluster {
 
     /// [`TestCluster::start`] with more lines in every node's `[dns]` section.
     pub fn start_with(n: u64, files: &[(&str, &str)], dns_extra: &str) -> TestCluster {
+        TestCluster::start_on(
+            Path::new(env!("CARGO_BIN_EXE_meridian")),
+            n,
+            files,
+            dns_extra,
+        )
+    }
+
+    /// [`TestCluster::start_with`], every node running `bin`.
+    pub fn start_on(bin: &Path, n: u64, files: &[(&str, &str)], dns_extra: &str) -> TestCluster {
         // Ports come from `free_port`, which another test may take before a node binds
         // them: a node that exits for that is retried, with fresh ports, twice at most.
         for _ in 0..2 {
-            match TestCluster::try_start(n, files, dns_extra) {
+            match TestCluster::try_start(bin, n, files, dns_extra) {
                 Ok(c) => return c,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("a node exited:\n{log}"),
             }
         }
-        TestCluster::try_start(n, files, dns_extra)
+        TestCluster::try_start(bin, n, files, dns_extra)
             .unwrap_or_else(|log| panic!("a node exited:\n{log}"))
     }
 
-    fn try_start(n: u64, files: &[(&str, &str)], dns_extra: &str) -> Result<TestCluster, String> {
+    fn try_start(
+        bin: &Path,
+        n: u64,
+        files: &[(&str, &str)],
+        dns_extra: &str,
+    ) -> Result<TestCluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir_all(&zones).expect("zones dir");
@@ -734,21 +904,13 @@ impl TestCluster {
         for (i, (dns, admin, raft)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
             let config = cluster_config(id, dns, admin, raft, &peers, dns_extra);
-            let path = dir.path().join(format!("node{id}.toml"));
-            std::fs::write(&path, config).expect("write config");
-            let mut node = ClusterNode {
+            nodes.push(ClusterNode::launch(
+                dir.path(),
                 id,
-                config: path,
-                at: NodeRef {
-                    dns,
-                    admin,
-                    raft,
-                    log_path: dir.path().join(format!("node{id}.log")),
-                },
-                child: None,
-            };
-            node.spawn();
-            nodes.push(node);
+                (dns, admin, raft),
+                &config,
+                bin,
+            ));
         }
         for node in nodes.iter_mut() {
             // On Err, dropping `nodes` stops the others.
@@ -759,49 +921,62 @@ impl TestCluster {
 
     /// Start one more node, not among the initial peers: it waits to be added.
     pub fn spawn_extra(&mut self) -> u64 {
+        self.spawn_extra_on(Path::new(env!("CARGO_BIN_EXE_meridian")))
+    }
+
+    /// [`TestCluster::spawn_extra`], running `bin`.
+    pub fn spawn_extra_on(&mut self, bin: &Path) -> u64 {
         let id = self.nodes.len() as u64 + 1;
         let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (dns, admin, raft) = (port(free_port()), port(free_port()), port(free_port()));
-        let path = self.dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&path, cluster_config(id, dns, admin, raft, &self.peers, ""))
-            .expect("config");
-        let mut node = ClusterNode {
-            id,
-            config: path,
-            at: NodeRef {
-                dns,
-                admin,
-                raft,
-                log_path: self.dir.path().join(format!("node{id}.log")),
-            },
-            child: None,
-        };
-        node.spawn();
+        let config = cluster_config(id, dns, admin, raft, &self.peers, "");
+        let node = ClusterNode::launch(self.dir.path(), id, (dns, admin, raft), &config, bin);
         self.nodes.push(node);
         id
     }
 
     /// The leader as some node reports it (polls up to `limit`).
     pub fn leader(&self, limit: Duration) -> Option<u64> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            for n in &self.nodes {
-                if let Some((200, body)) = http_get(n.at.admin, "/api/v1/cluster") {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-                        if let Some(l) = v["leader"].as_u64() {
-                            return Some(l);
-                        }
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        poll(limit, || {
+            self.nodes.iter().find_map(|n| {
+                let (200, body) = http_get(n.at.admin, "/api/v1/cluster")? else {
+                    return None;
+                };
+                serde_json::from_str::<serde_json::Value>(&body).ok()?["leader"].as_u64()
+            })
+        })
     }
 
     pub fn node(&mut self, id: u64) -> &mut ClusterNode {
         &mut self.nodes[id as usize - 1]
     }
+
+    /// Every node's log lines that contain one of `patterns`, prefixed with the node's id.
+    pub fn log_lines(&self, patterns: &[&str]) -> Vec<String> {
+        log_lines(
+            self.nodes.iter().map(|n| (n.id, n.at.log_path.as_path())),
+            patterns,
+        )
+    }
+}
+
+/// The lines of each `(node id, log file)` that contain one of `patterns`, prefixed
+/// `node ID: `, node by node in the order given.
+pub fn log_lines<'a>(
+    logs: impl IntoIterator<Item = (u64, &'a Path)>,
+    patterns: &[&str],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, path) in logs {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| patterns.iter().any(|p| l.contains(p)))
+        {
+            out.push(format!("node {id}: {line}"));
+        }
+    }
+    out
 }
 
 /// A two-site world shared by the cluster, partition and metrics tests: zone `example.com`,
@@ -828,4 +1003,26 @@ name = "www"
 policy = "geo_nearest"
 datacenters = ["lon", "iad"]
 "#;
+}
+
+/// `PUT /api/v1/zones/{origin}/dnssec` with `body` (e.g. `{"algorithm": "ED25519"}`) on
+/// `admin`, which must answer 201: the keys, parsed. Waits for nothing: each test polls for
+/// what it needs, within its own limit.
+pub fn sign_zone(admin: SocketAddr, origin: &str, body: &str) -> serde_json::Value {
+    let (status, v) = api(
+        admin,
+        "PUT",
+        &format!("/api/v1/zones/{origin}/dnssec"),
+        Some(body),
+    );
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+/// The first DS of a dnssec GET or PUT body.
+pub fn first_ds(keys: &serde_json::Value) -> String {
+    keys["ds"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no DS: {keys}"))
+        .to_string()
 }

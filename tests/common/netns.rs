@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{geoip_db, http, http_with, TOKEN};
+use super::{geoip_db, http, http_with, NotReady, Proc, TOKEN};
 
 /// Run `ip ARGS…`; its stderr on failure.
 pub fn ip(args: &[&str]) -> Result<(), String> {
@@ -115,42 +115,33 @@ pub struct NsNode {
     pub admin: SocketAddr,
     pub config: PathBuf,
     pub log: PathBuf,
-    child: Option<Child>,
+    child: Proc,
 }
 
 impl NsNode {
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill9();
     }
 
     /// Start again on the same data (killing it first if it runs).
     pub fn restart(&mut self) {
         self.kill9();
-        self.child = Some(spawn_in_ns(&self.ns, &self.config, &self.log));
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
-        }
+        self.child = Proc::new(spawn_in_ns(&self.ns, &self.config, &self.log));
     }
 
     /// SIGSTOP: the process holds its sockets but answers nothing.
     pub fn pause(&self) {
-        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        self.child.pause();
     }
 
     /// SIGCONT after [`NsNode::pause`].
     pub fn resume(&self) {
-        self.signal(nix::sys::signal::Signal::SIGCONT);
+        self.child.resume();
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.is_running()
     }
 
     /// An HTTP request to the node's admin API, from inside its namespace.
@@ -167,15 +158,19 @@ impl NsNode {
     }
 
     pub fn healthz(&self) -> Option<u16> {
-        in_ns(&self.ns, || http(self.admin, "GET", "/healthz", None, None)).map(|r| r.0)
+        healthz_in(&self.ns, self.admin)
+    }
+
+    /// `GET path` on the node's admin API, from inside its namespace, parsed; `None` when
+    /// it does not answer, or not with JSON.
+    pub fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let (_, body) = self.http("GET", path, None, &[])?;
+        serde_json::from_str(&body).ok()
     }
 
     /// `GET /api/v1/cluster`, parsed.
     pub fn cluster(&self) -> Option<serde_json::Value> {
-        let (_, body) = in_ns(&self.ns, || {
-            http(self.admin, "GET", "/api/v1/cluster", None, None)
-        })?;
-        serde_json::from_str(&body).ok()
+        self.get_json("/api/v1/cluster")
     }
 
     /// The leader and term this node reports.
@@ -191,23 +186,27 @@ impl NsNode {
 
     /// Wait until `/healthz` answers 200; panics with the log's tail after `limit`.
     pub fn wait_healthy(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if !self.is_running() {
-                panic!("node {} exited:\n{}", self.id, tail(&self.log, 40));
+        let (ns, admin) = (self.ns.clone(), self.admin);
+        match self
+            .child
+            .wait_for(limit, || healthz_in(&ns, admin) == Some(200))
+        {
+            Ok(()) => {}
+            Err(NotReady::Exited(_)) => {
+                panic!("node {} exited:\n{}", self.id, tail(&self.log, 40))
             }
-            if self.healthz() == Some(200) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
+            Err(NotReady::Timeout) => panic!(
                 "node {} not healthy within {limit:?}:\n{}",
                 self.id,
                 tail(&self.log, 40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            ),
         }
     }
+}
+
+/// The status of `/healthz` at `admin`, asked from inside namespace `ns`.
+fn healthz_in(ns: &str, admin: SocketAddr) -> Option<u16> {
+    in_ns(ns, || http(admin, "GET", "/healthz", None, None)).map(|r| r.0)
 }
 
 /// The last `n` lines of a log file.
@@ -348,7 +347,7 @@ impl Lab {
                 admin,
                 config: path,
                 log,
-                child: Some(child),
+                child: Proc::new(child),
             });
         }
         for node in &mut self.nodes {
@@ -371,19 +370,10 @@ impl Lab {
 
     /// The leader some node among `ids` reports, polled up to `limit`.
     pub fn leader_among(&self, ids: &[usize], limit: Duration) -> Option<u64> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(l) = ids
-                .iter()
+        super::poll(limit, || {
+            ids.iter()
                 .find_map(|&i| self.node(i).leader_term().and_then(|(l, _)| l))
-            {
-                return Some(l);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Poll until every node in `ids` reports the same leader, in the same term, and that
@@ -408,17 +398,7 @@ impl Lab {
 
     /// Every node's log lines that contain one of `patterns`, prefixed with the node's id.
     pub fn log_lines(&self, patterns: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        for n in &self.nodes {
-            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-            for line in log
-                .lines()
-                .filter(|l| patterns.iter().any(|p| l.contains(p)))
-            {
-                out.push(format!("node {}: {line}", n.id));
-            }
-        }
-        out
+        super::log_lines(self.nodes.iter().map(|n| (n.id, n.log.as_path())), patterns)
     }
 
     /// Cut (or restore) node `id`'s only link, at the bridge end: a silent partition.

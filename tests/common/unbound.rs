@@ -3,17 +3,18 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::{dig_at, free_port, spawn_owned};
+use super::{dig_at, free_port, spawn_owned, Dig, NotReady, Proc};
 
 pub const UNBOUND: &str = "/usr/sbin/unbound";
 
 pub struct Unbound {
+    /// First, so dropped (the process killed) before its directory is deleted.
+    child: Proc,
     dir: tempfile::TempDir,
     pub addr: SocketAddr,
-    child: Option<Child>,
 }
 
 impl Unbound {
@@ -82,36 +83,63 @@ stub-zone:
         let mut u = Unbound {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child: Some(child),
+            child: Proc::new(child),
         };
         // Ready when it answers from its own built-in `localhost` zone (no upstream needed).
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = u.child.as_mut().map(|c| c.try_wait()) {
-                u.child = None;
-                return Err(format!("exited early ({status}):\n{}", u.log()));
+        let addr = u.addr;
+        let ready = u.child.wait_for(Duration::from_secs(15), || {
+            let d = dig_at(addr, &["+rec", "localhost", "A"]);
+            d.status == "NOERROR" && d.answer_data("A") == ["127.0.0.1"]
+        });
+        match ready {
+            Ok(()) => Ok(u),
+            Err(NotReady::Exited(status)) => {
+                Err(format!("exited early ({status:?}):\n{}", u.log()))
             }
-            let d = dig_at(u.addr, &["+rec", "localhost", "A"]);
-            if d.status == "NOERROR" && d.answer_data("A") == ["127.0.0.1"] {
-                return Ok(u);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Err(NotReady::Timeout) => Err(format!("no answer within 15s:\n{}", u.log())),
         }
-        Err(format!("no answer within 15s:\n{}", u.log()))
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
     }
-}
 
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+    /// `dig @unbound +rec +dnssec ARGS…`
+    pub fn ask(&self, args: &[&str]) -> Dig {
+        let mut all = vec!["+rec", "+dnssec"];
+        all.extend_from_slice(args);
+        dig_at(self.addr, &all)
+    }
+
+    /// Ask `name rtype` and require NOERROR with AD; the error has the answer and
+    /// Unbound's log, for the caller to add its own context.
+    pub fn validated(&self, name: &str, rtype: &str) -> Result<Dig, String> {
+        let d = self.ask(&[name, rtype]);
+        if d.status == "NOERROR" && d.has_flag("ad") {
+            Ok(d)
+        } else {
+            Err(format!(
+                "{name} {rtype}: want NOERROR with AD:\n{}\nunbound log:\n{}",
+                d.raw,
+                self.log()
+            ))
         }
     }
+}
+
+/// A validating Unbound stub to `meridian` for example.com, with `ds` (DS RDATA in
+/// presentation form, as the dnssec API's GET gives it) as its only trust anchor.
+pub fn validator(meridian: SocketAddr, ds: &str) -> Unbound {
+    assert!(
+        std::path::Path::new(UNBOUND).exists(),
+        "{UNBOUND} is missing: run scripts/test.sh, which installs unbound"
+    );
+    Unbound::start(
+        meridian,
+        &format!(
+            "    val-log-level: 2\n    module-config: \"validator iterator\"\n    trust-anchor: \"example.com. IN DS {ds}\"\n"
+        ),
+    )
 }
 
 /// `delv @at +root=example.com ARGS…` with `ds` (DS RDATA in presentation form, as the

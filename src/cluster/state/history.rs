@@ -152,6 +152,20 @@ pub enum Prior {
     },
 }
 
+/// The cluster format from which history keeps TSIG keys, zone settings and DNSSEC keys
+/// before a change ([`Prior::TsigKey`], [`Prior::ZoneSettings`], [`Prior::Dnssec`]).
+const SHOWN_PRIOR_FORMAT: u32 = 3;
+
+impl Prior {
+    /// Whether members of the first cluster format read this kind.
+    fn kept_by_older_formats(&self) -> bool {
+        match self {
+            Prior::Datacenter { .. } | Prior::Zone { .. } | Prior::Service { .. } => true,
+            Prior::TsigKey { .. } | Prior::ZoneSettings { .. } | Prior::Dnssec { .. } => false,
+        }
+    }
+}
+
 /// A TSIG key as the API shows it: its name and algorithm, never its secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TsigShown {
@@ -286,7 +300,7 @@ fn definition(dc: &Datacenter) -> Arc<Datacenter> {
 /// The history kind of a command; `None`: not an entry (health, the bootstrap import).
 fn kind_of(cmd: &Command) -> Option<&'static str> {
     match cmd {
-        Command::HealthReport { .. } | Command::Import { .. } => None,
+        Command::HealthReport { .. } | Command::Import { .. } | Command::SetFormat { .. } => None,
         // The automatic steps of a roll are rollover entries too (actor `system`).
         Command::RolloverStep { .. } => Some("rollover"),
         other => Some(other.name()),
@@ -331,7 +345,8 @@ pub fn target_of(cmd: &Command) -> Option<Target> {
         Command::HealthReport { .. }
         | Command::RotateCookieSecret { .. }
         | Command::Rollback { .. }
-        | Command::Import { .. } => None,
+        | Command::Import { .. }
+        | Command::SetFormat { .. } => None,
     }
 }
 
@@ -382,7 +397,12 @@ impl State {
         if matches!(response, Response::DnsUpdate { rcode } if *rcode != 0) {
             return;
         }
-        let undo = self.undo_since(before, delta);
+        let mut undo = self.undo_since(before, delta);
+        if self.format() < SHOWN_PRIOR_FORMAT {
+            // A member of an older format could not read these kinds in a snapshot or its
+            // store: until every member applies them, history keeps what it kept then.
+            undo.retain(|(_, p)| p.kept_by_older_formats());
+        }
         let target = target_of(cmd);
         let summary = summarize(cmd, response, target.as_ref(), &undo, before, self);
         self.history.insert(
@@ -758,7 +778,9 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::types::FORMAT_VERSION;
     use crate::model::PolicyKind;
+    use std::collections::BTreeSet;
 
     const ZONE: &str = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
 
@@ -931,6 +953,88 @@ mod tests {
         }
     }
 
+    /// Until every member applies format 3, history keeps only the before-kinds the first
+    /// cluster format reads (an older member would fail on a snapshot or store holding the
+    /// others), so every node of a mixed cluster records the same.
+    #[test]
+    fn a_cluster_of_the_first_format_keeps_only_the_kinds_older_members_read() {
+        use crate::zone::dnssec::{Algorithm, Layout, ZoneKeys};
+        use crate::zoneconf::{TsigAlgorithm, TsigKey};
+        let mut s = State::default();
+        assert_eq!(s.format(), crate::cluster::types::CLUSTER_FORMAT_START);
+        let key = |secret: &[u8]| TsigKey {
+            name: "k1".into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: secret.to_vec(),
+        };
+        let keys = ZoneKeys::generate(Algorithm::EcdsaP256Sha256, Layout::Csk).expect("keys");
+        let cmds = [
+            Command::PutZone {
+                origin: "example.com".into(),
+                text: ZONE.into(),
+            },
+            Command::PutTsigKey { key: key(b"first") },
+            Command::PutTsigKey {
+                key: key(b"second"),
+            },
+            Command::PutZoneSettings {
+                origin: "example.com".into(),
+                settings: Default::default(),
+            },
+            Command::PutDnssec {
+                origin: "example.com".into(),
+                keys,
+            },
+            Command::DeleteDnssec {
+                origin: "example.com".into(),
+            },
+            Command::PutZone {
+                origin: "example.com".into(),
+                text: ZONE.replace("192.0.2.1", "192.0.2.9"),
+            },
+        ];
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            let (r, _) = s.apply_request(&Request::new(cmd).by("ops"), i as u64 + 1);
+            assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
+        }
+        let mut kinds = BTreeSet::new();
+        for e in s.history() {
+            let json = serde_json::to_value(&**e).expect("json");
+            for (_, prior) in json["undo"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| {
+                    let pair = u.as_array()?;
+                    Some((pair.first()?.clone(), pair.get(1)?.clone()))
+                })
+            {
+                kinds.insert(prior["kind"].as_str().unwrap_or("?").to_string());
+            }
+        }
+        // What the first cluster format's history knows, and nothing else.
+        assert_eq!(kinds, BTreeSet::from(["zone".to_string()]), "{kinds:?}");
+        // Raised, the same changes keep their before.
+        let (r, _) = s.apply_request(
+            &Request::new(Command::SetFormat {
+                format: FORMAT_VERSION,
+            }),
+            8,
+        );
+        assert_eq!(r, Response::Noop);
+        let (r, _) = s.apply_request(&Request::new(Command::PutTsigKey { key: key(b"third") }), 9);
+        assert_eq!(r, Response::Replaced);
+        let e = s.history_entry(9).expect("entry");
+        assert!(
+            matches!(e.undo.as_slice(), [(_, Prior::TsigKey { key: Some(_) })]),
+            "{e:?}"
+        );
+        // The format never goes down.
+        let (r, _) = s.apply_request(&Request::new(Command::SetFormat { format: 2 }), 10);
+        assert_eq!(r, Response::Noop);
+        assert_eq!(s.format(), FORMAT_VERSION);
+    }
+
     #[test]
     fn tsig_keys_settings_and_dnssec_show_before_and_after_but_are_not_rolled_back() {
         use crate::zone::dnssec::{Algorithm, Layout, ZoneKeys};
@@ -943,6 +1047,11 @@ mod tests {
             assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
             index
         };
+        // Every member applies these history kinds (see the next test for a cluster that
+        // does not yet).
+        let format = FORMAT_VERSION;
+        ap(&mut s, Command::SetFormat { format });
+        assert_eq!(s.format(), format);
         let key = |secret: &[u8]| TsigKey {
             name: "k1".into(),
             algorithm: TsigAlgorithm::HmacSha256,
