@@ -186,7 +186,11 @@ fn acme_update(value: u64) -> Command {
     let name = Name::from_ascii("_acme-challenge.big.example.").expect("name");
     let mut delete = Record::update0(name.clone(), 0, RecordType::TXT);
     delete.dns_class = DNSClass::ANY;
-    let add = Record::from_rdata(name, 60, RData::TXT(TXT::new(vec![format!("token-{value}")])));
+    let add = Record::from_rdata(
+        name,
+        60,
+        RData::TXT(TXT::new(vec![format!("token-{value}")])),
+    );
     let wire = |r: &Record| UpdateRr::from_record(r).expect("wire");
     Command::DnsUpdate {
         zone: "big.example.".into(),
