@@ -245,6 +245,7 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
 
     // 4. The last node upgraded: the format goes up on every node by itself.
     restart_on(&mut c, 2, &new);
+    let healthy = Instant::now();
     for n in &all {
         eventually_within(
             Duration::from_secs(15),
@@ -252,6 +253,10 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
             || (format(n) == Some(4)).then_some(()),
         );
     }
+    eprintln!(
+        "format 4 on every node {:?} after the last node served",
+        healthy.elapsed()
+    );
     let (s, v) = if_exists(&all[1], r#"{"weight": 3}"#);
     assert_eq!(s, 200, "{v}");
     let (s, v) = api(
