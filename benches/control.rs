@@ -149,6 +149,13 @@ fn update_world(records: usize) -> (State, Builder, u64) {
         ..ZoneSettings::default()
     };
     let cmds = [
+        Command::PutTsigKey {
+            key: meridian::zoneconf::TsigKey {
+                name: "acme".into(),
+                algorithm: meridian::zoneconf::TsigAlgorithm::HmacSha256,
+                secret: vec![7; 32],
+            },
+        },
         Command::PutZone {
             origin: "big.example.".into(),
             text,

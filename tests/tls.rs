@@ -357,7 +357,8 @@ fn raft_handshake_needs_a_node_certificate_of_the_cluster_ca() {
     // A cluster node's certificate: served, and the node says who it is.
     let (rc, status, body) = raft_probe(c, raft, Some((&c.client, "node2")));
     assert_eq!((rc, status), (0, 200), "{body}");
-    assert_eq!(body, r#"{"node_id":1}"#);
+    // (And which entry format it applies: the cluster format's probe.)
+    assert_eq!(body, r#"{"node_id":1,"format":4}"#);
 
     // A member may not speak in another node's name: a vote request for node 3 sent with
     // node 2's certificate is refused (and the term does not move).

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::two_sites::{DCS, SERVICES, ZONE};
-use common::{eventually_within, http_get, http_with, NodeRef, TestCluster, TOKEN};
+use common::{
+    api, eventually_within, get_json, http_get, http_with, json, NodeRef, TestCluster, TOKEN,
+};
 
 const JSON: &str = "application/json";
 
@@ -69,26 +71,18 @@ fn last_applied(node: &NodeRef) -> u64 {
     cluster_json(node).map_or(0, |v| v["last_applied"].as_u64().unwrap_or(0))
 }
 
-fn write(
-    node: &NodeRef,
-    method: &str,
-    path: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> (u16, serde_json::Value) {
+/// `PATCH /datacenters/lon` with `If-Match: *` (format 3): (status, answer).
+fn if_exists(node: &NodeRef, body: &str) -> (u16, serde_json::Value) {
     let (s, b) = http_with(
         node.admin,
-        method,
-        path,
+        "PATCH",
+        "/api/v1/datacenters/lon",
         Some((JSON, body)),
         Some(TOKEN),
-        headers,
+        &[("If-Match", "*")],
     )
-    .unwrap_or_else(|| panic!("{method} {path}: no answer"));
-    (
-        s,
-        serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)),
-    )
+    .expect("PATCH answered");
+    (s, json(&b))
 }
 
 /// A London client's answer from one node.
@@ -101,12 +95,11 @@ fn london(node: &NodeRef) -> Vec<String> {
 /// address that state gives, within 10 s.
 fn drain(via: &NodeRef, drained: bool, all: &[NodeRef]) {
     let state = if drained { "drained" } else { "active" };
-    let (s, v) = write(
-        via,
+    let (s, v) = api(
+        via.admin,
         "PATCH",
         "/api/v1/datacenters/lon",
-        &format!(r#"{{"state": "{state}"}}"#),
-        &[],
+        Some(&format!(r#"{{"state": "{state}"}}"#)),
     );
     assert_eq!(s, 200, "drain {state} through {}: {v}", via.admin);
     let want = if drained {
@@ -181,12 +174,11 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
     let mut c = TestCluster::start_on(&old, 3, &files(), "");
     let all: Vec<NodeRef> = c.nodes.iter().map(|n| n.at.clone()).collect();
     c.leader(Duration::from_secs(10)).expect("a leader");
-    let (s, v) = write(
-        &all[0],
+    let (s, v) = api(
+        all[0].admin,
         "PUT",
         "/api/v1/zones/example.com/dnssec",
-        r#"{"algorithm": "ECDSAP256SHA256"}"#,
-        &[],
+        Some(r#"{"algorithm": "ECDSAP256SHA256"}"#),
     );
     assert_eq!(s, 201, "{v}");
     drain(&all[0], true, &all);
@@ -196,22 +188,15 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
     assert_eq!(format(&all[2]), Some(2), "{:?}", cluster_json(&all[2]));
     drain(&all[2], false, &all);
     // What needs format 3 waits, refused before it was proposed.
-    let (s, v) = write(
-        &all[2],
-        "PATCH",
-        "/api/v1/datacenters/lon",
-        r#"{"weight": 3}"#,
-        &[("If-Match", "*")],
-    );
+    let (s, v) = if_exists(&all[2], r#"{"weight": 3}"#);
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["outcome"], "not_applied", "{v}");
     assert!(v["error"].as_str().unwrap_or("").contains("format"), "{v}");
-    let (s, v) = write(
-        &all[2],
+    let (s, v) = api(
+        all[2].admin,
         "POST",
         "/api/v1/zones/example.com./dnssec/rollover",
-        r#"{"role": "csk"}"#,
-        &[],
+        Some(r#"{"role": "csk"}"#),
     );
     assert_eq!((s, &v["outcome"]), (503, &"not_applied".into()), "{v}");
 
@@ -222,7 +207,7 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
     let via = all[leader as usize - 1].clone();
     let key = r#"{"algorithm": "hmac-sha256", "secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQ="}"#;
     for _ in 0..2 {
-        let (s, v) = write(&via, "PUT", "/api/v1/tsig-keys/xfr", key, &[]);
+        let (s, v) = api(via.admin, "PUT", "/api/v1/tsig-keys/xfr", Some(key));
         assert!(s == 200 || s == 201, "{v}");
     }
     drain(&via, true, &all);
@@ -236,12 +221,11 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
     // worth of entries (1,000) while stopped, then catches up from the snapshot.
     c.node(2).stop(Duration::from_secs(15));
     for i in 0..1100u32 {
-        let (s, v) = write(
-            &via,
+        let (s, v) = api(
+            via.admin,
             "PATCH",
             "/api/v1/datacenters/iad",
-            &format!(r#"{{"weight": {}}}"#, 1 + i % 50),
-            &[],
+            Some(&format!(r#"{{"weight": {}}}"#, 1 + i % 50)),
         );
         assert_eq!(s, 200, "write {i}: {v}");
     }
@@ -261,6 +245,7 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
 
     // 4. The last node upgraded: the format goes up on every node by itself.
     restart_on(&mut c, 2, &new);
+    let healthy = Instant::now();
     for n in &all {
         eventually_within(
             Duration::from_secs(15),
@@ -268,35 +253,28 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
             || (format(n) == Some(4)).then_some(()),
         );
     }
-    let (s, v) = write(
-        &all[1],
-        "PATCH",
-        "/api/v1/datacenters/lon",
-        r#"{"weight": 3}"#,
-        &[("If-Match", "*")],
+    eprintln!(
+        "format 4 on every node {:?} after the last node served",
+        healthy.elapsed()
     );
+    let (s, v) = if_exists(&all[1], r#"{"weight": 3}"#);
     assert_eq!(s, 200, "{v}");
-    let (s, v) = write(
-        &all[1],
+    let (s, v) = api(
+        all[1].admin,
         "PUT",
         "/api/v1/tsig-keys/xfr",
-        r#"{"algorithm": "hmac-sha256", "secret": "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA=="}"#,
-        &[],
+        Some(r#"{"algorithm": "hmac-sha256", "secret": "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA=="}"#),
     );
     assert_eq!(s, 200, "{v}");
-    let newest = http_get(all[1].admin, "/api/v1/history?limit=1")
-        .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
-        .and_then(|l| l[0]["index"].as_u64())
-        .expect("a history entry");
-    let (_, e) = http_get(all[1].admin, &format!("/api/v1/history/{newest}")).expect("entry");
-    let e: serde_json::Value = serde_json::from_str(&e).expect("JSON");
+    let newest = get_json(all[1].admin, "/api/v1/history?limit=1")[0]["index"].as_u64();
+    let newest = newest.expect("a history entry");
+    let e = get_json(all[1].admin, &format!("/api/v1/history/{newest}"));
     assert_eq!(e["before"]["name"], "xfr", "{e}");
-    let (s, v) = write(
-        &all[1],
+    let (s, v) = api(
+        all[1].admin,
         "POST",
         "/api/v1/zones/example.com./dnssec/rollover",
-        r#"{"role": "csk"}"#,
-        &[],
+        Some(r#"{"role": "csk"}"#),
     );
     assert_eq!(s, 202, "{v}");
 
@@ -308,7 +286,7 @@ fn a_rolling_upgrade_from_format_2_keeps_every_node_applying() {
         r#"{{"id": {four}, "addr": "{}", "admin": "{}", "voter": false}}"#,
         at.raft, at.admin
     );
-    let (s, v) = write(&all[0], "POST", "/api/v1/cluster/members", &body, &[]);
+    let (s, v) = api(all[0].admin, "POST", "/api/v1/cluster/members", Some(&body));
     assert_eq!(s, 409, "{v}");
     assert!(
         v["error"].as_str().unwrap_or("").contains("older Meridian"),
