@@ -1131,6 +1131,10 @@ impl openraft::RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        if rpc.offset == 0 {
+            // A follower too far behind for the log: worth a line (it is rare, and large).
+            tracing::info!(node = self.target, snapshot = %rpc.meta.snapshot_id, "sending a snapshot");
+        }
         let id = rpc.vote.leader_id().voted_for();
         self.call(
             "/raft/snapshot",

@@ -105,6 +105,12 @@ pub struct RaftNode {
     formats: arc_swap::ArcSwap<BTreeMap<u64, u32>>,
     /// The term in which this node, leading, last asked them.
     formats_asked: AtomicU64,
+    /// Held from the members' answers to the change they decide, by a membership change
+    /// (a node's format, then adding it) and by raising the format (every member's, then
+    /// the raise): no node joins between the answers and the raise. It keeps the last
+    /// round's "not yet" and when, reused for [`FORMAT_CHECK`] (a burst of writes needing
+    /// the newer format asks the members once).
+    members: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
 /// The room a store's file system must keep for writes to be taken: 5% of it, at least
@@ -202,6 +208,7 @@ pub async fn start(cfg: ClusterConfig) -> Result<Started, StartError> {
         store_dir: dir.clone(),
         formats: Default::default(),
         formats_asked: AtomicU64::new(0),
+        members: tokio::sync::Mutex::new(None),
     });
     tokio::spawn(raise_format(Arc::downgrade(&inner)));
     tokio::spawn(log_leader_changes(raft.clone(), cfg.node_id));
@@ -274,12 +281,31 @@ impl RaftNode {
     /// ([`RaftNode::raise_format`]), so that a new cluster's first writes already apply at
     /// its newest format.
     async fn propose_here(&self, req: Request) -> Result<Committed, ForwardError> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.current_leader == Some(self.node_id)
-            && self.state().format() < FORMAT_VERSION
-            && self.formats_asked.load(Ordering::Relaxed) != m.current_term
-        {
-            let _ = self.raise_format().await;
+        if self.state().format() < FORMAT_VERSION && !matches!(req.cmd, Command::SetFormat { .. }) {
+            let (leader, term) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (m.current_leader, m.current_term)
+            };
+            let need = req.format();
+            let first = self.formats_asked.load(Ordering::Relaxed) != term;
+            if leader == Some(self.node_id) && (first || need > self.state().format()) {
+                match self.raise_format().await {
+                    Ok(()) => {}
+                    // Every member applies this format, but the raise did not commit.
+                    Err(NotRaised::Write(e)) if need > self.state().format() => return Err(e),
+                    Err(NotRaised::Behind(why)) if need > self.state().format() => {
+                        // Refused here too: a follower of a binary without the cluster
+                        // format forwards what it does not know to hold back.
+                        return Err(ForwardError::Unavailable(refusal(
+                            &req,
+                            self.state().format(),
+                            Some(&why),
+                        )));
+                    }
+                    Err(_) => {}
+                }
+            }
         }
         self.write_here(req).await
     }
@@ -618,6 +644,15 @@ impl RaftNode {
     /// whatever becomes of this entry (openraft's own entry made it), so a failure here is
     /// logged, not answered.
     async fn record_member_change(&self, cmd: Command, actor: &str) {
+        let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+        if cmd.format() > self.state().format() && !leading {
+            // Refused anyway (a member could not read it): no wait for the refusal.
+            tracing::debug!(
+                cmd = cmd.name(),
+                "membership changed; not in history before the cluster format allows it"
+            );
+            return;
+        }
         let req = Request::with_id(cmd, crate::cluster::new_request_id()).by(actor);
         if let Err(e) = self.propose(req).await {
             tracing::warn!(error = %e, "membership changed, but its history entry was not committed");
@@ -658,6 +693,9 @@ impl RaftNode {
         admin_addr: String,
         voter: bool,
     ) -> Result<(), MemberError> {
+        // Not while the format is being raised: this node's format is checked against the
+        // cluster's, and the raise asked every member but this one.
+        let _raising = self.members.lock().await;
         // A node that cannot be reached, or is not who it says (its certificate), is not
         // added: the membership stays as it was.
         let already = self
@@ -759,16 +797,23 @@ async fn raise_format(node: std::sync::Weak<RaftNode>) {
             let Some(node) = node.upgrade() else {
                 return;
             };
-            let m = node.raft.metrics().borrow().clone();
+            let leading = node.raft.metrics().borrow().current_leader == Some(node.node_id);
             let behind = node.state().format() < FORMAT_VERSION;
-            if behind && m.current_leader == Some(node.node_id) && node.quorum() {
+            if !leading && !node.formats.load().is_empty() {
+                // What members said is shown by the node that asked, while it leads.
+                node.formats.store(Arc::default());
+            }
+            if behind && leading && node.quorum() {
                 match node.raise_format().await {
                     Ok(()) => reported.clear(),
-                    Err(why) if why != reported => {
+                    Err(NotRaised::Behind(why)) if why != reported => {
                         tracing::info!(newest = FORMAT_VERSION, behind = %why, "the cluster format stays until every member runs this Meridian");
                         reported = why;
                     }
-                    Err(_) => {}
+                    Err(NotRaised::Write(e)) => {
+                        tracing::warn!(error = %e, "every member runs this Meridian, but the cluster format was not raised")
+                    }
+                    Err(NotRaised::Behind(_)) => {}
                 }
             }
         }
@@ -782,7 +827,14 @@ impl RaftNode {
     /// it ([`Command::SetFormat`]) and wait for that to apply. Until then nothing newer is
     /// proposed (see [`RaftNode::propose`]), so a rolling upgrade never sends a node what it
     /// cannot apply. The error says which members hold it back.
-    async fn raise_format(&self) -> Result<(), String> {
+    async fn raise_format(&self) -> Result<(), NotRaised> {
+        let mut last = self.members.lock().await;
+        if self.state().format() >= FORMAT_VERSION {
+            return Ok(()); // raised while this waited
+        }
+        if let Some((_, why)) = last.as_ref().filter(|(at, _)| at.elapsed() < FORMAT_CHECK) {
+            return Err(NotRaised::Behind(why.clone()));
+        }
         let m = self.raft.metrics().borrow().clone();
         self.formats_asked.store(m.current_term, Ordering::Relaxed);
         let mut asking = tokio::task::JoinSet::new();
@@ -809,15 +861,18 @@ impl RaftNode {
         behind.sort();
         self.formats.store(Arc::new(formats));
         if !behind.is_empty() {
-            return Err(behind.join(", "));
+            let why = behind.join(", ");
+            *last = Some((Instant::now(), why.clone()));
+            return Err(NotRaised::Behind(why));
         }
+        *last = None;
         let from = self.state().format();
         let cmd = Command::SetFormat {
             format: FORMAT_VERSION,
         };
         let req = Request::with_id(cmd, crate::cluster::new_request_id()).by("system");
         // As the leader, here (propose would come back to this check).
-        let c = self.write_here(req).await.map_err(|e| e.to_string())?;
+        let c = self.write_here(req).await.map_err(NotRaised::Write)?;
         tracing::info!(
             from,
             to = FORMAT_VERSION,
@@ -827,36 +882,47 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Whether the cluster's format lets `req` be proposed: at once, or once this node (as
-    /// the leader) raised it, or (elsewhere) saw the leader raise it within
-    /// [`FORMAT_WAIT`]. A new cluster's first leader raises it within a second of its
-    /// election; this is for a write that comes before.
+    /// Off the leader: whether the cluster's format lets `req` be proposed, at once or once
+    /// this node saw the leader raise it within [`FORMAT_WAIT`] (a new cluster's first
+    /// leader raises it within a second of its election). The leader decides for itself
+    /// ([`RaftNode::propose_here`]).
     async fn format_allows(&self, req: &Request) -> Result<(), WriteError> {
         let need = req.format();
-        if need <= self.state().format() || matches!(req.cmd, Command::SetFormat { .. }) {
+        if need <= self.state().format()
+            || matches!(req.cmd, Command::SetFormat { .. })
+            || self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        {
             return Ok(());
         }
-        let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-        let mut held = None;
-        if leading {
-            held = self.raise_format().await.err();
-        } else {
-            let until = Instant::now() + FORMAT_WAIT;
-            while self.state().format() < need && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let until = Instant::now() + FORMAT_WAIT;
+        while self.state().format() < need && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let have = self.state().format();
         if need <= have {
             return Ok(());
         }
-        // A member of an older format could not apply it: it would stop.
-        let who = held.map_or_else(String::new, |h| format!(" ({h})"));
-        Err(WriteError::NotApplied(format!(
-            "{} needs every member to apply entry format {need}, and the cluster is at format {have}: a node still runs an older Meridian{who}; finish the upgrade (GET /api/v1/cluster shows each member's format), then retry",
-            req.cmd.name()
-        )))
+        Err(WriteError::NotApplied(refusal(req, have, None)))
     }
+}
+
+/// Why the cluster's format was not raised.
+enum NotRaised {
+    /// These members do not apply this binary's format, or did not say.
+    Behind(String),
+    /// Every member does, but the raise was not committed (leadership lost, no quorum).
+    Write(ForwardError),
+}
+
+/// Why `req` is refused before it is proposed: the cluster, at format `have`, has a member
+/// that could not apply it (it would stop); `who` says which, when the leader asked.
+fn refusal(req: &Request, have: u32, who: Option<&str>) -> String {
+    let who = who.map_or_else(String::new, |h| format!(" ({h})"));
+    format!(
+        "{} needs every member to apply entry format {}, and the cluster is at format {have}: a node still runs an older Meridian{who}; finish the upgrade (GET /api/v1/cluster on the leader shows each member's format), then retry",
+        req.cmd.name(),
+        req.format()
+    )
 }
 
 /// How long a member has to say which format it applies: the leader asks again a second
@@ -865,7 +931,7 @@ const FORMAT_ASK: Duration = Duration::from_secs(1);
 
 /// How long a write that needs a newer cluster format waits, off the leader, for the leader
 /// to raise it.
-const FORMAT_WAIT: Duration = Duration::from_secs(2);
+const FORMAT_WAIT: Duration = Duration::from_secs(1);
 
 /// A membership change that did not happen here.
 enum MemberError {

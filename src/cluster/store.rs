@@ -851,7 +851,7 @@ fn upgrade_v1(dir: &Path, db: &sled::Db, objects: &sled::Tree) -> Result<(), Sto
     let mut batch = Writes::default();
     all_objects(&state, &mut batch).map_err(|e| corrupt(e.to_string()))?;
     let applied = AppliedRecord {
-        format: STATE_FORMAT,
+        format: state.stored_format(),
         last_applied: blob.last_applied,
         membership: blob.membership,
     };
