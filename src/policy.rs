@@ -452,6 +452,28 @@ pub fn fails_open(plan: &Plan, dcs: &DcTable) -> bool {
     .any(|(family, client)| pick(plan, dcs, family, client, 0, &mut rng).failed_open)
 }
 
+/// All that [`unlocated`] reads of a datacenter. When a change leaves it equal, no zone
+/// transfer changes: a weight between non-zero values, a location or a health check is
+/// not in any transfer, so such a write moves no serial (and costs no look at the zones of
+/// the services using it).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnlocatedView<'a> {
+    /// Active and not unhealthy.
+    serving: bool,
+    weight_zero: bool,
+    addresses: &'a [IpAddr],
+}
+
+impl<'a> UnlocatedView<'a> {
+    pub fn of(d: &'a Datacenter) -> Self {
+        UnlocatedView {
+            serving: d.state == DcState::Active && d.health != Health::Unhealthy,
+            weight_zero: d.weight == 0,
+            addresses: &d.addresses,
+        }
+    }
+}
+
 /// A service's addresses of one family as a client with no location gets them, for zone
 /// transfers: its eligible datacenters in listed order (weight 0 never, for `weighted`),
 /// capped by `answers`; when none is eligible, fail-open (every datacenter with that family,
@@ -464,10 +486,10 @@ pub fn unlocated<'a>(
     let family = |a: &IpAddr| a.is_ipv6() == v6;
     let members: Vec<&Datacenter> = service.datacenters.iter().filter_map(|id| dc(id)).collect();
     let eligible = |d: &&&Datacenter| {
-        d.state == DcState::Active
-            && d.health != Health::Unhealthy
-            && !(service.policy == PolicyKind::Weighted && d.weight == 0)
-            && d.addresses.iter().any(family)
+        let seen = UnlocatedView::of(d);
+        seen.serving
+            && !(service.policy == PolicyKind::Weighted && seen.weight_zero)
+            && seen.addresses.iter().any(family)
     };
     let mut chosen: Vec<&Datacenter> = members
         .iter()

@@ -1461,4 +1461,60 @@ mod tests {
         assert!(d.zones.is_empty() && d.services.is_empty());
         assert_eq!(s.datacenter("lon").expect("lon").version, 3);
     }
+
+    /// A zone's serial moves when what a transfer of it sends changes, and only then: a
+    /// weight between non-zero values is in no transfer (and looks at no zone), a weight
+    /// of 0 takes a weighted service's addresses out, a drain every service's.
+    #[test]
+    fn only_a_change_a_transfer_shows_moves_the_serials_of_a_datacenters_zones() {
+        let mut s = base();
+        // Two sites: with lon out, a weighted service answers par's address alone (with
+        // none left it would fail open to every site's, lon's too).
+        let par = Command::PutDatacenter {
+            dc: crate::model::fixtures::datacenter("par", 48.9, 2.3, "192.0.2.10"),
+            set_state: None,
+        };
+        assert_eq!(ap(&mut s, &par, 0), Response::Created);
+        let mut weighted = svc("w", &["lon", "par"]);
+        weighted.policy = PolicyKind::Weighted;
+        for service in [svc("www", &["lon"]), weighted] {
+            assert_eq!(
+                ap(&mut s, &Command::PutService { service }, 0),
+                Response::Created
+            );
+        }
+        let zone = ZoneName::parse("example.com").expect("zone");
+        let mut index = 10;
+        let mut patch = |s: &mut State, weight: Option<u16>, state: Option<DcState>| {
+            index += 1;
+            let cmd = Command::PatchDatacenter {
+                id: "lon".into(),
+                weight,
+                state,
+            };
+            let before = s.serial(&zone);
+            let (r, d) = s.apply(&cmd, None, 0, index);
+            assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
+            let moved = d.serials.contains(&zone);
+            assert_eq!(
+                moved,
+                s.serial(&zone) != before,
+                "the delta names what moved"
+            );
+            moved
+        };
+        assert!(!patch(&mut s, Some(7), None), "a weight moved the serial");
+        assert!(!patch(&mut s, Some(900), None), "a weight moved the serial");
+        assert!(
+            patch(&mut s, Some(0), None),
+            "weight 0 left the weighted service's addresses"
+        );
+        assert!(patch(&mut s, Some(3), None), "back from 0");
+        assert!(patch(&mut s, None, Some(DcState::Drained)), "a drain");
+        assert!(!patch(&mut s, Some(4), None), "a weight while drained");
+        assert!(
+            patch(&mut s, None, Some(DcState::Active)),
+            "back from the drain"
+        );
+    }
 }

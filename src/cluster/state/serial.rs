@@ -11,6 +11,7 @@ use hickory_proto::rr::{RData, Record};
 
 use super::{service_fqdn, Delta, State};
 use crate::name::ZoneName;
+use crate::policy::UnlocatedView;
 use crate::zone::transfer::{
     record_wire, serial_after, soa_with_serial, text_serial, Journal, JournalEntry, XfrZone,
 };
@@ -168,6 +169,11 @@ impl State {
         let mut zones: BTreeSet<ZoneName> = delta.zones.clone();
         zones.extend(delta.services.iter().map(|(z, _)| z.clone()));
         for dc in &delta.datacenters {
+            let was = before.datacenters.get(dc).map(|e| UnlocatedView::of(&e.dc));
+            let is = self.datacenters.get(dc).map(|e| UnlocatedView::of(&e.dc));
+            if was == is {
+                continue; // nothing a transfer shows of it changed (a weight, a location)
+            }
             for st in [before, &*self] {
                 if let Some(users) = st.users.get(dc) {
                     zones.extend(users.iter().map(|(z, _)| z.clone()));
