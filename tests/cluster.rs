@@ -8,7 +8,7 @@ use common::two_sites::{DCS, SERVICES, ZONE};
 
 use std::time::{Duration, Instant};
 
-use common::{http, http_get, TestCluster, TOKEN};
+use common::{http_get, http_with, TestCluster, TOKEN};
 
 fn files() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -144,6 +144,51 @@ fn three_node_cluster_replicates_survives_and_restarts() {
     assert_eq!(status, 201, "{body}");
     let leader = c.leader(Duration::from_secs(10)).expect("a leader");
 
+    // 1d. A write through the leader, then at once one through a follower that reads its
+    //     own state for it: the follower first applies as far as the leader has, so it never
+    //     answers 404 for what was just written (the settings of a zone just created; a
+    //     roll of a zone just signed, whose new key the follower makes from the zone's).
+    let lead = &refs[leader as usize - 1];
+    let other = &refs[(1..=3).find(|&i| i != leader).expect("a follower") as usize - 1];
+    let soa =
+        "@ 300 IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+    for i in 0..10 {
+        let zone = format!("/api/v1/zones/fresh{i}.example");
+        let (s, b) = common::call(
+            lead.admin,
+            "PUT",
+            &zone,
+            Some(("text/dns", soa)),
+            Some(TOKEN),
+        );
+        assert_eq!(s, 201, "{b}");
+        let settings = r#"{"allow_transfer": ["127.0.0.1"]}"#;
+        let (s, v) = common::api(
+            other.admin,
+            "PUT",
+            &format!("{zone}/settings"),
+            Some(settings),
+        );
+        assert_eq!(
+            s, 201,
+            "settings through a follower right after the zone: {v}"
+        );
+        let signing = r#"{"algorithm": "ECDSAP256SHA256"}"#;
+        let (s, v) = common::api(lead.admin, "PUT", &format!("{zone}/dnssec"), Some(signing));
+        assert_eq!(s, 201, "{v}");
+        let roll = r#"{"role": "zsk"}"#;
+        let (s, v) = common::api(
+            other.admin,
+            "POST",
+            &format!("{zone}/dnssec/rollover"),
+            Some(roll),
+        );
+        assert_eq!(
+            s, 202,
+            "a roll through a follower right after the signing: {v}"
+        );
+    }
+
     // 2. kill -9 the leader while clients query the others: every query answered.
     let others: Vec<common::NodeRef> = refs
         .iter()
@@ -206,15 +251,21 @@ fn three_node_cluster_replicates_survives_and_restarts() {
     );
     let leader = c.leader(Duration::from_secs(10)).expect("a leader");
     let follower = (1..=3).find(|&i| i != leader).expect("a follower");
-    let (status, resp) = http(
-        refs[follower as usize - 1].admin,
-        "POST",
-        "/api/v1/cluster/members",
-        Some(("application/json", &body)),
-        Some(TOKEN),
-    )
-    .expect("admin answered");
-    assert!(status == 200 || status == 201, "{status} {resp}");
+    // With an Idempotency-Key, a retry answers the first attempt's 201, not "already a
+    // member" (the key is in the change's history entry, replicated).
+    let join = |via: usize| {
+        http_with(
+            refs[via].admin,
+            "POST",
+            "/api/v1/cluster/members",
+            Some(("application/json", &body)),
+            Some(TOKEN),
+            &[("Idempotency-Key", "join-extra")],
+        )
+        .expect("admin answered")
+    };
+    let (status, resp) = join(follower as usize - 1);
+    assert_eq!(status, 201, "{resp}");
     c.node(extra).wait_healthy(Duration::from_secs(20));
     converge(&[&extra_ref], "198.51.100.1", Duration::from_secs(10));
     let (_, cluster) = http_get(extra_ref.admin, "/api/v1/cluster").expect("cluster");
@@ -227,17 +278,26 @@ fn three_node_cluster_replicates_survives_and_restarts() {
     let target = format!("member/{extra}");
     let added = history_entry(&refs[0], "add_member", &target);
     assert_eq!(added["actor"], "admin", "{added}");
+    let (status, resp) = join(leader as usize - 1);
+    assert_eq!(
+        status, 201,
+        "the same key again, through the leader: {resp}"
+    );
     c.node(extra).kill9();
-    //     Removed again (through a follower), which history lists too.
-    let (status, resp) = http(
-        refs[follower as usize - 1].admin,
-        "DELETE",
-        &format!("/api/v1/cluster/members/{extra}"),
-        None,
-        Some(TOKEN),
-    )
-    .expect("admin answered");
-    assert_eq!(status, 204, "{resp}");
+    //     Removed again (through a follower), which history lists too; the same key again
+    //     is the first 204, not "not a member".
+    for via in [follower, leader] {
+        let (status, resp) = http_with(
+            refs[via as usize - 1].admin,
+            "DELETE",
+            &format!("/api/v1/cluster/members/{extra}"),
+            None,
+            Some(TOKEN),
+            &[("Idempotency-Key", "leave-extra")],
+        )
+        .expect("admin answered");
+        assert_eq!(status, 204, "through node {via}: {resp}");
+    }
     let removed = history_entry(&refs[0], "remove_member", &target);
     assert_eq!(removed["actor"], "admin", "{removed}");
     let index = |e: &serde_json::Value| e["index"].as_u64().unwrap_or_else(|| panic!("{e}"));

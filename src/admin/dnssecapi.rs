@@ -77,11 +77,14 @@ pub async fn put_dnssec(
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
     let layout = match body.keys.as_deref() {
-        None => app
-            .cluster
-            .state()
-            .dnssec(&origin)
-            .map_or(Layout::Csk, |e| e.keys.layout()),
+        None => {
+            // The zone's own layout, as the leader has it.
+            app.cluster.catch_up().await?;
+            app.cluster
+                .state()
+                .dnssec(&origin)
+                .map_or(Layout::Csk, |e| e.keys.layout())
+        }
         Some(k) => Layout::parse(k).ok_or_else(|| {
             ApiError::Unprocessable(format!("keys {k:?}: \"csk\" or \"ksk+zsk\""))
         })?,
@@ -128,7 +131,9 @@ pub async fn post_rollover(
     let Path(origin) = path?;
     let origin = zone_key(&origin)?;
     // The key is made here, so its role (`zsk` names the one combined key of a CSK zone)
-    // is worked out here; whether a roll may start is the state's to say when it applies.
+    // is worked out here, from the zone's keys as the leader has them; whether a roll may
+    // start is the state's to say when it applies.
+    app.cluster.catch_up().await?;
     let (algorithm, role, taken) = {
         let state = app.cluster.state();
         let e = state.signed(&origin)?;

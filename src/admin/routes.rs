@@ -129,6 +129,28 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The request id of a write: derived from its `Idempotency-Key` (and the token), so that a
+/// retry finds the first attempt's result, or a fresh one. The guard holds the key as under
+/// way on this node until the write is done; a second attempt meanwhile is a 409.
+fn request_id<'a>(app: &'a App, meta: &WriteMeta) -> Res<(String, InFlight<'a>)> {
+    let Some(k) = &meta.key else {
+        return Ok((cluster::new_request_id(), InFlight(app, None)));
+    };
+    let id = format!("idem:{}:{k}", meta.actor);
+    let fresh = app
+        .inflight
+        .lock()
+        .map(|mut set| set.insert(id.clone()))
+        .unwrap_or(false);
+    if !fresh {
+        return Err(ApiError::InFlight(
+            "a write with this Idempotency-Key is still under way; its outcome is not known yet"
+                .into(),
+        ));
+    }
+    Ok((id.clone(), InFlight(app, Some(id))))
+}
+
 /// Propose a command, wait until this node's DNS shows it, and answer what applying it
 /// said; a rejection becomes its HTTP error. With an `Idempotency-Key`, the request id is
 /// derived from it (and the token), so a retry gets the first attempt's result.
@@ -140,24 +162,7 @@ pub(crate) async fn write(app: &App, cmd: Command, meta: &WriteMeta) -> Res<Resp
 /// [`write`], with the log index the write was committed at (the object's new version).
 pub(crate) async fn write_at(app: &App, cmd: Command, meta: &WriteMeta) -> Res<(Response, u64)> {
     let target = crate::cluster::state::history::target_of(&cmd);
-    let (id, _guard) = match &meta.key {
-        Some(k) => {
-            let id = format!("idem:{}:{k}", meta.actor);
-            let fresh = app
-                .inflight
-                .lock()
-                .map(|mut set| set.insert(id.clone()))
-                .unwrap_or(false);
-            if !fresh {
-                return Err(ApiError::InFlight(
-                    "a write with this Idempotency-Key is still under way; its outcome is not known yet"
-                        .into(),
-                ));
-            }
-            (id.clone(), InFlight(app, Some(id)))
-        }
-        None => (cluster::new_request_id(), InFlight(app, None)),
-    };
+    let (id, _guard) = request_id(app, meta)?;
     let mut req = cluster::Request::with_id(cmd, id).by(&meta.actor);
     if let Some(wanted) = meta.if_match {
         let Some(target) = target.clone() else {
@@ -263,6 +268,15 @@ pub async fn add_member(
     if let Some(admin) = &req.admin {
         check_addr("admin", admin)?;
     }
+    let (id, _guard) = request_id(&app, &meta)?;
+    // A membership change is openraft's own entry, not a command: its history entry carries
+    // the request id, and a key found there was a node added (201) by the first attempt.
+    if meta.key.is_some() {
+        app.cluster.catch_up().await?;
+        if app.cluster.state().request(&id).is_some() {
+            return Ok((StatusCode::CREATED, Json(cluster_view(&app))).into_response());
+        }
+    }
     let existed = app.cluster.status().members.iter().any(|m| m.id == req.id);
     app.cluster
         .add_member(
@@ -270,7 +284,10 @@ pub async fn add_member(
             req.addr,
             req.admin.unwrap_or_default(),
             req.voter,
+            // Only an addition is answered 201 again; a retried edit of a member is made
+            // again, which changes nothing.
             &meta.actor,
+            (!existed).then_some(id),
         )
         .await?;
     let status = if existed {
@@ -291,7 +308,17 @@ pub async fn remove_member(
         .trim()
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("member id {id:?} is not a number")))?;
-    app.cluster.remove_member(id, &meta.actor).await?;
+    let (request, _guard) = request_id(&app, &meta)?;
+    // As for an addition: the first attempt's history entry carries the key.
+    if meta.key.is_some() {
+        app.cluster.catch_up().await?;
+        if app.cluster.state().request(&request).is_some() {
+            return Ok(StatusCode::NO_CONTENT);
+        }
+    }
+    app.cluster
+        .remove_member(id, &meta.actor, Some(request))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

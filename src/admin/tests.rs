@@ -786,7 +786,12 @@ async fn cluster_status_and_membership() {
     let uri = "/api/v1/cluster/members";
     let add =
         json!({"id": 2, "addr": two.raft.to_string(), "admin": "127.0.0.2:8053", "voter": false});
-    let r = send_json(&t.router, Method::POST, uri, add.clone()).await;
+    let join = [("Idempotency-Key", "join-2")];
+    let r = send_with(&t.router, Method::POST, uri, &join, add.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(2));
+    // The same key again: the first attempt's 201; without it, "already a member".
+    let r = send_with(&t.router, Method::POST, uri, &join, add.clone()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(2));
     let r = send_json(&t.router, Method::POST, uri, add).await;
@@ -810,10 +815,18 @@ async fn cluster_status_and_membership() {
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     r.error();
-    assert_eq!(
-        delete(&t.router, "/api/v1/cluster/members/2").await.status,
-        StatusCode::NO_CONTENT
-    );
+    let leave = [("Idempotency-Key", "leave-2")];
+    for _ in 0..2 {
+        let r = send_with(
+            &t.router,
+            Method::DELETE,
+            "/api/v1/cluster/members/2",
+            &leave,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    }
     let r = delete(&t.router, "/api/v1/cluster/members/2").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     r.error();

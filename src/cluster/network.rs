@@ -10,7 +10,7 @@
 //! | `POST /raft/snapshot` | `InstallSnapshotRequest`      | `InstallSnapshotResponse`    |
 //! | `POST /raft/write`    | [`Request`] (a forwarded write) | [`Response`] (after commit) |
 //! | `POST /raft/members`  | [`MemberChange`] (forwarded)  | `null` (after commit)        |
-//! | `POST /raft/probe`    | `{}`                          | [`ProbeAnswer`] (who answers) |
+//! | `POST /raft/probe`    | `{}`                          | [`ProbeAnswer`] (who answers, its format, how far it applied) |
 //! | `POST /raft/prevote`  | [`PreVoteRequest`]            | [`PreVoteAnswer`] (see [`crate::cluster::prevote`]) |
 //!
 //! Every POST must say `Content-Type: application/json` (415 otherwise). When a secret is
@@ -329,13 +329,19 @@ impl Transport {
     }
 }
 
-/// What `/raft/probe` answers: which node this is, and the newest entry format it applies
-/// (absent from binaries before the cluster format: [`CLUSTER_FORMAT_START`]).
+/// What `/raft/probe` answers: which node this is, the newest entry format it applies
+/// (absent from binaries before the cluster format: [`CLUSTER_FORMAT_START`]), and how far
+/// it applied.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProbeAnswer {
     pub node_id: u64,
     #[serde(default = "start_format")]
     pub format: u32,
+    /// The last log index the node has applied (absent from older binaries: 0). A
+    /// follower asks the leader before it reads its own state for a write
+    /// ([`crate::cluster::RaftNode::catch_up`]).
+    #[serde(default)]
+    pub applied: u64,
 }
 
 fn start_format() -> u32 {
@@ -598,17 +604,20 @@ impl Network {
                 }
             }
         }
-        self.format_of(id, raft_addr, PROBE_TIMEOUT).await
+        self.ask(id, raft_addr, PROBE_TIMEOUT)
+            .await
+            .map(|a| a.format)
     }
 
-    /// The entry format member `id` at `raft_addr` applies, as its `/raft/probe` says
-    /// within `timeout` (at once: no wait for a port that is not open yet).
-    pub async fn format_of(
+    /// What member `id` at `raft_addr` says of itself on `/raft/probe` (the entry format it
+    /// applies, how far it applied) within `timeout`, at once: no wait for a port that is
+    /// not open yet.
+    pub async fn ask(
         &self,
         id: u64,
         raft_addr: &str,
         timeout: Duration,
-    ) -> Result<u32, ForwardError> {
+    ) -> Result<ProbeAnswer, ForwardError> {
         let answer: ProbeAnswer = tokio::time::timeout(
             timeout,
             self.forward_with(
@@ -629,7 +638,7 @@ impl Network {
                 answer.node_id
             )));
         }
-        Ok(answer.format)
+        Ok(answer)
     }
 
     /// Ask node `target` at `raft_addr` whether it would vote for this node
@@ -1346,10 +1355,15 @@ fn wrong_sender(
 }
 
 async fn probe(State(raft): State<Raft>) -> axum::response::Response {
-    let node_id = raft.metrics().borrow().id;
+    let (node_id, applied) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.id, m.last_applied.map_or(0, |l| l.index))
+    };
     let answer = ProbeAnswer {
         node_id,
         format: FORMAT_VERSION,
+        applied,
     };
     (StatusCode::OK, axum::Json(answer)).into_response()
 }

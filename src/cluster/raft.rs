@@ -588,7 +588,8 @@ impl RaftNode {
     }
 
     /// Add a node, at the leader wherever this is called; then, when it changed the
-    /// membership, record the change in history under `actor` ([`Command::MemberAdded`]).
+    /// membership, record the change in history under `actor` ([`Command::MemberAdded`]),
+    /// with `request` as its request id when given (an `Idempotency-Key`'s: a retry finds it).
     pub async fn add_member(
         &self,
         id: u64,
@@ -596,6 +597,7 @@ impl RaftNode {
         admin_addr: String,
         voter: bool,
         actor: &str,
+        request: Option<String>,
     ) -> Result<(), WriteError> {
         let same = self.status().members.iter().any(|m| {
             m.id == id && m.addr == raft_addr && m.admin == admin_addr && m.voter == voter
@@ -620,14 +622,20 @@ impl RaftNode {
                 admin: admin_addr,
                 voter,
             };
-            self.record_member_change(cmd, actor).await;
+            self.record_member_change(cmd, actor, request).await;
         }
         Ok(())
     }
 
     /// Remove a node, at the leader wherever this is called; then record the change in
-    /// history under `actor` ([`Command::MemberRemoved`]).
-    pub async fn remove_member(&self, id: u64, actor: &str) -> Result<(), WriteError> {
+    /// history under `actor` ([`Command::MemberRemoved`]), with `request` as for
+    /// [`RaftNode::add_member`].
+    pub async fn remove_member(
+        &self,
+        id: u64,
+        actor: &str,
+        request: Option<String>,
+    ) -> Result<(), WriteError> {
         match self.remove_member_here(id).await {
             Err(MemberError::NotLeader(leader)) => {
                 self.forward_members(leader, &MemberChange::Remove { id })
@@ -635,7 +643,7 @@ impl RaftNode {
             }
             other => other.map_err(MemberError::into_write),
         }?;
-        self.record_member_change(Command::MemberRemoved { id }, actor)
+        self.record_member_change(Command::MemberRemoved { id }, actor, request)
             .await;
         Ok(())
     }
@@ -643,7 +651,7 @@ impl RaftNode {
     /// Propose the history entry of a membership change that committed. The change stands
     /// whatever becomes of this entry (openraft's own entry made it), so a failure here is
     /// logged, not answered.
-    async fn record_member_change(&self, cmd: Command, actor: &str) {
+    async fn record_member_change(&self, cmd: Command, actor: &str, request: Option<String>) {
         let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
         if cmd.format() > self.state().format() && !leading {
             // Refused anyway (a member could not read it): no wait for the refusal.
@@ -653,7 +661,8 @@ impl RaftNode {
             );
             return;
         }
-        let req = Request::with_id(cmd, crate::cluster::new_request_id()).by(actor);
+        let id = request.unwrap_or_else(crate::cluster::new_request_id);
+        let req = Request::with_id(cmd, id).by(actor);
         if let Err(e) = self.propose(req).await {
             tracing::warn!(error = %e, "membership changed, but its history entry was not committed");
         }
@@ -823,7 +832,7 @@ async fn raise_format(node: std::sync::Weak<RaftNode>) {
 
 impl RaftNode {
     /// As the leader: ask every member which entry format it applies
-    /// ([`Network::format_of`]); when all apply [`FORMAT_VERSION`], raise the cluster's to
+    /// ([`Network::ask`]); when all apply [`FORMAT_VERSION`], raise the cluster's to
     /// it ([`Command::SetFormat`]) and wait for that to apply. Until then nothing newer is
     /// proposed (see [`RaftNode::propose`]), so a rolling upgrade never sends a node what it
     /// cannot apply. The error says which members hold it back.
@@ -841,7 +850,12 @@ impl RaftNode {
         for (&id, n) in m.membership_config.membership().nodes() {
             if id != self.node_id {
                 let (network, addr) = (self.network.clone(), n.raft.clone());
-                asking.spawn(async move { (id, network.format_of(id, &addr, FORMAT_ASK).await) });
+                asking.spawn(async move {
+                    (
+                        id,
+                        network.ask(id, &addr, FORMAT_ASK).await.map(|a| a.format),
+                    )
+                });
             }
         }
         let mut formats = BTreeMap::from([(self.node_id, FORMAT_VERSION)]);
@@ -880,6 +894,44 @@ impl RaftNode {
             "cluster format raised: every member runs this Meridian"
         );
         Ok(())
+    }
+
+    /// Before a route reads this node's state to make a write (the algorithm of a zone's
+    /// next key, an `Idempotency-Key`'s first result): on a follower, wait until it has
+    /// applied as far as the leader had when asked (a read index, as etcd's), so that a
+    /// write answered a moment ago through another node is seen here too. Within
+    /// [`CATCH_UP_WAIT`]; a node that cannot catch up in time refuses before proposing. A
+    /// leader reads what it has (it applies what it commits before it answers), and so does
+    /// a follower that cannot ask its leader: the write is checked again when it applies.
+    pub async fn catch_up(&self) -> Result<(), WriteError> {
+        if !self.network.contact.heard_within(FOLLOWER_QUORUM_WINDOW) {
+            return Ok(()); // no quorum: the write is refused at once, not after a wait here
+        }
+        let (leader, addr) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let Some(leader) = m.current_leader.filter(|l| *l != self.node_id) else {
+                return Ok(());
+            };
+            let node = m.membership_config.membership().get_node(&leader).cloned();
+            let Some(node) = node else { return Ok(()) };
+            (leader, node.raft)
+        };
+        let Ok(answer) = self.network.ask(leader, &addr, CATCH_UP_WAIT).await else {
+            return Ok(());
+        };
+        let mut metrics = self.raft.metrics();
+        let applied = metrics.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= answer.applied);
+        let caught_up = tokio::time::timeout(CATCH_UP_WAIT, applied)
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match caught_up {
+            true => Ok(()),
+            false => Err(WriteError::NotApplied(format!(
+                "this node has not applied the leader's log up to index {} within {CATCH_UP_WAIT:?}: retry, or write through the leader",
+                answer.applied
+            ))),
+        }
     }
 
     /// Off the leader: whether the cluster's format lets `req` be proposed, at once or once
@@ -924,6 +976,10 @@ fn refusal(req: &Request, have: u32, who: Option<&str>) -> String {
         req.format()
     )
 }
+
+/// How long a follower asks its leader, and then waits to apply as far
+/// ([`RaftNode::catch_up`]).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a member has to say which format it applies: the leader asks again a second
 /// later, and the first write of a term waits for the answers.
