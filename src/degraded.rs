@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::geo::GeoDb;
 use crate::model::{PolicyKind, Service};
-use crate::policy;
+use crate::policy::{self, DcTable, Plan};
 use crate::snapshot::{Snapshot, SnapshotReader};
 
 /// How often a running node looks for a new snapshot to check.
@@ -57,13 +57,22 @@ pub fn failing_open(snap: &Snapshot) -> BTreeSet<(String, String)> {
 /// Log the degradations of each new snapshot as they start (and fail-open as it ends).
 /// Runs until the task is dropped.
 pub async fn watch(reader: SnapshotReader) {
-    let mut generation = None;
+    // What the degradations depend on, as last looked at: a snapshot that shares all three
+    // (a zone's text or serial changed, say) cannot change them, and the look is O(services).
+    // (Only these are held: an old snapshot would keep its zones' indexes alive.)
+    type Inputs = (Arc<[Option<Arc<Plan>>]>, Arc<DcTable>, Arc<GeoDb>);
+    let mut seen: Option<Inputs> = None;
     let mut geo_warned: HashSet<String> = HashSet::new();
     let mut failing: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
         let snap: Arc<Snapshot> = Arc::clone(&reader.load());
-        if generation != Some(snap.generation) {
-            generation = Some(snap.generation);
+        let same = seen.as_ref().is_some_and(|(plans, dcs, geo)| {
+            Arc::ptr_eq(plans, &snap.plans)
+                && Arc::ptr_eq(dcs, &snap.dcs)
+                && Arc::ptr_eq(geo, &snap.geo)
+        });
+        if !same {
+            seen = Some((snap.plans.clone(), snap.dcs.clone(), snap.geo.clone()));
             let warnings: HashSet<String> =
                 geo_warnings(&snap.geo, snap.plans.iter().flatten().map(|p| &p.service))
                     .into_iter()

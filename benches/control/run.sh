@@ -2,7 +2,7 @@
 # End-to-end figures of the write path on one release node, with EXTRA more zones (each with
 # a geo_nearest service) beside the shipped example: PATCH latency (median and p90 of 200),
 # CPU per write, how long after its 200 a drain shows in DNS, data_dir growth over 1,000
-# writes, and restart to /healthz 200.
+# writes, a small zone's PUT (latency and CPU), and restart to /healthz 200.
 #
 #   benches/control/run.sh [EXTRA]        # default 10000; run it with 0 for the baseline
 set -euo pipefail
@@ -79,6 +79,16 @@ patch '{"state": "active"}' >/dev/null
 for i in $(seq 1 1000); do patch "{\"weight\": $((i % 500 + 1))}" >/dev/null; done
 size1="$(du -sb "$work/data" | cut -f1)"
 echo "data_dir: ${size0} bytes after the import, ${size1} after 1,200 more writes ($(python3 -c "print(round($size1 / $size0, 2))")x)"
+# A PUT of one small zone (the zone's text and index only, whatever else the node holds).
+put_zone() {
+  printf '$TTL 300\n@ IN SOA ns1 hostmaster %d 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n' "$1" |
+    curl -s -o /dev/null -w '%{time_total}\n' -X PUT -H 'Authorization: Bearer bench' \
+      -H 'Content-Type: text/dns' --data-binary @- http://127.0.0.1:28053/api/v1/zones/small.example
+}
+c0="$(cpu)"
+for i in $(seq 1 200); do put_zone "$i"; done | sort -n >"$work/zlat"
+c1="$(cpu)"
+echo "zone PUT latency (200): median $(sed -n 100p "$work/zlat") s, p90 $(sed -n 180p "$work/zlat") s; CPU per PUT $(python3 -c "print(round(($c1 - $c0) / $ticks / 200 * 1000, 2))") ms"
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 start
 echo "restart to /healthz 200: ${ready_ms} ms"
