@@ -2,7 +2,8 @@
 # End-to-end figures of the write path on one release node, with EXTRA more zones (each with
 # a geo_nearest service) beside the shipped example: PATCH latency (median and p90 of 200),
 # CPU per write, how long after its 200 a drain shows in DNS, data_dir growth over 1,000
-# writes, a small zone's PUT (latency and CPU), and restart to /healthz 200.
+# writes, a small zone's PUT (latency and CPU), restart to /healthz 200, and idle CPU with
+# three TCP health checks a second (IDLE_SECONDS, default 30).
 #
 #   benches/control/run.sh [EXTRA]        # default 10000; run it with 0 for the baseline
 set -euo pipefail
@@ -92,3 +93,24 @@ echo "zone PUT latency (200): median $(sed -n 100p "$work/zlat") s, p90 $(sed -n
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 start
 echo "restart to /healthz 200: ${ready_ms} ms"
+# Idle: the three sites health-checked over TCP each second (a loopback listener that
+# accepts), then the node's CPU over IDLE_SECONDS with nothing else to do.
+python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 29998)); s.listen(64)
+while True:
+    c, _ = s.accept(); c.close()
+' &
+listener=$!
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; kill "$listener" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+for dc in lon:51.5074:-0.1278:198.51.100.1 iad:38.9519:-77.448:198.51.100.2 sin:1.3521:103.8198:198.51.100.3; do
+  IFS=: read -r id lat lon addr <<<"$dc"
+  curl -fs -o /dev/null -X PUT -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
+    -d "{\"location\": {\"lat\": $lat, \"lon\": $lon}, \"addresses\": [\"$addr\"], \"weight\": 100, \"health_check\": {\"kind\": \"tcp\", \"address\": \"127.0.0.1:29998\", \"interval\": \"1s\", \"timeout\": \"500ms\"}}" \
+    "http://127.0.0.1:28053/api/v1/datacenters/$id"
+done
+sleep 5 # the first verdicts
+idle="${IDLE_SECONDS:-30}"
+c0="$(cpu)"; sleep "$idle"; c1="$(cpu)"
+echo "idle CPU with 3 TCP-checked sites (1 s): $(python3 -c "print(round(($c1 - $c0) / $ticks / $idle * 100, 2))")% of one CPU over ${idle} s"
