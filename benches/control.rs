@@ -5,6 +5,8 @@
 //! cost what it changes: the two sizes should be close.
 //!
 //! - `patch_weight`: a datacenter's weight (every service keeps its plan and its zone).
+//! - `drain`: a datacenter drained, then active again: it costs O(the zones with a service
+//!   using it), whose transfers change (their serials move, their journals grow).
 //! - `put_service`: one service replaced (re-planned; its zone not re-indexed).
 //! - `put_zone`: one small zone's text replaced (that zone re-indexed).
 //! - `dns_update/RECORDS`: one RFC 2136 UPDATE (an ACME challenge's TXT replaced) in a zone
@@ -20,7 +22,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use meridian::cluster::state::Delta;
 use meridian::cluster::{Command, State};
 use meridian::geo::GeoDb;
-use meridian::model::{DatacentersFile, ServicesFile};
+use meridian::model::{DatacentersFile, DcState, ServicesFile};
 use meridian::publisher::feed;
 use meridian::snapshot::Builder;
 
@@ -94,6 +96,29 @@ fn write_path(c: &mut Criterion) {
                 };
                 let (_, delta) = state_w.apply(&cmd, None, 0, index);
                 feed(&mut builder, &state_w, &delta);
+                black_box(builder.snapshot())
+            })
+        });
+        // A drain (and its undrain, turn about): every zone with a service using the site
+        // transfers other addresses, so each one's serial moves and its journal grows.
+        let mut state_d = state.clone();
+        let mut drained = false;
+        group.bench_function(BenchmarkId::new("drain", zones), |b| {
+            b.iter(|| {
+                drained = !drained;
+                index += 1;
+                let to = if drained {
+                    DcState::Drained
+                } else {
+                    DcState::Active
+                };
+                let cmd = Command::PatchDatacenter {
+                    id: "lon".into(),
+                    weight: None,
+                    state: Some(to),
+                };
+                let (_, delta) = state_d.apply(&cmd, None, 0, index);
+                feed(&mut builder, &state_d, &delta);
                 black_box(builder.snapshot())
             })
         });

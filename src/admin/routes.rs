@@ -271,11 +271,8 @@ pub async fn add_member(
     let (id, _guard) = request_id(&app, &meta)?;
     // A membership change is openraft's own entry, not a command: its history entry carries
     // the request id, and a key found there was a node added (201) by the first attempt.
-    if meta.key.is_some() {
-        app.cluster.catch_up().await?;
-        if app.cluster.state().request(&id).is_some() {
-            return Ok((StatusCode::CREATED, Json(cluster_view(&app))).into_response());
-        }
+    if meta.key.is_some() && member_change_done(&app, &id, "add_member", req.id).await? {
+        return Ok((StatusCode::CREATED, Json(cluster_view(&app))).into_response());
     }
     let existed = app.cluster.status().members.iter().any(|m| m.id == req.id);
     app.cluster
@@ -298,6 +295,30 @@ pub async fn add_member(
     Ok((status, Json(cluster_view(&app))).into_response())
 }
 
+/// Whether the first attempt of a membership write with this request id (an
+/// `Idempotency-Key`'s) made this change: its history entry, which carries the id, is a
+/// `kind` of member `member`. A key its token used for another write is a 409: its first
+/// result is not this call's to answer.
+async fn member_change_done(app: &App, request: &str, kind: &str, member: u64) -> Res<bool> {
+    app.cluster.catch_up().await?;
+    let state = app.cluster.state();
+    let Some(record) = state.request(request) else {
+        return Ok(false);
+    };
+    let target = Some(cluster::state::Target::Member(member));
+    match state.history_entry(record.index) {
+        Some(e) if e.kind == kind && e.target == target => return Ok(true),
+        // History keeps fewer entries than request records live: the key's write is known
+        // to have been made, not what it was.
+        None => return Ok(true),
+        Some(_) => {}
+    }
+    Err(ApiError::Conflict(format!(
+        "this Idempotency-Key was used for another write (log index {}), not for this {kind} of node {member}",
+        record.index
+    )))
+}
+
 pub async fn remove_member(
     State(app): St,
     meta: WriteMeta,
@@ -310,11 +331,8 @@ pub async fn remove_member(
         .map_err(|_| ApiError::BadRequest(format!("member id {id:?} is not a number")))?;
     let (request, _guard) = request_id(&app, &meta)?;
     // As for an addition: the first attempt's history entry carries the key.
-    if meta.key.is_some() {
-        app.cluster.catch_up().await?;
-        if app.cluster.state().request(&request).is_some() {
-            return Ok(StatusCode::NO_CONTENT);
-        }
+    if meta.key.is_some() && member_change_done(&app, &request, "remove_member", id).await? {
+        return Ok(StatusCode::NO_CONTENT);
     }
     app.cluster
         .remove_member(id, &meta.actor, Some(request))

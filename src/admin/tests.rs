@@ -796,6 +796,18 @@ async fn cluster_status_and_membership() {
     assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(2));
     let r = send_json(&t.router, Method::POST, uri, add).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The key of that addition is not the first result of another change: 409, node 2 kept.
+    let r = send_with(
+        &t.router,
+        Method::DELETE,
+        "/api/v1/cluster/members/2",
+        &join,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let v = get(&t.router, "/api/v1/cluster").await.json();
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
     // A node that is not there is not added: 503, membership as it was.
     let r = send_json(
         &t.router,

@@ -898,11 +898,14 @@ impl RaftNode {
 
     /// Before a route reads this node's state to make a write (the algorithm of a zone's
     /// next key, an `Idempotency-Key`'s first result): on a follower, wait until it has
-    /// applied as far as the leader had when asked (a read index, as etcd's), so that a
-    /// write answered a moment ago through another node is seen here too. Within
-    /// [`CATCH_UP_WAIT`]; a node that cannot catch up in time refuses before proposing. A
-    /// leader reads what it has (it applies what it commits before it answers), and so does
-    /// a follower that cannot ask its leader: the write is checked again when it applies.
+    /// applied as far as the leader had applied when asked, so that a write answered a
+    /// moment ago through another node is seen here too. (Not a quorum-confirmed read index
+    /// as etcd's: a write answered through any node was applied by the leader of its term
+    /// first.) Asking and waiting take [`CATCH_UP_WAIT`] at most; a node that cannot catch
+    /// up in time refuses before proposing. A leader reads what it has (it applies what it
+    /// commits before it answers), and so does a follower that cannot ask its leader or
+    /// whose leader does not say (an older binary): the write is checked again when it
+    /// applies, so the worst is the answer a node behind gives.
     pub async fn catch_up(&self) -> Result<(), WriteError> {
         if !self.network.contact.heard_within(FOLLOWER_QUORUM_WINDOW) {
             return Ok(()); // no quorum: the write is refused at once, not after a wait here
@@ -917,12 +920,14 @@ impl RaftNode {
             let Some(node) = node else { return Ok(()) };
             (leader, node.raft)
         };
+        let deadline = Instant::now() + CATCH_UP_WAIT;
         let Ok(answer) = self.network.ask(leader, &addr, CATCH_UP_WAIT).await else {
             return Ok(());
         };
         let mut metrics = self.raft.metrics();
         let applied = metrics.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= answer.applied);
-        let caught_up = tokio::time::timeout(CATCH_UP_WAIT, applied)
+        let left = deadline.saturating_duration_since(Instant::now());
+        let caught_up = tokio::time::timeout(left, applied)
             .await
             .is_ok_and(|r| r.is_ok());
         match caught_up {

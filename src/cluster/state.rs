@@ -451,9 +451,17 @@ impl State {
             self.status.insert(id.clone(), Arc::new(status));
             delta.statuses.insert(id);
         }
+        let before = self.clone(); // O(1): for the serials of what a verdict changed
         self.voters = Some(voters);
         if let Some(now) = newest {
             self.reassess(now, delta);
+            // A verdict that flipped changes the transfers of its site's zones, as it would
+            // through a health report: their serials move and their journals say so. Binaries
+            // before the cluster format 4 did not: every member applies it alike only once
+            // the format says all run one that does.
+            if delta.changes_answers() && self.format() >= 4 {
+                self.move_serials(&before, delta, now);
+            }
         }
     }
 
@@ -1373,6 +1381,25 @@ mod tests {
     #[test]
     fn only_voters_opinions_count_and_a_removed_voter_s_go() {
         let mut s = base();
+        s.change(
+            &Command::SetFormat { format: 4 },
+            0,
+            2,
+            &mut Delta::default(),
+        )
+        .expect("format 4");
+        // A second site, so that lon's verdict shows in a transfer (with lon alone out, a
+        // service would fail open to lon's address anyway).
+        let par = Command::PutDatacenter {
+            dc: crate::model::fixtures::datacenter("par", 48.9, 2.3, "192.0.2.10"),
+            set_state: None,
+        };
+        assert_eq!(ap(&mut s, &par, 0), Response::Created);
+        let service = svc("www", &["lon", "par"]);
+        assert_eq!(
+            ap(&mut s, &Command::PutService { service }, 0),
+            Response::Created
+        );
         let h = |s: &State| s.datacenter("lon").expect("lon").dc.health;
         let report = |node, up| Command::HealthReport {
             node,
@@ -1391,13 +1418,20 @@ mod tests {
         ap(&mut s, &report(2, false), 1_000);
         ap(&mut s, &report(3, false), 1_000);
         assert_eq!(h(&s), Health::Unhealthy);
-        // Nodes 2 and 3 leave the voters: their opinions go, the verdict follows at once.
+        // Nodes 2 and 3 leave the voters: their opinions go, the verdict follows at once,
+        // and so does the serial of a zone whose transfer shows lon's address again.
+        let zone = ZoneName::parse("example.com").expect("zone");
+        let serial = s.serial(&zone);
         let mut delta = Delta::default();
         s.set_voters([1, 4, 5].into(), &mut delta);
         assert!(delta.datacenters.contains("lon"), "{delta:?}");
         assert_eq!(s.status("lon").opinions.keys().collect::<Vec<_>>(), [&1]);
         assert_eq!(h(&s), Health::Healthy);
         assert!(s.is_voter(4) && !s.is_voter(2));
+        assert!(
+            delta.serials.contains(&zone) && s.serial(&zone) != serial,
+            "{delta:?}"
+        );
     }
 
     #[test]

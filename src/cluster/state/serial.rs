@@ -4,16 +4,17 @@
 //! of the datacenters it names (drains, verdicts), never the rest.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{Name, RData, Record};
 
 use super::{service_fqdn, Delta, State};
 use crate::name::ZoneName;
 use crate::policy::UnlocatedView;
 use crate::zone::transfer::{
-    record_wire, serial_after, soa_with_serial, text_serial, Journal, JournalEntry, XfrZone,
+    serial_after, soa_with_serial, text_serial, Journal, JournalEntry, XfrZone,
 };
 use crate::zone::{Rr, ZoneFile};
 use crate::zoneconf::{SerialPolicy, ZoneSettings};
@@ -44,18 +45,10 @@ pub fn next_serial(prev: Option<u32>, text: u32, policy: SerialPolicy, at_ms: u6
 /// A whole record in wire form, as the journal keeps it.
 type WireRr = Box<[u8]>;
 
-/// A service's record as the parts of an [`Rr`] (owner lower-cased), for the journal's
-/// keys; `None` when it does not encode.
-fn owned_parts(r: &Record) -> Option<(Vec<u8>, u16, u32, Vec<u8>)> {
-    let mut owner = Vec::with_capacity(r.name.len() + 2);
-    crate::zone::push_wire(&r.name, true, &mut owner);
-    let wire = record_wire(r)?;
-    // The record's wire form: its owner, type, class, TTL, RDLENGTH, RDATA.
-    let rdata = wire.get(owner.len() + 10..)?.to_vec();
-    Some((owner, u16::from(r.record_type()), r.ttl, rdata))
-}
+/// A service record as the parts of an [`Rr`]: owner (lower-case wire), type, TTL, RDATA.
+type Parts = (Vec<u8>, u16, u32, Vec<u8>);
 
-fn as_rr(p: &(Vec<u8>, u16, u32, Vec<u8>)) -> Rr<'_> {
+fn as_rr(p: &Parts) -> Rr<'_> {
     Rr {
         owner: &p.0,
         rtype: p.1,
@@ -125,6 +118,40 @@ impl State {
     /// Every service's unlocated A/AAAA records in a zone, by name.
     pub fn service_records(&self, zone: &ZoneName) -> Vec<Record> {
         let mut out = Vec::new();
+        self.each_service_address(zone, |owner, ttl, addr| {
+            let data = match addr {
+                std::net::IpAddr::V4(a) => RData::A(A(a)),
+                std::net::IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+            };
+            out.push(Record::from_rdata(owner.clone(), ttl, data));
+        });
+        out
+    }
+
+    /// [`State::service_records`] as the journal keys them, made straight from the
+    /// addresses (a drain diffs every zone of every service using the site: no record is
+    /// built and encoded for that).
+    fn service_parts(&self, zone: &ZoneName) -> Vec<Parts> {
+        let mut out = Vec::new();
+        let mut wire = (None::<Name>, Vec::new());
+        self.each_service_address(zone, |owner, ttl, addr| {
+            if wire.0.as_ref() != Some(owner) {
+                wire.1.clear();
+                crate::zone::push_wire(owner, true, &mut wire.1);
+                wire.0 = Some(owner.clone());
+            }
+            let (rtype, rdata) = match addr {
+                std::net::IpAddr::V4(a) => (1, a.octets().to_vec()),
+                std::net::IpAddr::V6(a) => (28, a.octets().to_vec()),
+            };
+            out.push((wire.1.clone(), rtype, ttl, rdata));
+        });
+        out
+    }
+
+    /// Each service of the zone: its owner, TTL, and each address a client with no location
+    /// gets (A, then AAAA).
+    fn each_service_address(&self, zone: &ZoneName, mut f: impl FnMut(&Name, u32, IpAddr)) {
         for (name, entry) in self.services_in(zone) {
             let Ok(owner) = service_fqdn(zone, name) else {
                 continue;
@@ -133,15 +160,10 @@ impl State {
             let dc = |id: &str| self.datacenters.get(id).map(|e| &*e.dc);
             for v6 in [false, true] {
                 for addr in crate::policy::unlocated(svc, dc, v6) {
-                    let data = match addr {
-                        std::net::IpAddr::V4(a) => RData::A(A(a)),
-                        std::net::IpAddr::V6(a) => RData::AAAA(AAAA(a)),
-                    };
-                    out.push(Record::from_rdata(owner.clone(), svc.ttl, data));
+                    f(&owner, svc.ttl, addr);
                 }
             }
         }
-        out
     }
 
     /// What a transfer of the zone sends now.
@@ -204,16 +226,8 @@ impl State {
                 delta.serials.insert(origin);
                 continue;
             };
-            let old_services: Vec<_> = before
-                .service_records(&origin)
-                .iter()
-                .filter_map(owned_parts)
-                .collect();
-            let new_services: Vec<_> = self
-                .service_records(&origin)
-                .iter()
-                .filter_map(owned_parts)
-                .collect();
+            let old_services = before.service_parts(&origin);
+            let new_services = self.service_parts(&origin);
             let text_same = Arc::ptr_eq(&old.file, &new.file);
             let soa_same = text_same || old.file.soa() == new.file.soa();
             let (removed, added) = if text_same {
@@ -271,6 +285,54 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The journal's keys made from the addresses are the records' own wire parts, as
+    /// the encoder writes them (owner lower-cased, A and AAAA RDATA).
+    #[test]
+    fn service_parts_are_the_service_records_in_wire_form() {
+        use crate::cluster::Command;
+        use crate::model::{fixtures, PolicyKind};
+        let mut s = State::default();
+        let zone = "$TTL 300\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+        let mut lon = fixtures::datacenter("lon", 51.5, -0.1, "192.0.2.9");
+        lon.addresses.push("2001:db8::9".parse().expect("v6"));
+        let cmds = [
+            Command::PutZone {
+                origin: "Example.COM".into(),
+                text: zone.into(),
+            },
+            Command::PutDatacenter {
+                dc: lon,
+                set_state: None,
+            },
+            Command::PutDatacenter {
+                dc: fixtures::datacenter("par", 48.9, 2.3, "192.0.2.10"),
+                set_state: None,
+            },
+        ];
+        for (i, cmd) in cmds.iter().enumerate() {
+            s.apply(cmd, None, 0, i as u64 + 1);
+        }
+        for (i, name) in ["WWW", "@", "a.b"].into_iter().enumerate() {
+            let service =
+                fixtures::service("example.com", name, PolicyKind::RoundRobin, &["lon", "par"]);
+            s.apply(&Command::PutService { service }, None, 0, i as u64 + 10);
+        }
+        let origin = ZoneName::parse("example.com").expect("zone");
+        let encoded: Vec<Parts> = s
+            .service_records(&origin)
+            .iter()
+            .map(|r| {
+                let mut owner = Vec::new();
+                crate::zone::push_wire(&r.name, true, &mut owner);
+                let wire = crate::zone::transfer::record_wire(r).expect("encodes");
+                let rdata = wire[owner.len() + 10..].to_vec();
+                (owner, u16::from(r.record_type()), r.ttl, rdata)
+            })
+            .collect();
+        assert_eq!(encoded.len(), 9, "three services, three addresses each");
+        assert_eq!(s.service_parts(&origin), encoded);
+    }
 
     #[test]
     fn rfc1982_serials_move_forward() {
