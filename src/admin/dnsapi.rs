@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::admin::error::{ApiError, JsonBody};
-use crate::admin::routes::{deleted, etag, put_status, write, zone_key, WriteMeta};
+use crate::admin::routes::{deleted, etag, put_status, write, write_at, zone_key, WriteMeta};
 use crate::admin::App;
 use crate::cluster::Command;
 use crate::name::KeyName;
@@ -136,10 +136,10 @@ pub async fn put_zone_settings(
     // Shape checks here, so that a bad rule is 422 before anything is proposed; whether the
     // zone and the keys it names exist is the state machine's to say (this node may not
     // have applied a zone or key just written through another).
-    settings
+    let kept = settings
         .normalised(|_| true)
         .map_err(ApiError::Unprocessable)?;
-    let r = write(
+    let (r, version) = write_at(
         &app,
         Command::PutZoneSettings {
             origin: origin.to_string(),
@@ -149,13 +149,17 @@ pub async fn put_zone_settings(
     )
     .await?;
     let status = put_status(&r)?;
-    let state = app.cluster.state();
-    let Some(s) = state.zone_settings(&origin) else {
-        return Err(ApiError::Internal("settings not found after commit".into()));
+    // What this node holds once it has applied the write; until then (it waited its while
+    // for that), what was written, as the state keeps it.
+    let view = match app.cluster.state().zone_settings(&origin) {
+        Some(s) => SettingsView {
+            settings: (*s.settings).clone(),
+            version: s.version,
+        },
+        None => SettingsView {
+            settings: kept,
+            version,
+        },
     };
-    let view = SettingsView {
-        settings: (*s.settings).clone(),
-        version: s.version,
-    };
-    Ok((status, etag(s.version), Json(view)).into_response())
+    Ok((status, etag(view.version), Json(view)).into_response())
 }
