@@ -306,12 +306,22 @@ async fn member_change_done(app: &App, request: &str, kind: &str, member: u64) -
         return Ok(false);
     };
     let target = Some(cluster::state::Target::Member(member));
-    match state.history_entry(record.index) {
-        Some(e) if e.kind == kind && e.target == target => return Ok(true),
-        // History keeps fewer entries than request records live: the key's write is known
-        // to have been made, not what it was.
-        None => return Ok(true),
-        Some(_) => {}
+    // A membership change's history entry answers `Noop`; a write refused, or another
+    // kind, answered something else (and a refused one has no history entry).
+    if record.response == Response::Noop {
+        match state.history_entry(record.index) {
+            Some(e) if e.kind == kind && e.target == target => return Ok(true),
+            // History keeps fewer entries than request records live: an entry older than
+            // the oldest kept is known to have been made, not what it was.
+            None if state
+                .history()
+                .next()
+                .is_some_and(|e| e.index > record.index) =>
+            {
+                return Ok(true)
+            }
+            _ => {}
+        }
     }
     Err(ApiError::Conflict(format!(
         "this Idempotency-Key was used for another write (log index {}), not for this {kind} of node {member}",

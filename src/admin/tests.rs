@@ -796,6 +796,26 @@ async fn cluster_status_and_membership() {
     assert_eq!(r.json()["members"].as_array().map(Vec::len), Some(2));
     let r = send_json(&t.router, Method::POST, uri, add).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // A key whose first write was refused (no such zone) made no membership change: 409.
+    let spent = [("Idempotency-Key", "spent-1")];
+    let r = send_with(
+        &t.router,
+        Method::DELETE,
+        "/api/v1/zones/absent.example",
+        &spent,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let r = send_with(
+        &t.router,
+        Method::DELETE,
+        "/api/v1/cluster/members/2",
+        &spent,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     // The key of that addition is not the first result of another change: 409, node 2 kept.
     let r = send_with(
         &t.router,

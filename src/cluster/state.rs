@@ -453,6 +453,14 @@ impl State {
         }
         let before = self.clone(); // O(1): for the serials of what a verdict changed
         self.voters = Some(voters);
+        // The time to judge freshness at: the newest opinion's, and (from cluster format 4)
+        // no earlier than the newest write's, so that opinions another write already aged
+        // out do not count again (and a verdict flip back and forth, moving serials twice).
+        let newest_write = self.request_age.get_max().map(|(at, _)| *at);
+        let newest = match self.format() >= 4 {
+            true => newest.max(newest_write),
+            false => newest,
+        };
         if let Some(now) = newest {
             self.reassess(now, delta);
             // A verdict that flipped changes the transfers of its site's zones, as it would
