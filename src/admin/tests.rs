@@ -798,33 +798,12 @@ async fn cluster_status_and_membership() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     // A key whose first write was refused (no such zone) made no membership change: 409.
     let spent = [("Idempotency-Key", "spent-1")];
-    let r = send_with(
-        &t.router,
-        Method::DELETE,
-        "/api/v1/zones/absent.example",
-        &spent,
-        Value::Null,
-    )
-    .await;
+    let r = delete_keyed(&t.router, "/api/v1/zones/absent.example", &spent).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
-    let r = send_with(
-        &t.router,
-        Method::DELETE,
-        "/api/v1/cluster/members/2",
-        &spent,
-        Value::Null,
-    )
-    .await;
+    let r = delete_keyed(&t.router, "/api/v1/cluster/members/2", &spent).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     // The key of that addition is not the first result of another change: 409, node 2 kept.
-    let r = send_with(
-        &t.router,
-        Method::DELETE,
-        "/api/v1/cluster/members/2",
-        &join,
-        Value::Null,
-    )
-    .await;
+    let r = delete_keyed(&t.router, "/api/v1/cluster/members/2", &join).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     let v = get(&t.router, "/api/v1/cluster").await.json();
     assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
@@ -849,14 +828,7 @@ async fn cluster_status_and_membership() {
     r.error();
     let leave = [("Idempotency-Key", "leave-2")];
     for _ in 0..2 {
-        let r = send_with(
-            &t.router,
-            Method::DELETE,
-            "/api/v1/cluster/members/2",
-            &leave,
-            Value::Null,
-        )
-        .await;
+        let r = delete_keyed(&t.router, "/api/v1/cluster/members/2", &leave).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
     }
     let r = delete(&t.router, "/api/v1/cluster/members/2").await;
@@ -953,6 +925,11 @@ async fn send_with(
         req.body(Body::from(body.to_string())).expect("request"),
     )
     .await
+}
+
+/// A DELETE with extra headers (an `Idempotency-Key`).
+async fn delete_keyed(router: &Router, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    send_with(router, Method::DELETE, uri, headers, Value::Null).await
 }
 
 /// The newest history entry of `kind`, with its before and after.

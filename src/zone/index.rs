@@ -1249,14 +1249,13 @@ impl Oldest {
 /// All zones a node serves, found by longest suffix. Each zone is an `Arc`, so the next
 /// snapshot's set shares every zone that did not change; and the set is in
 /// [`ZONE_SHARDS`] shards, each an `Arc` too, so a publish that adds or replaces one zone
-/// copies one shard, not the whole set (with 10,000 zones, copying one map of them per
-/// publish, and freeing the old, was about a third of a zone PUT's CPU). A look-up hashes
+/// copies one shard, not the whole set (with 10,000 zones, one node's CPU per zone PUT
+/// went from 5.75 to 2.95 ms with the shards, `benches/control/run.sh`). A look-up hashes
 /// the name once, as a single map did: the hash picks the shard (by bits the tables do not
-/// use) and the entry (`benches/lookup.rs`: no slower; 5% faster than the map).
+/// use) and the entry (`benches/lookup.rs` `lookup_10k_zones`: 0-5% faster than the map).
 #[derive(Clone, Debug)]
 pub struct ZoneSet {
     shards: Box<[Arc<HashTable<Arc<Zone>>>]>,
-    len: usize,
 }
 
 /// How many shards a [`ZoneSet`] has (a power of two).
@@ -1266,7 +1265,6 @@ impl Default for ZoneSet {
     fn default() -> ZoneSet {
         ZoneSet {
             shards: (0..ZONE_SHARDS).map(|_| Arc::default()).collect(),
-            len: 0,
         }
     }
 }
@@ -1299,7 +1297,6 @@ impl ZoneSet {
             Entry::Occupied(mut e) => *e.get_mut() = zone,
             Entry::Vacant(e) => {
                 e.insert(zone);
-                self.len += 1;
             }
         }
     }
@@ -1319,7 +1316,6 @@ impl ZoneSet {
         let shard = Arc::make_mut(&mut self.shards[shard_of(hash)]);
         if let Ok(e) = shard.find_entry(hash, |z| *z.origin_wire == *origin) {
             e.remove();
-            self.len -= 1;
         }
     }
 
@@ -1350,11 +1346,11 @@ impl ZoneSet {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(|s| s.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.shards.iter().all(|s| s.is_empty())
     }
 }
 
